@@ -1,0 +1,16 @@
+"""cbedtdc: Trickle-Down Classifier for CBED space-group classification.
+
+Modules (import what you need; torch and xgboost are imported lazily):
+
+- :mod:`cbedtdc.classes`    class sets and the real class frequencies
+- :mod:`cbedtdc.layout`     raw-file discovery and the static file plan
+- :mod:`cbedtdc.io`         defensive reading of challenge-layout HDF5
+- :mod:`cbedtdc.synth`      built-in physics-based CBED generator
+- :mod:`cbedtdc.preprocess` log scaling, resize, shards
+- :mod:`cbedtdc.data`       ``ShardDataset`` over the uint8 shards
+- :mod:`cbedtdc.distributed`, :mod:`cbedtdc.model`, :mod:`cbedtdc.train`  training engine
+- :mod:`cbedtdc.cascade`    Trickle-Down Classifier levels and routing
+- :mod:`cbedtdc.metrics`, :mod:`cbedtdc.plots`  evaluation
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,67 @@
+"""Space-group class sets and the real class frequencies of the SMC 2020 challenge.
+
+The per-space-group sample counts of the challenge's train/dev/test splits are shipped
+in ``cbedtdc/data/real_counts.csv`` (source: participants' EDA of the released set,
+187,155 samples, 200 of 230 groups present).
+"""
+
+from __future__ import annotations
+
+import csv
+from functools import lru_cache
+from importlib import resources
+
+__all__ = ["real_counts", "resolve_classes", "TOP20"]
+
+
+@lru_cache(maxsize=1)
+def real_counts() -> dict[int, tuple[int, int, int]]:
+    """Return ``{space_group: (train, dev, test)}`` sample counts of the real data set.
+
+    Groups absent from the real set are absent from the mapping.
+
+    >>> real_counts()[225]
+    (11160, 1650, 1560)
+    """
+    text = resources.files("cbedtdc").joinpath("data/real_counts.csv").read_text()
+    out: dict[int, tuple[int, int, int]] = {}
+    for row in csv.DictReader(text.splitlines()):
+        out[int(row["space_group"])] = (int(row["train"]), int(row["dev"]), int(row["test"]))
+    return out
+
+
+def _by_frequency(groups) -> list[int]:
+    counts = real_counts()
+    return sorted(groups, key=lambda g: (-counts.get(g, (0, 0, 0))[0], g))
+
+
+TOP20: tuple[int, ...] = tuple(_by_frequency(real_counts())[:20])
+
+
+def resolve_classes(spec) -> list[int]:
+    """Turn the ``classes`` config value into space-group numbers ordered by real frequency.
+
+    Parameters
+    ----------
+    spec : {"top20", "all"} or list of int
+        ``top20``: the 20 most frequent groups of the real training split; ``all``: all 230
+        groups; a list: those groups.
+
+    >>> resolve_classes("top20")[:5]
+    [14, 225, 1, 2, 62]
+    >>> resolve_classes([2, 225, 1])
+    [225, 1, 2]
+    """
+    if isinstance(spec, str):
+        if spec == "top20":
+            return list(TOP20)
+        if spec == "all":
+            return _by_frequency(range(1, 231))
+        raise ValueError(f"classes={spec!r}: must be 'top20', 'all' or a list of space groups 1..230")
+    groups = [int(g) for g in spec]
+    bad = [g for g in groups if not 1 <= g <= 230]
+    if bad:
+        raise ValueError(f"classes: space groups must be in 1..230, got {bad}")
+    if len(set(groups)) != len(groups):
+        raise ValueError(f"classes: duplicate space groups in {groups}")
+    return _by_frequency(groups)

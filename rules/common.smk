@@ -1,0 +1,44 @@
+# Config in, paths out. The DAG is static: nothing here reads results.
+from pathlib import Path
+
+from snakemake.utils import validate
+
+from cbedtdc.classes import resolve_classes
+from cbedtdc.layout import SPLITS, discover_raw, n_levels, synth_file_plan
+
+
+validate(config, schema="../config/schema.yaml")
+
+CLASSES = resolve_classes(config["classes"])
+LEVELS = [str(k) for k in range(1, n_levels(config["tdc"]) + 1)]
+GENERATE = not config["raw_dir"]
+if GENERATE:
+    SYNTH_PLAN = {f.stem: f for f in synth_file_plan(config["synth"]["n_materials"],
+                                                     config["synth"]["materials_per_file"])}
+    RAW = {stem: f"results/raw/{stem}.h5" for stem in SYNTH_PLAN}
+else:
+    RAW = {stem: str(path) for stem, path in discover_raw(config["raw_dir"]).items()}
+STEMS = sorted(RAW)
+
+
+wildcard_constraints:
+    stem=r"batch_(train|dev|test)_\d+",
+    split="train|dev|test",
+    level=r"\d+",
+    loss="ce|weighted_ce|logit_adjusted|balanced_softmax",
+
+
+def get_raw(wildcards):
+    """Path of one raw challenge file (generated or under raw_dir)."""
+    return RAW[wildcards.stem]
+
+
+def is_activated(section):
+    return bool(config.get(section, {}).get("activate", False))
+
+
+def get_final_output():
+    out = ["results/metrics/summary.json"]
+    if GENERATE and config["synth"]["gallery"]:
+        out.append("results/plots/gallery.png")
+    return out
