@@ -4,9 +4,14 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from cbedtdc.classes import resolve_classes
+from cbedtdc.config import ConfigError, check_config
 from cbedtdc.layout import SPLITS, discover_raw, n_levels, synth_file_plan
 
 
+try:  # one-line error naming the key, before snakemake's validate() fills the defaults
+    check_config(config, Path(workflow.basedir) / "config" / "schema.yaml")
+except ConfigError as err:
+    raise SystemExit(f"Error: {err}") from None
 validate(config, schema="../config/schema.yaml")
 
 CLASSES = resolve_classes(config["classes"])
