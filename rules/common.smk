@@ -7,7 +7,6 @@ from cbedtdc.classes import resolve_classes
 from cbedtdc.config import ConfigError, check_config
 from cbedtdc.layout import SPLITS, discover_raw, n_levels, synth_file_plan
 
-
 try:  # one-line error naming the key, before snakemake's validate() fills the defaults
     check_config(config, Path(workflow.basedir) / "config" / "schema.yaml")
 except ConfigError as err:
@@ -18,8 +17,12 @@ CLASSES = resolve_classes(config["classes"])
 LEVELS = [str(k) for k in range(1, n_levels(config["tdc"]) + 1)]
 GENERATE = not config["raw_dir"]
 if GENERATE:
-    SYNTH_PLAN = {f.stem: f for f in synth_file_plan(config["synth"]["n_materials"],
-                                                     config["synth"]["materials_per_file"])}
+    SYNTH_PLAN = {
+        f.stem: f
+        for f in synth_file_plan(
+            config["synth"]["n_materials"], config["synth"]["materials_per_file"]
+        )
+    }
     RAW = {stem: f"results/raw/{stem}.h5" for stem in SYNTH_PLAN}
 else:
     RAW = {stem: str(path) for stem, path in discover_raw(config["raw_dir"]).items()}

@@ -1,0 +1,66 @@
+"""The workflow as a user types it: config errors, profile resolution, static DAG."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def snakemake(*args, cwd=REPO, timeout=300):
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    return subprocess.run([str(BIN / "snakemake"), *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("train={epochz: 3}", "config error at train: unknown key 'epochz'"),
+        ("image_size=big", "config error at image_size: 'big' is not of type 'integer'"),
+        ("tdc={mode: soft}", "config error at tdc.mode: 'soft' is not one of"),
+    ],
+)
+def test_wrong_config_key_gives_one_line_naming_it(override, key):
+    res = snakemake("-n", "--config", override)
+    assert res.returncode != 0
+    lines = [ln for ln in (res.stdout + res.stderr).splitlines() if "config error" in ln]
+    assert len(lines) == 1 and key in lines[0], res.stdout + res.stderr
+
+
+@pytest.mark.parametrize("profile", ["local", "slurm", "summit"])
+def test_profile_resolves_from_repo_root(profile):
+    """`snakemake --profile NAME -n` works when typed in the repository root (no path, no set-up step)."""
+    res = snakemake("--profile", profile, "-n", "--quiet", "rules")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "synthesize" in res.stdout + res.stderr
+
+
+def test_dry_run_lists_every_stage():
+    res = snakemake("-n", "--quiet", "rules")
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out
+    for rule in ["synthesize", "index_raw", "manifest", "shard", "train_flat", "plan_levels", "train_level",
+                 "collect_missed", "evaluate"]:
+        assert rule in out, f"{rule} missing from the default DAG:\n{out}"
+
+
+def test_every_rule_has_log_and_benchmark():
+    res = snakemake("--lint", "text")
+    out = res.stdout + res.stderr
+    for rule in out.split("Lints for rule")[1:]:
+        name = rule.split()[0]
+        assert "No log directive" not in rule, f"rule {name} has no log:"
+    text = "".join(p.read_text() for p in sorted((REPO / "rules").glob("*.smk")))
+    n_rules = text.count("\nrule ") + text.startswith("rule ")
+    n_targets = sum(1 for block in text.split("\nrule ")[1:] if "output:" not in block.split("\nrule ")[0])
+    assert text.count("benchmark:") >= n_rules - n_targets, "every rule with outputs needs a benchmark:"
+
+
+def test_rules_are_snakefmt_clean():
+    res = subprocess.run([str(BIN / "snakefmt"), "--check", "Snakefile", "rules"], cwd=REPO, capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
