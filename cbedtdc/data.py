@@ -1,0 +1,465 @@
+"""The data stage after indexing: manifest, split, shard index, and ``ShardDataset``.
+
+Flow (one function per rule, each called by a thin CLI in ``workflow_scripts/``):
+
+1. :func:`cbedtdc.io.index_file` - one JSON index per raw file (accepted + quarantined samples);
+2. :func:`build_manifest` - merge the indexes: ``manifest.csv``, ``quarantine.csv``, a report;
+3. :func:`assign_splits` - keep the file-given split or re-split by material: ``splits.csv``,
+   ``class_counts.csv``;
+4. :func:`cbedtdc.preprocess.write_shard` - one uint8 shard per raw file;
+5. :func:`build_shard_index` - ``{shard_root}/{split}.csv``, the sample list of each split;
+6. :class:`ShardDataset` - a map-style torch dataset over one split.
+
+torch is imported only when a sample is fetched.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from cbedtdc.io import read_csv, read_json, write_csv, write_json
+from cbedtdc.layout import SPLITS
+
+__all__ = [
+    "DataError",
+    "MANIFEST_FIELDS",
+    "QUARANTINE_FIELDS",
+    "SPLIT_FIELDS",
+    "SHARD_INDEX_FIELDS",
+    "build_manifest",
+    "write_manifest",
+    "assign_splits",
+    "write_splits",
+    "build_shard_index",
+    "ShardDataset",
+    "panel_of",
+]
+
+log = logging.getLogger(__name__)
+
+MANIFEST_FIELDS = (
+    "file", "group", "split", "space_group", "material", "energy_keV", "formula", "side",
+    "a", "b", "c", "alpha", "beta", "gamma", "warnings",
+)
+QUARANTINE_FIELDS = ("file", "group", "reason")
+SPLIT_FIELDS = ("key", "file", "group", "split", "file_split", "space_group", "material", "energy_keV")
+SHARD_INDEX_FIELDS = ("key", "shard", "row", "space_group", "material", "energy_keV")
+
+
+class DataError(RuntimeError):
+    """Bad data that stops the stage (the message names the file, sample and reason)."""
+
+
+# --------------------------------------------------------------------------- manifest
+def build_manifest(indexes) -> tuple[list[dict], list[dict], dict]:
+    """Merge per-file indexes (dicts or JSON paths) into manifest rows, quarantine rows, report.
+
+    Duplicate keys (the same ``file/group`` in two indexes) keep the first occurrence and
+    quarantine the others. Materials found in two splits, materials with several space
+    groups and per-file attribute warnings are reported (not quarantined).
+    Counts add up: ``report["seen"] == len(manifest) + len(quarantine)``.
+    """
+    manifest, quarantine = [], []
+    seen = 0
+    first_source = {}
+    for item in indexes:
+        idx = read_json(item) if isinstance(item, (str, os.PathLike)) else item
+        source = str(item) if isinstance(item, (str, os.PathLike)) else idx["file"]
+        seen += idx["seen"]
+        quarantine.extend({k: q[k] for k in QUARANTINE_FIELDS} for q in idx["quarantine"])
+        for rec in idx["samples"]:
+            key = f"{rec['file']}/{rec['group']}"
+            if key in first_source:
+                quarantine.append({"file": rec["file"], "group": rec["group"],
+                                   "reason": f"duplicate key (first seen in {first_source[key]})"})
+                continue
+            first_source[key] = source
+            a, b, c = rec.get("abc_angstrom", [float("nan")] * 3)
+            al, be, ga = rec.get("angles_degree", [float("nan")] * 3)
+            manifest.append({
+                "file": rec["file"], "group": rec["group"], "split": rec["split"],
+                "space_group": int(rec["space_group"]), "material": rec["material"],
+                "energy_keV": rec["energy_keV"], "formula": rec.get("formula", ""), "side": rec["side"],
+                "a": a, "b": b, "c": c, "alpha": al, "beta": be, "gamma": ga,
+                "warnings": rec.get("warnings", ""),
+            })
+    splits_of = defaultdict(set)
+    groups_of = defaultdict(set)
+    for row in manifest:
+        splits_of[row["material"]].add(row["split"])
+        groups_of[row["material"]].add(row["space_group"])
+    multi_split = sorted(m for m, s in splits_of.items() if len(s) > 1)
+    multi_group = sorted(m for m, g in groups_of.items() if len(g) > 1)
+    reasons = Counter(_reason_kind(q["reason"]) for q in quarantine)
+    report = {
+        "seen": seen,
+        "accepted": len(manifest),
+        "quarantined": len(quarantine),
+        "quarantined_fraction": len(quarantine) / seen if seen else 0.0,
+        "reasons": dict(sorted(reasons.items())),
+        "materials": len(splits_of),
+        "materials_in_several_splits": multi_split,
+        "materials_with_several_space_groups": multi_group,
+        "samples_with_attribute_warnings": sum(bool(r["warnings"]) for r in manifest),
+        "space_groups": len({r["space_group"] for r in manifest}),
+    }
+    if seen != len(manifest) + len(quarantine):
+        raise DataError(f"count mismatch: {seen} samples seen, {len(manifest)} accepted + "
+                        f"{len(quarantine)} quarantined; an index file is corrupt, rerun index_raw")
+    return manifest, quarantine, report
+
+
+def _reason_kind(reason: str) -> str:
+    """Reason without sample-specific details, for the summary counts."""
+    for cut in (" (", ": "):
+        if cut in reason:
+            reason = reason.split(cut)[0]
+    return reason
+
+
+def write_manifest(indexes, manifest_path, quarantine_path, report_path, *, max_fraction: float) -> dict:
+    """Build and write the manifest; raise :class:`DataError` above ``max_fraction`` quarantined.
+
+    On failure nothing is written, the message names the fraction, the threshold and the most
+    common reasons, and every quarantined entry has been logged.
+    """
+    manifest, quarantine, report = build_manifest(indexes)
+    for q in quarantine:
+        log.info("quarantined %s/%s: %s", q["file"], q["group"], q["reason"])
+    for m in report["materials_in_several_splits"]:
+        log.warning("material %s occurs in several splits (leak between splits; set data.resplit)", m)
+    for m in report["materials_with_several_space_groups"]:
+        log.warning("material %s carries several space groups", m)
+    if report["seen"] == 0:
+        raise DataError("no samples found: every raw file is empty")
+    if report["quarantined_fraction"] > max_fraction:
+        top = ", ".join(f"{k!r}: {v}" for k, v in Counter(report["reasons"]).most_common(3))
+        raise DataError(
+            f"{report['quarantined']} of {report['seen']} samples quarantined "
+            f"({report['quarantined_fraction']:.1%} > data.quarantine_max_fraction={max_fraction}); "
+            f"most common reasons: {top}; fix the files or raise the threshold"
+        )
+    write_csv(quarantine_path, quarantine, QUARANTINE_FIELDS)
+    write_json(report_path, report)
+    write_csv(manifest_path, manifest, MANIFEST_FIELDS)
+    log.info("manifest: %d accepted, %d quarantined of %d seen; %d materials, %d space groups",
+             report["accepted"], report["quarantined"], report["seen"], report["materials"], report["space_groups"])
+    return report
+
+
+# --------------------------------------------------------------------------- split
+def _largest_remainder(n: int, fractions) -> list[int]:
+    """Integer counts summing to n, proportional to fractions (ties go to earlier splits).
+
+    >>> _largest_remainder(10, [0.79, 0.11, 0.10]), _largest_remainder(2, [0.79, 0.11, 0.10])
+    ([8, 1, 1], [2, 0, 0])
+    """
+    f = np.asarray(fractions, dtype=float)
+    f = f / f.sum()
+    raw = n * f
+    base = np.floor(raw).astype(int)
+    order = sorted(range(len(f)), key=lambda i: (-(raw[i] - base[i]), i))
+    for i in order[: n - base.sum()]:
+        base[i] += 1
+    return base.tolist()
+
+
+def assign_splits(manifest, *, resplit: bool = False, fractions=(0.79, 0.11, 0.10), seed: int = 0) -> list[dict]:
+    """Split of every manifest row.
+
+    With ``resplit=False`` the split of the file name is kept. With ``resplit=True`` materials
+    are re-assigned: per space group (a material's most common one), its materials are
+    shuffled with a seeded generator and divided by largest remainder, so no material is in
+    two splits, every split follows the fractions per class, and classes with very few
+    materials go to train first (as in the real data, rare groups are absent from dev/test).
+    """
+    rows = [dict(r) for r in manifest]
+    if resplit:
+        per_material = defaultdict(Counter)
+        for r in rows:
+            per_material[r["material"]][int(r["space_group"])] += 1
+        by_group = defaultdict(list)
+        for material in sorted(per_material):
+            group = min(per_material[material].items(), key=lambda kv: (-kv[1], kv[0]))[0]
+            by_group[group].append(material)
+        target = {}
+        for group in sorted(by_group):
+            mats = by_group[group]
+            rng = np.random.default_rng([seed, group])
+            mats = [mats[i] for i in rng.permutation(len(mats))]
+            counts = _largest_remainder(len(mats), fractions)
+            pos = 0
+            for split, k in zip(SPLITS, counts):
+                for m in mats[pos: pos + k]:
+                    target[m] = split
+                pos += k
+    out = []
+    for r in rows:
+        split = target[r["material"]] if resplit else r["split"]
+        out.append({
+            "key": f"{r['file']}/{r['group']}", "file": r["file"], "group": r["group"], "split": split,
+            "file_split": r["split"], "space_group": int(r["space_group"]), "material": r["material"],
+            "energy_keV": r["energy_keV"],
+        })
+    return out
+
+
+def class_counts(split_rows) -> list[dict]:
+    """Rows ``space_group, train, dev, test, total`` sorted by train count, then total, then group."""
+    counts = defaultdict(Counter)
+    for r in split_rows:
+        counts[int(r["space_group"])][r["split"]] += 1
+    rows = [{"space_group": g, **{s: c[s] for s in SPLITS}, "total": sum(c.values())} for g, c in counts.items()]
+    rows.sort(key=lambda r: (-r["train"], -r["total"], r["space_group"]))
+    return rows
+
+
+def write_splits(manifest_path, splits_path, counts_path, *, resplit=False, fractions=(0.79, 0.11, 0.10), seed=0):
+    """Read ``manifest.csv``, assign splits, write ``splits.csv`` and ``class_counts.csv``."""
+    manifest = read_csv(manifest_path)
+    rows = assign_splits(manifest, resplit=resplit, fractions=fractions, seed=seed)
+    mats = defaultdict(set)
+    for r in rows:
+        mats[r["material"]].add(r["split"])
+    leaks = sorted(m for m, s in mats.items() if len(s) > 1)
+    if leaks:
+        log.warning("%d materials occur in several splits (file-given split), e.g. %s", len(leaks), leaks[:5])
+    counts = class_counts(rows)
+    write_csv(counts_path, counts, ("space_group", *SPLITS, "total"))
+    write_csv(splits_path, rows, SPLIT_FIELDS)
+    per_split = Counter(r["split"] for r in rows)
+    log.info("splits (%s): %s", "re-split by material" if resplit else "file-given",
+             ", ".join(f"{s} {per_split[s]}" for s in SPLITS))
+    return rows
+
+
+# --------------------------------------------------------------------------- shard index
+def build_shard_index(splits_path, sidecars, shard_root) -> dict[str, int]:
+    """Write ``{shard_root}/{split}.csv`` for every split from ``splits.csv`` and shard sidecars.
+
+    Rows are in shard order (file name, then row), so a pass over a split reads each shard
+    front to back. Raises :class:`DataError` when a sample of ``splits.csv`` is in no shard.
+    """
+    shard_root = Path(shard_root)
+    where = {}
+    for side in sidecars:
+        meta = read_json(side)
+        shard = Path(side).with_suffix(".h5")
+        try:
+            rel = shard.resolve().relative_to(shard_root.resolve()).as_posix()
+        except ValueError as err:
+            raise DataError(f"shard {shard} is not below shard_root {shard_root}") from err
+        for entry in meta["samples"]:
+            where[entry["key"]] = (rel, entry["row"])
+    per_split = {s: [] for s in SPLITS}
+    for r in read_csv(splits_path):
+        if r["key"] not in where:
+            raise DataError(f"sample {r['key']} of {splits_path} is in no shard; rerun the shard rule for "
+                            f"{r['file']}")
+        rel, row = where[r["key"]]
+        per_split[r["split"]].append({"key": r["key"], "shard": rel, "row": row, "space_group": r["space_group"],
+                                      "material": r["material"], "energy_keV": r["energy_keV"]})
+    sizes = {}
+    for split, rows in per_split.items():
+        rows.sort(key=lambda r: (r["shard"], int(r["row"])))
+        write_csv(shard_root / f"{split}.csv", rows, SHARD_INDEX_FIELDS)
+        sizes[split] = len(rows)
+    log.info("shard index: %s", ", ".join(f"{s} {n}" for s, n in sizes.items()))
+    return sizes
+
+
+# --------------------------------------------------------------------------- dataset
+_MASK = (1 << 64) - 1
+
+
+def _mix(x: int) -> int:
+    """splitmix64 finaliser: a fast, well-spread hash of a 64-bit integer."""
+    x = (x + 0x9E3779B97F4A7C15) & _MASK
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK
+    return x ^ (x >> 31)
+
+
+def panel_of(seed: int, epoch: int, index: int) -> int:
+    """Orientation panel (0, 1, 2) drawn for one sample in one epoch; pure and reproducible.
+
+    >>> [panel_of(0, 0, i) for i in range(8)] == [panel_of(0, 0, i) for i in range(8)]
+    True
+    """
+    return _mix(_mix(_mix(seed) ^ epoch) ^ index) % 3
+
+
+class ShardDataset:
+    """Map-style torch dataset over the uint8 shards of one split.
+
+    Parameters
+    ----------
+    shard_root : path-like
+        Folder holding ``{split}.csv`` and the shard files (``results/shards``).
+    split : {"train", "dev", "test"}
+    keys : iterable of str, optional
+        Keep only these ``"file/group"`` keys (in the split's order). Unknown keys raise.
+    classes : iterable of int, optional
+        Keep only samples of these space groups.
+    orientation : {"stack", "random", 0, 1, 2}
+        ``"stack"``: items are (3, S, S); ``"random"``: one panel (1, S, S) drawn from
+        (seed, epoch, index), see :meth:`set_epoch`; 0/1/2: that panel, (1, S, S).
+    seed : int
+        Seed of the random panel choice.
+
+    Items are ``(torch.uint8 tensor, int space_group)``. ``keys``, ``labels`` (space-group
+    numbers), ``materials`` and ``energies`` are in index order.
+
+    Shard files are opened lazily in the process that reads (each DataLoader worker opens its
+    own), and a sample costs one positioned read of its chunk. With persistent DataLoader
+    workers call ``set_epoch`` through a fresh iterator (workers hold a copy of the dataset).
+    """
+
+    def __init__(self, shard_root, split, *, keys=None, classes=None, orientation="stack", seed=0):
+        if split not in SPLITS:
+            raise ValueError(f"split={split!r}: must be one of {', '.join(SPLITS)}")
+        if orientation not in ("stack", "random", 0, 1, 2):
+            raise ValueError(f"orientation={orientation!r}: must be 'stack', 'random', 0, 1 or 2")
+        self.shard_root = Path(shard_root)
+        self.split = split
+        self.orientation = orientation
+        self.seed = int(seed)
+        self.epoch = 0
+        table = self.shard_root / f"{split}.csv"
+        if not table.exists():
+            raise FileNotFoundError(f"{table} not found: build the data stage first (snakemake shards)")
+        rows = read_csv(table)
+        self.shards = sorted({r["shard"] for r in rows})
+        shard_id = {s: i for i, s in enumerate(self.shards)}
+        self.keys = [r["key"] for r in rows]
+        self.labels = np.array([int(r["space_group"]) for r in rows], dtype=np.int64)
+        self.materials = np.array([r["material"] for r in rows], dtype=str)
+        self.energies = np.array([float(r["energy_keV"]) for r in rows], dtype=np.float64)
+        self._shard = np.array([shard_id[r["shard"]] for r in rows], dtype=np.int32)
+        self._row = np.array([int(r["row"]) for r in rows], dtype=np.int64)
+        self._handles = None
+        self.image_size = self._probe_image_size()
+        mask = np.ones(len(self.keys), dtype=bool)
+        if keys is not None:
+            wanted = set(keys)
+            missing = wanted.difference(self.keys)
+            if missing:
+                raise KeyError(f"{len(missing)} keys not in split {split} of {self.shard_root}, "
+                               f"e.g. {sorted(missing)[:3]}")
+            mask &= np.array([k in wanted for k in self.keys], dtype=bool)
+        if classes is not None:
+            mask &= np.isin(self.labels, np.asarray(list(classes), dtype=np.int64))
+        if not mask.all():
+            self._restrict(np.flatnonzero(mask))
+
+    # -- bookkeeping
+    def _probe_image_size(self) -> int:
+        if not self.shards:
+            return 0
+        meta = read_json((self.shard_root / self.shards[0]).with_suffix(".json"))
+        return int(meta["image_size"])
+
+    def _restrict(self, idx) -> None:
+        idx = np.asarray(idx, dtype=np.int64)
+        self.keys = [self.keys[i] for i in idx]
+        self.labels = self.labels[idx]
+        self.materials = self.materials[idx]
+        self.energies = self.energies[idx]
+        self._shard = self._shard[idx]
+        self._row = self._row[idx]
+
+    def subset(self, indices) -> ShardDataset:
+        """A copy restricted to ``indices`` (positions in this dataset), in that order."""
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__getstate__())
+        new._restrict(indices)
+        return new
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the random panels of ``epoch`` (orientation="random")."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __repr__(self) -> str:
+        return (f"ShardDataset({str(self.shard_root)!r}, {self.split!r}, n={len(self)}, "
+                f"orientation={self.orientation!r}, image_size={self.image_size})")
+
+    # -- reading
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_handles"] = None  # never pickle open files; each process opens its own
+        return state
+
+    def _open(self):
+        """Per-process table of (fd, chunk offsets) for every shard, opened on first use."""
+        import h5py
+
+        if self._handles is not None and self._handles[0] == os.getpid():
+            return self._handles[1]
+        chunk_bytes = 3 * self.image_size * self.image_size
+        table = []
+        for rel in self.shards:
+            path = self.shard_root / rel
+            with h5py.File(path, "r") as fh:
+                dset = fh["images"]
+                n = dset.shape[0]
+                offsets = np.full(n, -1, dtype=np.int64)
+                plain = dset.chunks == (1, 3, self.image_size, self.image_size) and not dset.compression \
+                    and dset.id.get_create_plist().get_nfilters() == 0
+
+                def visit(info, offsets=offsets):
+                    offsets[info.chunk_offset[0]] = info.byte_offset
+                if plain and n:
+                    dset.id.chunk_iter(visit)
+            if not plain or (offsets < 0).any():
+                raise DataError(f"{path}: images are not one uncompressed chunk per sample; rebuild the shard")
+            table.append((os.open(path, os.O_RDONLY), offsets))
+        self._handles = (os.getpid(), table, chunk_bytes)
+        return table
+
+    def _read(self, i: int) -> np.ndarray:
+        table = self._open()
+        fd, offsets = table[self._shard[i]]
+        s = self.image_size
+        n = 3 * s * s
+        buf = os.pread(fd, n, int(offsets[self._row[i]]))
+        if len(buf) != n:
+            raise DataError(f"{self.shard_root / self.shards[self._shard[i]]}: short read for {self.keys[i]}; "
+                            "the shard is truncated, rebuild it")
+        return np.frombuffer(buf, dtype=np.uint8).reshape(3, s, s)
+
+    def image(self, i: int) -> np.ndarray:
+        """The (3, S, S) uint8 stack of item ``i`` as a numpy array (read-only)."""
+        return self._read(int(i))
+
+    def __getitem__(self, i):
+        import torch
+
+        i = int(i)
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(f"index {i} out of range for {len(self)} samples")
+        stack = self._read(i)
+        if self.orientation == "stack":
+            img = stack
+        else:
+            panel = panel_of(self.seed, self.epoch, i) if self.orientation == "random" else self.orientation
+            img = stack[panel: panel + 1]
+        return torch.from_numpy(img.copy()), int(self.labels[i])
+
+    def __del__(self):
+        handles = getattr(self, "_handles", None)
+        if handles is not None and handles[0] == os.getpid():
+            for fd, _ in handles[1]:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
