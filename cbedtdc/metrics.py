@@ -1,0 +1,227 @@
+"""Classification metrics over space-group labels: pure numpy, no torch.
+
+Every function takes true labels and predictions as space-group numbers (not output indices) and
+the list ``classes`` of the run, so that a class that never occurs in the test split or is never
+predicted still has its row in the tables. A prediction outside ``classes`` counts as wrong.
+
+Headline numbers come with 95 % bootstrap intervals over *materials* (all samples of a material
+are drawn together), because the energies of one material are not independent samples.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+__all__ = [
+    "confusion_matrix",
+    "per_class_recall",
+    "balanced_accuracy",
+    "macro_f1",
+    "top1",
+    "top_k",
+    "chance_rates",
+    "merge_labels",
+    "bootstrap_materials",
+    "score",
+]
+
+log = logging.getLogger(__name__)
+
+
+def _index(labels, classes) -> np.ndarray:
+    """Position of each label in ``classes``; -1 for labels outside."""
+    lookup = {int(c): i for i, c in enumerate(classes)}
+    return np.array([lookup.get(int(v), -1) for v in np.asarray(labels).ravel()], dtype=np.int64)
+
+
+def confusion_matrix(y_true, y_pred, classes) -> np.ndarray:
+    """Counts ``C[i, j]`` of samples of class ``classes[i]`` predicted as ``classes[j]``.
+
+    A last extra column counts predictions outside ``classes``; true labels outside ``classes``
+    raise ``ValueError`` (they would silently vanish from every per-class number).
+
+    >>> confusion_matrix([1, 1, 2], [1, 2, 2], [1, 2]).tolist()
+    [[1, 1, 0], [0, 1, 0]]
+    """
+    t = _index(y_true, classes)
+    p = _index(y_pred, classes)
+    if (t < 0).any():
+        bad = sorted({int(v) for v, i in zip(np.asarray(y_true).ravel(), t) if i < 0})
+        raise ValueError(f"true labels {bad} are not among the classes of the run {list(classes)}")
+    n = len(classes)
+    p = np.where(p < 0, n, p)
+    out = np.zeros((n, n + 1), dtype=np.int64)
+    np.add.at(out, (t, p), 1)
+    return out
+
+
+def per_class_recall(y_true, y_pred, classes) -> np.ndarray:
+    """Recall of each class of ``classes``; NaN for a class absent from ``y_true``.
+
+    >>> per_class_recall([1, 1, 2], [1, 2, 2], [1, 2, 3]).tolist()
+    [0.5, 1.0, nan]
+    """
+    cm = confusion_matrix(y_true, y_pred, classes)
+    support = cm.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(support > 0, np.diag(cm[:, : len(classes)]) / np.maximum(support, 1), np.nan)
+
+
+def balanced_accuracy(y_true, y_pred, classes) -> float:
+    """Mean recall over the classes present in ``y_true``.
+
+    >>> balanced_accuracy([1, 1, 1, 2], [1, 1, 1, 1], [1, 2])
+    0.5
+    """
+    return float(np.nanmean(per_class_recall(y_true, y_pred, classes)))
+
+
+def macro_f1(y_true, y_pred, classes) -> float:
+    """Unweighted mean F1 over the classes present in ``y_true`` (F1 = 0 when never predicted right).
+
+    >>> round(macro_f1([1, 1, 2, 2], [1, 2, 2, 2], [1, 2]), 4)
+    0.7333
+    """
+    cm = confusion_matrix(y_true, y_pred, classes)
+    n = len(classes)
+    tp = np.diag(cm[:, :n]).astype(float)
+    support = cm.sum(axis=1)
+    predicted = cm[:, :n].sum(axis=0)
+    denom = support + predicted
+    f1 = np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
+    return float(f1[support > 0].mean())
+
+
+def top1(y_true, y_pred) -> float:
+    """Fraction of exact predictions.
+
+    >>> top1([1, 2, 3], [1, 2, 4])
+    0.6666666666666666
+    """
+    y_true = np.asarray(y_true)
+    return float((y_true == np.asarray(y_pred)).mean()) if len(y_true) else float("nan")
+
+
+def top_k(y_true, scores, classes, k: int = 5) -> float:
+    """Fraction of samples whose class is among the ``k`` highest ``scores`` (columns = ``classes``).
+
+    >>> top_k([2, 3], np.array([[0.5, 0.3, 0.2], [0.6, 0.3, 0.1]]), [1, 2, 3], k=2)
+    0.5
+    """
+    scores = np.asarray(scores)
+    k = min(k, scores.shape[1])
+    best = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    t = _index(y_true, classes)
+    return float((best == t[:, None]).any(axis=1).mean())
+
+
+def chance_rates(train_labels, test_labels, classes) -> dict:
+    """Accuracy of two classifiers that ignore the image.
+
+    ``majority``: always predict the most frequent training class; ``prior``: guess at random with
+    the training class frequencies (expected accuracy sum_c p_train(c) p_test(c));
+    ``balanced``: balanced accuracy of either guess (1 / number of classes in test).
+
+    >>> chance_rates([1, 1, 1, 2], [1, 2, 2, 2], [1, 2])
+    {'majority': 0.25, 'prior': 0.375, 'balanced': 0.5, 'majority_class': 1}
+    """
+    tr = _index(train_labels, classes)
+    te = _index(test_labels, classes)
+    tr = tr[tr >= 0]
+    n = len(classes)
+    p_train = np.bincount(tr, minlength=n) / max(len(tr), 1)
+    p_test = np.bincount(te[te >= 0], minlength=n) / max(len(te), 1)
+    major = int(np.argmax(p_train))
+    return {
+        "majority": float(p_test[major]),
+        "prior": float((p_train * p_test).sum()),
+        "balanced": float(1.0 / max((p_test > 0).sum(), 1)),
+        "majority_class": int(classes[major]),
+    }
+
+
+def merge_labels(labels, groups) -> np.ndarray:
+    """Replace every label of a group by the group's smallest member (Friedel-merged labels).
+
+    >>> merge_labels([1, 2, 225, 216, 14], [[1, 2], [216, 225]]).tolist()
+    [1, 1, 216, 216, 14]
+    """
+    mapping = {}
+    for group in groups:
+        rep = min(int(g) for g in group)
+        for g in group:
+            if int(g) in mapping and mapping[int(g)] != rep:
+                raise ValueError(f"friedel_groups: space group {g} is in two groups")
+            mapping[int(g)] = rep
+    return np.array([mapping.get(int(v), int(v)) for v in np.asarray(labels).ravel()], dtype=np.int64)
+
+
+def merged_classes(classes, groups) -> list[int]:
+    """The classes of a run after :func:`merge_labels`, in first-seen order.
+
+    >>> merged_classes([14, 225, 1, 2, 216], [[1, 2], [216, 225]])
+    [14, 216, 1]
+    """
+    return list(dict.fromkeys(merge_labels(classes, groups).tolist()))
+
+
+def bootstrap_materials(fn, materials, n_boot: int = 1000, seed: int = 0, level: float = 0.95):
+    """Percentile interval of ``fn(idx)`` over resamples of whole materials.
+
+    ``fn`` takes an index array into the samples and returns a number; each resample draws as
+    many materials as there are, with replacement, and keeps all samples of every drawn material.
+    Returns ``(low, high)``; ``(nan, nan)`` when ``n_boot`` is 0.
+
+    >>> lo, hi = bootstrap_materials(lambda i: float(len(i)), ["a", "a", "b"], n_boot=50)
+    >>> 2.0 <= lo <= hi <= 4.0
+    True
+    """
+    if n_boot <= 0:
+        return float("nan"), float("nan")
+    materials = np.asarray(materials)
+    names, inverse = np.unique(materials, return_inverse=True)
+    members = [np.flatnonzero(inverse == m) for m in range(len(names))]
+    rng = np.random.default_rng(seed)
+    values = np.empty(n_boot)
+    for b in range(n_boot):
+        drawn = rng.integers(0, len(names), size=len(names))
+        idx = np.concatenate([members[m] for m in drawn])
+        values[b] = fn(idx)
+    alpha = (1 - level) / 2
+    lo, hi = np.nanquantile(values, [alpha, 1 - alpha])
+    return float(lo), float(hi)
+
+
+def score(y_true, y_pred, classes, *, scores=None, materials=None, n_boot: int = 0, seed: int = 0,
+          friedel_groups=None) -> dict:
+    """All headline metrics of one model on one split, as a JSON-ready dict.
+
+    Keys: ``n``, ``top1``, ``balanced_accuracy``, ``macro_f1``, with ``top5`` when ``scores``
+    (columns = ``classes``) are given, ``ci95`` (bootstrap over ``materials``) when ``n_boot`` > 0,
+    and ``friedel`` (top1 and balanced accuracy on merged labels) when ``friedel_groups`` is given.
+    """
+    y_true = np.asarray(y_true)
+    y_pred = np.asarray(y_pred)
+    out = {
+        "n": int(len(y_true)),
+        "top1": top1(y_true, y_pred),
+        "balanced_accuracy": balanced_accuracy(y_true, y_pred, classes),
+        "macro_f1": macro_f1(y_true, y_pred, classes),
+    }
+    if scores is not None:
+        out["top5"] = top_k(y_true, scores, classes, k=5)
+    if materials is not None and n_boot > 0:
+        fns = {
+            "top1": lambda i: top1(y_true[i], y_pred[i]),
+            "balanced_accuracy": lambda i: balanced_accuracy(y_true[i], y_pred[i], classes),
+            "macro_f1": lambda i: macro_f1(y_true[i], y_pred[i], classes),
+        }
+        out["ci95"] = {name: list(bootstrap_materials(fn, materials, n_boot, seed)) for name, fn in fns.items()}
+    if friedel_groups:
+        mt, mp = merge_labels(y_true, friedel_groups), merge_labels(y_pred, friedel_groups)
+        mc = merged_classes(classes, friedel_groups)
+        out["friedel"] = {"top1": top1(mt, mp), "balanced_accuracy": balanced_accuracy(mt, mp, mc),
+                          "n_classes": len(mc)}
+    return out
