@@ -56,10 +56,11 @@ class DataError(RuntimeError):
 
 
 # --------------------------------------------------------------------------- manifest
-def build_manifest(indexes) -> tuple[list[dict], list[dict], dict]:
+def build_manifest(indexes, *, min_side: int = 0) -> tuple[list[dict], list[dict], dict]:
     """Merge per-file indexes (dicts or JSON paths) into manifest rows, quarantine rows, report.
 
-    Duplicate keys (the same ``file/group`` in two indexes) keep the first occurrence and
+    Samples whose side is below ``min_side`` (the shard ``image_size``; stacks are only ever
+    shrunk) are quarantined here, so the indexes do not depend on ``image_size``. Duplicate keys (the same ``file/group`` in two indexes) keep the first occurrence and
     quarantine the others. Materials found in two splits, materials with several space
     groups and per-file attribute warnings are reported (not quarantined).
     Counts add up: ``report["seen"] == len(manifest) + len(quarantine)``.
@@ -79,6 +80,10 @@ def build_manifest(indexes) -> tuple[list[dict], list[dict], dict]:
                                    "reason": f"duplicate key (first seen in {first_source[key]})"})
                 continue
             first_source[key] = source
+            if int(rec["side"]) < min_side:
+                quarantine.append({"file": rec["file"], "group": rec["group"],
+                                   "reason": f"side {rec['side']} smaller than image_size {min_side}"})
+                continue
             a, b, c = rec.get("abc_angstrom", [float("nan")] * 3)
             al, be, ga = rec.get("angles_degree", [float("nan")] * 3)
             manifest.append({
@@ -122,13 +127,14 @@ def _reason_kind(reason: str) -> str:
     return reason
 
 
-def write_manifest(indexes, manifest_path, quarantine_path, report_path, *, max_fraction: float) -> dict:
+def write_manifest(indexes, manifest_path, quarantine_path, report_path, *, max_fraction: float,
+                   min_side: int = 0) -> dict:
     """Build and write the manifest; raise :class:`DataError` above ``max_fraction`` quarantined.
 
     On failure nothing is written, the message names the fraction, the threshold and the most
     common reasons, and every quarantined entry has been logged.
     """
-    manifest, quarantine, report = build_manifest(indexes)
+    manifest, quarantine, report = build_manifest(indexes, min_side=min_side)
     for q in quarantine:
         log.info("quarantined %s/%s: %s", q["file"], q["group"], q["reason"])
     for m in report["materials_in_several_splits"]:

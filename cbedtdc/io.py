@@ -203,7 +203,9 @@ def check_stack(node, *, expected_side: int = 0, min_side: int = 0):
     side = shape[1]
     if expected_side and side != expected_side:
         return None, f"shape {shape} not (3, {expected_side}, {expected_side})"
-    if side < max(min_side, 1):
+    if side == 0:
+        return None, f"shape {shape} is empty"
+    if min_side and side < min_side:
         return None, f"side {side} smaller than image_size {min_side}"
     if node.dtype != np.float32:
         return None, f"dtype {node.dtype} not float32"

@@ -140,8 +140,8 @@ def write_shard(raw_path, index: dict, out_path, *, image_size: int, progress: b
     raw_path : path-like
         The raw challenge file.
     index : dict
-        Its :func:`cbedtdc.io.index_file` result; only ``index["samples"]`` are converted, in
-        that order.
+        Its :func:`cbedtdc.io.index_file` result; ``index["samples"]`` are converted in that
+        order, except stacks smaller than ``image_size`` (the manifest quarantines those).
     out_path : path-like
         The shard ``.h5``; the sidecar is written next to it with suffix ``.json``.
     image_size : int
@@ -160,7 +160,10 @@ def write_shard(raw_path, index: dict, out_path, *, image_size: int, progress: b
     import h5py
 
     raw_path, out_path = Path(raw_path), Path(out_path)
-    samples = index["samples"]
+    samples = [r for r in index["samples"] if int(r["side"]) >= image_size]
+    if len(samples) < len(index["samples"]):
+        log.warning("%s: %d stacks smaller than image_size %d skipped (quarantined by the manifest)",
+                    raw_path.name, len(index["samples"]) - len(samples), image_size)
     n = len(samples)
     s = int(image_size)
     keys = [f"{r['file']}/{r['group']}" for r in samples]

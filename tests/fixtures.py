@@ -141,13 +141,13 @@ def build_tiny_shards(root, classes=(14, 225, 1), per_class=6, side=32, seed=0, 
     index_paths, sidecars = [], []
     for path in raw_paths:
         stem = path.name[:-3]
-        idx = index_file(path, min_side=image_size)
+        idx = index_file(path)
         write_json(data / "index" / f"{stem}.json", idx)
         index_paths.append(data / "index" / f"{stem}.json")
         write_shard(path, idx, shards / "files" / f"{stem}.h5", image_size=image_size)
         sidecars.append(shards / "files" / f"{stem}.json")
     write_manifest(index_paths, data / "manifest.csv", data / "quarantine.csv", data / "manifest_report.json",
-                   max_fraction=0.0)
+                   max_fraction=0.0, min_side=image_size)
     write_splits(data / "manifest.csv", data / "splits.csv", data / "class_counts.csv", seed=seed)
     build_shard_index(data / "splits.csv", sidecars, shards)
     return shards

@@ -1,0 +1,113 @@
+# Data stage: raw challenge files -> per-file index -> manifest -> split -> uint8 shards -> per-split lists.
+# index_raw and shard run once per raw file (1,138 jobs on the real set); on a cluster the group "rawfile" lets a
+# profile bundle them (group-components: rawfile=N), and shard then reads a raw file that index_raw just cached.
+
+
+rule index_raw:
+    input:
+        raw=get_raw,
+    output:
+        index="results/data/index/{stem}.json",
+    log:
+        "logs/index_raw/{stem}.log",
+    benchmark:
+        "benchmarks/index_raw/{stem}.tsv"
+    group:
+        "rawfile"
+    resources:
+        mem_mb=1000,  # one raw stack at a time (3 MiB at 512 px) + h5py
+        runtime=lambda wc, attempt: 30 * attempt,
+    params:
+        expected_side=config["data"]["expected_side"],
+    shell:
+        "python workflow_scripts/index_raw.py --raw {input.raw:q} --out {output.index:q}"
+        " --expected-side {params.expected_side} 2> {log:q}"
+
+
+rule manifest:
+    input:
+        indexes=expand("results/data/index/{stem}.json", stem=STEMS),
+    output:
+        manifest="results/data/manifest.csv",
+        quarantine="results/data/quarantine.csv",
+        report="results/data/manifest_report.json",
+    log:
+        "logs/manifest/manifest.log",
+    benchmark:
+        "benchmarks/manifest/manifest.tsv"
+    resources:
+        mem_mb=4000,  # 187k manifest rows
+    params:
+        max_fraction=config["data"]["quarantine_max_fraction"],
+        image_size=config["image_size"],
+    shell:
+        "python workflow_scripts/manifest.py --indexes {input.indexes:q} --manifest {output.manifest:q}"
+        " --quarantine {output.quarantine:q} --report {output.report:q}"
+        " --max-fraction {params.max_fraction} --image-size {params.image_size} 2> {log:q}"
+
+
+rule split:
+    input:
+        manifest="results/data/manifest.csv",
+    output:
+        splits="results/data/splits.csv",
+        counts="results/data/class_counts.csv",
+    log:
+        "logs/split/split.log",
+    benchmark:
+        "benchmarks/split/split.tsv"
+    params:
+        resplit="--resplit" if config["data"]["resplit"] else "",
+        fractions=config["data"]["split_fractions"],
+        seed=config["seed"],
+    shell:
+        "python workflow_scripts/split.py --manifest {input.manifest:q} --splits {output.splits:q}"
+        " --counts {output.counts:q} {params.resplit} --fractions {params.fractions:q}"
+        " --seed {params.seed} 2> {log:q}"
+
+
+rule shard:
+    input:
+        raw=get_raw,
+        index="results/data/index/{stem}.json",
+    output:
+        shard="results/shards/files/{stem}.h5",
+        sidecar="results/shards/files/{stem}.json",
+    log:
+        "logs/shard/{stem}.log",
+    benchmark:
+        "benchmarks/shard/{stem}.tsv"
+    group:
+        "rawfile"
+    resources:
+        mem_mb=1000,  # two raw stacks at a time, whatever the file size
+        runtime=lambda wc, attempt: 30 * attempt,
+    params:
+        image_size=config["image_size"],
+    shell:
+        "python workflow_scripts/shard.py --raw {input.raw:q} --index {input.index:q}"
+        " --shard {output.shard:q} --image-size {params.image_size} 2> {log:q}"
+
+
+rule shard_index:
+    input:
+        splits="results/data/splits.csv",
+        sidecars=expand("results/shards/files/{stem}.json", stem=STEMS),
+    output:
+        lists=expand("results/shards/{split}.csv", split=SPLITS),
+    log:
+        "logs/shard_index/shard_index.log",
+    benchmark:
+        "benchmarks/shard_index/shard_index.tsv"
+    params:
+        shard_root="results/shards",
+    shell:
+        "python workflow_scripts/shard_index.py --splits {input.splits:q} --sidecars {input.sidecars:q}"
+        " --shard-root {params.shard_root:q} 2> {log:q}"
+
+
+rule shards:
+    input:
+        expand("results/shards/{split}.csv", split=SPLITS),
+        "results/data/class_counts.csv",
+        "results/data/quarantine.csv",

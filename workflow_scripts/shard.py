@@ -1,0 +1,36 @@
+"""shard: convert the accepted samples of one raw file into a uint8 HDF5 shard (+ JSON sidecar)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def get_parser(add_help=True):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], add_help=add_help)
+    p.add_argument("--raw", required=True, help="raw challenge file (required)")
+    p.add_argument("--index", required=True, help="its JSON index from index_raw (required)")
+    p.add_argument("--shard", required=True, help="shard .h5 to write; the sidecar goes next to it as .json (required)")
+    p.add_argument("--image-size", type=int, required=True, help="side of the shard images (required)")
+    return p
+
+
+def main(argv=None) -> int:
+    args = get_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log = logging.getLogger("shard")
+    from cbedtdc.io import read_json
+    from cbedtdc.preprocess import write_shard
+
+    try:
+        write_shard(args.raw, read_json(args.index), args.shard, image_size=args.image_size, progress=True)
+    except (RuntimeError, FileNotFoundError) as err:
+        log.error("%s", err)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
