@@ -435,14 +435,14 @@ class ShardDataset:
         fd, offsets = table[self._shard[i]]
         s = self.image_size
         n = 3 * s * s
-        buf = os.pread(fd, n, int(offsets[self._row[i]]))
-        if len(buf) != n:
+        buf = bytearray(n)  # writable: torch.from_numpy needs no copy
+        if os.preadv(fd, [buf], int(offsets[self._row[i]])) != n:
             raise DataError(f"{self.shard_root / self.shards[self._shard[i]]}: short read for {self.keys[i]}; "
                             "the shard is truncated, rebuild it")
         return np.frombuffer(buf, dtype=np.uint8).reshape(3, s, s)
 
     def image(self, i: int) -> np.ndarray:
-        """The (3, S, S) uint8 stack of item ``i`` as a numpy array (read-only)."""
+        """The (3, S, S) uint8 stack of item ``i`` as a numpy array (whatever the orientation)."""
         return self._read(int(i))
 
     def __getitem__(self, i):
@@ -458,8 +458,8 @@ class ShardDataset:
             img = stack
         else:
             panel = panel_of(self.seed, self.epoch, i) if self.orientation == "random" else self.orientation
-            img = stack[panel: panel + 1]
-        return torch.from_numpy(img.copy()), int(self.labels[i])
+            img = stack[panel: panel + 1]  # a contiguous view
+        return torch.from_numpy(img), int(self.labels[i])
 
     def __del__(self):
         handles = getattr(self, "_handles", None)

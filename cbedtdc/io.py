@@ -132,11 +132,11 @@ def parse_space_group(value) -> int:
     """
     if value is None:
         raise ValueError("space_group missing")
-    raw = value
     if isinstance(value, np.ndarray) and value.size == 1:
         value = value.reshape(-1)[0]
     if isinstance(value, np.generic):
         value = value.item()
+    raw = value.tolist() if isinstance(value, np.ndarray) else value
     if isinstance(value, bool):
         raise ValueError(f"space_group {raw!r} not an integer")
     if isinstance(value, int):

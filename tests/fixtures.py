@@ -27,7 +27,8 @@ def write_challenge_file(path, samples) -> Path:
     samples : iterable of dict
         Each with ``"group"`` (default ``sample_{i}_0``), ``"stack"`` (array written as
         ``cbed_stack`` with its own dtype and shape; ``None`` writes no dataset) and ``"attrs"``
-        (dict written verbatim as group attributes).
+        (dict written as group attributes: Python ``bytes`` as fixed-length strings like the
+        challenge writer, anything else verbatim, e.g. ``str`` as a variable-length string).
     """
     import h5py
 
@@ -39,7 +40,8 @@ def write_challenge_file(path, samples) -> Path:
             if s.get("stack") is not None:
                 grp.create_dataset("cbed_stack", data=s["stack"])
             for k, v in s.get("attrs", {}).items():
-                grp.attrs[k] = v
+                # Python bytes -> fixed-length HDF5 strings, read back as b'...' like the real files.
+                grp.attrs[k] = np.bytes_(v) if isinstance(v, bytes) else v
     return path
 
 
@@ -69,10 +71,10 @@ def class_pattern(class_index: int, side: int, rng) -> np.ndarray:
 
 
 def make_sample(group, space_group, material, *, side=32, energy_keV=100, class_index=0, rng=None,
-                stack=None, **attrs) -> dict:
+                stack=None, attrs=None) -> dict:
     """One good sample dict for :func:`write_challenge_file`, with real-file attribute types.
 
-    ``attrs`` override or add attributes (pass ``space_group=...`` forms via ``attrs`` too).
+    ``attrs`` (dict) overrides or adds attributes, e.g. ``{"space_group": np.int64(14)}``.
     """
     rng = rng if rng is not None else np.random.default_rng(0)
     base = {
@@ -87,7 +89,7 @@ def make_sample(group, space_group, material, *, side=32, energy_keV=100, class_
         "angles_degree": np.array([75.75, 91.58, 89.09]),
         "formula": "Fe8 O14 F2",
     }
-    base.update(attrs)
+    base.update(attrs or {})
     if stack is None:
         stack = class_pattern(class_index, side, rng)
     return {"group": group, "stack": stack, "attrs": base}
