@@ -1,0 +1,119 @@
+"""Multi-rank training under the venv's mpiexec (2 ranks, gloo on CPU) and the launcher detection."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from cbedtdc import train as T
+from cbedtdc.distributed import init_distributed, launcher_env, local_rank_from_env
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI = ROOT / "workflow_scripts" / "train.py"
+MPIEXEC = shutil.which("mpiexec", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+needs_mpi = pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec next to the Python or on PATH")
+ARGS = ["--classes", "14,225,1", "--arch", "resnet18", "--epochs", "2", "--batch-size", "3", "--lr", "0.003",
+        "--lr-scaling", "none", "--workers", "1", "--checkpoint-every", "2", "--threads-per-rank", "1", "--seed", "7"]
+
+
+def mpirun(n: int, script, *args, timeout=240) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
+    return subprocess.run([MPIEXEC, "-n", str(n), sys.executable, str(script), *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.mark.mpi
+@needs_mpi
+def test_two_ranks_equal_one_rank_with_same_global_batch(tiny_shards, tmp_path):
+    """2 ranks x batch 3 == 1 rank x 2 accumulated micro-batches of 3 (same sub-batches, see EpochBatches).
+
+    A 1-rank run with a plain batch of 6 is *not* expected to match: BatchNorm normalises with the
+    statistics of the batch a process sees (3 samples per rank vs 6), which is why the reference
+    run accumulates two micro-batches of 3.
+    """
+    out2 = tmp_path / "two"
+    proc = mpirun(2, CLI, "--shards", tiny_shards, "--model", out2 / "best.pt", *ARGS, "--timeout-s", "60")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    info = json.loads((out2 / "train.json").read_text())
+    assert info["world_size"] == 2 and info["backend"] == "gloo" and info["launcher"] == "mpi"
+    assert info["global_batch"] == 6 and info["steps_per_epoch"] == 3
+    digests = info["param_sha256_by_rank"]
+    assert len(digests) == 2 and digests[0] == digests[1], "parameters differ between the ranks"
+
+    cfg = {"arch": "resnet18", "epochs": 2, "batch_size": 3, "accum_steps": 2, "lr": 0.003, "lr_scaling": "none",
+           "workers": 0, "checkpoint_every": 2, "threads_per_rank": 1, "seed": 7}
+    T.fit(cfg, shard_root=tiny_shards, out_dir=tmp_path / "one", classes=[14, 225, 1])
+    a = torch.load(out2 / "last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "one" / "last.pt", weights_only=True)["model"]
+    worst = max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
+    assert worst <= 1e-5, f"2-rank and accumulated 1-rank weights differ by {worst}"
+    from cbedtdc.model import build_model
+
+    torch.manual_seed(7)
+    init = build_model("resnet18", 1, 3).state_dict()
+    assert not torch.allclose(init["backbone.fc.weight"], a["backbone.fc.weight"]), "training changed nothing"
+
+
+def _failing_driver(tmp_path: Path, how: str) -> Path:
+    script = tmp_path / "failing_rank.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, runpy, signal, sys
+        sys.path.insert(0, {str(ROOT)!r})
+        import cbedtdc.train as T
+        original, calls = T._train_step, [0]
+        def step(job, micro):
+            calls[0] += 1
+            if job["ctx"].rank == 1 and calls[0] == 2:
+                if {how!r} == "raise":
+                    raise RuntimeError("injected failure on rank 1")
+                os.kill(os.getpid(), signal.SIGKILL)
+            return original(job, micro)
+        T._train_step = step
+        sys.argv = [{str(CLI)!r}] + sys.argv[1:]
+        runpy.run_path({str(CLI)!r}, run_name="__main__")
+    """))
+    return script
+
+
+@pytest.mark.mpi
+@needs_mpi
+@pytest.mark.parametrize("how", ["raise", "sigkill"])
+def test_one_failing_rank_ends_the_job(tiny_shards, tmp_path, how):
+    timeout_s = 30
+    t0 = time.monotonic()
+    proc = mpirun(2, _failing_driver(tmp_path, how), "--shards", tiny_shards, "--model", tmp_path / "o" / "best.pt",
+                  *ARGS, "--timeout-s", timeout_s, timeout=timeout_s + 90)
+    elapsed = time.monotonic() - t0
+    assert proc.returncode != 0
+    assert elapsed < timeout_s + 60, f"job took {elapsed:.0f} s to end after a rank failed"
+    assert not (tmp_path / "o" / "best.pt").exists()
+    if how == "raise":
+        assert "injected failure on rank 1" in proc.stderr and "ending all 2 ranks" in proc.stderr
+
+
+def test_launcher_detection():
+    assert launcher_env({}) == "single"
+    assert launcher_env({"OMPI_COMM_WORLD_RANK": "0"}) == "mpi"
+    assert launcher_env({"JSM_NAMESPACE_RANK": "3"}) == "mpi"
+    assert launcher_env({"RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "x", "MASTER_PORT": "1"}) == "torchrun"
+    assert local_rank_from_env({"JSM_NAMESPACE_LOCAL_RANK": "5"}) == 5
+    assert local_rank_from_env({}) is None
+
+
+def test_single_process_has_no_process_group(monkeypatch):
+    for k in ("RANK", "WORLD_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID",
+              "JSM_NAMESPACE_RANK"):
+        monkeypatch.delenv(k, raising=False)
+    ctx = init_distributed(timeout_s=10, cuda=False)
+    assert (ctx.rank, ctx.world_size, ctx.device, ctx.distributed) == (0, 1, "cpu", False)
+    assert ctx.all_gather_object(5) == [5] and ctx.broadcast_object("x") == "x"
+    ctx.barrier()

@@ -1,0 +1,262 @@
+"""Training engine in one process: outputs, determinism, resume after SIGKILL, corrupt checkpoints,
+losses, sampler, augmentation. Tiny: resnet18 on 16 px shards of 3 classes, 1-2 epochs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cbedtdc import train as T
+from cbedtdc.losses import class_weights, make_loss
+from cbedtdc.model import augment, augment_params, build_model
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI = ROOT / "workflow_scripts" / "train.py"
+CLASSES = [14, 225, 1]
+# 18 train samples, batch 4 -> 5 steps per epoch; checkpoints at steps 2 and 4 and at each epoch end
+CFG = {"arch": "resnet18", "epochs": 2, "batch_size": 4, "lr": 0.002, "lr_scaling": "none", "workers": 0,
+       "checkpoint_every": 2, "threads_per_rank": 1, "timeout_s": 60, "seed": 3, "loss": "ce"}
+CLI_ARGS = ["--classes", "14,225,1", "--arch", "resnet18", "--epochs", "2", "--batch-size", "4", "--lr", "0.002",
+            "--lr-scaling", "none", "--workers", "0", "--checkpoint-every", "2", "--threads-per-rank", "1",
+            "--timeout-s", "60", "--seed", "3", "--loss", "ce"]
+
+
+def weights(path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
+
+
+def assert_same(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs"
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_shards, tmp_path_factory):
+    """One uninterrupted run with CFG (the yardstick of determinism and resume)."""
+    out = tmp_path_factory.mktemp("reference")
+    summary = T.fit(CFG, shard_root=tiny_shards, out_dir=out, classes=CLASSES)
+    return out, summary
+
+
+def test_fit_writes_outputs_and_predict_reads_them(reference, tiny_shards):
+    out, summary = reference
+    for name in ("best.pt", "last.pt", "metrics.csv", "train.json"):
+        assert (out / name).is_file()
+    assert not (out / "resume").exists(), "resume state must be removed once the outputs are written"
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert all(0.0 <= float(r["dev_balanced_accuracy"]) <= 1.0 for r in rows)
+    info = json.loads((out / "train.json").read_text())
+    assert info["world_size"] == 1 and info["device"] == "cpu" and info["n_train"] == 18
+    assert info["steps_per_epoch"] == 5 and info["config"]["loss"] == "ce" and info["images_per_s"] > 0
+    assert info == json.loads(json.dumps(summary, default=str))
+
+    model, meta = T.load_model(out / "best.pt")
+    assert meta["classes"] == CLASSES and meta["n_outputs"] == 3 and meta["in_channels"] == 1
+    assert meta["epoch"] == info["best_epoch"]
+    keys, logits = T.predict(model, meta, tiny_shards, "test")
+    assert logits.shape == (9, 3) and len(keys) == 9 and keys[0].startswith("batch_test_")
+    keys2, logits2 = T.predict(model, meta, tiny_shards, "test", keys=keys[:4], batch_size=3)
+    assert keys2 == keys[:4]
+    np.testing.assert_allclose(logits2, logits[:4], rtol=1e-5, atol=1e-5)
+    _, feats = T.extract_features(model, meta, tiny_shards, "test", keys=keys[:2])
+    assert feats.shape == (2, 512)
+
+
+def test_same_seed_same_weights_other_seed_differs(reference, tiny_shards, tmp_path):
+    out, _ = reference
+    T.fit(CFG, shard_root=tiny_shards, out_dir=tmp_path / "again", classes=CLASSES)
+    assert_same(weights(out / "last.pt"), weights(tmp_path / "again" / "last.pt"))
+    T.fit({**CFG, "seed": 4, "epochs": 1}, shard_root=tiny_shards, out_dir=tmp_path / "seed4", classes=CLASSES)
+    a, b = weights(out / "last.pt"), weights(tmp_path / "seed4" / "last.pt")
+    assert not torch.equal(a["backbone.fc.weight"], b["backbone.fc.weight"])
+
+
+def test_rest_output_and_excluded_count(tiny_shards, tmp_path):
+    cfg = {**CFG, "epochs": 1, "orientation": "stack", "budget_images": 40}
+    s = T.fit(cfg, shard_root=tiny_shards, out_dir=tmp_path / "rest", classes=[14], rest=True)
+    assert s["output_names"] == ["14", "rest"] and s["n_excluded_train"] == 0
+    assert s["train_counts"] == [6, 12] and s["epochs"] == 2  # round(40 / 18)
+    _, meta = T.load_model(tmp_path / "rest" / "best.pt")
+    assert meta["in_channels"] == 3 and meta["rest"] is True
+    s = T.fit({**cfg, "loss": "weighted_ce"}, shard_root=tiny_shards, out_dir=tmp_path / "two",
+              classes=[225, 1])
+    assert s["n_train"] == 12 and s["n_excluded_train"] == 6 and s["n_excluded_dev"] == 3
+
+
+def _kill_driver(tmp_path: Path, kill_at_step: int) -> Path:
+    """A script that runs the CLI and SIGKILLs itself when optimizer step ``kill_at_step`` begins."""
+    script = tmp_path / "killed_run.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, runpy, signal, sys
+        sys.path.insert(0, {str(ROOT)!r})
+        import cbedtdc.train as T
+        original, calls = T._train_step, [0]
+        def step(job, micro):
+            calls[0] += 1
+            if calls[0] == {kill_at_step}:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return original(job, micro)
+        T._train_step = step
+        sys.argv = [{str(CLI)!r}] + sys.argv[1:]
+        runpy.run_path({str(CLI)!r}, run_name="__main__")
+    """))
+    return script
+
+
+@pytest.fixture(scope="module")
+def killed_run(tiny_shards, tmp_path_factory):
+    """Out folder of a run SIGKILLed at step 4 of epoch 2 (last checkpoint: epoch 2, step 2)."""
+    tmp = tmp_path_factory.mktemp("killed")
+    out = tmp / "job"
+    proc = subprocess.run([sys.executable, str(_kill_driver(tmp, 5 + 4)), "--shards", str(tiny_shards),
+                           "--model", str(out / "best.pt"), *CLI_ARGS], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    assert (out / "resume" / "state.pt").is_file() and not (out / "last.pt").exists()
+    return out
+
+
+def _resume(out: Path, shards) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(CLI), "--shards", str(shards), "--model", str(out / "best.pt"),
+                           *CLI_ARGS], capture_output=True, text=True, timeout=300)
+
+
+def test_resume_after_sigkill_gives_same_weights(killed_run, reference, tiny_shards, tmp_path):
+    out = tmp_path / "job"
+    shutil.copytree(killed_run, out)
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1], "the killed run finished epoch 1 only"
+    proc = _resume(out, tiny_shards)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "resuming from" in proc.stderr and "epoch 2, step 2 of 5" in proc.stderr
+    info = json.loads((out / "train.json").read_text())
+    assert info["resumed_from"] == {"epoch": 1, "step": 2}
+    assert info["images_this_run"] == 3 * 4, "only the 3 remaining steps of epoch 2 are trained"
+    assert [int(r["epoch"]) for r in csv.DictReader(open(out / "metrics.csv"))] == [1, 2]
+    ref, _ = reference
+    assert_same(weights(ref / "last.pt"), weights(out / "last.pt"))
+    assert_same(weights(ref / "best.pt"), weights(out / "best.pt"))
+
+
+def test_corrupt_state_falls_back_to_previous(killed_run, reference, tiny_shards, tmp_path):
+    out = tmp_path / "job"
+    shutil.copytree(killed_run, out)
+    state = out / "resume" / "state.pt"
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])  # truncated write
+    proc = _resume(out, tiny_shards)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"{state}: not a readable checkpoint" in proc.stderr and "trying the previous" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    info = json.loads((out / "train.json").read_text())
+    assert info["resumed_from"]["epoch"] in (0, 1)
+    assert_same(weights(reference[0] / "last.pt"), weights(out / "last.pt"))
+
+
+def test_all_states_corrupt_is_one_clear_error(killed_run, tiny_shards, tmp_path):
+    out = tmp_path / "job"
+    shutil.copytree(killed_run, out)
+    for name in ("state.pt", "state.prev.pt"):
+        (out / "resume" / name).write_bytes(b"\x80\x04garbage")
+    proc = _resume(out, tiny_shards)
+    assert proc.returncode == 2
+    assert "no readable checkpoint to resume from" in proc.stderr and str(out / "resume" / "state.prev.pt") in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_load_model_rejects_truncated_and_foreign_files(reference, tmp_path):
+    good = reference[0] / "best.pt"
+    bad = tmp_path / "best.pt"
+    bad.write_bytes(good.read_bytes()[:1000])
+    with pytest.raises(T.CheckpointError, match=f"{bad}: not a readable checkpoint"):
+        T.load_model(bad)
+    torch.save({"weights": torch.zeros(2)}, bad)
+    with pytest.raises(T.CheckpointError, match="not a cbedtdc-model/1 checkpoint"):
+        T.load_model(bad)
+    with pytest.raises(T.CheckpointError, match="checkpoint not found"):
+        T.load_model(tmp_path / "missing.pt")
+
+
+def test_changed_config_does_not_resume_foreign_state(killed_run, tiny_shards, tmp_path):
+    out = tmp_path / "job"
+    shutil.copytree(killed_run, out)
+    s = T.fit({**CFG, "epochs": 1}, shard_root=tiny_shards, out_dir=out, classes=CLASSES)
+    assert s["resumed_from"] is None and s["epochs"] == 1
+
+
+# --------------------------------------------------------------------------- pieces
+def test_epoch_batches_ranks_equal_accumulation_and_resume():
+    one = list(T.EpochBatches(23, batch_size=3, world_size=1, rank=0, accum_steps=2, seed=5))
+    ranks = [list(T.EpochBatches(23, batch_size=3, world_size=2, rank=r, accum_steps=1, seed=5)) for r in (0, 1)]
+    assert len(one) == 2 * len(ranks[0]) == 8  # ceil(23 / 6) = 4 steps
+    for k in range(4):
+        assert one[2 * k] == ranks[0][k] and one[2 * k + 1] == ranks[1][k]
+    assert set(np.concatenate(one)) == set(range(23)), "every sample is seen each epoch"
+    b = T.EpochBatches(23, batch_size=3, accum_steps=2, seed=5)
+    b.set_position(0, 3)
+    assert list(b) == one[6:]
+    b.set_position(1, 0)
+    assert list(b) != one
+
+
+def test_losses_are_decomposable_and_related():
+    counts = [50, 10, 2]
+    logits = torch.randn(8, 3, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 1, 2, 0, 0, 1, 2, 0])
+    for name in ("ce", "weighted_ce", "logit_adjusted", "balanced_softmax"):
+        f = make_loss(name, counts, label_smoothing=0.1)
+        whole = f(logits, y)
+        halves = (f(logits[:4], y[:4]) + f(logits[4:], y[4:])) / 2
+        assert torch.allclose(whole, halves, atol=1e-6), name  # mean of per-rank losses = global loss
+    la1 = make_loss("logit_adjusted", counts, la_tau=1.0)(logits, y)
+    assert torch.allclose(la1, make_loss("balanced_softmax", counts)(logits, y), atol=1e-6)
+    assert make_loss("weighted_ce", counts)(logits, y) != make_loss("ce", counts)(logits, y)
+    w = class_weights(counts, cap=5.0)
+    assert w[2] == 5.0 and w[0] < w[1] < w[2]
+    with pytest.raises(ValueError, match="must be one of"):
+        make_loss("focal", counts)
+
+
+def test_augmentation_is_reproducible_and_keeps_pixels():
+    x = torch.arange(3 * 8 * 8, dtype=torch.uint8).reshape(3, 8, 8)
+    p = augment_params(1, 2, 3, 3)
+    assert p == augment_params(1, 2, 3, 3)
+    y = augment(x, p)
+    assert y.shape == x.shape and y.dtype == torch.uint8
+    for c in range(3):
+        assert torch.equal(torch.sort(y[c].flatten()).values, torch.sort(x[c].flatten()).values)
+    draws = {tuple(augment_params(0, 0, i, 1)) for i in range(64)}
+    assert len(draws) == 8, "all 8 rotation/flip combinations occur"
+
+
+def test_model_shapes_and_config_errors():
+    m = build_model("resnet18", 1, 4)
+    assert m(torch.zeros(2, 1, 16, 16, dtype=torch.uint8)).shape == (2, 4)
+    with pytest.raises(ValueError, match="arch='vgg'"):
+        build_model("vgg", 1, 4)
+    with pytest.raises(ValueError, match="unknown training option"):
+        T.resolve_config({"epochz": 3})
+    with pytest.raises(ValueError, match="train.orientation='side'"):
+        T.resolve_config({"orientation": "side"})
+
+
+def test_cli_rejects_bad_model_path_and_missing_shards(tmp_path):
+    from importlib import util
+
+    spec = util.spec_from_file_location("train_cli", CLI)
+    cli = util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    assert cli.main(["--shards", str(tmp_path), "--model", str(tmp_path / "model.pt"), "--classes", "1,2"]) == 2
+    assert cli.main(["--shards", str(tmp_path / "nope"), "--model", str(tmp_path / "o" / "best.pt"),
+                     "--classes", "1,2"]) == 2
+    assert not (tmp_path / "o" / "best.pt").exists()
