@@ -50,3 +50,38 @@ def get_final_output():
     if GENERATE and config["synth"]["gallery"]:
         out.append("results/plots/gallery.png")
     return out
+
+
+# --- SYNTH: the built-in generator ---------------------------------------------------------
+def get_synth_first(wildcards):
+    """Index (within its split) of the first material of a generated file."""
+    return SYNTH_PLAN[wildcards.stem].first_material
+
+
+def get_synth_count(wildcards):
+    """Number of materials in a generated file."""
+    return SYNTH_PLAN[wildcards.stem].n_materials
+
+
+# --- TDC: levels, routing, evaluation ------------------------------------------------------
+def get_prev_missed(wildcards):
+    """Hard reading: level k > 1 trains on what level k-1 missed (a DAG edge); rest reading: none."""
+    k = int(wildcards.level)
+    if config["tdc"]["mode"] == "hard" and k > 1:
+        return [f"results/tdc/level_{k - 1}/missed.csv"]
+    return []
+
+
+def level_outputs(name, levels=None):
+    """``results/tdc/level_{k}/{name}`` for every level (default) or the given ones."""
+    return expand(f"results/tdc/level_{{level}}/{name}", level=LEVELS if levels is None else levels)
+
+
+def tdc_train_flags():
+    """Training flags of workflow_scripts/train.py from config["train"], each value shell-quoted."""
+    import shlex
+
+    keys = ["arch", "orientation", "epochs", "batch_size", "lr", "lr_scaling", "weight_decay", "schedule",
+            "label_smoothing", "grad_clip", "amp", "threads_per_rank", "workers", "checkpoint_every",
+            "timeout_s", "eval_batch_size"]
+    return " ".join(f"--{k.replace('_', '-')} {shlex.quote(str(config['train'][k]))}" for k in keys)

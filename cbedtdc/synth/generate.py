@@ -1,0 +1,232 @@
+"""From config to challenge-layout files: class plan, materials, samples, atomic HDF5 writing.
+
+Everything is a pure function of the config and the seed, addressed by (split, material index
+within the split, energy index), so every ``synthesize`` job computes the same class plan and
+the files can be written by independent jobs on any number of cores or cluster nodes.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..classes import real_counts, resolve_classes
+from ..io import atomic_path
+from ..layout import SPLITS, split_material_counts, split_of
+from .crystal import Crystal, random_crystal
+from .render import LAMBDA_100, Optics, Panel, detector, prepare_panels, render_panel
+from .zone_axes import POLICIES, zone_axes
+
+__all__ = ["SynthConfig", "Material", "materials_per_class", "class_sequence", "make_material",
+           "render_sample", "write_file", "ENERGY_START_KEV", "ENERGY_STEP_KEV"]
+
+log = logging.getLogger(__name__)
+
+ENERGY_START_KEV = 100  # the challenge: 100, 110, ..., 190 keV
+ENERGY_STEP_KEV = 10
+# Per-material / per-sample random ranges (see docs/synth.md for the reasoning).
+Q_MAX = (1.0, 2.0)         # half field of view [1/A]
+OVERLAP = (0.3, 0.6)       # disk radius / (g_min / 2) at 100 keV (<= 0.85 at 190 keV: no overlap)
+B_ISO = (0.2, 1.5)         # Debye-Waller B [A^2]
+THICKNESS = (100.0, 500.0)  # specimen thickness [A]
+
+_PLAN_TAG = 7  # separates the class-plan stream from the material streams
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Settings of the generator (the ``synth`` config section plus ``classes`` and ``seed``).
+
+    ``mistilt`` is the standard deviation of the beam mistilt as a fraction of the disk radius;
+    ``holz`` switches higher-order Laue zones on.
+    """
+
+    classes: tuple = ()
+    n_materials: int = 1000
+    energies_per_material: int = 3
+    image_size: int = 128
+    frequency: str = "real"
+    floor: int = 2
+    zone_axes: str = "lowindex"
+    noise: bool = True
+    seed: int = 0
+    holz: bool = True
+    mistilt: float = 0.1
+    split_counts: dict = field(default=None, compare=False)
+
+    def __post_init__(self):
+        if not self.classes:
+            raise ValueError("synth: no classes given")
+        if self.frequency not in ("real", "balanced"):
+            raise ValueError(f"synth.frequency={self.frequency!r}: must be 'real' or 'balanced'")
+        if self.zone_axes not in POLICIES:
+            raise ValueError(f"synth.zone_axes={self.zone_axes!r}: must be one of {', '.join(POLICIES)}")
+        if not 1 <= self.energies_per_material <= 10:
+            raise ValueError(f"synth.energies_per_material={self.energies_per_material}: must be in 1..10")
+        if self.image_size < 16:
+            raise ValueError(f"synth.image_size={self.image_size}: must be at least 16")
+        if self.split_counts is None:
+            object.__setattr__(self, "split_counts", split_material_counts(self.n_materials))
+
+    @classmethod
+    def from_config(cls, config: dict) -> "SynthConfig":
+        """Build from the whole pipeline config (``synth`` section, ``classes``, ``seed``)."""
+        s = dict(config.get("synth", {}))
+        keys = {"n_materials", "energies_per_material", "image_size", "frequency", "floor", "zone_axes",
+                "noise", "holz", "mistilt"}
+        kwargs = {k: s[k] for k in keys if k in s}
+        return cls(classes=tuple(resolve_classes(config.get("classes", "top20"))),
+                   seed=int(config.get("seed", 0)), **kwargs)
+
+    @property
+    def energies(self) -> list[int]:
+        return [ENERGY_START_KEV + ENERGY_STEP_KEV * j for j in range(self.energies_per_material)]
+
+
+def materials_per_class(classes, n: int, frequency: str = "real", floor: int = 0) -> dict[int, int]:
+    """How many of ``n`` materials each class gets.
+
+    Every class first gets ``min(floor, n // len(classes))``; the rest is shared in proportion
+    to the real training counts (``real``; groups absent from the real data get only the floor)
+    or equally (``balanced``), by the largest-remainder method.
+
+    >>> materials_per_class([225, 1, 2], 10, "balanced")
+    {225: 4, 1: 3, 2: 3}
+    >>> materials_per_class([14, 222], 10, "real", floor=2)
+    {14: 8, 222: 2}
+    """
+    classes = [int(c) for c in classes]
+    if frequency == "real":
+        counts = real_counts()
+        weights = np.array([counts.get(c, (0, 0, 0))[0] for c in classes], dtype=float)
+        if weights.sum() == 0:
+            weights[:] = 1.0
+    elif frequency == "balanced":
+        weights = np.ones(len(classes))
+    else:
+        raise ValueError(f"frequency={frequency!r}: must be 'real' or 'balanced'")
+    base = min(int(floor), n // len(classes))
+    out = np.full(len(classes), base)
+    rest = n - base * len(classes)
+    share = weights / weights.sum() * rest
+    out += np.floor(share).astype(int)
+    left = n - out.sum()
+    order = np.lexsort((np.arange(len(classes)), -(share - np.floor(share))))
+    out[order[:left]] += 1
+    return {c: int(m) for c, m in zip(classes, out)}
+
+
+def class_sequence(cfg: SynthConfig, split: str) -> np.ndarray:
+    """Space group of every material of ``split``, in material order (deterministic)."""
+    n = cfg.split_counts[split]
+    per = materials_per_class(cfg.classes, n, cfg.frequency, cfg.floor)
+    seq = np.repeat(np.array(list(per), dtype=int), list(per.values()))
+    rng = np.random.default_rng([cfg.seed, _PLAN_TAG, SPLITS.index(split)])
+    return seq[rng.permutation(len(seq))]
+
+
+@dataclass(frozen=True)
+class Material:
+    """One synthetic material: its crystal, optics and the three prepared panels."""
+
+    split: str
+    index: int
+    crystal: Crystal
+    optics: Optics
+    panels: list[Panel]
+
+    @property
+    def material_id(self) -> str:
+        return f"synth-{self.split}-{self.index}"
+
+
+def _material_rng(cfg: SynthConfig, split: str, index: int, stream: int) -> np.random.Generator:
+    return np.random.default_rng([cfg.seed, SPLITS.index(split), int(index), int(stream)])
+
+
+def make_material(cfg: SynthConfig, split: str, index: int, space_group: int | None = None) -> Material:
+    """Material ``index`` of ``split``: crystal of its planned group, optics and panel geometry."""
+    if space_group is None:
+        space_group = int(class_sequence(cfg, split)[index])
+    rng = _material_rng(cfg, split, index, 0)
+    crystal = random_crystal(space_group, rng)
+    optics = Optics(q_max=rng.uniform(*Q_MAX), overlap=rng.uniform(*OVERLAP), b_iso=rng.uniform(*B_ISO),
+                    holz=cfg.holz)
+    axes = zone_axes(crystal, cfg.zone_axes, optics.b_iso)
+    angles = rng.uniform(0.0, 2 * np.pi, len(axes))
+    panels = prepare_panels(crystal, axes, optics, angles, energies_kev=cfg.energies,
+                            min_thickness=THICKNESS[0])
+    return Material(split, int(index), crystal, optics, panels)
+
+
+def render_sample(cfg: SynthConfig, material: Material, energy_index: int) -> tuple[np.ndarray, dict]:
+    """The (3, S, S) float32 stack and the attributes of one sample, typed like the real files."""
+    energy = cfg.energies[energy_index]
+    rng = _material_rng(cfg, material.split, material.index, 1 + energy_index)
+    thickness = rng.uniform(*THICKNESS)
+    stack = np.empty((len(material.panels), cfg.image_size, cfg.image_size), dtype=np.float32)
+    for p, panel in enumerate(material.panels):
+        r100 = panel.semi_angle / LAMBDA_100
+        tilt = rng.normal(0.0, cfg.mistilt * r100, 2) if cfg.mistilt > 0 else (0.0, 0.0)
+        image = render_panel(panel, energy, thickness, cfg.image_size, tilt=tilt)
+        stack[p] = detector(image, rng, panel.q_max) if cfg.noise else image.astype(np.float32)
+    c = material.crystal
+    attrs = {
+        "space_group": np.bytes_(str(c.space_group).encode()),
+        "material": np.bytes_(material.material_id.encode()),
+        "energy_keV": np.int64(energy),
+        "z_dirs": np.array([[p.axis.indices for p in material.panels]], dtype=np.int64),
+        "y_dirs": np.array([[p.e1 for p in material.panels]], dtype=np.float64),
+        "semi_angles_rad": np.array([p.semi_angle for p in material.panels], dtype=np.float64),
+        "d_hkls_angstrom": np.array([p.d_hkl for p in material.panels], dtype=np.float64),
+        "abc_angstrom": np.asarray(c.abc, dtype=np.float64),
+        "angles_degree": np.asarray(c.angles, dtype=np.float64),
+        "formula": c.formula,
+    }
+    return stack, attrs
+
+
+def write_file(path, cfg: SynthConfig, first_material: int, n_materials: int, progress: bool = False) -> Path:
+    """Write one challenge-layout file of ``n_materials`` materials starting at ``first_material``.
+
+    The split comes from the file name (``batch_{split}_N.h5``). Groups are ``sample_i_j``
+    (i = material within the file, j = energy index). The file is written under a temporary
+    name in the same folder (HDF5 mode "x") and renamed when complete, so an interrupted job
+    never leaves a file a rerun would trust. At most one stack is held in memory.
+    """
+    import h5py  # lazy
+
+    path = Path(path)
+    split = split_of(path.name)
+    total = cfg.split_counts[split]
+    if first_material < 0 or first_material + n_materials > total:
+        raise ValueError(f"{path.name}: materials {first_material}..{first_material + n_materials - 1} "
+                         f"outside the {total} materials of split {split!r}")
+    seq = class_sequence(cfg, split)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=n_materials, desc=path.name, unit="material", mininterval=5.0)
+    try:
+        with atomic_path(path) as tmp, h5py.File(tmp, "x", libver="earliest") as f:
+            for i in range(n_materials):
+                index = first_material + i
+                material = make_material(cfg, split, index, int(seq[index]))
+                for j in range(cfg.energies_per_material):
+                    stack, attrs = render_sample(cfg, material, j)
+                    g = f.create_group(f"sample_{i}_{j}")
+                    g.create_dataset("cbed_stack", data=stack)
+                    for key, value in attrs.items():
+                        g.attrs[key] = value
+                if bar is not None:
+                    bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    log.info("%s: %d materials x %d energies of split %s written", path, n_materials,
+             cfg.energies_per_material, split)
+    return path

@@ -1,0 +1,57 @@
+# Built-in generator (only when raw_dir is empty): one job per batch_{split}_N.h5 file of the static plan
+# (cbedtdc.layout.synth_file_plan), so generation spreads over cores and cluster nodes; every job computes the
+# same class plan from config + seed. Then a gallery with one stack per class.
+
+
+rule synthesize:
+    output:
+        raw="results/raw/{stem}.h5",
+    log:
+        "logs/synthesize/{stem}.log",
+    benchmark:
+        "benchmarks/synthesize/{stem}.tsv"
+    resources:
+        mem_mb=1000,  # one stack at a time + the reflection list of one material
+        runtime=lambda wc, attempt: 30 * attempt,
+    params:
+        first=get_synth_first,
+        n_file=get_synth_count,
+        total=config["synth"]["n_materials"],
+        classes=",".join(map(str, CLASSES)),
+        energies=config["synth"]["energies_per_material"],
+        size=config["synth"]["image_size"],
+        frequency=config["synth"]["frequency"],
+        floor=config["synth"]["floor"],
+        zone_axes=config["synth"]["zone_axes"],
+        noise="--noise" if config["synth"]["noise"] else "--no-noise",
+        holz="--holz" if config["synth"]["holz"] else "--no-holz",
+        mistilt=config["synth"]["mistilt"],
+        seed=config["seed"],
+    shell:
+        "python workflow_scripts/synthesize.py --out {output.raw:q} --first-material {params.first}"
+        " --file-materials {params.n_file} --n-materials {params.total} --classes {params.classes:q}"
+        " --energies {params.energies} --image-size {params.size} --frequency {params.frequency:q}"
+        " --floor {params.floor} --zone-axes {params.zone_axes:q} {params.noise} {params.holz}"
+        " --mistilt {params.mistilt} --seed {params.seed} 2> {log:q}"
+
+
+rule gallery:
+    input:
+        raw=[RAW[stem] for stem in STEMS],
+    output:
+        png=report(
+            "results/plots/gallery.png",
+            caption="../report/gallery.rst",
+            category="Data",
+        ),
+    log:
+        "logs/gallery/gallery.log",
+    benchmark:
+        "benchmarks/gallery/gallery.tsv"
+    resources:
+        mem_mb=2000,
+    params:
+        classes=",".join(map(str, CLASSES)),
+    shell:
+        "python workflow_scripts/gallery.py --raw {input.raw:q} --out {output.png:q}"
+        " --classes {params.classes:q} 2> {log:q}"

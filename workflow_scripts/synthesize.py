@@ -1,0 +1,79 @@
+"""synthesize: write one challenge-layout file of generated CBED stacks (batch_{split}_N.h5).
+
+The split comes from the output file name; which space group every material gets is a
+deterministic function of the generator settings and the seed, so all files can be written
+by independent jobs. Exit code 2 on a known error (bad settings, unverifiable crystal).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def _classes(text: str):
+    text = text.strip()
+    if text in ("top20", "all"):
+        return text
+    try:
+        return [int(x) for x in text.replace(",", " ").split()]
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"--classes {text!r}: top20, all or comma-separated space groups") from err
+
+
+def get_parser(add_help=True):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], add_help=add_help)
+    p.add_argument("--out", required=True, help="output file results/raw/batch_{train,dev,test}_N.h5 (required)")
+    p.add_argument("--first-material", type=int, default=0,
+                   help="index (within the split) of the file's first material (default: 0)")
+    p.add_argument("--file-materials", type=int, required=True, help="materials in this file (required)")
+    p.add_argument("--n-materials", type=int, default=1000,
+                   help="materials in total over the three splits (default: 1000)")
+    p.add_argument("--classes", type=_classes, default="top20",
+                   help="top20, all, or comma-separated space groups (default: top20)")
+    p.add_argument("--energies", type=int, default=3,
+                   help="samples (energies 100, 110, ... keV) per material (default: 3)")
+    p.add_argument("--image-size", type=int, default=128, help="side of the written cbed_stack (default: 128)")
+    p.add_argument("--frequency", choices=["real", "balanced"], default="real",
+                   help="materials per class: real frequencies or equal (default: real)")
+    p.add_argument("--floor", type=int, default=2, help="minimum materials per class and split (default: 2)")
+    p.add_argument("--zone-axes", choices=["lowindex", "namsa"], default="lowindex",
+                   help="zone-axis policy (default: lowindex)")
+    p.add_argument("--noise", action=argparse.BooleanOptionalAction, default=True,
+                   help="detector blur, background and Poisson noise (default: on)")
+    p.add_argument("--holz", action=argparse.BooleanOptionalAction, default=True,
+                   help="higher-order Laue zone reflections (default: on)")
+    p.add_argument("--mistilt", type=float, default=0.1,
+                   help="beam mistilt s.d. as a fraction of the disk radius (default: 0.1)")
+    p.add_argument("--seed", type=int, default=0, help="master seed (default: 0)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                   help="tqdm progress bar on stderr (default: on)")
+    return p
+
+
+def main(argv=None) -> int:
+    args = get_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log = logging.getLogger("synthesize")
+    from cbedtdc.classes import resolve_classes
+    from cbedtdc.synth import CrystalError, SynthConfig, write_file
+
+    try:
+        cfg = SynthConfig(classes=tuple(resolve_classes(args.classes)), n_materials=args.n_materials,
+                          energies_per_material=args.energies, image_size=args.image_size,
+                          frequency=args.frequency, floor=args.floor, zone_axes=args.zone_axes,
+                          noise=args.noise, holz=args.holz, mistilt=args.mistilt, seed=args.seed)
+        log.info("%s: materials %d..%d, %d classes, %d energies, %d px, seed %d", args.out, args.first_material,
+                 args.first_material + args.file_materials - 1, len(cfg.classes), cfg.energies_per_material,
+                 cfg.image_size, cfg.seed)
+        write_file(args.out, cfg, args.first_material, args.file_materials, progress=args.progress)
+    except (ValueError, CrystalError) as err:
+        log.error("%s", err)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
