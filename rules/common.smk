@@ -85,3 +85,15 @@ def tdc_train_flags():
             "label_smoothing", "grad_clip", "amp", "threads_per_rank", "workers", "checkpoint_every",
             "timeout_s", "eval_batch_size"]
     return " ".join(f"--{k.replace('_', '-')} {shlex.quote(str(config['train'][k]))}" for k in keys)
+
+
+# --- TRAIN: flags of workflow_scripts/train.py, shared by train_flat and train_level -------
+# Every config["train"] key except `ranks` (the launcher's -n) becomes one flag.
+TRAIN_KEYS = [k for k in config["train"] if k != "ranks"]
+# Shell fragment: "--arch {params.arch:q} --epochs {params.epochs:q} ..." for a rule whose params are train_params().
+TRAIN_FLAGS = " ".join(f"--{k.replace('_', '-')} {{params.{k}:q}}" for k in TRAIN_KEYS)
+
+
+def train_params():
+    """config["train"] values (one per training flag) and the master seed, as rule params."""
+    return {**{k: config["train"][k] for k in TRAIN_KEYS}, "seed": config["seed"]}

@@ -1,0 +1,36 @@
+# Flat baselines: one classifier over the run's classes per loss in config["flat"]["losses"], trained by the
+# same engine (workflow_scripts/train.py) as every TDC level, on the same shards.
+
+
+rule train_flat:
+    input:
+        train="results/shards/train.csv",
+        dev="results/shards/dev.csv",
+    output:
+        model="results/flat/{loss}/best.pt",
+        last="results/flat/{loss}/last.pt",
+        metrics="results/flat/{loss}/metrics.csv",
+        info="results/flat/{loss}/train.json",
+    log:
+        "logs/train_flat/{loss}.log",
+    benchmark:
+        "benchmarks/train_flat/{loss}.tsv"
+    conda:
+        "../envs/cbedtdc.yaml"
+    threads: config["train"]["ranks"] * config["train"]["threads_per_rank"]
+    resources:
+        mpi="mpiexec",  # profiles override: srun (SLURM), jsrun (LSF)
+        tasks=config["train"]["ranks"],
+    params:
+        **train_params(),
+        shards=lambda wc, input: Path(input.train).parent,  # shard root: {split}.csv and files/
+        classes=",".join(str(c) for c in CLASSES),
+    shell:
+        "{resources.mpi} -n {resources.tasks} python workflow_scripts/train.py"
+        " --shards {params.shards:q} --model {output.model:q} --classes {params.classes:q}"
+        f" --loss {{wildcards.loss:q}} --seed {{params.seed:q}} {TRAIN_FLAGS} > {{log:q}} 2>&1"
+
+
+rule flat:
+    input:
+        expand("results/flat/{loss}/best.pt", loss=config["flat"]["losses"]),
