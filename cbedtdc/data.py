@@ -424,7 +424,7 @@ class ShardDataset:
                     offsets[info.chunk_offset[0]] = info.byte_offset
                 if plain and n:
                     dset.id.chunk_iter(visit)
-            if not plain or (offsets < 0).any():
+            if n and (not plain or (offsets < 0).any()):
                 raise DataError(f"{path}: images are not one uncompressed chunk per sample; rebuild the shard")
             table.append((os.open(path, os.O_RDONLY), offsets))
         self._handles = (os.getpid(), table, chunk_bytes)

@@ -21,6 +21,7 @@ byte-identical output.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from pathlib import Path
@@ -174,7 +175,9 @@ def write_shard(raw_path, index: dict, out_path, *, image_size: int, progress: b
 
         iterator = tqdm(iterator, desc=raw_path.name, unit="stack", mininterval=5)
     with atomic_path(out_path, suffix=".h5") as tmp:
-        with h5py.File(raw_path, "r") as src, h5py.File(tmp, "x", libver=_LIBVER, track_order=False) as dst:
+        # A raw file with no accepted sample (e.g. unreadable) gives an empty shard; it is not opened.
+        src_ctx = h5py.File(raw_path, "r") if n else contextlib.nullcontext()
+        with src_ctx as src, h5py.File(tmp, "x", libver=_LIBVER, track_order=False) as dst:
             dst.attrs["format_version"] = FORMAT_VERSION
             dst.attrs["source_file"] = raw_path.name
             dst.attrs["image_size"] = s

@@ -92,6 +92,7 @@ rule shard:
 rule shard_index:
     input:
         splits="results/data/splits.csv",
+        shards=expand("results/shards/files/{stem}.h5", stem=STEMS),
         sidecars=expand("results/shards/files/{stem}.json", stem=STEMS),
     output:
         lists=expand("results/shards/{split}.csv", split=SPLITS),
@@ -109,5 +110,6 @@ rule shard_index:
 rule shards:
     input:
         expand("results/shards/{split}.csv", split=SPLITS),
+        expand("results/shards/files/{stem}.h5", stem=STEMS),  # a lost shard is rebuilt
         "results/data/class_counts.csv",
         "results/data/quarantine.csv",
