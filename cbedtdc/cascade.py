@@ -42,6 +42,7 @@ __all__ = [
     "plan_levels",
     "split_by_mass",
     "level_budgets",
+    "check_trainable",
     "level_training_mask",
     "trickle",
     "route",
@@ -52,6 +53,11 @@ __all__ = [
     "read_missed",
     "write_missed",
     "level_job",
+    "collect_missed",
+    "tune_routing",
+    "load_routing",
+    "check_level_model",
+    "forward_mask",
     "predict_levels",
     "softmax",
 ]
@@ -234,6 +240,24 @@ class LevelPlan:
             return cls.from_json(json.loads(Path(path).read_text()))
         except (OSError, ValueError, TypeError) as err:
             raise ValueError(f"{path}: not a readable levels.json ({err}); rerun rule plan_levels") from err
+
+
+def check_trainable(plan: LevelPlan) -> None:
+    """Raise ``ValueError`` when a level would have fewer than 2 outputs (nothing to learn).
+
+    >>> check_trainable(LevelPlan([[1, 2], [3]]))
+    Traceback (most recent call last):
+    ...
+    ValueError: level 2 of [[1, 2], [3]] has 1 output (3); a classifier needs at least 2: ...
+    """
+    for k in range(plan.n_levels):
+        outs = plan.outputs(k)
+        n = len(outs) + plan.has_rest(k)
+        if n < 2:
+            raise ValueError(
+                f"level {k + 1} of {plan.levels} has {n} output ({', '.join(map(str, outs))}); a classifier needs "
+                "at least 2: give the last level (rest mode) or every level (hard mode, hard_outputs own) 2+ classes "
+                "in tdc.level_sizes")
 
 
 def level_budgets(plan: LevelPlan, train_labels, total_images: int, split: str = "proportional") -> list[int]:
@@ -656,10 +680,7 @@ def load_levels(tdc_dir, plan: LevelPlan | None = None, device: str = "cpu"):
     for k in range(plan.n_levels):
         path = level_dir(tdc_dir, k + 1) / "best.pt"
         model, meta = load_model(path, device=device)
-        classes = [int(c) for c in meta["classes"]]
-        if classes != plan.outputs(k) or bool(meta.get("rest", False)) != plan.has_rest(k):
-            raise ValueError(f"{path}: outputs {classes} rest={meta.get('rest')} do not match levels.json "
-                             f"(level {k + 1}: {plan.outputs(k)} rest={plan.has_rest(k)}); rerun the level")
+        check_level_model(plan, k + 1, meta, path)
         models.append((model, meta))
     return plan, models
 
@@ -676,3 +697,124 @@ def predict_levels(models, shard_root, split, keys=None, batch_size: int = 64):
         out_keys = list(k)
         probs.append(softmax(logits))
     return out_keys, probs
+
+
+def check_level_model(plan: LevelPlan, level: int, meta: dict, path) -> None:
+    """Raise when a level checkpoint's outputs differ from the plan (a stale model)."""
+    k = level - 1
+    classes = [int(c) for c in meta["classes"]]
+    if classes != plan.outputs(k) or bool(meta.get("rest", False)) != plan.has_rest(k):
+        raise ValueError(f"{path}: outputs {classes} rest={bool(meta.get('rest'))} do not match levels.json "
+                         f"(level {level}: {plan.outputs(k)} rest={plan.has_rest(k)}); retrain the level")
+
+
+def collect_missed(levels_path, level: int, model_path, shard_root, *, missed_path=None, out_path=None,
+                   batch_size: int = 64):
+    """Run level ``level`` (1-based) on the train and dev samples that reached it; list those that trickle.
+
+    Returns ``(rows, stats)`` and writes ``rows`` to ``out_path`` (``missed.csv``) when given.
+    ``stats[split]`` holds ``reached``, ``missed`` and the count per reason.
+    """
+    from cbedtdc.data import ShardDataset
+    from cbedtdc.train import load_model, predict
+
+    plan = LevelPlan.load(levels_path)
+    k = level - 1
+    if not 0 <= k < plan.n_levels - 1:
+        raise ValueError(f"level {level}: missed samples exist for levels 1..{plan.n_levels - 1} "
+                         "(the last level keeps everything)")
+    model, meta = load_model(model_path)
+    check_level_model(plan, level, meta, model_path)
+    prev = read_missed(missed_path) if missed_path else None
+    if plan.mode == "hard" and k > 0 and prev is None:
+        raise ValueError(f"hard mode: level {level} needs missed.csv of level {level - 1}")
+    outs = plan.outputs(k)
+    rows, stats = [], {}
+    for split in ("train", "dev"):
+        ds = ShardDataset(shard_root, split, classes=plan.classes)
+        keys = np.asarray(ds.keys, dtype=object)
+        labels = ds.labels
+        if plan.mode == "rest":
+            reached = np.isin(labels, plan.own(k) + plan.later(k))
+        elif k == 0:
+            reached = np.ones(len(keys), dtype=bool)
+        else:
+            reached = np.isin(keys, np.asarray(prev.get(split, []), dtype=object))
+        sel_keys, sel_labels = [str(x) for x in keys[reached]], labels[reached]
+        if sel_keys:
+            got, logits = predict(model, meta, shard_root, split, keys=sel_keys, batch_size=batch_size)
+            if list(got) != sel_keys:
+                raise RuntimeError(f"predict returned the {split} samples in another order")
+            probs = softmax(logits)
+        else:
+            probs = np.zeros((0, len(outs) + plan.has_rest(k)))
+        mask, reasons = trickle(plan, k, sel_labels, probs)
+        cls = probs[:, : len(outs)]
+        best = np.argmax(cls, axis=1) if len(cls) else np.zeros(0, dtype=int)
+        routed = forward_mask(plan, k, probs) if plan.mode == "rest" and plan.routing == "argmax" else None
+        for i in np.flatnonzero(mask):
+            rows.append({
+                "key": sel_keys[i], "split": split, "space_group": int(sel_labels[i]), "reason": reasons[i],
+                "pred": int(outs[best[i]]), "p_pred": round(float(cls[i, best[i]]), 6),
+                "p_rest": round(float(probs[i, -1]), 6) if plan.has_rest(k) else "",
+                "routed": ("yes" if routed[i] else "no") if routed is not None else "",
+            })
+        why = {}
+        for r in reasons[mask]:
+            why[r] = why.get(r, 0) + 1
+        stats[split] = {"reached": int(reached.sum()), "missed": int(mask.sum()), "reasons": why}
+        if routed is not None and reached.any():
+            stats[split]["rest_wins_of_later"] = int((routed & mask).sum())
+            stats[split]["rest_wins_of_own"] = int((routed & ~mask).sum())
+    if out_path is not None:
+        write_missed(out_path, rows)
+    return rows, stats
+
+
+def tune_routing(tdc_dir, shard_root, out_path, *, batch_size: int = 64) -> dict:
+    """Tune the per-level thresholds on dev (when the routing uses them) and write ``routing.json``.
+
+    ``routing.json`` holds ``mode``, ``routing``, ``thresholds`` (one per level but the last) and,
+    when tuned, the dev balanced accuracy and top-1 at the tuned thresholds and at 0.5.
+    """
+    from cbedtdc.data import ShardDataset
+
+    plan = LevelPlan.load(Path(tdc_dir) / "levels.json")
+    out = {"mode": plan.mode, "routing": "threshold" if plan.uses_thresholds() else "argmax", "thresholds": [],
+           "levels": plan.levels}
+    if plan.uses_thresholds() and plan.n_levels > 1:
+        ds = ShardDataset(shard_root, "dev", classes=plan.classes)
+        if not len(ds):
+            raise ValueError(f"{shard_root}/dev.csv has no sample of the run's classes: cannot tune the thresholds")
+        _, models = load_levels(tdc_dir, plan)
+        keys, probs = predict_levels(models, shard_root, "dev", keys=list(ds.keys), batch_size=batch_size)
+        labels = ds.labels
+        th = tune_thresholds(plan, probs, labels)
+        for name, t in (("tuned", th), ("default_0.5", [0.5] * (plan.n_levels - 1))):
+            r = route(plan, probs, t)
+            out[f"dev_{name}"] = {"balanced_accuracy": metrics.balanced_accuracy(labels, r.pred, plan.classes),
+                                  "top1": metrics.top1(labels, r.pred),
+                                  "kept_fraction": [float((r.kept == k).mean()) for k in range(plan.n_levels)]}
+        out["thresholds"] = th
+        out["n_dev"] = int(len(labels))
+        log.info("thresholds tuned on %d dev samples: %s (dev balanced accuracy %.4f, at 0.5: %.4f)", len(labels),
+                 th, out["dev_tuned"]["balanced_accuracy"], out["dev_default_0.5"]["balanced_accuracy"])
+    atomic_write_text(out_path, json.dumps(out, indent=2) + "\n")
+    return out
+
+
+def load_routing(path, plan: LevelPlan) -> list[float] | None:
+    """Thresholds of ``routing.json`` checked against the plan (``None`` for argmax routing)."""
+    try:
+        d = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: not a readable routing.json ({err}); rerun rule tune_routing") from err
+    if d.get("mode") != plan.mode or d.get("levels") != plan.levels:
+        raise ValueError(f"{path} was tuned for mode {d.get('mode')} levels {d.get('levels')}, levels.json has "
+                         f"{plan.mode} {plan.levels}; rerun rule tune_routing")
+    if not plan.uses_thresholds():
+        return None
+    th = [float(t) for t in d.get("thresholds", [])]
+    if len(th) != plan.n_levels - 1:
+        raise ValueError(f"{path}: {len(th)} thresholds for {plan.n_levels} levels")
+    return th

@@ -225,3 +225,170 @@ def score(y_true, y_pred, classes, *, scores=None, materials=None, n_boot: int =
         out["friedel"] = {"top1": top1(mt, mp), "balanced_accuracy": balanced_accuracy(mt, mp, mc),
                           "n_classes": len(mc)}
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation of a trained run (loads models lazily through cbedtdc.train)
+# --------------------------------------------------------------------------------------------
+
+
+def images_seen(train_json) -> int | None:
+    """Training images a job actually processed: epochs x steps per epoch x global batch."""
+    import json
+    from pathlib import Path
+
+    try:
+        d = json.loads(Path(train_json).read_text())
+        return int(d["epochs"]) * int(d["steps_per_epoch"]) * int(d["global_batch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        log.warning("%s: cannot read epochs/steps_per_epoch/global_batch; images seen unknown", train_json)
+        return None
+
+
+def _probs_for(model, meta, shard_root, split, keys, classes, batch_size):
+    """Softmax over ``classes`` (columns reordered to ``classes``) of a flat model."""
+    from cbedtdc.cascade import softmax
+    from cbedtdc.train import predict
+
+    got, logits = predict(model, meta, shard_root, split, keys=keys, batch_size=batch_size)
+    if list(got) != list(keys):
+        raise RuntimeError(f"predict returned the {split} samples in another order")
+    order = [int(c) for c in meta["classes"]]
+    if sorted(order) != sorted(classes) or meta.get("rest"):
+        raise ValueError(f"flat model outputs {order} (rest={meta.get('rest')}) differ from the run's classes "
+                         f"{list(classes)}; retrain it")
+    p = softmax(logits)
+    return p[:, [order.index(c) for c in classes]]
+
+
+def evaluate_run(shard_root, flat_models: dict, tdc_dir, out_dir, *, n_boot: int = 1000, seed: int = 0,
+                 friedel_groups=None, batch_size: int = 64, data_kind: str = "generated") -> dict:
+    """Evaluate the flat baselines and the TDC on the test split; write the tables; return the summary.
+
+    Parameters
+    ----------
+    flat_models : dict
+        ``{loss: path of best.pt}``; the headline ``flat`` is the one with the best dev balanced
+        accuracy (chosen on dev, never on test); every loss is under ``flat_by_loss``.
+    tdc_dir : path-like
+        Folder with ``levels.json``, ``routing.json`` and ``level_K/best.pt``.
+    out_dir : path-like
+        Receives ``summary.json``, ``per_class.csv``, ``levels.csv``, ``confusion_flat.csv``,
+        ``confusion_tdc.csv`` and ``predictions.csv``.
+    friedel_groups : list of lists, optional
+        Groups merged in the Friedel score (pass them for kinematic data only).
+    """
+    from pathlib import Path
+
+    from cbedtdc import cascade
+    from cbedtdc.data import ShardDataset
+    from cbedtdc.io import read_csv, write_csv, write_json
+    from cbedtdc.train import load_model
+
+    tdc_dir, out_dir = Path(tdc_dir), Path(out_dir)
+    plan = cascade.LevelPlan.load(tdc_dir / "levels.json")
+    classes = plan.classes
+    thresholds = cascade.load_routing(tdc_dir / "routing.json", plan)
+    test = ShardDataset(shard_root, "test", classes=classes)
+    dev = ShardDataset(shard_root, "dev", classes=classes)
+    n_all_test = len(read_csv(Path(shard_root) / "test.csv"))
+    if not len(test):
+        raise ValueError(f"{shard_root}/test.csv has no sample of the run's classes {classes}")
+    y, mats, keys = test.labels, test.materials, list(test.keys)
+    train_labels = np.array([int(r["space_group"]) for r in read_csv(Path(shard_root) / "train.csv")])
+    kw = dict(materials=mats, n_boot=n_boot, seed=seed, friedel_groups=friedel_groups)
+
+    summary = {"n_test": int(len(y)), "n_test_materials": int(len(np.unique(mats))),
+               "n_test_excluded_other_classes": int(n_all_test - len(y)), "classes": classes,
+               "data": data_kind, "bootstrap": {"resamples": int(n_boot), "over": "materials", "level": 0.95}}
+    chance = chance_rates(train_labels, y, classes)
+    summary["chance"] = chance
+
+    # ---- flat baselines
+    flat_by_loss, flat_pred = {}, {}
+    for loss, path in flat_models.items():
+        model, meta = load_model(path)
+        p = _probs_for(model, meta, shard_root, "test", keys, classes, batch_size)
+        pred = np.asarray(classes)[np.argmax(p, axis=1)]
+        s = score(y, pred, classes, scores=p, **kw)
+        if len(dev):
+            pd_ = _probs_for(model, meta, shard_root, "dev", list(dev.keys), classes, batch_size)
+            s["dev_balanced_accuracy"] = balanced_accuracy(dev.labels, np.asarray(classes)[pd_.argmax(1)], classes)
+        s["images_seen"] = images_seen(Path(path).parent / "train.json")
+        s["loss"] = loss
+        flat_by_loss[loss], flat_pred[loss] = s, pred
+        log.info("flat %s: test top-1 %.4f, balanced accuracy %.4f, macro-F1 %.4f", loss, s["top1"],
+                 s["balanced_accuracy"], s["macro_f1"])
+    best = max(flat_by_loss, key=lambda lo: (flat_by_loss[lo].get("dev_balanced_accuracy", 0.0), -list(
+        flat_models).index(lo)))
+    summary["flat"] = {**flat_by_loss[best], "selected_by": "dev balanced_accuracy among flat.losses"}
+    summary["flat_by_loss"] = flat_by_loss
+
+    # ---- TDC
+    _, models = cascade.load_levels(tdc_dir, plan)
+    _, probs = cascade.predict_levels(models, shard_root, "test", keys=keys, batch_size=batch_size)
+    r = cascade.route(plan, probs, thresholds)
+    t = score(y, r.pred, classes, **kw)
+    est = cascade.estimated_accuracy(plan, probs, y)
+    oracle = cascade.oracle_predictions(plan, probs, y)
+    est_ci = {"top1": list(bootstrap_materials(lambda i: top1(y[i], oracle[i]), mats, n_boot, seed))}
+    levels = cascade.level_report(plan, r, y)
+    for row, e in zip(levels, est["per_level"]):
+        row["share_of_test"] = e["share"]
+        row["oracle_accuracy"] = e["accuracy"]
+        row["images_seen"] = images_seen(cascade.level_dir(tdc_dir, row["level"]) / "train.json")
+    seen = [lv["images_seen"] for lv in levels]
+    t.update({
+        "mode": plan.mode, "routing": "threshold" if plan.uses_thresholds() else "argmax",
+        "thresholds": thresholds or [], "levels": plan.levels,
+        "estimated_top1": est["top1"], "estimated_balanced_accuracy": est["balanced_accuracy"],
+        "estimated_ci95": est_ci,
+        "images_seen": sum(seen) if all(s is not None for s in seen) else None,
+        "per_level": levels,
+    })
+    summary["tdc"] = t
+    summary["budget"] = {"flat_images_planned": plan.flat_images, "tdc_images_planned": int(sum(plan.budgets)),
+                         "flat_images_seen": summary["flat"]["images_seen"], "tdc_images_seen": t["images_seen"]}
+    log.info("TDC (%s): test top-1 %.4f, balanced accuracy %.4f, macro-F1 %.4f; estimated top-1 %.4f", plan.mode,
+             t["top1"], t["balanced_accuracy"], t["macro_f1"], t["estimated_top1"])
+
+    # ---- tables
+    owner = dict(zip(classes, (plan.level_of(classes) + 1).tolist()))
+    n_train = {c: int((train_labels == c).sum()) for c in classes}
+    recall_cols = {f"recall_flat_{lo}": per_class_recall(y, flat_pred[lo], classes) for lo in flat_models}
+    recall_cols["recall_tdc"] = per_class_recall(y, r.pred, classes)
+    recall_cols["recall_tdc_estimated"] = per_class_recall(y, oracle, classes)
+    rows = []
+    for i, c in enumerate(classes):
+        row = {"space_group": c, "level": owner[c], "n_train": n_train[c], "n_test": int((y == c).sum())}
+        row.update({name: ("" if np.isnan(v[i]) else round(float(v[i]), 6)) for name, v in recall_cols.items()})
+        rows.append(row)
+    write_csv(out_dir / "per_class.csv", rows, list(rows[0]))
+    lv_fields = ["level", "classes", "reached", "kept", "kept_fraction", "belongs", "own_total", "own_kept",
+                 "correct", "accuracy", "share_of_test", "oracle_accuracy", "images_seen"]
+    write_csv(out_dir / "levels.csv", [{**lv, "classes": " ".join(map(str, lv["classes"]))} for lv in levels],
+              lv_fields)
+    header = ["true\\pred"] + [str(c) for c in classes] + ["other"]
+    for name, pred in (("flat", flat_pred[best]), ("tdc", r.pred)):
+        cm = confusion_matrix(y, pred, classes)
+        write_csv(out_dir / f"confusion_{name}.csv",
+                  [dict(zip(header, [str(c)] + row.tolist())) for c, row in zip(classes, cm)], header)
+    pred_rows = [{"key": k, "material": m, "space_group": int(t_), "flat_pred": int(fp), "tdc_pred": int(tp),
+                  "tdc_level": int(lv) + 1, "tdc_prob": round(float(cf), 6)}
+                 for k, m, t_, fp, tp, lv, cf in zip(keys, mats, y, flat_pred[best], r.pred, r.kept, r.conf)]
+    write_csv(out_dir / "predictions.csv", pred_rows, list(pred_rows[0]))
+    write_json(out_dir / "summary.json", _jsonable(summary))
+    return summary
+
+
+def _jsonable(obj):
+    """NaN -> None, numpy scalars -> Python, recursively (strict JSON for outside readers)."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return None if not np.isfinite(obj) else float(obj)
+    return obj

@@ -74,17 +74,17 @@ def get_prev_missed(wildcards):
 
 def level_outputs(name, levels=None):
     """``results/tdc/level_{k}/{name}`` for every level (default) or the given ones."""
-    return expand(f"results/tdc/level_{{level}}/{name}", level=LEVELS if levels is None else levels)
+    return expand(
+        f"results/tdc/level_{{level}}/{name}",
+        level=LEVELS if levels is None else levels,
+    )
 
 
-def tdc_train_flags():
-    """Training flags of workflow_scripts/train.py from config["train"], each value shell-quoted."""
-    import shlex
+def friedel_groups_json():
+    """Groups merged in the Friedel score, as JSON; none for real (dynamical) data."""
+    import json
 
-    keys = ["arch", "orientation", "epochs", "batch_size", "lr", "lr_scaling", "weight_decay", "schedule",
-            "label_smoothing", "grad_clip", "amp", "threads_per_rank", "workers", "checkpoint_every",
-            "timeout_s", "eval_batch_size"]
-    return " ".join(f"--{k.replace('_', '-')} {shlex.quote(str(config['train'][k]))}" for k in keys)
+    return json.dumps(config["evaluate"]["friedel_groups"] if GENERATE else [])
 
 
 # --- TRAIN: flags of workflow_scripts/train.py, shared by train_flat and train_level -------

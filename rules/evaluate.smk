@@ -1,0 +1,95 @@
+# Evaluation on the test split: flat baselines vs the TDC, tables and figures for the report.
+
+
+rule evaluate:
+    input:
+        flat=expand("results/flat/{loss}/best.pt", loss=config["flat"]["losses"]),
+        levels="results/tdc/levels.json",
+        routing="results/tdc/routing.json",
+        models=level_outputs("best.pt"),
+        train="results/shards/train.csv",
+        dev="results/shards/dev.csv",
+        test="results/shards/test.csv",
+    output:
+        summary="results/metrics/summary.json",
+        per_class=report(
+            "results/metrics/per_class.csv",
+            caption="../report/per_class.rst",
+            category="Evaluation",
+            labels={"table": "per-class recall"},
+        ),
+        levels=report(
+            "results/metrics/levels.csv",
+            caption="../report/levels.rst",
+            category="Evaluation",
+            labels={"table": "TDC levels"},
+        ),
+        confusion_flat="results/metrics/confusion_flat.csv",
+        confusion_tdc="results/metrics/confusion_tdc.csv",
+        predictions="results/metrics/predictions.csv",
+    log:
+        "logs/evaluate/evaluate.log",
+    benchmark:
+        "benchmarks/evaluate/evaluate.tsv"
+    conda:
+        "../envs/cbedtdc.yaml"
+    threads: config["train"]["ranks"] * config["train"]["threads_per_rank"]
+    params:
+        flat=lambda wc, input: [
+            f"{loss}={path}"
+            for loss, path in zip(config["flat"]["losses"], input.flat)
+        ],
+        tdc=lambda wc, input: Path(input.levels).parent,
+        shards=lambda wc, input: Path(input.train).parent,  # shard root
+        bootstrap=config["evaluate"]["bootstrap"],
+        seed=config["seed"],
+        # Friedel pairs are indistinguishable only in kinematic (generated) patterns
+        friedel=friedel_groups_json(),
+        data="generated (kinematic)" if GENERATE else "raw_dir",
+        batch=config["train"]["eval_batch_size"],
+    shell:
+        "python workflow_scripts/evaluate.py --shards {params.shards:q} --flat {params.flat:q}"
+        " --tdc {params.tdc:q} --summary {output.summary:q} --bootstrap {params.bootstrap}"
+        " --seed {params.seed} --friedel-groups {params.friedel:q} --data {params.data:q}"
+        " --batch-size {params.batch} --threads {threads} 2> {log:q}"
+
+
+rule plots:
+    input:
+        summary="results/metrics/summary.json",
+        per_class="results/metrics/per_class.csv",
+        levels="results/metrics/levels.csv",
+        confusion_flat="results/metrics/confusion_flat.csv",
+        confusion_tdc="results/metrics/confusion_tdc.csv",
+    output:
+        headline=report(
+            "results/plots/headline.png",
+            caption="../report/headline.rst",
+            category="Results",
+        ),
+        recall=report(
+            "results/plots/recall.png",
+            caption="../report/recall.rst",
+            category="Results",
+        ),
+        confusion=report(
+            "results/plots/confusion.png",
+            caption="../report/confusion.rst",
+            category="Results",
+        ),
+        routing=report(
+            "results/plots/routing.png",
+            caption="../report/routing.rst",
+            category="Results",
+        ),
+    log:
+        "logs/plots/plots.log",
+    benchmark:
+        "benchmarks/plots/plots.tsv"
+    conda:
+        "../envs/cbedtdc.yaml"
+    params:
+        metrics=lambda wc, input: Path(input.summary).parent,
+        out=lambda wc, output: Path(output.headline).parent,
+    shell:
+        "python workflow_scripts/plots.py --metrics {params.metrics:q} --out {params.out:q} 2> {log:q}"

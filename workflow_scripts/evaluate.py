@@ -1,0 +1,72 @@
+"""evaluate: the flat baselines and the TDC on the test split -> results/metrics/summary.json and tables.
+
+summary.json holds ``flat`` / ``tdc`` (top1, balanced_accuracy, macro_f1, 95 % bootstrap intervals
+over materials; flat also top5; tdc also estimated_top1, per-level routing), ``flat_by_loss``,
+``chance`` (majority, prior), ``budget`` (images seen) and, for kinematic data, the Friedel-merged
+score. The same folder gets per_class.csv, levels.csv, confusion_{flat,tdc}.csv, predictions.csv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+log = logging.getLogger("cbedtdc.workflow.evaluate")
+
+
+def _flat(text: str):
+    loss, sep, path = text.partition("=")
+    if not sep or not loss or not path:
+        raise argparse.ArgumentTypeError(f"expected LOSS=PATH/best.pt, got {text!r}")
+    return loss, path
+
+
+def get_parser(add_help=True):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], add_help=add_help)
+    p.add_argument("--shards", required=True, help="shard root with train/dev/test.csv (required)")
+    p.add_argument("--flat", required=True, nargs="+", type=_flat, metavar="LOSS=BEST_PT",
+                   help="flat baselines, e.g. ce=results/flat/ce/best.pt (required)")
+    p.add_argument("--tdc", required=True, help="TDC folder: levels.json, routing.json, level_K/best.pt (required)")
+    p.add_argument("--summary", required=True, help="summary.json to write; its folder gets the tables (required)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples over materials (default: 1000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
+    p.add_argument("--friedel-groups", default="[]",
+                   help="JSON list of groups merged in the Friedel score; [] = no such score (default: [])")
+    p.add_argument("--data", default="generated", help="what the data are, recorded in the summary "
+                   "(default: generated)")
+    p.add_argument("--batch-size", type=int, default=64, help="inference batch (default: 64)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads, 0 = torch's default (default: 0)")
+    return p
+
+
+def main(argv=None) -> int:
+    args = get_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from cbedtdc.metrics import evaluate_run
+
+    summary = Path(args.summary)
+    if summary.name != "summary.json":
+        log.error("--summary %s: must name summary.json (its folder receives the tables)", summary)
+        return 2
+    try:
+        groups = json.loads(args.friedel_groups)
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        evaluate_run(args.shards, dict(args.flat), args.tdc, summary.parent, n_boot=args.bootstrap, seed=args.seed,
+                     friedel_groups=groups or None, batch_size=args.batch_size, data_kind=args.data)
+    except (OSError, KeyError, ValueError) as err:
+        log.error("%s", err)
+        return 2
+    log.info("wrote %s", summary)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,49 @@
+"""tune_routing: per-level routing thresholds of the TDC, tuned on dev to maximise balanced accuracy.
+
+Writes ``routing.json``. Hard reading (and rest reading with ``tdc.routing: threshold``): a
+sample trickles from level k when its largest class probability is below (resp. its "rest"
+probability above) threshold k; the thresholds are set by coordinate ascent on the dev
+split's end-to-end balanced accuracy. Rest reading with argmax routing: nothing to tune.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+log = logging.getLogger("cbedtdc.workflow.tune_routing")
+
+
+def get_parser(add_help=True):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], add_help=add_help)
+    p.add_argument("--tdc", required=True, help="TDC folder with levels.json and level_K/best.pt (required)")
+    p.add_argument("--shards", required=True, help="shard root with dev.csv (required)")
+    p.add_argument("--out", required=True, help="routing.json to write (required)")
+    p.add_argument("--batch-size", type=int, default=64, help="inference batch (default: 64)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads, 0 = torch's default (default: 0)")
+    return p
+
+
+def main(argv=None) -> int:
+    args = get_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from cbedtdc.cascade import tune_routing
+
+    try:
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        tune_routing(args.tdc, args.shards, args.out, batch_size=args.batch_size)
+    except (OSError, KeyError, ValueError) as err:
+        log.error("%s", err)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
