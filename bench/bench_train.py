@@ -1,0 +1,196 @@
+"""Training throughput of the engine, as ratios measured in one run.
+
+1. Input pipeline: optimizer steps/s reading real shards through the DataLoader (ShardDataset, random
+   panel, rot90/flip augmentation, ``--workers`` processes) divided by the same loop on batches that
+   are already in memory. Goal >= 0.95: the input pipeline must not be the bottleneck.
+2. Scaling: training images/s of the whole engine (``workflow_scripts/train.py``, one epoch, dev
+   evaluation excluded) with 1 rank x 1 thread, 2 ranks x 1 thread (``mpiexec -n 2``) and
+   1 rank x 2 threads, same per-rank batch.
+
+Run on an idle machine (other jobs on the cores skew both numbers)::
+
+    python bench/bench_train.py --shards results/shards --arch resnet50 --seconds 30
+    python bench/bench_train.py --synthetic --arch resnet18 --size 16 --seconds 3   # smoke test
+
+Prints one table and one JSON line (``RESULT {...}``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+log = logging.getLogger("bench_train")
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--shards", default="results/shards", help="shard root (default: results/shards)")
+    p.add_argument("--synthetic", action="store_true", help="build tiny class-patterned shards in a temp folder "
+                   "instead of reading --shards (default: off)")
+    p.add_argument("--size", type=int, default=64, help="image side of the --synthetic shards (default: 64)")
+    p.add_argument("--per-class", type=int, default=60, help="--synthetic training samples per class (default: 60)")
+    p.add_argument("--arch", default="resnet50", help="resnet18 | resnet34 | resnet50 (default: resnet50)")
+    p.add_argument("--batch-size", type=int, default=32, help="batch per rank (default: 32)")
+    p.add_argument("--workers", type=int, default=1, help="DataLoader workers (default: 1)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads of the input-pipeline test (default: 2)")
+    p.add_argument("--seconds", type=float, default=30.0, help="timed seconds per measurement (default: 30)")
+    p.add_argument("--repeats", type=int, default=2, help="alternating repeats of each loop (default: 2)")
+    p.add_argument("--skip-scaling", action="store_true", help="only the input-pipeline ratio (default: both)")
+    return p
+
+
+def _job(shard_root, arch, batch_size, workers, seed=0):
+    """Model, optimizer, loss and the engine's training DataLoader over all training classes."""
+    import numpy as np
+    import torch
+
+    from cbedtdc import train as T
+    from cbedtdc.data import ShardDataset
+    from cbedtdc.losses import make_loss
+    from cbedtdc.model import build_model
+
+    ds = ShardDataset(shard_root, "train", orientation="random", seed=seed)
+    classes = sorted(set(ds.labels.tolist()))
+    targets, _ = T._job_labels(ds.labels, classes, rest=False)
+    data = T._JobData(ds, targets, seed=seed, augment=True)
+    batches = T.EpochBatches(len(ds), batch_size=batch_size, seed=seed)
+    torch.manual_seed(seed)
+    model = build_model(arch, 1, len(classes))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    loss_fn = make_loss("ce", np.bincount(targets, minlength=len(classes)))
+
+    def loader(epoch):
+        data.set_epoch(epoch)
+        batches.set_position(epoch, 0)
+        return torch.utils.data.DataLoader(data, batch_sampler=batches, num_workers=workers,
+                                           prefetch_factor=4 if workers else None, persistent_workers=False)
+
+    return model, opt, loss_fn, loader, len(ds)
+
+
+def _step(model, opt, loss_fn, x, y):
+    opt.zero_grad(set_to_none=True)
+    loss = loss_fn(model(x), y)
+    loss.backward()
+    opt.step()
+
+
+def _timed(fn_batches, model, opt, loss_fn, seconds):
+    """Steps/s of ``_step`` over the batches yielded by ``fn_batches()`` (restarted when exhausted)."""
+    n, it = 0, fn_batches()
+    t0 = time.perf_counter()
+    while True:
+        try:
+            x, y = next(it)
+        except StopIteration:
+            it = fn_batches()
+            continue
+        _step(model, opt, loss_fn, x, y)
+        n += 1
+        if time.perf_counter() - t0 >= seconds and n >= 3:
+            return n / (time.perf_counter() - t0)
+
+
+def input_pipeline_ratio(args, shard_root) -> dict:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    model, opt, loss_fn, loader, n = _job(shard_root, args.arch, args.batch_size, args.workers)
+    model.train()
+    epoch = [0]
+
+    def from_shards():
+        epoch[0] += 1
+        return iter(loader(epoch[0]))
+
+    cached = [(x.clone(), y.clone()) for x, y in loader(0)][: max(4, min(64, n // args.batch_size))]
+
+    def from_memory():
+        return iter(cached)
+
+    for _ in range(2):  # warm-up: oneDNN primitives, first file opens
+        x, y = cached[0]
+        _step(model, opt, loss_fn, x, y)
+    shard_rates, mem_rates = [], []
+    for _ in range(args.repeats):
+        shard_rates.append(_timed(from_shards, model, opt, loss_fn, args.seconds))
+        mem_rates.append(_timed(from_memory, model, opt, loss_fn, args.seconds))
+    s, m = statistics.median(shard_rates), statistics.median(mem_rates)
+    return {"shard_steps_per_s": s, "memory_steps_per_s": m, "ratio": s / m, "n_train": n,
+            "batch_size": args.batch_size, "workers": args.workers, "threads": args.threads}
+
+
+def _engine_rate(shard_root, args, ranks: int, threads: int, tmp: Path) -> float | None:
+    out = tmp / f"r{ranks}t{threads}"
+    cmd = [sys.executable, str(ROOT / "workflow_scripts" / "train.py"), "--shards", str(shard_root),
+           "--model", str(out / "best.pt"), "--classes", ",".join(map(str, _classes(shard_root))),
+           "--arch", args.arch, "--epochs", "1", "--batch-size", str(args.batch_size), "--workers", str(args.workers),
+           "--threads-per-rank", str(threads), "--checkpoint-every", "100000", "--timeout-s", "600"]
+    if ranks > 1:
+        mpiexec = shutil.which("mpiexec", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+        if mpiexec is None:
+            log.warning("no mpiexec: %d-rank measurement skipped", ranks)
+            return None
+        cmd = [mpiexec, "-n", str(ranks), *cmd]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+    return json.loads((out / "train.json").read_text())["images_per_s"]
+
+
+def _classes(shard_root) -> list[int]:
+    from cbedtdc.data import ShardDataset
+
+    return sorted(set(ShardDataset(shard_root, "train").labels.tolist()))
+
+
+def main(argv=None) -> int:
+    args = get_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
+        tmp = Path(tmp)
+        if args.synthetic:
+            sys.path.insert(0, str(ROOT / "tests"))
+            from fixtures import build_tiny_shards
+
+            shard_root = build_tiny_shards(tmp / "data", classes=(14, 225, 1, 2), per_class=args.per_class,
+                                           side=args.size, seed=0)
+        else:
+            shard_root = Path(args.shards)
+            if not (shard_root / "train.csv").exists():
+                log.error("%s/train.csv not found: run `snakemake shards` first or pass --synthetic", shard_root)
+                return 2
+        res = {"arch": args.arch, "shards": str(shard_root) if not args.synthetic else "synthetic"}
+        res["input_pipeline"] = input_pipeline_ratio(args, shard_root)
+        ip = res["input_pipeline"]
+        print(f"input pipeline ({args.arch}, batch {args.batch_size}, {args.workers} worker(s), {args.threads} "
+              f"threads): shards {ip['shard_steps_per_s']:.3f} steps/s, in memory {ip['memory_steps_per_s']:.3f} "
+              f"steps/s, ratio {ip['ratio']:.3f} (goal >= 0.95)")
+        if not args.skip_scaling:
+            rates = {f"{r}x{t}": _engine_rate(shard_root, args, r, t, tmp) for r, t in ((1, 1), (2, 1), (1, 2))}
+            res["scaling_images_per_s"] = rates
+            base = rates["1x1"]
+            for key, rate in rates.items():
+                ranks, threads = key.split("x")
+                if rate is not None:
+                    print(f"engine, {ranks} rank(s) x {threads} thread(s): {rate:.1f} img/s "
+                          f"({rate / base:.2f}x of 1 rank x 1 thread)")
+        print("RESULT " + json.dumps(res))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
