@@ -104,19 +104,45 @@ def area_resize(img: np.ndarray, n_out: int, matrix: np.ndarray | None = None) -
     if n_in % n_out == 0:
         f = n_in // n_out
         lead = img.shape[:-2]
-        # Sum over columns then rows (two contiguous reductions), divide once.
-        out = img.reshape(*lead, n_in, n_out, f).sum(axis=-1, dtype=np.float32)
-        out = out.reshape(*lead, n_out, f, n_out).sum(axis=-2, dtype=np.float32)
+        # Rows first (a reduction over a middle axis adds whole rows: fast), then the columns
+        # as f strided adds; ~15x faster than a reshape-sum over a trailing axis of size f.
+        rows = img.reshape(*lead, n_out, f, n_in).sum(axis=-2, dtype=np.float32)
+        out = rows[..., 0::f].copy()
+        for k in range(1, f):
+            out += rows[..., k::f]
         out *= np.float32(1.0 / (f * f))
         return out
     w = (area_matrix(n_in, n_out) if matrix is None else matrix).astype(np.float32)
     return np.matmul(np.matmul(w, img), w.T)
 
 
-def preprocess_stack(stack: np.ndarray, image_size: int) -> np.ndarray:
-    """Raw (3, S, S) intensities -> (3, image_size, image_size) uint8 (log scale, area resize)."""
-    x = area_resize(log_scale(stack), image_size)
-    return np.rint(x, out=x).astype(np.uint8)
+#: I is clipped to [e^-17, e^8.5] before the log: the same as clipping 10 (log I + 17) to [0, 255].
+_I_LO, _I_HI = np.float32(np.exp(LOG_FLOOR)), np.float32(np.exp(255.0 / 10.0 + LOG_FLOOR))
+_TEN_LN2 = np.float32(10.0 * np.log(2.0))
+
+
+def preprocess_stack(stack: np.ndarray, image_size: int, *, overwrite: bool = False) -> np.ndarray:
+    """Raw (3, S, S) intensities -> (3, image_size, image_size) uint8: :func:`log_scale`, area resize, rint.
+
+    Computed in the fast, equivalent order: clip I to [e^-17, e^8.5], log2, area-average,
+    then the affine map 10 ln2 * x + 170 on the small image (averaging is linear, so the
+    result equals resizing the log-scaled image up to float rounding). ``overwrite=True``
+    works in ``stack``'s memory (the caller's read buffer) instead of a copy.
+
+    >>> stack = np.full((3, 4, 4), np.exp(1.0), dtype=np.float32)
+    >>> preprocess_stack(stack, 2)[0].tolist()
+    [[180, 180], [180, 180]]
+    """
+    if stack.dtype != np.float32:
+        raise TypeError(f"stack dtype {stack.dtype} not float32")
+    x = stack if overwrite else stack.copy()
+    np.clip(x, _I_LO, _I_HI, out=x)  # NaN never reaches here: the index quarantines it
+    np.log2(x, out=x)
+    y = area_resize(x, image_size)  # may be x itself when no resize is needed: x is ours to change
+    y *= _TEN_LN2
+    y -= _TEN_LN2 * np.float32(LOG_FLOOR / np.log(2.0))
+    np.clip(y, 0.0, 255.0, out=y)
+    return np.rint(y, out=y).astype(np.uint8)
 
 
 def sha256_file(path, block: int = 1 << 20) -> str:
@@ -192,21 +218,22 @@ def write_shard(raw_path, index: dict, out_path, *, image_size: int, progress: b
             dst.create_dataset(
                 "energy_keV", data=np.array([r["energy_keV"] for r in samples], dtype=np.float32), **common
             )
+            buf = None
             for row in iterator:
                 rec = samples[row]
+                if buf is None or buf.shape[-1] != rec["side"]:
+                    buf = np.empty((3, rec["side"], rec["side"]), dtype=np.float32)  # reused read buffer
                 try:
-                    stack = src[rec["group"]][STACK][()]
+                    dset = src[rec["group"]][STACK]
+                    if dset.shape != buf.shape or dset.dtype != np.float32:
+                        raise ValueError(f"shape {dset.shape} dtype {dset.dtype}, the index saw side {rec['side']}")
+                    dset.read_direct(buf)
                 except Exception as err:
                     raise RuntimeError(
                         f"{raw_path}: sample {rec['group']} was accepted by the index but cannot be read now "
                         f"({err}); the raw file changed: rerun index_raw"
                     ) from err
-                if stack.shape != (3, rec["side"], rec["side"]):
-                    raise RuntimeError(
-                        f"{raw_path}: sample {rec['group']} has shape {stack.shape}, the index saw side "
-                        f"{rec['side']}; the raw file changed: rerun index_raw"
-                    )
-                img = preprocess_stack(stack, s)
+                img = preprocess_stack(buf, s, overwrite=True)
                 images.id.write_direct_chunk((row, 0, 0, 0), img.tobytes())
                 sample_sha.append(hashlib.sha256(img.tobytes()).hexdigest())
         file_sha = sha256_file(tmp)

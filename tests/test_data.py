@@ -177,6 +177,19 @@ def test_area_resize_non_integer_factor_preserves_mean_and_constants():
         area_resize(img, 40)
 
 
+def test_fast_path_equals_log_scale_then_resize():
+    rng = np.random.default_rng(2)
+    stack = (10.0 ** rng.uniform(-12, 6, size=(3, 48, 48))).astype(np.float32)
+    stack[0, 0, :5] = [0, -1, np.exp(-30), 1e30, np.exp(8.5)]
+    for size in (48, 16, 20):
+        slow = np.rint(area_resize(log_scale(stack), size)).astype(np.uint8)
+        fast = preprocess_stack(stack, size)
+        assert np.abs(fast.astype(int) - slow).max() <= 1 and (fast == slow).mean() > 0.97, size
+    before = stack.copy()
+    preprocess_stack(stack, 16)
+    np.testing.assert_array_equal(stack, before)  # no overwrite unless asked
+
+
 def test_log_scale_floors_non_positive():
     x = log_scale(np.array([0, -1, np.exp(-20), np.exp(-17), 1], dtype=np.float32))
     np.testing.assert_allclose(x, [0, 0, 0, 0, 170], atol=1e-4)
@@ -224,11 +237,11 @@ def test_killed_shard_job_leaves_no_file(tmp_path, monkeypatch):
     calls = {"n": 0}
     real = cbedtdc.preprocess.preprocess_stack
 
-    def dying(stack, size):
+    def dying(stack, size, **kw):
         calls["n"] += 1
         if calls["n"] == 4:
             raise KeyboardInterrupt  # what SIGINT from Snakemake raises mid-job
-        return real(stack, size)
+        return real(stack, size, **kw)
 
     monkeypatch.setattr(cbedtdc.preprocess, "preprocess_stack", dying)
     with pytest.raises(KeyboardInterrupt):
