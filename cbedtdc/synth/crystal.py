@@ -12,6 +12,7 @@ supergroup (label noise in disguise).
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -193,8 +194,10 @@ def identify(cell, frac, numbers, symprec: float) -> int:
     """spglib space-group number of a structure at ``symprec`` [A] (0 when spglib finds none)."""
     import spglib  # lazy
 
-    ds = spglib.get_symmetry_dataset((np.asarray(cell), np.asarray(frac), np.asarray(numbers)),
-                                     symprec=symprec)
+    with warnings.catch_warnings():  # spglib 2.x warns about its legacy error handling on every call
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ds = spglib.get_symmetry_dataset((np.asarray(cell), np.asarray(frac), np.asarray(numbers)),
+                                         symprec=symprec)
     return 0 if ds is None else int(ds.number)
 
 

@@ -29,7 +29,7 @@ def wavelength(energy_kev: float) -> float:
     0.02508
     """
     e_ev = 1000.0 * float(energy_kev)
-    return 12.2642584 / np.sqrt(e_ev * (1.0 + e_ev / (2.0 * 1000.0 * ELECTRON_REST_KEV)))
+    return float(12.2642584 / np.sqrt(e_ev * (1.0 + e_ev / (2.0 * 1000.0 * ELECTRON_REST_KEV))))
 
 
 def lorentz_gamma(energy_kev: float) -> float:
