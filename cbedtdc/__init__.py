@@ -8,7 +8,8 @@ Modules (import what you need; torch and xgboost are imported lazily):
 - :mod:`cbedtdc.synth`      built-in physics-based CBED generator
 - :mod:`cbedtdc.preprocess` log scaling, resize, shards
 - :mod:`cbedtdc.data`       ``ShardDataset`` over the uint8 shards
-- :mod:`cbedtdc.distributed`, :mod:`cbedtdc.model`, :mod:`cbedtdc.train`  training engine
+- :mod:`cbedtdc.train`      training engine: ``fit``, ``load_model``, ``predict``, ``extract_features``
+- :mod:`cbedtdc.distributed`, :mod:`cbedtdc.model`, :mod:`cbedtdc.losses`  its process group, ResNet, losses
 - :mod:`cbedtdc.cascade`    Trickle-Down Classifier levels and routing
 - :mod:`cbedtdc.metrics`, :mod:`cbedtdc.plots`  evaluation
 """
