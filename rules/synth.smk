@@ -10,6 +10,8 @@ rule synthesize:
         "logs/synthesize/{stem}.log",
     benchmark:
         "benchmarks/synthesize/{stem}.tsv"
+    conda:
+        "../envs/cbedtdc.yaml"
     resources:
         mem_mb=1000,  # one stack at a time + the reflection list of one material
         runtime=lambda wc, attempt: 30 * attempt,
@@ -48,6 +50,8 @@ rule gallery:
         "logs/gallery/gallery.log",
     benchmark:
         "benchmarks/gallery/gallery.tsv"
+    conda:
+        "../envs/cbedtdc.yaml"
     resources:
         mem_mb=2000,
     params:
