@@ -152,7 +152,7 @@ class EpochBatches:
 
     >>> b = EpochBatches(10, batch_size=2, world_size=2, rank=1, accum_steps=1, seed=0)
     >>> len(b), b.steps_per_epoch, b.global_batch
-    (6, 3, 4)
+    (3, 3, 4)
     """
 
     def __init__(self, n: int, *, batch_size: int, world_size: int = 1, rank: int = 0, accum_steps: int = 1,
@@ -710,6 +710,10 @@ def fit(cfg: dict, *, shard_root, out_dir, classes, rest: bool = False, train_ke
             t_train += time.perf_counter() - t0
             # ---- epoch end: loss over ranks, dev scores, best checkpoint, metrics row, state
             tot = ctx.all_reduce_sum([loss_sum, loss_n])
+            if int(tot[1]) != steps * g:  # the sample count over all ranks must match the plan
+                raise RuntimeError(f"epoch {epoch + 1}: the ranks trained on {int(tot[1])} samples, expected "
+                                   f"{steps} steps x global batch {g} = {steps * g} ({len(train_ds)} samples, "
+                                   "wrapped to whole batches)")
             dev = _evaluate(job, dev_ds, dev_targets)
             row = {"epoch": epoch + 1, "images": (epoch + 1) * steps * g, "train_loss": tot[0] / max(tot[1], 1),
                    "lr": float(opt.param_groups[0]["lr"]), "dev_top1": dev["top1"],

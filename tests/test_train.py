@@ -260,3 +260,12 @@ def test_cli_rejects_bad_model_path_and_missing_shards(tmp_path):
     assert cli.main(["--shards", str(tmp_path / "nope"), "--model", str(tmp_path / "o" / "best.pt"),
                      "--classes", "1,2"]) == 2
     assert not (tmp_path / "o" / "best.pt").exists()
+
+
+@pytest.mark.parametrize("module", ["cbedtdc.train", "cbedtdc.losses", "cbedtdc.model", "cbedtdc.distributed"])
+def test_doctests(module):
+    import doctest
+    import importlib
+
+    res = doctest.testmod(importlib.import_module(module))
+    assert res.failed == 0 and res.attempted > 0
