@@ -42,6 +42,7 @@ __all__ = [
     "plan_levels",
     "split_by_mass",
     "level_budgets",
+    "whole_epochs",
     "check_trainable",
     "level_training_mask",
     "trickle",
@@ -60,6 +61,10 @@ __all__ = [
     "forward_mask",
     "predict_levels",
     "softmax",
+    "classify_files",
+    "find_inputs",
+    "read_samples",
+    "prediction_fields",
 ]
 
 log = logging.getLogger(__name__)
@@ -287,6 +292,25 @@ def level_budgets(plan: LevelPlan, train_labels, total_images: int, split: str =
     raw = np.floor(total_images * weights / weights.sum()).astype(int)
     raw[-1] = total_images - raw[:-1].sum()
     return [int(b) for b in raw]
+
+
+def whole_epochs(planned: float, n: int, carry: float = 0.0) -> tuple[int, float]:
+    """Round a level's budget to whole epochs over its ``n`` samples (the engine trains whole epochs).
+
+    Returns ``(budget, carry)``: ``budget = epochs x n`` with ``epochs = max(1, round((planned +
+    carry) / n))``, and the rounding error to pass on to the next level, so that the levels'
+    total stays within one level's rounding of the flat budget.
+
+    >>> whole_epochs(250, 100)
+    (200, 50.0)
+    >>> whole_epochs(250, 100, carry=50.0)
+    (300, 0.0)
+    """
+    if n < 1:
+        raise ValueError("a level needs at least one training sample")
+    target = float(planned) + float(carry)
+    budget = max(1, round(target / n)) * int(n)
+    return int(budget), target - budget
 
 
 # --------------------------------------------------------------------------------------------
@@ -631,11 +655,14 @@ def read_missed(path) -> dict[str, list[str]]:
 
 
 def level_job(plan: LevelPlan, level: int, train_keys, train_labels, dev_keys, dev_labels,
-              missed=None) -> dict:
+              missed=None, seen_before=None) -> dict:
     """Arguments of :func:`cbedtdc.train.fit` for level ``level`` (1-based).
 
     Returns ``{"classes", "rest", "train_keys", "dev_keys", "budget_images"}``. ``missed`` is
-    ``read_missed()`` of the previous level (hard mode, level > 1).
+    ``read_missed()`` of the previous level (hard mode, level > 1). The budget is the planned
+    share rounded to whole epochs, carrying the rounding of the earlier levels: in the rest
+    reading their training sets are known from the plan; in the hard reading ``seen_before``
+    gives the images the earlier levels actually saw (their ``train.json``).
     """
     k = level - 1
     if not 0 <= k < plan.n_levels:
@@ -650,7 +677,21 @@ def level_job(plan: LevelPlan, level: int, train_keys, train_labels, dev_keys, d
             reached = np.isin(keys, np.asarray(missed.get(split, []), dtype=object))
         mask = level_training_mask(plan, k, labels, reached)
         sets[split] = [str(x) for x in keys[mask]]
-    budget = plan.budgets[k] if plan.budgets else None
+    budget = None
+    if plan.budgets and sets["train"]:
+        if plan.mode == "rest":
+            labels = np.asarray(train_labels)
+            carry = 0.0
+            for j in range(k + 1):
+                n_j = max(1, int(level_training_mask(plan, j, labels).sum()))
+                budget, carry = whole_epochs(plan.budgets[j], n_j, carry)
+        else:
+            carry = 0.0
+            if k > 0 and seen_before is not None:
+                carry = float(sum(plan.budgets[:k]) - sum(seen_before))
+            elif k > 0:
+                log.warning("level %d: images seen by the earlier levels unknown; no rounding carried", level)
+            budget, _ = whole_epochs(plan.budgets[k], len(sets["train"]), carry)
     return {"classes": plan.outputs(k), "rest": plan.has_rest(k), "train_keys": sets["train"],
             "dev_keys": sets["dev"], "budget_images": budget}
 
@@ -818,3 +859,163 @@ def load_routing(path, plan: LevelPlan) -> list[float] | None:
     if len(th) != plan.n_levels - 1:
         raise ValueError(f"{path}: {len(th)} thresholds for {plan.n_levels} levels")
     return th
+
+
+# --------------------------------------------------------------------------------------------
+# Classify new challenge-layout files with a trained run
+# --------------------------------------------------------------------------------------------
+
+
+def find_inputs(inputs) -> list[Path]:
+    """HDF5 files named in ``inputs``; folders are searched recursively for ``*.h5``.
+
+    A path that does not exist raises ``FileNotFoundError`` naming it; a folder without any
+    ``.h5`` file raises too (nothing to classify is a user error, not an empty result).
+    """
+    files = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(q for q in p.rglob("*.h5") if q.is_file())
+            if not found:
+                raise FileNotFoundError(f"{p}: folder holds no .h5 file")
+            files.extend(found)
+        elif p.exists():
+            files.append(p)
+        else:
+            raise FileNotFoundError(f"{p}: no such file or folder")
+    return list(dict.fromkeys(files))
+
+
+def read_samples(path, image_size: int):
+    """Yield ``(group, uint8 stack (3, S, S) or None, true space group or None, reason)`` for one file.
+
+    Uses the data stage's checks (:func:`cbedtdc.io.check_stack`) and preprocessing
+    (:func:`cbedtdc.preprocess.preprocess_stack`); a file that cannot be opened yields one entry
+    with group "" and the reason. The ``space_group`` attribute is optional (new data).
+    """
+    import h5py
+
+    from cbedtdc.io import STACK, check_stack, parse_space_group, sample_order
+    from cbedtdc.preprocess import preprocess_stack
+
+    try:
+        fh = h5py.File(path, "r")
+    except Exception as err:  # not HDF5, truncated, unreadable
+        yield "", None, None, f"cannot open: {' '.join(str(err).split()) or type(err).__name__}"
+        return
+    with fh:
+        try:
+            names = sorted(fh.keys(), key=sample_order)
+        except Exception as err:
+            yield "", None, None, f"cannot list groups: {' '.join(str(err).split())}"
+            return
+        if not names:
+            yield "", None, None, "no sample groups"
+        for name in names:
+            try:
+                node = fh[name]
+                if not isinstance(node, h5py.Group):
+                    yield name, None, None, f"not a sample group ({type(node).__name__} at file root)"
+                    continue
+                if STACK not in node:
+                    yield name, None, None, f"missing dataset {STACK}"
+                    continue
+                stack, reason = check_stack(node[STACK], min_side=image_size)
+                if reason:
+                    yield name, None, None, reason
+                    continue
+                truth = None
+                if "space_group" in node.attrs:
+                    try:
+                        truth = parse_space_group(node.attrs["space_group"])
+                    except ValueError:
+                        truth = None
+                yield name, preprocess_stack(stack, image_size), truth, ""
+            except Exception as err:  # broken object header or link
+                yield name, None, None, f"cannot read group: {' '.join(str(err).split())}"
+
+
+def _load_run(run_dir):
+    """``(plan, models, thresholds)`` of a TDC folder, or a one-level plan for a flat ``best.pt`` folder."""
+    from cbedtdc.train import load_model
+
+    run = Path(run_dir)
+    for tdc in (run, run / "tdc"):
+        if (tdc / "levels.json").exists():
+            plan, models = load_levels(tdc)
+            routing = tdc / "routing.json"
+            if not routing.exists():
+                raise FileNotFoundError(f"{routing} missing: finish the run (rule tune_routing) before classifying")
+            return plan, models, load_routing(routing, plan)
+    if (run / "best.pt").exists():
+        model, meta = load_model(run / "best.pt")
+        if meta.get("rest"):
+            raise ValueError(f"{run}/best.pt has a 'rest' output: classify its whole TDC folder instead")
+        return LevelPlan([[int(c) for c in meta["classes"]]]), [(model, meta)], None
+    raise FileNotFoundError(f"{run}: neither a TDC folder (levels.json) nor a model folder (best.pt); "
+                            "give results/tdc or results/flat/<loss>")
+
+
+def classify_files(run_dir, inputs, *, batch_size: int = 64, top: int = 5):
+    """Classify every sample of challenge-layout files with a trained TDC (or flat model).
+
+    Returns ``(predictions, rejected)``: one dict per classified sample (``key``, ``space_group``,
+    ``level``, ``prob``, ``top1_space_group``/``top1_prob`` ... ``top5_*`` from the keeping
+    level's class outputs, ``true_space_group`` when the file has one) and one dict per bad
+    file or sample (``file``, ``group``, ``reason``), as the data stage reports them.
+    """
+    import torch
+
+    plan, models, thresholds = _load_run(run_dir)
+    meta0 = models[0][1]
+    size = int(meta0["image_size"])
+    if any(int(m["image_size"]) != size for _, m in models):
+        raise ValueError(f"{run_dir}: levels trained at different image sizes")
+    predictions, rejected = [], []
+
+    def run_batch(batch):
+        x = torch.from_numpy(np.stack([b[1] for b in batch]))
+        probs = []
+        with torch.inference_mode():
+            for model, meta in models:
+                if meta["orientation"] == "random":
+                    logits = sum(model(x[:, p: p + 1]) for p in range(x.shape[1])) / x.shape[1]
+                else:
+                    logits = model(x)
+                probs.append(softmax(logits.float().numpy()))
+        r = route(plan, probs, thresholds)
+        for i, (key, _, truth) in enumerate(batch):
+            k = int(r.kept[i])
+            outs = plan.outputs(k)
+            cls = probs[k][i, : len(outs)]
+            order = np.argsort(-cls, kind="stable")[:top]
+            row = {"key": key, "space_group": int(r.pred[i]), "level": k + 1, "prob": round(float(r.conf[i]), 6),
+                   "true_space_group": "" if truth is None else truth}
+            for j in range(top):
+                row[f"top{j + 1}_space_group"] = int(outs[order[j]]) if j < len(order) else ""
+                row[f"top{j + 1}_prob"] = round(float(cls[order[j]]), 6) if j < len(order) else ""
+            predictions.append(row)
+
+    batch = []
+    for path in find_inputs(inputs):
+        for group, img, truth, reason in read_samples(path, size):
+            if reason:
+                log.warning("rejected %s/%s: %s", path.name, group, reason)
+                rejected.append({"file": str(path), "group": group, "reason": reason})
+                continue
+            batch.append((f"{path.name}/{group}", img, truth))
+            if len(batch) == batch_size:
+                run_batch(batch)
+                batch = []
+    if batch:
+        run_batch(batch)
+    return predictions, rejected
+
+
+def prediction_fields(top: int = 5) -> list[str]:
+    """Column order of the classify CSV."""
+    cols = ["key", "space_group", "level", "prob"]
+    for j in range(1, top + 1):
+        cols += [f"top{j}_space_group", f"top{j}_prob"]
+    return cols + ["true_space_group"]

@@ -72,6 +72,14 @@ def get_prev_missed(wildcards):
     return []
 
 
+def get_prev_runs(wildcards):
+    """Hard reading: train.json of levels 1..k-1 (their images seen set level k's budget)."""
+    k = int(wildcards.level)
+    if config["tdc"]["mode"] == "hard":
+        return [f"results/tdc/level_{j}/train.json" for j in range(1, k)]
+    return []
+
+
 def level_outputs(name, levels=None):
     """``results/tdc/level_{k}/{name}`` for every level (default) or the given ones."""
     return expand(

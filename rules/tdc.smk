@@ -38,6 +38,7 @@ rule level_job:
         train="results/shards/train.csv",
         dev="results/shards/dev.csv",
         missed=get_prev_missed,
+        prev_runs=get_prev_runs,
     output:
         train_keys="results/tdc/level_{level}/job/train_keys.csv",
         dev_keys="results/tdc/level_{level}/job/dev_keys.csv",
@@ -53,6 +54,7 @@ rule level_job:
     shell:
         "python workflow_scripts/level_job.py --levels {input.levels:q} --level {wildcards.level}"
         " --train {input.train:q} --dev {input.dev:q} --missed {input.missed:q}"
+        " --prev-runs {input.prev_runs:q}"
         " --out-dir {params.out_dir:q} 2> {log:q}"
 
 

@@ -218,3 +218,25 @@ def test_level_report_counts_add_up():
     assert [d["belongs"] for d in rep] == [2, 1, 1]  # row 4 (class 2) ended in level 3
     assert [d["reached"] for d in rep] == [5, 3, 2]
     assert [d["own_total"] for d in rep] == [3, 1, 1]
+
+
+def test_level_budgets_in_whole_epochs_stay_close_to_the_flat_budget():
+    """Rest reading, flat = 4 epochs x 100 samples: levels of 100, 50, 25 samples share 400 images;
+    whole epochs with the rounding carried keep the total within one level's epoch of 400."""
+    plan = LevelPlan([[1], [2], [3]])
+    labels = np.array([1] * 50 + [2] * 25 + [3] * 25)
+    plan.budgets = cascade.level_budgets(plan, labels, 400)
+    keys = [f"k{i}" for i in range(100)]
+    budgets = [cascade.level_job(plan, k, keys, labels, [], [])["budget_images"] for k in (1, 2, 3)]
+    sizes = [100, 50, 25]
+    assert all(b % n == 0 for b, n in zip(budgets, sizes)), "budgets must be whole epochs"
+    assert abs(sum(budgets) - 400) <= max(sizes) / 2
+    # without the carry each level would round 400/175*n the same way: 2 epochs each = 350
+    assert sum(budgets) != 350
+
+
+def test_hard_reading_carries_what_earlier_levels_actually_saw():
+    plan = LevelPlan([[1], [2]], mode="hard", budgets=[200, 100])
+    keys, labels = ["a", "b", "c", "d"], [1, 2, 2, 2]
+    job = cascade.level_job(plan, 2, keys, labels, [], [], missed={"train": ["b", "c", "d"]}, seen_before=[260])
+    assert job["budget_images"] == 3 * 13  # 100 planned - 60 overspent by level 1 = 40 -> 13 epochs of 3

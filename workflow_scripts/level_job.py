@@ -28,6 +28,9 @@ def get_parser(add_help=True):
     p.add_argument("--missed", nargs="*", default=[],
                    help="missed.csv of the previous level (hard reading, level > 1); "
                    "given with no file = none (default: none)")
+    p.add_argument("--prev-runs", nargs="*", default=[],
+                   help="train.json of the earlier levels (hard reading): the images they saw set the rounding "
+                   "carried into this level's budget (default: none)")
     p.add_argument("--out-dir", required=True, help="folder for train_keys.csv, dev_keys.csv, args.txt (required)")
     return p
 
@@ -37,14 +40,18 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from cbedtdc.cascade import LevelPlan, atomic_write_text, level_job, read_missed
     from cbedtdc.io import read_csv, write_csv
+    from cbedtdc.metrics import images_seen
 
     try:
         plan = LevelPlan.load(args.levels)
         train = read_csv(args.train)
         dev = read_csv(args.dev)
         missed = read_missed(args.missed[0]) if args.missed else None
+        seen = [images_seen(p) for p in args.prev_runs] if args.prev_runs else None
+        if seen is not None and None in seen:
+            raise ValueError(f"cannot read the images seen from {args.prev_runs}")
         job = level_job(plan, args.level, [r["key"] for r in train], [int(r["space_group"]) for r in train],
-                        [r["key"] for r in dev], [int(r["space_group"]) for r in dev], missed=missed)
+                        [r["key"] for r in dev], [int(r["space_group"]) for r in dev], missed=missed, seen_before=seen)
         if not job["train_keys"]:
             raise ValueError(f"level {args.level}: no training sample reaches it (classes {job['classes']})")
     except (OSError, KeyError, ValueError) as err:

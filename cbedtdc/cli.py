@@ -1,0 +1,72 @@
+"""The ``cbedtdc`` console script.
+
+``cbedtdc classify RUN_DIR INPUT... --out preds.csv`` classifies every sample of challenge-layout
+HDF5 files (or folders of them) with a trained run: ``RUN_DIR`` is a TDC folder
+(``results/tdc``: levels.json, routing.json, level_K/best.pt), the results folder that holds
+it, or one flat model folder (``results/flat/ce``). The CSV has one row per sample: key,
+predicted space group, the level that kept it, its probability, the top-5 of that level with
+probabilities, and the true space group when the file holds one. Bad files and samples are
+listed in ``--rejected`` (file, group, reason), as the data stage's quarantine, never crashed on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger("cbedtdc.cli")
+
+
+def get_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cbedtdc", description="CBED space-group classification with a "
+                                "Trickle-Down Classifier", add_help=add_help)
+    sub = p.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("classify", help="classify challenge-layout HDF5 files with a trained run",
+                       description=__doc__.split("\n\n")[1])
+    c.add_argument("run_dir", metavar="RUN_DIR", help="results/tdc, results, or results/flat/<loss> (required)")
+    c.add_argument("inputs", metavar="INPUT", nargs="+", help="HDF5 files or folders searched for *.h5 (required)")
+    c.add_argument("--out", required=True, help="predictions CSV to write (required)")
+    c.add_argument("--rejected", help="CSV of bad files and samples (default: <out>.rejected.csv)")
+    c.add_argument("--batch-size", type=int, default=64, help="inference batch (default: 64)")
+    c.add_argument("--threads", type=int, default=0, help="torch threads, 0 = torch's default (default: 0)")
+    c.add_argument("-v", "--verbose", action="store_true", help="debug logging (default: info)")
+    return p
+
+
+def classify(args) -> int:
+    from cbedtdc.cascade import classify_files, prediction_fields
+    from cbedtdc.io import write_csv
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        preds, rejected = classify_files(args.run_dir, args.inputs, batch_size=args.batch_size)
+    except (OSError, ValueError, KeyError) as err:
+        log.error("%s", err)
+        return 2
+    out = Path(args.out)
+    rej = Path(args.rejected) if args.rejected else out.with_name(out.stem + ".rejected.csv")
+    write_csv(out, preds, prediction_fields())
+    write_csv(rej, rejected, ["file", "group", "reason"])
+    log.info("%d samples classified -> %s; %d rejected -> %s", len(preds), out, len(rejected), rej)
+    if not preds:
+        log.error("no sample could be classified (see %s)", rej)
+        return 2
+    return 0
+
+
+def main(argv=None) -> int:
+    args = get_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "classify":
+        return classify(args)
+    return 2  # pragma: no cover - argparse rejects unknown commands
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
