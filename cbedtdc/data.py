@@ -430,36 +430,56 @@ class ShardDataset:
         self._handles = (os.getpid(), table, chunk_bytes)
         return table
 
-    def _read(self, i: int) -> np.ndarray:
-        table = self._open()
-        fd, offsets = table[self._shard[i]]
-        s = self.image_size
-        n = 3 * s * s
-        buf = bytearray(n)  # writable: torch.from_numpy needs no copy
-        if os.preadv(fd, [buf], int(offsets[self._row[i]])) != n:
+    def _read_into(self, i: int, out: np.ndarray, panel: int | None = None) -> None:
+        """Read item ``i``'s stack (or one ``panel`` of it) into the contiguous uint8 ``out``."""
+        fd, offsets = self._open()[self._shard[i]]
+        plane = self.image_size * self.image_size
+        offset = int(offsets[self._row[i]]) + (plane * panel if panel is not None else 0)
+        if os.preadv(fd, [out], offset) != out.nbytes:
             raise DataError(f"{self.shard_root / self.shards[self._shard[i]]}: short read for {self.keys[i]}; "
                             "the shard is truncated, rebuild it")
-        return np.frombuffer(buf, dtype=np.uint8).reshape(3, s, s)
 
-    def image(self, i: int) -> np.ndarray:
-        """The (3, S, S) uint8 stack of item ``i`` as a numpy array (whatever the orientation)."""
-        return self._read(int(i))
+    def _panel(self, i: int) -> int | None:
+        if self.orientation == "stack":
+            return None
+        return panel_of(self.seed, self.epoch, i) if self.orientation == "random" else int(self.orientation)
 
-    def __getitem__(self, i):
-        import torch
-
+    def _check(self, i) -> int:
         i = int(i)
         if i < 0:
             i += len(self)
         if not 0 <= i < len(self):
             raise IndexError(f"index {i} out of range for {len(self)} samples")
-        stack = self._read(i)
-        if self.orientation == "stack":
-            img = stack
-        else:
-            panel = panel_of(self.seed, self.epoch, i) if self.orientation == "random" else self.orientation
-            img = stack[panel: panel + 1]  # a contiguous view
-        return torch.from_numpy(img), int(self.labels[i])
+        return i
+
+    def image(self, i: int) -> np.ndarray:
+        """The (3, S, S) uint8 stack of item ``i`` as a numpy array (whatever the orientation)."""
+        s = self.image_size
+        out = np.empty((3, s, s), dtype=np.uint8)
+        self._read_into(self._check(i), out)
+        return out
+
+    def __getitem__(self, i):
+        import torch
+
+        i = self._check(i)
+        panel = self._panel(i)
+        s = self.image_size
+        out = np.empty((3 if panel is None else 1, s, s), dtype=np.uint8)
+        self._read_into(i, out, panel)  # a random panel reads one third of the chunk
+        return torch.from_numpy(out), int(self.labels[i])
+
+    def __getitems__(self, indices):
+        """Batch fetch used by ``DataLoader``: one array for the batch, one read per sample."""
+        import torch
+
+        idx = [self._check(i) for i in indices]
+        s = self.image_size
+        batch = np.empty((len(idx), 3 if self.orientation == "stack" else 1, s, s), dtype=np.uint8)
+        for k, i in enumerate(idx):
+            self._read_into(i, batch[k], self._panel(i))
+        t = torch.from_numpy(batch)
+        return [(t[k], int(self.labels[i])) for k, i in enumerate(idx)]
 
     def __del__(self):
         handles = getattr(self, "_handles", None)

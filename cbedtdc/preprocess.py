@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cbedtdc.io import STACK, atomic_path, read_json, write_json
+from cbedtdc.io import STACK, Prefetcher, atomic_path, read_json, write_json
 
 __all__ = [
     "LOG_FLOOR",
@@ -203,7 +203,8 @@ def write_shard(raw_path, index: dict, out_path, *, image_size: int, progress: b
     with atomic_path(out_path, suffix=".h5") as tmp:
         # A raw file with no accepted sample (e.g. unreadable) gives an empty shard; it is not opened.
         src_ctx = h5py.File(raw_path, "r") if n else contextlib.nullcontext()
-        with src_ctx as src, h5py.File(tmp, "x", libver=_LIBVER, track_order=False) as dst:
+        with src_ctx as src, h5py.File(tmp, "x", libver=_LIBVER, track_order=False) as dst, \
+                Prefetcher(raw_path) as prefetch:
             dst.attrs["format_version"] = FORMAT_VERSION
             dst.attrs["source_file"] = raw_path.name
             dst.attrs["image_size"] = s
@@ -224,6 +225,8 @@ def write_shard(raw_path, index: dict, out_path, *, image_size: int, progress: b
                 if buf is None or buf.shape[-1] != rec["side"]:
                     buf = np.empty((3, rec["side"], rec["side"]), dtype=np.float32)  # reused read buffer
                 try:
+                    if row + 1 < n:
+                        prefetch.hint(src[samples[row + 1]["group"]][STACK])
                     dset = src[rec["group"]][STACK]
                     if dset.shape != buf.shape or dset.dtype != np.float32:
                         raise ValueError(f"shape {dset.shape} dtype {dset.dtype}, the index saw side {rec['side']}")

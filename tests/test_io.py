@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cbedtdc.io import atomic_path, index_file, parse_floats, parse_space_group, to_text
+from cbedtdc.io import atomic_path, index_file, parse_floats, parse_space_group, stack_extent, to_text
 from fixtures import make_sample, write_challenge_file
 
 
@@ -192,3 +192,14 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path):
     with atomic_path(target) as tmp:
         tmp.write_text("whole")
     assert target.read_text() == "whole" and list(tmp_path.iterdir()) == [target]
+
+
+def test_stack_extent_points_at_the_stack_bytes(tmp_path):
+    import h5py
+
+    path = write_challenge_file(tmp_path / "batch_train_0.h5", [good(0), good(1)])
+    with h5py.File(path) as fh:
+        dset = fh["sample_1_0"]["cbed_stack"]
+        offset, size = stack_extent(dset)
+        expected = dset[()].tobytes()
+    assert size == len(expected) and path.read_bytes()[offset: offset + size] == expected
