@@ -264,4 +264,7 @@ def abort_job(ctx: DistContext | None, err: BaseException) -> None:
         except Exception:  # noqa: BLE001 - best effort before abort
             pass
     if ctx.launcher == "mpi" and ctx._comm is not None:
+        import time
+
+        time.sleep(1.0)  # let the launcher forward the last log lines; MPI_Abort tears its I/O down
         ctx._comm.Abort(1)

@@ -31,36 +31,58 @@ def mpirun(n: int, script, *args, timeout=240) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=timeout, env=env)
 
 
-@pytest.mark.mpi
-@needs_mpi
-def test_two_ranks_equal_one_rank_with_same_global_batch(tiny_shards, tmp_path):
-    """2 ranks x batch 3 == 1 rank x 2 accumulated micro-batches of 3 (same sub-batches, see EpochBatches).
+@pytest.fixture(scope="module")
+def accumulated(tiny_shards, tmp_path_factory):
+    """1 rank accumulating 2 micro-batches of 3: the yardstick of every 2-rank run with batch 3."""
+    out = tmp_path_factory.mktemp("accumulated")
+    cfg = {"arch": "resnet18", "epochs": 2, "batch_size": 3, "accum_steps": 2, "lr": 0.003, "lr_scaling": "none",
+           "workers": 0, "checkpoint_every": 2, "threads_per_rank": 1, "seed": 7}
+    T.fit(cfg, shard_root=tiny_shards, out_dir=out, classes=[14, 225, 1])
+    return torch.load(out / "last.pt", weights_only=True)["model"]
 
-    A 1-rank run with a plain batch of 6 is *not* expected to match: BatchNorm normalises with the
-    statistics of the batch a process sees (3 samples per rank vs 6), which is why the reference
-    run accumulates two micro-batches of 3.
-    """
-    out2 = tmp_path / "two"
-    proc = mpirun(2, CLI, "--shards", tiny_shards, "--model", out2 / "best.pt", *ARGS, "--timeout-s", "60")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    info = json.loads((out2 / "train.json").read_text())
-    assert info["world_size"] == 2 and info["backend"] == "gloo" and info["launcher"] == "mpi"
+
+def check_two_rank_run(out: Path, reference: dict, launcher: str) -> None:
+    info = json.loads((out / "train.json").read_text())
+    assert info["world_size"] == 2 and info["backend"] == "gloo" and info["launcher"] == launcher
     assert info["global_batch"] == 6 and info["steps_per_epoch"] == 3
     digests = info["param_sha256_by_rank"]
     assert len(digests) == 2 and digests[0] == digests[1], "parameters differ between the ranks"
-
-    cfg = {"arch": "resnet18", "epochs": 2, "batch_size": 3, "accum_steps": 2, "lr": 0.003, "lr_scaling": "none",
-           "workers": 0, "checkpoint_every": 2, "threads_per_rank": 1, "seed": 7}
-    T.fit(cfg, shard_root=tiny_shards, out_dir=tmp_path / "one", classes=[14, 225, 1])
-    a = torch.load(out2 / "last.pt", weights_only=True)["model"]
-    b = torch.load(tmp_path / "one" / "last.pt", weights_only=True)["model"]
-    worst = max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
+    a = torch.load(out / "last.pt", weights_only=True)["model"]
+    worst = max(float((a[k].double() - reference[k].double()).abs().max()) for k in a)
     assert worst <= 1e-5, f"2-rank and accumulated 1-rank weights differ by {worst}"
     from cbedtdc.model import build_model
 
     torch.manual_seed(7)
     init = build_model("resnet18", 1, 3).state_dict()
     assert not torch.allclose(init["backbone.fc.weight"], a["backbone.fc.weight"]), "training changed nothing"
+
+
+@pytest.mark.mpi
+@needs_mpi
+def test_two_ranks_equal_one_rank_with_same_global_batch(tiny_shards, tmp_path, accumulated):
+    """2 ranks x batch 3 == 1 rank x 2 accumulated micro-batches of 3 (same sub-batches, see EpochBatches).
+
+    A 1-rank run with a plain batch of 6 is *not* expected to match: BatchNorm normalises with the
+    statistics of the batch a process sees (3 samples per rank vs 6), which is why the reference
+    run accumulates two micro-batches of 3.
+    """
+    out = tmp_path / "two"
+    proc = mpirun(2, CLI, "--shards", tiny_shards, "--model", out / "best.pt", *ARGS, "--timeout-s", "60")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    check_two_rank_run(out, accumulated, "mpi")
+
+
+def test_torchrun_two_ranks_equal_the_same(tiny_shards, tmp_path, accumulated):
+    torchrun = Path(sys.executable).parent / "torchrun"
+    if not torchrun.exists():
+        pytest.skip("no torchrun next to the Python")
+    out = tmp_path / "two"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "OMPI_", "PMIX_"))}
+    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", str(CLI), "--shards",
+                           str(tiny_shards), "--model", str(out / "best.pt"), *ARGS, "--timeout-s", "60"],
+                          capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    check_two_rank_run(out, accumulated, "torchrun")
 
 
 def _failing_driver(tmp_path: Path, how: str) -> Path:
@@ -75,6 +97,9 @@ def _failing_driver(tmp_path: Path, how: str) -> Path:
             if job["ctx"].rank == 1 and calls[0] == 2:
                 if {how!r} == "raise":
                     raise RuntimeError("injected failure on rank 1")
+                if {how!r} == "hang":
+                    import time
+                    time.sleep(3600)
                 os.kill(os.getpid(), signal.SIGKILL)
             return original(job, micro)
         T._train_step = step
@@ -86,9 +111,9 @@ def _failing_driver(tmp_path: Path, how: str) -> Path:
 
 @pytest.mark.mpi
 @needs_mpi
-@pytest.mark.parametrize("how", ["raise", "sigkill"])
+@pytest.mark.parametrize("how", ["raise", "sigkill", "hang"])
 def test_one_failing_rank_ends_the_job(tiny_shards, tmp_path, how):
-    timeout_s = 30
+    timeout_s = 10 if how == "hang" else 30  # a hanging rank is found by the collective timeout
     t0 = time.monotonic()
     proc = mpirun(2, _failing_driver(tmp_path, how), "--shards", tiny_shards, "--model", tmp_path / "o" / "best.pt",
                   *ARGS, "--timeout-s", timeout_s, timeout=timeout_s + 90)
@@ -98,6 +123,8 @@ def test_one_failing_rank_ends_the_job(tiny_shards, tmp_path, how):
     assert not (tmp_path / "o" / "best.pt").exists()
     if how == "raise":
         assert "injected failure on rank 1" in proc.stderr and "ending all 2 ranks" in proc.stderr
+    if how == "hang":
+        assert "Timed out" in proc.stderr and "rank 0 failed" in proc.stderr
 
 
 def test_launcher_detection():
