@@ -14,6 +14,8 @@ rule index_raw:
         "benchmarks/index_raw/{stem}.tsv"
     group:
         "rawfile"
+    conda:
+        "../envs/cbedtdc.yaml"
     resources:
         mem_mb=1000,  # one raw stack at a time (3 MiB at 512 px) + h5py
         runtime=lambda wc, attempt: 30 * attempt,
@@ -35,6 +37,8 @@ rule manifest:
         "logs/manifest/manifest.log",
     benchmark:
         "benchmarks/manifest/manifest.tsv"
+    conda:
+        "../envs/cbedtdc.yaml"
     resources:
         mem_mb=4000,  # 187k manifest rows
     params:
@@ -56,6 +60,8 @@ rule split:
         "logs/split/split.log",
     benchmark:
         "benchmarks/split/split.tsv"
+    conda:
+        "../envs/cbedtdc.yaml"
     params:
         resplit="--resplit" if config["data"]["resplit"] else "",
         fractions=config["data"]["split_fractions"],
@@ -79,6 +85,8 @@ rule shard:
         "benchmarks/shard/{stem}.tsv"
     group:
         "rawfile"
+    conda:
+        "../envs/cbedtdc.yaml"
     resources:
         mem_mb=1000,  # two raw stacks at a time, whatever the file size
         runtime=lambda wc, attempt: 30 * attempt,
@@ -100,8 +108,10 @@ rule shard_index:
         "logs/shard_index/shard_index.log",
     benchmark:
         "benchmarks/shard_index/shard_index.tsv"
+    conda:
+        "../envs/cbedtdc.yaml"
     params:
-        shard_root="results/shards",
+        shard_root=lambda wc, output: Path(output.lists[0]).parent,
     shell:
         "python workflow_scripts/shard_index.py --splits {input.splits:q} --sidecars {input.sidecars:q}"
         " --shard-root {params.shard_root:q} 2> {log:q}"
