@@ -12,6 +12,7 @@ fresh single-threaded worker process (so import and table loading are paid as in
 * the projected wall time of the default ``make run`` data (config/config.yaml) on ``--cores``.
 
 Run on an idle machine:  .venv/bin/python bench/bench_synth.py
+Dynamical mode:          .venv/bin/python bench/bench_synth.py --mode bloch --materials 10 --sizes 128
 Quick smoke run:         .venv/bin/python bench/bench_synth.py --materials 6 --sizes 64
 """
 
@@ -27,7 +28,7 @@ from pathlib import Path
 
 
 def _worker(args):
-    size, n_materials, classes, energies, seed, out_dir = args
+    size, n_materials, classes, energies, seed, out_dir, mode = args
     os.environ["OMP_NUM_THREADS"] = "1"
     t0 = time.perf_counter()
     from cbedtdc.classes import resolve_classes
@@ -36,7 +37,7 @@ def _worker(args):
     from cbedtdc.synth import generate as gen
 
     cfg = SynthConfig(classes=tuple(resolve_classes(classes)), n_materials=max(10 * n_materials, 100),
-                      energies_per_material=energies, image_size=size, seed=seed)
+                      energies_per_material=energies, image_size=size, seed=seed, mode=mode)
     for sg in set(cfg.classes):  # Wyckoff tables (once per job)
         crystal_mod._wyckoff(sg)
     t_setup = time.perf_counter() - t0
@@ -85,18 +86,20 @@ def main(argv=None) -> int:
     p.add_argument("--energies", type=int, default=3, help="samples per material (default: 3)")
     p.add_argument("--classes", default="top20", help="top20 or all (default: top20)")
     p.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    p.add_argument("--mode", choices=["kinematic", "bloch"], default="kinematic",
+                   help="intensity model (default: kinematic)")
     p.add_argument("--cores", type=int, default=2, help="cores for the make-run projection (default: 2)")
     args = p.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
-        print(f"bench_synth: classes={args.classes} energies/material={args.energies} "
+        print(f"bench_synth: mode={args.mode} classes={args.classes} energies/material={args.energies} "
               f"(single process, 1 thread; crystal generation included)")
         print(f"{'size':>6} {'samples':>8} {'write s':>8} {'samples/s/core':>15} {'crystal %':>10} "
               f"{'material %':>11} {'setup s':>8} {'MB/sample':>10}")
         rates = {}
         for size in args.sizes:
             n = max(4, round(args.materials * (128 / size) ** 2))
-            r = _run((size, n, args.classes, args.energies, args.seed, tmp))
+            r = _run((size, n, args.classes, args.energies, args.seed, tmp, args.mode))
             rate = r["samples"] / r["write_s"]
             rates[size] = rate
             print(f"{size:>6} {r['samples']:>8} {r['write_s']:>8.2f} {rate:>15.1f} "
@@ -109,7 +112,7 @@ def main(argv=None) -> int:
 
         size = min(args.sizes)
         n = max(4, round(args.materials * (128 / size) ** 2 / 2))
-        one, two = (_run((size, m, args.classes, args.energies, args.seed, tmp)) for m in (n, 2 * n))
+        one, two = (_run((size, m, args.classes, args.energies, args.seed, tmp, args.mode)) for m in (n, 2 * n))
         print(f"peak RSS writing {n} vs {2 * n} materials at {size}^2: {one['rss_mb']:.0f} MB vs "
               f"{two['rss_mb']:.0f} MB (ratio {two['rss_mb'] / one['rss_mb']:.2f}; bounded if ~1)")
 

@@ -28,13 +28,14 @@ rule synthesize:
         noise="--noise" if config["synth"]["noise"] else "--no-noise",
         holz="--holz" if config["synth"]["holz"] else "--no-holz",
         mistilt=config["synth"]["mistilt"],
+        mode=config["synth"]["mode"],
         seed=config["seed"],
     shell:
         "python workflow_scripts/synthesize.py --out {output.raw:q} --first-material {params.first}"
         " --file-materials {params.n_file} --n-materials {params.total} --classes {params.classes:q}"
         " --energies {params.energies} --image-size {params.size} --frequency {params.frequency:q}"
         " --floor {params.floor} --zone-axes {params.zone_axes:q} {params.noise} {params.holz}"
-        " --mistilt {params.mistilt} --seed {params.seed} 2> {log:q}"
+        " --mistilt {params.mistilt} --mode {params.mode:q} --seed {params.seed} 2> {log:q}"
 
 
 rule gallery:

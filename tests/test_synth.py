@@ -137,6 +137,34 @@ def test_rocking_fringes_inside_disks_depend_on_thickness(crystals):
     assert 0 < thick.max() <= 1.0 + 1e-9  # two-beam saturation: no beam brighter than the incident one
 
 
+def test_bloch_mode_breaks_friedel_only_for_non_centrosymmetric_crystals(crystals):
+    def r180(sg, axis, mode):
+        c = crystals[sg]
+        p = prepare_panels(c, zone_axes(c), Optics(q_max=1.2, holz=False), [0.2] * 3, mode=mode)[axis]
+        return _rot_corr(render_panel(p, 100.0, 300.0, 63, mode=mode), 180)
+
+    for sg in (2, 12, 194, 225):  # centrosymmetric: I(g, tau) = I(-g, -tau) also dynamically
+        for axis in range(3):
+            assert r180(sg, axis, "bloch") >= 0.999, (sg, axis)
+    for sg, axis in ((1, 0), (186, 2), (8, 0)):  # polar projections: Friedel's law fails
+        assert r180(sg, axis, "kinematic") >= 0.999
+        assert r180(sg, axis, "bloch") < 0.99, (sg, axis)
+
+
+def test_bloch_mode_needs_prepared_beams_and_keeps_the_beam_set_centrosymmetric(crystals):
+    c = crystals[14]
+    kin = prepare_panels(c, zone_axes(c), Optics(), [0.0] * 3)[0]
+    with pytest.raises(ValueError, match="needs panels prepared with prepare_panels"):
+        render_panel(kin, 100.0, 200.0, 33, mode="bloch")
+    with pytest.raises(ValueError, match="render mode 'multislice'"):
+        render_panel(kin, 100.0, 200.0, 33, mode="multislice")
+    beams = prepare_panels(c, zone_axes(c), Optics(), [0.0] * 3, mode="bloch", max_beams=20)[0].bloch
+    assert len(beams.g2) <= 20 and beams.g2[0] == 0
+    pts = {(round(x, 9), round(y, 9)) for x, y in zip(beams.gx, beams.gy)}
+    assert all((round(-x, 9) + 0.0, round(-y, 9) + 0.0) in pts for x, y in pts)
+    assert np.allclose(beams.u, beams.u.conj().T)  # Hermitian structure matrix (no absorption)
+
+
 def test_systematic_absences():
     # F-centred: h, k, l unmixed; I-centred: h + k + l even; Pnma: 0kl k+l=2n, hk0 h=2n, h00/0k0/00l even
     cases = {
@@ -321,6 +349,10 @@ def test_synthesize_and_gallery_clis(tmp_path):
     args = ["--out", str(out), "--file-materials", "3", "--n-materials", "30", "--classes", "225,2",
             "--energies", "1", "--image-size", "17", "--no-noise", "--no-progress"]
     assert synth.main(args) == 0 and out.exists()
+    dyn = tmp_path / "raw" / "batch_test_0.h5"
+    assert synth.main(["--out", str(dyn)] + args[2:] + ["--mode", "bloch"]) == 0
+    with h5py.File(out) as fk, h5py.File(dyn) as fd:
+        assert fk["sample_0_0"].attrs["formula"] != "" and fd["sample_0_0/cbed_stack"].shape == (3, 17, 17)
     assert synth.main(["--out", str(tmp_path / "x.h5"), "--file-materials", "1"]) == 2
     assert synth.main(args[:2] + ["--file-materials", "99", "--n-materials", "30"]) == 2
     png = tmp_path / "plots" / "gallery.png"

@@ -46,6 +46,8 @@ def get_parser(add_help=True):
                    help="higher-order Laue zone reflections (default: on)")
     p.add_argument("--mistilt", type=float, default=0.1,
                    help="beam mistilt s.d. as a fraction of the disk radius (default: 0.1)")
+    p.add_argument("--mode", choices=["kinematic", "bloch"], default="kinematic",
+                   help="intensity model: kinematic two-beam, or dynamical Bloch waves (default: kinematic)")
     p.add_argument("--seed", type=int, default=0, help="master seed (default: 0)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                    help="tqdm progress bar on stderr (default: on)")
@@ -64,10 +66,11 @@ def main(argv=None) -> int:
         cfg = SynthConfig(classes=tuple(resolve_classes(args.classes)), n_materials=args.n_materials,
                           energies_per_material=args.energies, image_size=args.image_size,
                           frequency=args.frequency, floor=args.floor, zone_axes=args.zone_axes,
-                          noise=args.noise, holz=args.holz, mistilt=args.mistilt, seed=args.seed)
-        log.info("%s: materials %d..%d, %d classes, %d energies, %d px, seed %d", args.out, args.first_material,
-                 args.first_material + args.file_materials - 1, len(cfg.classes), cfg.energies_per_material,
-                 cfg.image_size, cfg.seed)
+                          noise=args.noise, holz=args.holz, mistilt=args.mistilt, mode=args.mode,
+                          seed=args.seed)
+        log.info("%s: materials %d..%d, %d classes, %d energies, %d px, %s, seed %d", args.out,
+                 args.first_material, args.first_material + args.file_materials - 1, len(cfg.classes),
+                 cfg.energies_per_material, cfg.image_size, cfg.mode, cfg.seed)
         write_file(args.out, cfg, args.first_material, args.file_materials, progress=args.progress)
     except (ValueError, CrystalError) as err:
         log.error("%s", err)

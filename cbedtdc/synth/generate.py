@@ -17,7 +17,7 @@ from ..classes import real_counts, resolve_classes
 from ..io import atomic_path
 from ..layout import SPLITS, split_material_counts, split_of
 from .crystal import Crystal, random_crystal
-from .render import LAMBDA_100, Optics, Panel, detector, prepare_panels, render_panel
+from .render import LAMBDA_100, MODES, Optics, Panel, detector, prepare_panels, render_panel
 from .zone_axes import POLICIES, zone_axes
 
 __all__ = ["SynthConfig", "Material", "materials_per_class", "class_sequence", "make_material",
@@ -41,7 +41,8 @@ class SynthConfig:
     """Settings of the generator (the ``synth`` config section plus ``classes`` and ``seed``).
 
     ``mistilt`` is the standard deviation of the beam mistilt as a fraction of the disk radius;
-    ``holz`` switches higher-order Laue zones on.
+    ``holz`` switches higher-order Laue zones on; ``mode`` is the intensity model (``kinematic``
+    or the dynamical ``bloch``, see :func:`cbedtdc.synth.render.render_panel`).
     """
 
     classes: tuple = ()
@@ -55,6 +56,7 @@ class SynthConfig:
     seed: int = 0
     holz: bool = True
     mistilt: float = 0.1
+    mode: str = "kinematic"
     split_counts: dict = field(default=None, compare=False)
 
     def __post_init__(self):
@@ -64,6 +66,8 @@ class SynthConfig:
             raise ValueError(f"synth.frequency={self.frequency!r}: must be 'real' or 'balanced'")
         if self.zone_axes not in POLICIES:
             raise ValueError(f"synth.zone_axes={self.zone_axes!r}: must be one of {', '.join(POLICIES)}")
+        if self.mode not in MODES:
+            raise ValueError(f"synth.mode={self.mode!r}: must be one of {', '.join(MODES)}")
         if not 1 <= self.energies_per_material <= 10:
             raise ValueError(f"synth.energies_per_material={self.energies_per_material}: must be in 1..10")
         if self.image_size < 16:
@@ -76,7 +80,7 @@ class SynthConfig:
         """Build from the whole pipeline config (``synth`` section, ``classes``, ``seed``)."""
         s = dict(config.get("synth", {}))
         keys = {"n_materials", "energies_per_material", "image_size", "frequency", "floor", "zone_axes",
-                "noise", "holz", "mistilt"}
+                "noise", "holz", "mistilt", "mode"}
         kwargs = {k: s[k] for k in keys if k in s}
         return cls(classes=tuple(resolve_classes(config.get("classes", "top20"))),
                    seed=int(config.get("seed", 0)), **kwargs)
@@ -158,7 +162,7 @@ def make_material(cfg: SynthConfig, split: str, index: int, space_group: int | N
     axes = zone_axes(crystal, cfg.zone_axes, optics.b_iso)
     angles = rng.uniform(0.0, 2 * np.pi, len(axes))
     panels = prepare_panels(crystal, axes, optics, angles, energies_kev=cfg.energies,
-                            min_thickness=THICKNESS[0])
+                            min_thickness=THICKNESS[0], mode=cfg.mode)
     return Material(split, int(index), crystal, optics, panels)
 
 
@@ -171,7 +175,7 @@ def render_sample(cfg: SynthConfig, material: Material, energy_index: int) -> tu
     for p, panel in enumerate(material.panels):
         r100 = panel.semi_angle / LAMBDA_100
         tilt = rng.normal(0.0, cfg.mistilt * r100, 2) if cfg.mistilt > 0 else (0.0, 0.0)
-        image = render_panel(panel, energy, thickness, cfg.image_size, tilt=tilt)
+        image = render_panel(panel, energy, thickness, cfg.image_size, tilt=tilt, mode=cfg.mode)
         stack[p] = detector(image, rng, panel.q_max) if cfg.noise else image.astype(np.float32)
     c = material.crystal
     attrs = {

@@ -34,9 +34,14 @@ from .crystal import Crystal
 from .scattering import lorentz_gamma, structure_factors, wavelength
 from .zone_axes import ZoneAxis
 
-__all__ = ["Optics", "Panel", "prepare_panels", "render_panel", "detector", "MODES", "LAMBDA_100"]
+__all__ = ["Optics", "Panel", "BlochBeams", "prepare_panels", "render_panel", "detector", "MODES", "MAX_BEAMS",
+           "LAMBDA_100"]
 
-MODES = ("kinematic",)
+MODES = ("kinematic", "bloch")
+#: Beam cap of the dynamical mode (run time grows as beams^3 per tilt).
+MAX_BEAMS = 61
+#: Tilt grid of the dynamical mode: at most this many points across a disk diameter.
+MAX_TILTS = 17
 #: Wavelength at 100 keV: the convergence semi-angle is fixed there, as in the original simulation.
 LAMBDA_100 = wavelength(100.0)
 _ZOLZ_TOL = 1e-7    # |g.n| [1/A] below which a reflection lies in the zero-order Laue zone
@@ -89,6 +94,18 @@ class Panel:
     volume: float           # cell volume [A^3]
     q_max: float
     s_cut: float
+    bloch: "BlochBeams | None" = None
+
+
+@dataclass(frozen=True)
+class BlochBeams:
+    """ZOLZ beams of the dynamical mode: the transmitted beam first, then the shortest g
+    (systematically absent ones included: they are excited by double diffraction)."""
+
+    gx: np.ndarray          # (B,) in-plane coordinates [1/A]; gx[0] = gy[0] = 0
+    gy: np.ndarray
+    g2: np.ndarray          # (B,) |g|^2
+    u: np.ndarray           # (B, B) complex F_{g-h} / (pi V) [1/A^2] (times gamma -> U_{g-h}); zero diagonal
 
 
 def _enumerate(crystal: Crystal, g_lim: float):
@@ -121,7 +138,8 @@ def _frame(crystal: Crystal, n: np.ndarray, angle: float):
 
 
 def prepare_panels(crystal: Crystal, axes: list[ZoneAxis], optics: Optics, angles,
-                   energies_kev=(100.0,), min_thickness: float = 100.0) -> list[Panel]:
+                   energies_kev=(100.0,), min_thickness: float = 100.0, mode: str = "kinematic",
+                   max_beams: int = MAX_BEAMS) -> list[Panel]:
     """Reflections, structure factors and frames of every zone axis of one material.
 
     Parameters
@@ -135,7 +153,13 @@ def prepare_panels(crystal: Crystal, axes: list[ZoneAxis], optics: Optics, angle
         Energies the panels will be rendered at (bounds the candidate HOLZ reflections).
     min_thickness : float
         Smallest specimen thickness [A] that will be rendered (same purpose).
+    mode : str
+        ``kinematic``, or ``bloch`` to also prepare the beams of the dynamical mode.
+    max_beams : int
+        Beam cap of the dynamical mode (the transmitted beam included).
     """
+    if mode not in MODES:
+        raise ValueError(f"render mode {mode!r}: must be one of {', '.join(MODES)}")
     k_lo = 1.0 / wavelength(min(energies_kev))
     k_hi = 1.0 / wavelength(max(energies_kev))
     grow = LAMBDA_100 / wavelength(max(energies_kev))  # disk radius growth over 100 keV
@@ -171,11 +195,48 @@ def prepare_panels(crystal: Crystal, axes: list[ZoneAxis], optics: Optics, angle
         f_abs = np.abs(structure_factors(hkl[cand], crystal.frac, crystal.species, crystal.symbols,
                                          np.sqrt(g2[cand]), optics.b_iso))
         allowed = f_abs > _EXTINCT
+        bloch = None
+        if mode == "bloch":
+            bloch = _bloch_beams(crystal, hkl[zolz], g[zolz], g2[zolz], e1, e2, optics.b_iso, max_beams)
         panels.append(Panel(axis=axis, e1=e1, e2=e2, gx=(gc @ e1)[allowed], gy=(gc @ e2)[allowed],
                             g_par=g_par[cand][allowed], g2=g2[cand][allowed], f_abs=f_abs[allowed],
                             zolz=zolz[cand][allowed], semi_angle=semi_angle, d_hkl=d_hkl, volume=volume,
-                            q_max=optics.q_max, s_cut=optics.s_cut))
+                            q_max=optics.q_max, s_cut=optics.s_cut, bloch=bloch))
     return panels
+
+
+def _bloch_beams(crystal: Crystal, hkl, g, g2, e1, e2, b_iso: float, max_beams: int) -> BlochBeams:
+    # whole shells of equal |g| only, so the cap keeps the beam set centrosymmetric (+g with -g)
+    order = np.argsort(g2, kind="stable")
+    shell = np.round(g2[order] / max(float(g2[order[0]]) if order.size else 1.0, 1e-12), 6)
+    n = min(max(0, max_beams - 1), len(order))
+    if n < len(order) and n > 0 and shell[n] == shell[n - 1]:
+        n = int(np.searchsorted(shell, shell[n], side="left"))
+    order = order[:n]
+    beams_hkl = np.vstack([np.zeros((1, 3), dtype=int), hkl[order]])
+    bg = np.vstack([np.zeros((1, 3)), g[order]])
+    diff = (beams_hkl[:, None, :] - beams_hkl[None, :, :]).reshape(-1, 3)
+    dg = np.linalg.norm(diff @ crystal.recip, axis=1)
+    f = structure_factors(diff, crystal.frac, crystal.species, crystal.symbols, dg, b_iso)
+    u = (f / (np.pi * crystal.volume)).reshape(len(bg), len(bg))
+    np.fill_diagonal(u, 0.0)  # U_0 only shifts the mean phase
+    return BlochBeams(gx=bg @ e1, gy=bg @ e2, g2=np.concatenate([[0.0], g2[order]]), u=u)
+
+
+def _bloch_intensities(beams: BlochBeams, k: float, gamma: float, thickness: float, tilts) -> np.ndarray:
+    """|psi_g|^2 (T, B) at the incident tilts (T, 2) [1/A]: Bloch waves, no absorption.
+
+    Structure matrix A = gamma U_{g-h} + diag(2 k s_g(tau)); with A C = C diag(w),
+    psi_g(t) = sum_j C_gj exp(i pi w_j t / k) conj(C_0j).
+    """
+    s = -(2 * (tilts[:, :1] * beams.gx + tilts[:, 1:] * beams.gy) + beams.g2) / (2 * k)  # (T, B)
+    a = np.broadcast_to(gamma * beams.u, (len(tilts),) + beams.u.shape).copy()
+    idx = np.arange(len(beams.g2))
+    a[:, idx, idx] = 2 * k * s
+    w, c = np.linalg.eigh(a)
+    phase = np.exp(1j * np.pi * w * thickness / k)  # (T, B)
+    psi = np.einsum("tgj,tj->tg", c, phase * np.conj(c[:, 0, :]))
+    return np.abs(psi) ** 2
 
 
 def _two_beam(u, t, s):
@@ -201,7 +262,11 @@ def render_panel(panel: Panel, energy_kev: float, thickness: float, size: int, t
     tilt : (float, float)
         Mistilt tau0 of the pattern centre from the zone axis [1/A] in panel coordinates.
     mode : str
-        Intensity model; only ``kinematic`` (two-beam saturated) exists.
+        ``kinematic`` (two-beam saturated, Friedel's law holds) or ``bloch``: ZOLZ intensities
+        from Bloch waves (no absorption, beams capped at ``MAX_BEAMS``, solved on a tilt grid
+        of at most ``MAX_TILTS`` points across the disk and interpolated bilinearly), which
+        breaks Friedel's law for non-centrosymmetric projections; HOLZ reflections are added
+        kinematically (without their deficit lines in the bright-field disk).
     """
     if mode not in MODES:
         raise ValueError(f"render mode {mode!r}: must be one of {', '.join(MODES)}")
@@ -220,6 +285,11 @@ def render_panel(panel: Panel, energy_kev: float, thickness: float, size: int, t
     excited = np.abs(s_c) - r * g_perp / k < panel.s_cut / thickness
     inside = g_perp - r < panel.q_max * np.sqrt(2.0)
     keep = inside & (panel.zolz | excited)
+
+    if mode == "bloch":
+        if panel.bloch is None:
+            raise ValueError("render mode 'bloch' needs panels prepared with prepare_panels(..., mode='bloch')")
+        keep &= ~panel.zolz  # ZOLZ comes from the Bloch waves; HOLZ stays kinematic
 
     half = int(np.ceil(r / dq)) + 2
     oy, ox = np.mgrid[-half:half + 1, -half:half + 1]
@@ -257,11 +327,48 @@ def render_panel(panel: Panel, energy_kev: float, thickness: float, size: int, t
     sel = np.nonzero(keep)[0]
     if sel.size:
         splat(panel.gx[sel], panel.gy[sel], panel.g_par[sel], panel.g2[sel], u[sel])
+    if mode == "bloch":
+        image += _splat_bloch(panel.bloch, k, lorentz_gamma(energy_kev), thickness, r, dq, size, (t0x, t0y))
+        return image.reshape(size, size)
     ex = np.nonzero(keep & excited)[0]
     zero = np.zeros(1)
     splat(zero, zero, zero, zero, zero,
           deficit_of=(panel.gx[ex], panel.gy[ex], panel.g_par[ex], panel.g2[ex], u[ex]))
     return image.reshape(size, size)
+
+
+def _splat_bloch(beams: BlochBeams, k: float, gamma: float, thickness: float, r: float, dq: float, size: int,
+                 tilt) -> np.ndarray:
+    """All ZOLZ disks of the dynamical mode, flattened image (size * size,)."""
+    c = (size - 1) / 2.0
+    nt = int(min(MAX_TILTS, 2 * np.ceil(r / dq) + 1))
+    nt = max(nt, 3)
+    axis = np.linspace(-r, r, nt)
+    ty, tx = np.meshgrid(axis, axis, indexing="ij")
+    tilts = np.stack([tx.ravel() + tilt[0], ty.ravel() + tilt[1]], axis=1)
+    grid = _bloch_intensities(beams, k, gamma, thickness, tilts).reshape(nt, nt, -1)  # (y, x, beam)
+    step = axis[1] - axis[0]
+
+    inside = np.hypot(beams.gx, beams.gy) - r < (size / 2.0) * dq * np.sqrt(2.0)
+    b = np.nonzero(inside)[0]
+    half = int(np.ceil(r / dq)) + 2
+    oy, ox = np.mgrid[-half:half + 1, -half:half + 1]
+    ix = np.rint(beams.gx[b] / dq + c).astype(int)[:, None] + ox.ravel()
+    iy = np.rint(beams.gy[b] / dq + c).astype(int)[:, None] + oy.ravel()
+    tx = (ix - c) * dq - beams.gx[b][:, None]
+    ty = (iy - c) * dq - beams.gy[b][:, None]
+    w = np.clip((r - np.hypot(tx, ty)) / dq + 0.5, 0.0, 1.0)
+    ok = (w > 0) & (ix >= 0) & (ix < size) & (iy >= 0) & (iy < size)
+    rows, cols = np.nonzero(ok)
+    fx = np.clip((tx[rows, cols] + r) / step, 0.0, nt - 1 - 1e-9)
+    fy = np.clip((ty[rows, cols] + r) / step, 0.0, nt - 1 - 1e-9)
+    x0, y0 = fx.astype(int), fy.astype(int)
+    wx, wy = fx - x0, fy - y0
+    beam = b[rows]
+    inten = ((1 - wx) * (1 - wy) * grid[y0, x0, beam] + wx * (1 - wy) * grid[y0, x0 + 1, beam]
+             + (1 - wx) * wy * grid[y0 + 1, x0, beam] + wx * wy * grid[y0 + 1, x0 + 1, beam])
+    return np.bincount(iy[rows, cols] * size + ix[rows, cols], weights=inten * w[rows, cols],
+                       minlength=size * size)
 
 
 def detector(image: np.ndarray, rng: np.random.Generator, q_max: float) -> np.ndarray:
