@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import Counter, defaultdict
+from collections import Counter, OrderedDict, defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -326,6 +326,10 @@ class ShardDataset:
     workers call ``set_epoch`` through a fresh iterator (workers hold a copy of the dataset).
     """
 
+    #: Shard files kept open per process (least recently used closed first); the real train
+    #: split spans ~900 files, more than a default limit of 1,024 descriptors allows per dataset.
+    MAX_OPEN = 128
+
     def __init__(self, shard_root, split, *, keys=None, classes=None, orientation="stack", seed=0):
         if split not in SPLITS:
             raise ValueError(f"split={split!r}: must be one of {', '.join(SPLITS)}")
@@ -403,36 +407,53 @@ class ShardDataset:
         state["_handles"] = None  # never pickle open files; each process opens its own
         return state
 
-    def _open(self):
-        """Per-process table of (fd, chunk offsets) for every shard, opened on first use."""
+    def _chunk_offsets(self, sid: int) -> np.ndarray:
+        """File offset of every sample's chunk in shard ``sid`` (read once per process)."""
         import h5py
 
-        if self._handles is not None and self._handles[0] == os.getpid():
-            return self._handles[1]
-        chunk_bytes = 3 * self.image_size * self.image_size
-        table = []
-        for rel in self.shards:
-            path = self.shard_root / rel
-            with h5py.File(path, "r") as fh:
-                dset = fh["images"]
-                n = dset.shape[0]
-                offsets = np.full(n, -1, dtype=np.int64)
-                plain = dset.chunks == (1, 3, self.image_size, self.image_size) and not dset.compression \
-                    and dset.id.get_create_plist().get_nfilters() == 0
-
-                def visit(info, offsets=offsets):
-                    offsets[info.chunk_offset[0]] = info.byte_offset
-                if plain and n:
+        path = self.shard_root / self.shards[sid]
+        s = self.image_size
+        with h5py.File(path, "r") as fh:
+            dset = fh["images"]
+            n = dset.shape[0]
+            if dset.shape[1:] != (3, s, s):
+                raise DataError(f"{path}: images are {dset.shape[1:]}, the split list's first shard has "
+                                f"(3, {s}, {s}); rebuild the shards with one image_size")
+            offsets = np.full(n, -1, dtype=np.int64)
+            plain = dset.chunks == (1, 3, s, s) and dset.id.get_create_plist().get_nfilters() == 0
+            if plain and n:
+                if hasattr(dset.id, "chunk_iter"):
+                    def visit(info):
+                        offsets[info.chunk_offset[0]] = info.byte_offset
                     dset.id.chunk_iter(visit)
-            if n and (not plain or (offsets < 0).any()):
-                raise DataError(f"{path}: images are not one uncompressed chunk per sample; rebuild the shard")
-            table.append((os.open(path, os.O_RDONLY), offsets))
-        self._handles = (os.getpid(), table, chunk_bytes)
-        return table
+                else:  # HDF5 < 1.14: one query per chunk
+                    for k in range(dset.id.get_num_chunks()):
+                        info = dset.id.get_chunk_info(k)
+                        offsets[info.chunk_offset[0]] = info.byte_offset
+        if n and (not plain or (offsets < 0).any()):
+            raise DataError(f"{path}: images are not one uncompressed chunk per sample; rebuild the shard")
+        return offsets
+
+    def _fd(self, sid: int):
+        """(fd, chunk offsets) of shard ``sid`` in this process; at most MAX_OPEN files stay open."""
+        pid = os.getpid()
+        if self._handles is None or self._handles[0] != pid:
+            self._handles = (pid, OrderedDict(), {})  # after a fork: never reuse the parent's files
+        _, fds, offsets = self._handles
+        fd = fds.get(sid)
+        if fd is None:
+            if sid not in offsets:
+                offsets[sid] = self._chunk_offsets(sid)
+            fd = fds[sid] = os.open(self.shard_root / self.shards[sid], os.O_RDONLY)
+            if len(fds) > self.MAX_OPEN:
+                os.close(fds.popitem(last=False)[1])
+        else:
+            fds.move_to_end(sid)
+        return fd, offsets[sid]
 
     def _read_into(self, i: int, out: np.ndarray, panel: int | None = None) -> None:
         """Read item ``i``'s stack (or one ``panel`` of it) into the contiguous uint8 ``out``."""
-        fd, offsets = self._open()[self._shard[i]]
+        fd, offsets = self._fd(int(self._shard[i]))
         plane = self.image_size * self.image_size
         offset = int(offsets[self._row[i]]) + (plane * panel if panel is not None else 0)
         if os.preadv(fd, [out], offset) != out.nbytes:
@@ -484,7 +505,7 @@ class ShardDataset:
     def __del__(self):
         handles = getattr(self, "_handles", None)
         if handles is not None and handles[0] == os.getpid():
-            for fd, _ in handles[1]:
+            for fd in handles[1].values():
                 try:
                     os.close(fd)
                 except OSError:

@@ -348,3 +348,20 @@ def test_dataset_with_dataloader_workers_matches_direct_reads(tiny_shards):
     x, y = torch.cat(xs), torch.cat(ys)
     assert x.shape == (18, 1, 16, 16) and y.tolist() == ds.labels.tolist()
     assert all((x[i] == ds[i][0]).all() for i in range(len(ds)))
+
+
+def test_dataset_keeps_few_files_open(tmp_path, monkeypatch):
+    from fixtures import build_tiny_shards
+
+    root = build_tiny_shards(tmp_path, classes=(14, 225, 1), per_class=4, side=16, files_per_split=3)
+    ds = ShardDataset(root, "train")
+    assert len(ds.shards) == 3
+    monkeypatch.setattr(ShardDataset, "MAX_OPEN", 1)
+    order = np.random.default_rng(0).permutation(len(ds))
+    with h5py.File(root / "files" / "batch_train_1.h5") as fh:
+        expected = {k.decode(): img for k, img in zip(fh["keys"][()], fh["images"][()])}
+    for i in order:
+        x, _ = ds[int(i)]
+        if ds.keys[i] in expected:
+            np.testing.assert_array_equal(x.numpy(), expected[ds.keys[i]])
+        assert len(ds._handles[1]) == 1
