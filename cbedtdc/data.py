@@ -60,9 +60,10 @@ def build_manifest(indexes, *, min_side: int = 0) -> tuple[list[dict], list[dict
     """Merge per-file indexes (dicts or JSON paths) into manifest rows, quarantine rows, report.
 
     Samples whose side is below ``min_side`` (the shard ``image_size``; stacks are only ever
-    shrunk) are quarantined here, so the indexes do not depend on ``image_size``. Duplicate keys (the same ``file/group`` in two indexes) keep the first occurrence and
-    quarantine the others. Materials found in two splits, materials with several space
-    groups and per-file attribute warnings are reported (not quarantined).
+    shrunk) are quarantined here, so the indexes do not depend on ``image_size``. Duplicate
+    keys (the same ``file/group`` in two indexes) keep the first occurrence, accepted or
+    quarantined, and quarantine the others as ``duplicate key``. Materials found in two splits,
+    materials with several space groups and per-file attribute warnings are reported.
     Counts add up: ``report["seen"] == len(manifest) + len(quarantine)``.
     """
     manifest, quarantine = [], []
@@ -72,7 +73,14 @@ def build_manifest(indexes, *, min_side: int = 0) -> tuple[list[dict], list[dict
         idx = read_json(item) if isinstance(item, (str, os.PathLike)) else item
         source = str(item) if isinstance(item, (str, os.PathLike)) else idx["file"]
         seen += idx["seen"]
-        quarantine.extend({k: q[k] for k in QUARANTINE_FIELDS} for q in idx["quarantine"])
+        for q in idx["quarantine"]:
+            key = f"{q['file']}/{q['group']}"
+            reason = q["reason"]
+            if key in first_source:
+                reason = f"duplicate key (first seen in {first_source[key]})"
+            else:
+                first_source[key] = source
+            quarantine.append({"file": q["file"], "group": q["group"], "reason": reason})
         for rec in idx["samples"]:
             key = f"{rec['file']}/{rec['group']}"
             if key in first_source:

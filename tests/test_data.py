@@ -365,3 +365,46 @@ def test_dataset_keeps_few_files_open(tmp_path, monkeypatch):
         if ds.keys[i] in expected:
             np.testing.assert_array_equal(x.numpy(), expected[ds.keys[i]])
         assert len(ds._handles[1]) == 1
+
+
+def test_every_bad_input_reaches_quarantine_csv_and_no_good_sample_is_lost(tmp_path):
+    nan = sample(3)
+    nan["stack"] = nan["stack"].copy()
+    nan["stack"][1, 2, 3] = np.nan
+    zero = sample(6) | {"stack": np.zeros((3, 16, 16), np.float32)}
+    no_sg = sample(8)
+    del no_sg["attrs"]["space_group"]
+    entries = [
+        (sample(0), None),
+        (sample(1) | {"stack": None}, "missing dataset cbed_stack"),
+        (sample(2) | {"stack": np.ones((3, 16), np.float32)}, "shape (3, 16) not (3, N, N)"),
+        (nan, "non-finite values (1 NaN, 0 inf)"),
+        (sample(4) | {"stack": np.ones((3, 16, 16), np.float64)}, "dtype float64 not float32"),
+        (sample(5), None),
+        (zero, "all-zero stack"),
+        (sample(7, space_group=b"abc"), "space_group b'abc' not an integer"),
+        (no_sg, "space_group missing"),
+        (sample(9, space_group=b"231"), "space_group 231 outside 1..230"),
+        (sample(10), None),
+    ]
+    path = write_challenge_file(tmp_path / "batch_train_0.h5", [e[0] for e in entries])
+    broken = write_challenge_file(tmp_path / "batch_dev_0.h5", [sample(20)])
+    broken.write_bytes(broken.read_bytes()[:900])
+    idx = index_file(path)
+    write_json(tmp_path / "a.json", idx)
+    write_json(tmp_path / "again.json", idx)  # the same file indexed twice: duplicate keys
+    write_json(tmp_path / "b.json", index_file(broken))
+    out = tmp_path / "out"
+    report = write_manifest([tmp_path / "a.json", tmp_path / "b.json", tmp_path / "again.json"], out / "m.csv",
+                            out / "q.csv", out / "r.json", max_fraction=1.0)
+    manifest, quarantine = read_csv(out / "m.csv"), read_csv(out / "q.csv")
+    assert [m["group"] for m in manifest] == ["sample_0_0", "sample_5_0", "sample_10_0"]
+    got = {(q["file"], q["group"]): q["reason"] for q in quarantine if not q["reason"].startswith("duplicate")}
+    for s, reason in entries:
+        if reason:
+            assert got.pop(("batch_train_0.h5", s["group"])) == reason
+    (((file, group), reason),) = got.items()
+    assert (file, group) == ("batch_dev_0.h5", "") and reason.startswith("cannot open: ")
+    duplicates = [q for q in quarantine if q["reason"].startswith("duplicate key")]
+    assert len(duplicates) == len(entries)  # every entry of the second copy, good or bad
+    assert report["seen"] == 2 * len(entries) + 1 == len(manifest) + len(quarantine)
