@@ -330,8 +330,10 @@ class ShardDataset:
     numbers), ``materials`` and ``energies`` are in index order.
 
     Shard files are opened lazily in the process that reads (each DataLoader worker opens its
-    own), and a sample costs one positioned read of its chunk. With persistent DataLoader
-    workers call ``set_epoch`` through a fresh iterator (workers hold a copy of the dataset).
+    own), and a sample costs one positioned read of its chunk (a third of it for one panel).
+    DataLoader workers copy the dataset when an iterator starts, so call ``set_epoch`` before
+    iterating; with ``persistent_workers=True`` the copy is made once and ``set_epoch`` in the
+    parent does not reach the workers.
     """
 
     #: Shard files kept open per process (least recently used closed first); the real train
