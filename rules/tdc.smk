@@ -140,3 +140,11 @@ rule tune_routing:
     shell:
         "python workflow_scripts/tune_routing.py --tdc {params.tdc:q} --shards {params.shards:q}"
         " --out {output.routing:q} --batch-size {params.batch} --threads {threads} 2> {log:q}"
+
+
+rule tdc:
+    input:
+        levels="results/tdc/levels.json",
+        models=level_outputs("best.pt"),
+        missed=level_outputs("missed.csv", LEVELS[:-1]),
+        routing="results/tdc/routing.json",

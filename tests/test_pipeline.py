@@ -1,0 +1,162 @@
+"""The whole DAG, tiny: generator -> data stage -> flat + TDC (both readings) -> evaluate -> plots.
+
+One run in a temporary working directory (tests/pipeline_config.yaml on top of config/config.yaml:
+4 classes, 2 levels, 16 px, resnet18, 1 epoch, 1 rank), then the behaviours a user relies on:
+a valid summary.json, nothing to do after a complete run, deleting level 2 reruns level 2 and
+after only, switching the reading retrains only the TDC, and `cbedtdc classify` on new files.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+# rule all needs only summary.json; tdc (every level) and the plots make a deleted level count as missing
+TARGETS = ["all", "tdc", "results/plots/headline.png"]
+
+pytestmark = pytest.mark.slow
+
+
+def snakemake(workdir, *args, timeout=600):
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    # targets first: --config and --configfile take every word up to the next option
+    cmd = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--cores", "2", *args,
+           "--configfile", "config/config.yaml", str(REPO / "tests" / "pipeline_config.yaml")]
+    return subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def job_stats(output: str) -> dict[str, int]:
+    """{rule: count} from the 'Job stats' table of a (dry) run; {} when there is nothing to do."""
+    if "Job stats:" not in output:
+        return {}
+    table = output.split("Job stats:")[1].split("total")[0]
+    return {ln.split()[0]: int(ln.split()[1]) for ln in table.splitlines() if ln.strip() and ln.split()[-1].isdigit()}
+
+
+def read_csv(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def check_summary(path, mode):
+    s = json.loads(Path(path).read_text())
+    for model, keys in {"flat": ["top1", "balanced_accuracy", "macro_f1"],
+                        "tdc": ["top1", "balanced_accuracy", "macro_f1", "estimated_top1"],
+                        "chance": ["majority", "prior"]}.items():
+        for key in keys:
+            assert 0.0 <= s[model][key] <= 1.0, f"summary[{model}][{key}] = {s[model].get(key)}"
+    assert s["tdc"]["mode"] == mode
+    assert 0.0 <= s["flat"]["top5"] <= 1.0
+    for model in ("flat", "tdc"):
+        lo, hi = s[model]["ci95"]["balanced_accuracy"]
+        assert lo <= s[model]["balanced_accuracy"] <= hi
+    assert s["tdc"]["friedel"]["n_classes"] == 3  # {1, 2} merged among 14, 225, 1, 2
+    # the levels' kept sets partition the test split
+    per_level = s["tdc"]["per_level"]
+    assert sum(lv["kept"] for lv in per_level) == s["n_test"]
+    assert per_level[0]["reached"] == s["n_test"]
+    # equal budget: planned images identical, seen images within one level's rounding
+    b = s["budget"]
+    assert b["flat_images_planned"] == b["tdc_images_planned"] > 0
+    assert b["flat_images_seen"] and b["tdc_images_seen"]
+    return s
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A complete tiny run in the rest reading (the config default)."""
+    workdir = tmp_path_factory.mktemp("pipeline")
+    (workdir / "workflow_scripts").symlink_to(REPO / "workflow_scripts")
+    (workdir / "config").symlink_to(REPO / "config")
+    res = snakemake(workdir, *TARGETS)
+    assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-5000:]
+    return workdir
+
+
+def test_tiny_run_writes_a_valid_summary_and_report_files(run):
+    s = check_summary(run / "results" / "metrics" / "summary.json", "rest")
+    assert [len(lv) for lv in s["tdc"]["levels"]] == [2, 2]
+    assert sorted(c for lv in s["tdc"]["levels"] for c in lv) == [1, 2, 14, 225]
+    test_keys = [r["key"] for r in read_csv(run / "results" / "shards" / "test.csv")]
+    preds = read_csv(run / "results" / "metrics" / "predictions.csv")
+    assert sorted(r["key"] for r in preds) == sorted(test_keys), "a test sample lost or counted twice"
+    assert {r["tdc_level"] for r in preds} <= {"1", "2"}
+    per_class = read_csv(run / "results" / "metrics" / "per_class.csv")
+    assert [int(r["space_group"]) for r in per_class] == s["classes"]
+    for name in ("headline", "recall", "confusion", "routing"):
+        assert (run / "results" / "plots" / f"{name}.png").stat().st_size > 1000
+    missed = read_csv(run / "results" / "tdc" / "level_1" / "missed.csv")
+    assert missed and {r["reason"] for r in missed} == {"later_level"}
+    assert {int(r["space_group"]) for r in missed} <= set(s["tdc"]["levels"][1])
+
+
+def test_nothing_to_do_after_a_complete_run(run):
+    res = snakemake(run, *TARGETS, "-n")
+    assert res.returncode == 0, res.stderr
+    assert job_stats(res.stdout + res.stderr) == {}, res.stdout
+
+
+def test_deleting_level_2_reruns_level_2_and_after_only(run):
+    shutil.rmtree(run / "results" / "tdc" / "level_2")
+    res = snakemake(run, *TARGETS, "-n")
+    stats = job_stats(res.stdout + res.stderr)
+    assert stats.get("train_level") == 1 and stats.get("level_job") == 1, stats
+    assert set(stats) <= {"level_job", "train_level", "tune_routing", "evaluate", "plots", "all", "tdc"}, stats
+    res = snakemake(run, *TARGETS)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "rule train_level" in res.stdout + res.stderr
+    assert "wildcards: level=1" not in res.stdout + res.stderr
+    assert job_stats(snakemake(run, *TARGETS, "-n").stdout) == {}
+
+
+def test_hard_reading_retrains_only_the_tdc_and_chains_the_levels(run):
+    hard = ["--config", "tdc={mode: hard}"]
+    dry = snakemake(run, *TARGETS, "-n", *hard)
+    stats = job_stats(dry.stdout + dry.stderr)
+    assert stats.get("train_level") == 2 and stats.get("collect_missed") == 1, stats
+    assert not {"train_flat", "synthesize", "shard", "manifest"} & set(stats), stats
+    res = snakemake(run, *TARGETS, *hard)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    s = check_summary(run / "results" / "metrics" / "summary.json", "hard")
+    assert len(s["tdc"]["thresholds"]) == 1
+    # level 2 trained on exactly what level 1 missed (the keys of its job)
+    missed = read_csv(run / "results" / "tdc" / "level_1" / "missed.csv")
+    job = read_csv(run / "results" / "tdc" / "level_2" / "job" / "train_keys.csv")
+    assert {r["key"] for r in job} == {r["key"] for r in missed if r["split"] == "train"}
+    assert {r["reason"] for r in missed} <= {"wrong", "not_in_level"}
+    levels = json.loads((run / "results" / "tdc" / "levels.json").read_text())
+    assert levels["outputs"][1] == levels["levels"][0] + levels["levels"][1]  # cumulative outputs
+
+
+def test_classify_new_files_reports_bad_ones(run, tmp_path):
+    new = tmp_path / "new"
+    new.mkdir()
+    shutil.copy(run / "results" / "raw" / "batch_test_0.h5", new / "batch_test_0.h5")
+    (new / "broken.h5").write_bytes(b"not an HDF5 file")
+    out = tmp_path / "preds.csv"
+    res = subprocess.run([str(BIN / "cbedtdc"), "classify", str(run / "results" / "tdc"), str(new), "--out", str(out)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    preds = read_csv(out)
+    rejected = read_csv(tmp_path / "preds.rejected.csv")
+    assert [r["reason"].split(":")[0] for r in rejected] == ["cannot open"] and "broken.h5" in rejected[0]["file"]
+    assert len(preds) > 0 and all(r["key"].startswith("batch_test_0.h5/") for r in preds)
+    # same predictions as the evaluation of the same samples (same preprocessing, same routing)
+    evaluated = {r["key"]: r for r in read_csv(run / "results" / "metrics" / "predictions.csv")}
+    for r in preds:
+        if r["key"] in evaluated:
+            assert r["space_group"] == evaluated[r["key"]]["tdc_pred"]
+            assert r["level"] == evaluated[r["key"]]["tdc_level"]
+        assert r["top1_space_group"] == r["space_group"]
+    bad = subprocess.run([str(BIN / "cbedtdc"), "classify", str(tmp_path), str(new), "--out", str(out)],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "neither a TDC folder" in bad.stderr
