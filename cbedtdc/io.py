@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import glob
 import json
 import logging
 import os
@@ -58,10 +59,14 @@ def atomic_path(target, suffix=None):
     """Yield a temporary path next to ``target``; rename it onto ``target`` on success.
 
     The temporary file is removed when the block raises, so a killed or failed job never
-    leaves a half-written file under the final name.
+    leaves a half-written file under the final name; temporary files of an earlier writer of
+    the same target that was killed outright (SIGKILL) are removed first.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in target.parent.glob(f".{glob.escape(target.name)}.*"):  # left by a killed (SIGKILL) writer
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix or ".tmp", dir=target.parent)
     os.close(fd)
     os.unlink(tmp)  # callers create it (h5py mode "x" refuses an existing file)

@@ -408,3 +408,34 @@ def test_every_bad_input_reaches_quarantine_csv_and_no_good_sample_is_lost(tmp_p
     duplicates = [q for q in quarantine if q["reason"].startswith("duplicate key")]
     assert len(duplicates) == len(entries)  # every entry of the second copy, good or bad
     assert report["seen"] == 2 * len(entries) + 1 == len(manifest) + len(quarantine)
+
+
+def test_sigkill_mid_shard_then_rerun_gives_the_same_shard(tmp_path):
+    import subprocess
+    import sys
+
+    raw = raw_file(tmp_path, n=6)
+    idx = index_file(raw)
+    write_json(tmp_path / "i.json", idx)
+    out = tmp_path / "s" / "batch_train_0.h5"
+    kill_at_third_stack = (
+        "import os, signal, sys\n"
+        "import cbedtdc.preprocess as P\n"
+        "from cbedtdc.io import read_json\n"
+        "real, n = P.preprocess_stack, [0]\n"
+        "def dying(*a, **k):\n"
+        "    n[0] += 1\n"
+        "    if n[0] == 3:\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    return real(*a, **k)\n"
+        "P.preprocess_stack = dying\n"
+        "P.write_shard(sys.argv[1], read_json(sys.argv[2]), sys.argv[3], image_size=16)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", kill_at_third_stack, str(raw), str(tmp_path / "i.json"), str(out)])
+    assert res.returncode == -9
+    leftovers = list(out.parent.iterdir())
+    assert not out.exists() and len(leftovers) == 1 and leftovers[0].name.startswith(".batch_train_0.h5.")
+    write_shard(raw, idx, out, image_size=16)
+    write_shard(raw, idx, tmp_path / "ref" / "batch_train_0.h5", image_size=16)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["batch_train_0.h5", "batch_train_0.json"]
+    assert out.read_bytes() == (tmp_path / "ref" / "batch_train_0.h5").read_bytes() and verify_shard(out) == []
