@@ -30,6 +30,7 @@ import logging
 import math
 import os
 import random
+import shutil
 import socket
 import sys
 import time
@@ -636,7 +637,10 @@ def fit(cfg: dict, *, shard_root, out_dir, classes, rest: bool = False, train_ke
                "loss_fn": loss_fn, "device": ctx.device, "amp_dtype": amp_dtype, "grad_clip": float(cfg["grad_clip"]),
                "bn_buffers": _bn_buffers(model)}
 
-        # ---- resume
+        # ---- resume (temp files of a process killed while writing are never trusted)
+        if ctx.is_main:
+            for stale in [*out_dir.glob(".*.tmp"), *resume_dir.glob(".*.tmp")]:
+                stale.unlink(missing_ok=True)
         epoch, step, history = 0, 0, []
         best = {"score": -1.0, "epoch": -1}
         loss_sum, loss_n = 0.0, 0
@@ -653,6 +657,7 @@ def fit(cfg: dict, *, shard_root, out_dir, classes, rest: bool = False, train_ke
             scaler.load_state_dict(state["scaler"])
             _set_rng_state(state["rng"])
             epoch, step, history, best = state["epoch"], state["step"], state["history"], state["best"]
+            t_start -= state.get("wall_s", 0.0)  # wall_s counts the interrupted runs too
             if ctx.is_main:
                 loss_sum, loss_n = state["loss_sum"], state["loss_n"]
             resumed_from = {"epoch": epoch, "step": step}
@@ -672,6 +677,7 @@ def fit(cfg: dict, *, shard_root, out_dir, classes, rest: bool = False, train_ke
                     "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                     "scaler": scaler.state_dict(), "rng": _rng_state(), "history": history, "best": best,
                     "loss_sum": float(loss_sum), "loss_n": int(loss_n), "meta": meta,
+                    "wall_s": time.time() - t_start,
                 }, resume_dir / "state.pt", keep_previous=resume_dir / "state.prev.pt")
             ctx.barrier()
 
@@ -765,10 +771,7 @@ def fit(cfg: dict, *, shard_root, out_dir, classes, rest: bool = False, train_ke
             _atomic_save(last, out_dir / "last.pt")
             _write_metrics(out_dir / "metrics.csv", history)
             _atomic_text(out_dir / "train.json", json.dumps(summary, indent=2, default=str) + "\n")
-            for name in ("state.pt", "state.prev.pt", "best.pt"):
-                (resume_dir / name).unlink(missing_ok=True)
-            with contextlib.suppress(OSError):
-                resume_dir.rmdir()
+            shutil.rmtree(resume_dir, ignore_errors=True)
             log.info("wrote %s/{best.pt,last.pt,metrics.csv,train.json}: best epoch %d (dev balanced acc %.4f), "
                      "%.1f train img/s", out_dir, best["epoch"], best["score"], summary["images_per_s"] or 0.0)
         ctx.barrier()

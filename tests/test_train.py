@@ -137,6 +137,7 @@ def test_resume_after_sigkill_gives_same_weights(killed_run, reference, tiny_sha
     shutil.copytree(killed_run, out)
     rows = list(csv.DictReader(open(out / "metrics.csv")))
     assert [int(r["epoch"]) for r in rows] == [1], "the killed run finished epoch 1 only"
+    (out / "resume" / ".state.pt.99999.tmp").write_bytes(b"half a checkpoint")  # a write cut by the kill
     proc = _resume(out, tiny_shards)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "resuming from" in proc.stderr and "epoch 2, step 2 of 5" in proc.stderr
@@ -144,6 +145,7 @@ def test_resume_after_sigkill_gives_same_weights(killed_run, reference, tiny_sha
     assert info["resumed_from"] == {"epoch": 1, "step": 2}
     assert info["images_this_run"] == 3 * 4, "only the 3 remaining steps of epoch 2 are trained"
     assert [int(r["epoch"]) for r in csv.DictReader(open(out / "metrics.csv"))] == [1, 2]
+    assert not (out / "resume").exists()
     ref, _ = reference
     assert_same(weights(ref / "last.pt"), weights(out / "last.pt"))
     assert_same(weights(ref / "best.pt"), weights(out / "best.pt"))
@@ -170,7 +172,8 @@ def test_all_states_corrupt_is_one_clear_error(killed_run, tiny_shards, tmp_path
         (out / "resume" / name).write_bytes(b"\x80\x04garbage")
     proc = _resume(out, tiny_shards)
     assert proc.returncode == 2
-    assert "no readable checkpoint to resume from" in proc.stderr and str(out / "resume" / "state.prev.pt") in proc.stderr
+    assert "no readable checkpoint to resume from" in proc.stderr
+    assert str(out / "resume" / "state.prev.pt") in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
