@@ -7,6 +7,9 @@ it, or one flat model folder (``results/flat/ce``). The CSV has one row per samp
 predicted space group, the level that kept it, its probability, the top-5 of that level with
 probabilities, and the true space group when the file holds one. Bad files and samples are
 listed in ``--rejected`` (file, group, reason), as the data stage's quarantine, never crashed on.
+
+``cbedtdc table SUMMARY...`` prints the markdown results table of one or more ``summary.json``
+files (flat baselines, chance rates, the TDC end to end and estimated), as in docs/results.md.
 """
 
 from __future__ import annotations
@@ -32,7 +35,30 @@ def get_parser(add_help: bool = True) -> argparse.ArgumentParser:
     c.add_argument("--batch-size", type=int, default=64, help="inference batch (default: 64)")
     c.add_argument("--threads", type=int, default=0, help="torch threads, 0 = torch's default (default: 0)")
     c.add_argument("-v", "--verbose", action="store_true", help="debug logging (default: info)")
+    t = sub.add_parser("table", help="markdown results table of summary.json files (e.g. a rest and a hard run)")
+    t.add_argument("summaries", metavar="SUMMARY", nargs="+", help="summary.json files (required)")
+    t.add_argument("--out", help="write the table here (default: standard output)")
+    t.add_argument("-v", "--verbose", action="store_true", help="debug logging (default: info)")
     return p
+
+
+def table(args) -> int:
+    import json
+
+    from cbedtdc.metrics import results_table
+
+    try:
+        text = results_table([json.loads(Path(p).read_text()) for p in args.summaries])
+    except (OSError, ValueError, KeyError) as err:
+        log.error("%s", err)
+        return 2
+    if args.out:
+        from cbedtdc.cascade import atomic_write_text
+
+        atomic_write_text(args.out, text)
+    else:
+        sys.stdout.write(text)
+    return 0
 
 
 def classify(args) -> int:
@@ -65,6 +91,8 @@ def main(argv=None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     if args.command == "classify":
         return classify(args)
+    if args.command == "table":
+        return table(args)
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

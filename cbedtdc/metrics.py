@@ -392,3 +392,52 @@ def _jsonable(obj):
     if isinstance(obj, (float, np.floating)):
         return None if not np.isfinite(obj) else float(obj)
     return obj
+
+
+def results_table(summaries) -> str:
+    """Markdown table of one or more ``summary.json`` dicts (e.g. a rest and a hard run).
+
+    Rows: the chance rates, every flat baseline (once), and per summary the TDC end to end and
+    its paper-style estimate. Cells are percentages with the 95 % material-bootstrap interval.
+    """
+    def pct(v):
+        return "-" if v is None else f"{100 * v:.1f}"
+
+    def cell(s, key):
+        v = s.get(key)
+        ci = (s.get("ci95") or {}).get(key)
+        if v is None:
+            return "-"
+        if ci and None not in ci:
+            return f"{pct(v)} [{pct(ci[0])}, {pct(ci[1])}]"
+        return pct(v)
+
+    def friedel(s):
+        f = s.get("friedel")
+        return f"{pct(f['top1'])} / {pct(f['balanced_accuracy'])}" if f else "-"
+
+    first = summaries[0]
+    lines = ["| model | images seen | top-1 | balanced accuracy | macro-F1 | top-5 | Friedel-merged top-1 / bal. acc |",
+             "|---|---|---|---|---|---|---|"]
+    ch = first["chance"]
+    lines.append(f"| majority class ({ch.get('majority_class', '?')}) | - | {pct(ch['majority'])} | "
+                 f"{pct(ch.get('balanced'))} | - | - | - |")
+    lines.append(f"| prior guessing | - | {pct(ch['prior'])} | {pct(ch.get('balanced'))} | - | - | - |")
+    for loss, s in first.get("flat_by_loss", {"flat": first["flat"]}).items():
+        lines.append(f"| flat, {loss} | {s.get('images_seen') or '-'} | {cell(s, 'top1')} | "
+                     f"{cell(s, 'balanced_accuracy')} | {cell(s, 'macro_f1')} | {cell(s, 'top5')} | {friedel(s)} |")
+    for s in summaries:
+        t = s["tdc"]
+        sizes = "+".join(str(len(lv)) for lv in t["levels"])
+        name = f"TDC {t['mode']} ({sizes}, {t['routing']})"
+        lines.append(f"| {name}, end to end | {t.get('images_seen') or '-'} | {cell(t, 'top1')} | "
+                     f"{cell(t, 'balanced_accuracy')} | {cell(t, 'macro_f1')} | - | {friedel(t)} |")
+        est_ci = (t.get("estimated_ci95") or {}).get("top1")
+        est = pct(t["estimated_top1"]) + (f" [{pct(est_ci[0])}, {pct(est_ci[1])}]" if est_ci and None not in est_ci
+                                          else "")
+        lines.append(f"| {name}, *estimated* (perfect routing) | same | {est} | "
+                     f"{pct(t.get('estimated_balanced_accuracy'))} | - | - | - |")
+    lines.append("")
+    lines.append(f"Test split: {first['n_test']} samples of {first['n_test_materials']} materials; intervals: 95 % "
+                 f"bootstrap over materials ({first['bootstrap']['resamples']} resamples). Data: {first['data']}.")
+    return "\n".join(lines) + "\n"

@@ -88,11 +88,23 @@ def level_outputs(name, levels=None):
     )
 
 
+def is_kinematic():
+    """Generated kinematic patterns obey Friedel's law (real and Bloch-mode data do not)."""
+    return GENERATE and config["synth"].get("mode", "kinematic") == "kinematic"
+
+
 def friedel_groups_json():
-    """Groups merged in the Friedel score, as JSON; none for real (dynamical) data."""
+    """Groups merged in the Friedel score, as JSON; none unless the data are kinematic."""
     import json
 
-    return json.dumps(config["evaluate"]["friedel_groups"] if GENERATE else [])
+    return json.dumps(config["evaluate"]["friedel_groups"] if is_kinematic() else [])
+
+
+def data_kind():
+    """What the evaluated data are, as recorded in summary.json."""
+    if not GENERATE:
+        return f"challenge files under {config['raw_dir']}"
+    return f"generated ({config['synth'].get('mode', 'kinematic')})"
 
 
 # --- TRAIN: flags of workflow_scripts/train.py, shared by train_flat and train_level -------

@@ -12,6 +12,8 @@ rule evaluate:
         test="results/shards/test.csv",
     output:
         summary="results/metrics/summary.json",
+        # the same summary under the reading's name: a rest and a hard run side by side
+        by_mode=f"results/metrics/summary_{config['tdc']['mode']}.json",
         per_class=report(
             "results/metrics/per_class.csv",
             caption="../report/per_class.rst",
@@ -43,13 +45,14 @@ rule evaluate:
         shards=lambda wc, input: Path(input.train).parent,  # shard root
         bootstrap=config["evaluate"]["bootstrap"],
         seed=config["seed"],
-        # Friedel pairs are indistinguishable only in kinematic (generated) patterns
+        # Friedel pairs are indistinguishable only in kinematic patterns
         friedel=friedel_groups_json(),
-        data="generated (kinematic)" if GENERATE else "raw_dir",
+        data=data_kind(),
         batch=config["train"]["eval_batch_size"],
     shell:
         "python workflow_scripts/evaluate.py --shards {params.shards:q} --flat {params.flat:q}"
-        " --tdc {params.tdc:q} --summary {output.summary:q} --bootstrap {params.bootstrap}"
+        " --tdc {params.tdc:q} --summary {output.summary:q} --copy {output.by_mode:q}"
+        " --bootstrap {params.bootstrap}"
         " --seed {params.seed} --friedel-groups {params.friedel:q} --data {params.data:q}"
         " --batch-size {params.batch} --threads {threads} 2> {log:q}"
 

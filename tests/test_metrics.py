@@ -78,3 +78,20 @@ def test_bootstrap_is_seeded():
     a = metrics.score(y, pred, [0, 1, 2, 3], materials=mats, n_boot=50, seed=3)["ci95"]
     b = metrics.score(y, pred, [0, 1, 2, 3], materials=mats, n_boot=50, seed=3)["ci95"]
     assert a == b
+
+
+def test_results_table_lists_every_model_and_both_accuracies():
+    ci = {"top1": [0.4, 0.6], "balanced_accuracy": [0.3, 0.5], "macro_f1": [0.2, 0.4]}
+    flat = {"top1": 0.5, "balanced_accuracy": 0.4, "macro_f1": 0.3, "top5": 0.9, "ci95": ci, "images_seen": 400}
+    def tdc(mode):
+        return {"mode": mode, "levels": [[1, 2], [3]], "routing": "argmax", "top1": 0.45, "balanced_accuracy": 0.35,
+                "macro_f1": 0.25, "ci95": ci, "estimated_top1": 0.6, "estimated_balanced_accuracy": 0.5,
+                "images_seen": 410}
+    base = {"chance": {"majority": 0.2, "prior": 0.1, "balanced": 1 / 3, "majority_class": 1}, "flat": flat,
+            "flat_by_loss": {"ce": flat, "weighted_ce": flat}, "n_test": 30, "n_test_materials": 10,
+            "bootstrap": {"resamples": 100}, "data": "generated (kinematic)"}
+    text = metrics.results_table([{**base, "tdc": tdc("rest")}, {**base, "tdc": tdc("hard")}])
+    rows = [ln for ln in text.splitlines() if ln.startswith("| ") and not ln.startswith("| model")]
+    assert len(rows) == 2 + 2 + 2 * 2  # chance x2, flat x2, (end to end + estimated) per reading
+    assert "| flat, weighted_ce | 400 | 50.0 [40.0, 60.0] | 40.0 [30.0, 50.0] | 30.0 [20.0, 40.0] | 90.0 |" in text
+    assert "TDC hard (2+1, argmax), *estimated* (perfect routing) | same | 60.0 | 50.0" in text

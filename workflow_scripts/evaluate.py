@@ -33,6 +33,7 @@ def get_parser(add_help=True):
                    help="flat baselines, e.g. ce=results/flat/ce/best.pt (required)")
     p.add_argument("--tdc", required=True, help="TDC folder: levels.json, routing.json, level_K/best.pt (required)")
     p.add_argument("--summary", required=True, help="summary.json to write; its folder gets the tables (required)")
+    p.add_argument("--copy", help="also write the summary here, e.g. summary_rest.json (default: none)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples over materials (default: 1000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
     p.add_argument("--friedel-groups", default="[]",
@@ -64,6 +65,13 @@ def main(argv=None) -> int:
     except (OSError, KeyError, ValueError) as err:
         log.error("%s", err)
         return 2
+    if args.copy:
+        import shutil
+
+        from cbedtdc.io import atomic_path
+
+        with atomic_path(args.copy) as tmp:
+            shutil.copyfile(summary, tmp)
     log.info("wrote %s", summary)
     return 0
 
