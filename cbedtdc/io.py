@@ -154,9 +154,10 @@ def parse_space_group(value) -> int:
         number = int(value)
     else:
         text = to_text(value)
-        if text is None or not re.fullmatch(r"[+-]?\d+", text):
+        m = re.fullmatch(r"([+-]?\d+)(\.0*)?", text or "")  # "62" or "62.0"
+        if m is None:
             raise ValueError(f"space_group {raw!r} not an integer")
-        number = int(text)
+        number = int(m.group(1))
     if not 1 <= number <= 230:
         raise ValueError(f"space_group {number} outside 1..230")
     return number

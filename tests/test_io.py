@@ -30,7 +30,7 @@ def assert_one_rejected(idx, group, reason):
 
 # ---------------------------------------------------------------- attribute parsing
 @pytest.mark.parametrize("value", [b"62", "62", np.bytes_(b"62"), np.int64(62), np.int32(62), 62.0,
-                                   np.array([b"62"]), b" 62\x00", np.array(62, dtype=np.uint8)])
+                                   np.array([b"62"]), b" 62\x00", np.array(62, dtype=np.uint8), b"62.0"])
 def test_space_group_any_writer_type(value):
     assert parse_space_group(value) == 62
 
@@ -40,6 +40,7 @@ def test_space_group_any_writer_type(value):
     (b"abc", "space_group b'abc' not an integer"),
     (b"", "space_group b'' not an integer"),
     (62.5, "space_group 62.5 not an integer"),
+    (b"62.5", "space_group b'62.5' not an integer"),
     (b"231", "space_group 231 outside 1..230"),
     (np.int64(0), "space_group 0 outside 1..230"),
     (np.array([1, 2]), "not an integer"),
