@@ -265,8 +265,9 @@ def render_panel(panel: Panel, energy_kev: float, thickness: float, size: int, t
         ``kinematic`` (two-beam saturated, Friedel's law holds) or ``bloch``: ZOLZ intensities
         from Bloch waves (no absorption, beams capped at ``MAX_BEAMS``, solved on a tilt grid
         of at most ``MAX_TILTS`` points across the disk and interpolated bilinearly), which
-        breaks Friedel's law for non-centrosymmetric projections; HOLZ reflections are added
-        kinematically (without their deficit lines in the bright-field disk).
+        breaks Friedel's law for non-centrosymmetric projections; HOLZ reflections and ZOLZ
+        reflections beyond the beam cap are added kinematically (without deficit lines in the
+        bright-field disk).
     """
     if mode not in MODES:
         raise ValueError(f"render mode {mode!r}: must be one of {', '.join(MODES)}")
@@ -289,7 +290,9 @@ def render_panel(panel: Panel, energy_kev: float, thickness: float, size: int, t
     if mode == "bloch":
         if panel.bloch is None:
             raise ValueError("render mode 'bloch' needs panels prepared with prepare_panels(..., mode='bloch')")
-        keep &= ~panel.zolz  # ZOLZ comes from the Bloch waves; HOLZ stays kinematic
+        # ZOLZ disks of the Bloch beam set come from the Bloch waves; HOLZ and the ZOLZ disks
+        # beyond the beam cap stay kinematic
+        keep &= ~(panel.zolz & (panel.g2 <= panel.bloch.g2.max() * (1 + 1e-9)))
 
     half = int(np.ceil(r / dq)) + 2
     oy, ox = np.mgrid[-half:half + 1, -half:half + 1]
