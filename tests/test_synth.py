@@ -5,7 +5,9 @@ from __future__ import annotations
 import doctest
 import hashlib
 import importlib
+import importlib.util
 import warnings
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -342,9 +344,17 @@ def test_noise_changes_the_pattern_and_material_keeps_its_class(tiny_cfg):
 
 
 # --------------------------------------------------------------------------- CLIs, gallery, doctests
+def _script(name):
+    """Load workflow_scripts/<name>.py by path (works from any working directory)."""
+    path = Path(__file__).resolve().parents[1] / "workflow_scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_cli_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_synthesize_and_gallery_clis(tmp_path):
-    synth = importlib.import_module("workflow_scripts.synthesize")
-    gallery = importlib.import_module("workflow_scripts.gallery")
+    synth, gallery = (_script(name) for name in ("synthesize", "gallery"))
     out = tmp_path / "raw" / "batch_train_0.h5"
     args = ["--out", str(out), "--file-materials", "3", "--n-materials", "30", "--classes", "225,2",
             "--energies", "1", "--image-size", "17", "--no-noise", "--no-progress"]
