@@ -12,6 +12,7 @@ Modules (import what you need; torch and xgboost are imported lazily):
 - :mod:`cbedtdc.distributed`, :mod:`cbedtdc.model`, :mod:`cbedtdc.losses`  its process group, ResNet, losses
 - :mod:`cbedtdc.cascade`    Trickle-Down Classifier levels and routing
 - :mod:`cbedtdc.metrics`, :mod:`cbedtdc.plots`  evaluation
+- :mod:`cbedtdc.cli`        the ``cbedtdc`` console script (``classify``, ``table``)
 """
 
 __version__ = "0.1.0"

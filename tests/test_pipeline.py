@@ -135,6 +135,12 @@ def test_hard_reading_retrains_only_the_tdc_and_chains_the_levels(run):
     assert {r["reason"] for r in missed} <= {"wrong", "not_in_level"}
     levels = json.loads((run / "results" / "tdc" / "levels.json").read_text())
     assert levels["outputs"][1] == levels["levels"][0] + levels["levels"][1]  # cumulative outputs
+    # both readings side by side
+    metrics = run / "results" / "metrics"
+    table = subprocess.run([str(BIN / "cbedtdc"), "table", str(metrics / "summary_rest.json"),
+                            str(metrics / "summary_hard.json")], capture_output=True, text=True, timeout=60)
+    assert table.returncode == 0, table.stderr
+    assert "TDC rest" in table.stdout and "TDC hard" in table.stdout and "*estimated*" in table.stdout
 
 
 def test_classify_new_files_reports_bad_ones(run, tmp_path):
