@@ -7,6 +7,11 @@
    evaluation excluded) with 1 rank x 1 thread, 2 ranks x 1 thread (``mpiexec -n 2``) and
    1 rank x 2 threads, same per-rank batch.
 
+3. Engine vs plain torchvision (``--device cuda`` on a GPU machine): images/s of the engine's training step
+   (uint8 input normalised in the model, channels_last, AMP per ``--amp``, grad clipping, label smoothing)
+   divided by a bare torchvision loop (float input, SGD, cross-entropy) with the same model and batch on
+   synthetic tensors. Goal >= 0.8 for ResNet50 with AMP + channels_last on GPU.
+
 Run on an idle machine (other jobs on the cores skew both numbers)::
 
     python bench/bench_train.py --shards results/shards --arch resnet50 --seconds 30
@@ -48,7 +53,12 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2, help="torch threads of the input-pipeline test (default: 2)")
     p.add_argument("--seconds", type=float, default=30.0, help="timed seconds per measurement (default: 30)")
     p.add_argument("--repeats", type=int, default=2, help="alternating repeats of each loop (default: 2)")
-    p.add_argument("--skip-scaling", action="store_true", help="only the input-pipeline ratio (default: both)")
+    p.add_argument("--skip-scaling", action="store_true", help="skip the 1 vs 2 rank measurement (default: run it)")
+    p.add_argument("--device", default="cpu", help="device of the engine-vs-torchvision test (default: cpu)")
+    p.add_argument("--amp", default="auto", help="amp of the engine-vs-torchvision test (default: auto)")
+    p.add_argument("--engine-batch", type=int, default=0, help="batch of the engine-vs-torchvision test "
+                   "(default: --batch-size)")
+    p.add_argument("--engine-size", type=int, default=0, help="image side of that test (default: the shards' side)")
     return p
 
 
@@ -62,21 +72,20 @@ def _job(shard_root, arch, batch_size, workers, seed=0):
     from cbedtdc.losses import make_loss
     from cbedtdc.model import build_model
 
-    ds = ShardDataset(shard_root, "train", orientation="random", seed=seed)
+    ds = ShardDataset(shard_root, "train", orientation="stack", seed=seed)
     classes = sorted(set(ds.labels.tolist()))
     targets, _ = T._job_labels(ds.labels, classes, rest=False)
-    data = T._JobData(ds, targets, seed=seed, augment=True)
+    data = T._JobData(ds, targets, seed=seed, orientation="random", augment=True)
     batches = T.EpochBatches(len(ds), batch_size=batch_size, seed=seed)
     torch.manual_seed(seed)
     model = build_model(arch, 1, len(classes))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     loss_fn = make_loss("ce", np.bincount(targets, minlength=len(classes)))
+    dl = T.train_loader(data, batches, workers=workers, seed=seed)  # the engine's loader, built once per job
 
     def loader(epoch):
-        data.set_epoch(epoch)
         batches.set_position(epoch, 0)
-        return torch.utils.data.DataLoader(data, batch_sampler=batches, num_workers=workers,
-                                           prefetch_factor=4 if workers else None, persistent_workers=False)
+        return dl
 
     return model, opt, loss_fn, loader, len(ds)
 
@@ -151,10 +160,82 @@ def _engine_rate(shard_root, args, ranks: int, threads: int, tmp: Path) -> float
     return json.loads((out / "train.json").read_text())["images_per_s"]
 
 
+def _side(shard_root) -> int:
+    from cbedtdc.data import ShardDataset
+
+    return ShardDataset(shard_root, "train").image_size
+
+
 def _classes(shard_root) -> list[int]:
     from cbedtdc.data import ShardDataset
 
     return sorted(set(ShardDataset(shard_root, "train").labels.tolist()))
+
+
+def engine_vs_torchvision(args, size: int) -> dict:
+    """Engine training step vs a bare torchvision loop on the same synthetic batch (one process)."""
+    import torch
+    import torchvision
+
+    from cbedtdc import train as T
+    from cbedtdc.distributed import DistContext
+    from cbedtdc.losses import make_loss
+    from cbedtdc.model import build_model
+
+    dev, n_out = args.device, 20
+    batch = args.engine_batch or args.batch_size
+    if dev == "cpu":
+        torch.set_num_threads(args.threads)
+    g = torch.Generator().manual_seed(0)
+    x8 = torch.randint(0, 256, (batch, 1, size, size), dtype=torch.uint8, generator=g)
+    y = torch.randint(0, n_out, (batch,), generator=g)
+
+    model = build_model(args.arch, 1, n_out).to(dev)
+    amp_dtype, use_scaler = T._amp_setup(args.amp, dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    job = {"ctx": DistContext(device=dev), "model": model, "ddp": model, "opt": opt,
+           "sched": torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0),
+           "scaler": torch.amp.GradScaler("cuda", enabled=use_scaler),
+           "loss_fn": make_loss("ce", [1] * n_out, label_smoothing=0.1), "device": dev, "amp_dtype": amp_dtype,
+           "grad_clip": 1.0, "bn_buffers": T._bn_buffers(model)}
+    micro = [(x8.to(dev), y.to(dev))]
+
+    plain = getattr(torchvision.models, args.arch)(num_classes=n_out)
+    plain.conv1 = torch.nn.Conv2d(1, 64, 7, 2, 3, bias=False)
+    plain = plain.to(dev).to(memory_format=torch.channels_last)
+    popt = torch.optim.SGD(plain.parameters(), lr=0.01, momentum=0.9)
+    xf = (x8.float() / 255).to(dev).contiguous(memory_format=torch.channels_last)
+    yd = y.to(dev)
+
+    def plain_step():
+        popt.zero_grad(set_to_none=True)
+        with torch.autocast(device_type=dev.split(":")[0], dtype=amp_dtype or torch.float32,
+                            enabled=amp_dtype is not None):
+            loss = torch.nn.functional.cross_entropy(plain(xf), yd)
+        loss.backward()
+        popt.step()
+
+    def rate(step):
+        for _ in range(3):
+            step()
+        if dev.startswith("cuda"):
+            torch.cuda.synchronize()
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < args.seconds or n < 3:
+            step()
+            n += 1
+            if dev.startswith("cuda"):
+                torch.cuda.synchronize()
+        return n * batch / (time.perf_counter() - t0)
+
+    engine, bare = [], []
+    for _ in range(args.repeats):
+        engine.append(rate(lambda: T._train_step(job, micro)))
+        bare.append(rate(plain_step))
+    e, b = statistics.median(engine), statistics.median(bare)
+    name = torch.cuda.get_device_name(dev) if dev.startswith("cuda") else "cpu"
+    return {"device": name, "arch": args.arch, "batch": batch, "size": size, "amp": str(amp_dtype),
+            "engine_images_per_s": e, "torchvision_images_per_s": b, "ratio": e / b}
 
 
 def main(argv=None) -> int:
@@ -188,6 +269,11 @@ def main(argv=None) -> int:
                 if rate is not None:
                     print(f"engine, {ranks} rank(s) x {threads} thread(s): {rate:.1f} img/s "
                           f"({rate / base:.2f}x of 1 rank x 1 thread)")
+        ev = engine_vs_torchvision(args, args.engine_size or _side(shard_root))
+        res["engine_vs_torchvision"] = ev
+        print(f"engine vs torchvision loop ({ev['device']}, {ev['arch']}, batch {ev['batch']}, {ev['size']} px, "
+              f"amp {ev['amp']}): {ev['engine_images_per_s']:.1f} vs {ev['torchvision_images_per_s']:.1f} img/s, "
+              f"ratio {ev['ratio']:.3f} (goal >= 0.8 on GPU)")
         print("RESULT " + json.dumps(res))
     return 0
 

@@ -44,6 +44,7 @@ __all__ = [
     "CheckpointError",
     "DEFAULTS",
     "EpochBatches",
+    "train_loader",
     "resolve_config",
     "fit",
     "load_model",
@@ -190,25 +191,66 @@ class EpochBatches:
 
 
 class _JobData:
-    """Training view of a ShardDataset: output-index targets and physics-valid augmentation."""
+    """Training view of a ShardDataset opened with ``orientation="stack"``: output-index targets, the
+    random panel and physics-valid augmentation.
 
-    def __init__(self, base, targets, *, seed: int, augment: bool):
-        self.base, self.targets, self.seed, self.augment, self.epoch = base, np.asarray(targets), seed, augment, 0
+    Items are fetched as ``(epoch, index)`` (see :class:`_EpochTagged`), so persistent DataLoader
+    workers need no per-epoch state: the panel is ``panel_of(seed, epoch, index)`` as in
+    ``ShardDataset(orientation="random")`` and the augmentation is drawn from (seed, epoch, index).
+    """
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-        self.base.set_epoch(epoch)
+    def __init__(self, base, targets, *, seed: int, orientation: str, augment: bool):
+        self.base, self.targets, self.seed = base, np.asarray(targets), int(seed)
+        self.orientation, self.augment = orientation, augment
 
     def __len__(self) -> int:
         return len(self.base)
 
-    def __getitem__(self, i):
+    def __getitem__(self, item):
+        import torch
+
+        from cbedtdc.data import panel_of
         from cbedtdc.model import augment, augment_params
 
-        x, _ = self.base[i]
+        epoch, i = item
+        stack = self.base.image(i)
+        if self.orientation == "random":
+            p = panel_of(self.seed, epoch, i)
+            stack = stack[p: p + 1]
+        x = torch.from_numpy(stack.copy())
         if self.augment:
-            x = augment(x, augment_params(self.seed, self.epoch, i, x.shape[0]))
+            x = augment(x, augment_params(self.seed, epoch, i, x.shape[0]))
         return x, int(self.targets[i])
+
+
+class _EpochTagged:
+    """Batch sampler yielding ``(epoch, index)`` pairs of :class:`EpochBatches`."""
+
+    def __init__(self, batches: EpochBatches):
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        e = self.batches.epoch
+        for b in self.batches:
+            yield [(e, i) for i in b]
+
+
+def train_loader(data: _JobData, batches: EpochBatches, *, workers: int, seed: int, rank: int = 0,
+                 pin_memory: bool = False):
+    """The training DataLoader: created once per job, persistent workers, order from ``batches``.
+
+    Call ``batches.set_position(epoch, step)`` before each ``iter(loader)``.
+    """
+    import torch
+
+    gen = torch.Generator().manual_seed(int(seed) * 100003 + int(rank))
+    return torch.utils.data.DataLoader(
+        data, batch_sampler=_EpochTagged(batches), num_workers=int(workers), worker_init_fn=_seed_worker,
+        generator=gen, pin_memory=pin_memory, persistent_workers=int(workers) > 0,
+        prefetch_factor=4 if int(workers) > 0 else None)
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -582,7 +624,7 @@ def fit(cfg: dict, *, shard_root, out_dir, classes, rest: bool = False, train_ke
         seed = int(cfg["seed"])
         train_mode = cfg["orientation"]
         train_ds, train_targets, n_excl_train = _open_split(shard_root, "train", train_keys, classes, rest,
-                                                            train_mode, seed)
+                                                            "stack", seed)
         dev_ds, dev_targets, n_excl_dev = _open_split(shard_root, "dev", dev_keys, classes, rest, "stack", seed)
         if len(train_ds) == 0:
             raise ValueError(f"no training sample of classes {classes} (rest={rest}) in {shard_root}/train.csv"
@@ -681,19 +723,15 @@ def fit(cfg: dict, *, shard_root, out_dir, classes, rest: bool = False, train_ke
                 }, resume_dir / "state.pt", keep_previous=resume_dir / "state.prev.pt")
             ctx.barrier()
 
-        train_data = _JobData(train_ds, train_targets, seed=seed, augment=True)
+        train_data = _JobData(train_ds, train_targets, seed=seed, orientation=train_mode, augment=True)
+        loader = train_loader(train_data, batches, workers=int(cfg["workers"]), seed=seed, rank=ctx.rank,
+                              pin_memory=ctx.device.startswith("cuda"))
         t_train, images_run = 0.0, 0
         from tqdm import tqdm
 
         tty = sys.stderr.isatty()
         while epoch < epochs:
-            train_data.set_epoch(epoch)
             batches.set_position(epoch, step)
-            gen = torch.Generator().manual_seed(seed * 100003 + epoch * 101 + ctx.rank)
-            loader = torch.utils.data.DataLoader(
-                train_data, batch_sampler=batches, num_workers=int(cfg["workers"]), worker_init_fn=_seed_worker,
-                generator=gen, pin_memory=ctx.device.startswith("cuda"),
-                persistent_workers=False, prefetch_factor=4 if int(cfg["workers"]) > 0 else None)
             it = iter(loader)
             bar = tqdm(total=steps, initial=step, desc=f"epoch {epoch + 1}/{epochs}", disable=not ctx.is_main,
                        file=sys.stderr, mininterval=1.0 if tty else 60.0, unit="step")
@@ -712,7 +750,7 @@ def fit(cfg: dict, *, shard_root, out_dir, classes, rest: bool = False, train_ke
                     save_state(epoch, step)
                     t0 = time.perf_counter()
             bar.close()
-            del it, loader
+            del it
             t_train += time.perf_counter() - t0
             # ---- epoch end: loss over ranks, dev scores, best checkpoint, metrics row, state
             tot = ctx.all_reduce_sum([loss_sum, loss_n])
