@@ -365,6 +365,14 @@ def test_synthesize_and_gallery_clis(tmp_path):
         assert fk["sample_0_0"].attrs["formula"] != "" and fd["sample_0_0/cbed_stack"].shape == (3, 17, 17)
     assert synth.main(["--out", str(tmp_path / "x.h5"), "--file-materials", "1"]) == 2
     assert synth.main(args[:2] + ["--file-materials", "99", "--n-materials", "30"]) == 2
+    custom = tmp_path / "raw" / "batch_dev_1.h5"  # explicit materials per split
+    assert synth.main(["--out", str(custom), "--first-material", "5", "--file-materials", "2",
+                       "--split-materials", "10", "7", "3", "--classes", "225,2", "--energies", "1",
+                       "--image-size", "17", "--no-progress"]) == 0
+    with h5py.File(custom) as f:
+        assert f["sample_1_0"].attrs["material"] == b"synth-dev-6"
+    assert synth.main(["--out", str(custom), "--first-material", "6", "--file-materials", "2",
+                       "--split-materials", "10", "7", "3", "--no-progress"]) == 2
     png = tmp_path / "plots" / "gallery.png"
     assert gallery.main(["--raw", str(out), "--out", str(png), "--classes", "225,2,14"]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -30,6 +30,8 @@ def get_parser(add_help=True):
     p.add_argument("--file-materials", type=int, required=True, help="materials in this file (required)")
     p.add_argument("--n-materials", type=int, default=1000,
                    help="materials in total over the three splits (default: 1000)")
+    p.add_argument("--split-materials", type=int, nargs=3, metavar=("TRAIN", "DEV", "TEST"), default=None,
+                   help="materials per split, overriding the 79/11/10 %% split of --n-materials (default: none)")
     p.add_argument("--classes", type=_classes, default="top20",
                    help="top20, all, or comma-separated space groups (default: top20)")
     p.add_argument("--energies", type=int, default=3,
@@ -67,7 +69,9 @@ def main(argv=None) -> int:
                           energies_per_material=args.energies, image_size=args.image_size,
                           frequency=args.frequency, floor=args.floor, zone_axes=args.zone_axes,
                           noise=args.noise, holz=args.holz, mistilt=args.mistilt, mode=args.mode,
-                          seed=args.seed)
+                          seed=args.seed,
+                          split_counts=dict(zip(("train", "dev", "test"), args.split_materials))
+                          if args.split_materials else None)
         log.info("%s: materials %d..%d, %d classes, %d energies, %d px, %s, seed %d", args.out,
                  args.first_material, args.first_material + args.file_materials - 1, len(cfg.classes),
                  cfg.energies_per_material, cfg.image_size, cfg.mode, cfg.seed)
