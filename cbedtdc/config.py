@@ -4,11 +4,74 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["ConfigError", "check_config"]
+__all__ = ["ConfigError", "check_config", "coerce_types"]
 
 
 class ConfigError(ValueError):
     """The configuration does not match config/schema.yaml."""
+
+
+_TYPES = {"integer": int, "number": (int, float), "boolean": bool, "array": list, "object": dict, "string": str}
+
+
+def _wanted(schema: dict) -> set[str]:
+    types = schema.get("type")
+    out = set([types] if isinstance(types, str) else types or [])
+    for alt in schema.get("oneOf", []) + schema.get("anyOf", []):
+        out |= _wanted(alt)
+    return out
+
+
+def coerce_types(value, schema: dict):
+    """Turn strings from ``snakemake --config`` into the types the schema asks for.
+
+    Snakemake parses nested overrides such as ``--config train='{epochs: 3}'`` with every leaf
+    left a string; a leaf whose schema does not allow a string is parsed as YAML and kept when
+    the result has an allowed type.
+
+    >>> coerce_types({"epochs": "3", "arch": "resnet18"},
+    ...              {"properties": {"epochs": {"type": "integer"}, "arch": {"type": "string"}}})
+    {'epochs': 3, 'arch': 'resnet18'}
+    >>> coerce_types("[ce, weighted_ce]", {"type": "array", "items": {"type": "string"}})
+    ['ce', 'weighted_ce']
+    """
+    import yaml
+
+    wanted = _wanted(schema)
+    if isinstance(value, str) and wanted and "string" not in wanted:
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+        ok = tuple(t for w in wanted for t in (_TYPES[w] if isinstance(_TYPES[w], tuple) else (_TYPES[w],)))
+        if isinstance(parsed, ok) and not (isinstance(parsed, bool) and "boolean" not in wanted):
+            value = parsed
+    elif isinstance(value, str) and "string" in wanted and len(wanted) > 1:
+        # e.g. classes: "top20" or a list given as text
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            parsed = value
+        if isinstance(parsed, list) and "array" in wanted:
+            value = parsed
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        return {k: coerce_types(v, props.get(k, {})) for k, v in value.items()}
+    if isinstance(value, list):
+        items = schema.get("items")
+        if items is None:
+            for alt in schema.get("oneOf", []):
+                if alt.get("type") == "array":
+                    items = alt.get("items")
+        return [coerce_types(v, items or {}) for v in value]
+    return value
+
+
+def load_schema(schema_path) -> dict:
+    """Read the YAML JSON-schema file."""
+    import yaml
+
+    return yaml.safe_load(Path(schema_path).read_text())
 
 
 def check_config(config: dict, schema_path) -> None:

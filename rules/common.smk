@@ -4,11 +4,14 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from cbedtdc.classes import resolve_classes
-from cbedtdc.config import ConfigError, check_config
+from cbedtdc.config import ConfigError, check_config, coerce_types, load_schema
 from cbedtdc.layout import SPLITS, discover_raw, n_levels, synth_file_plan
 
+SCHEMA = Path(workflow.basedir) / "config" / "schema.yaml"
+# --config train='{epochs: 3}' arrives as strings: give leaves the types the schema asks for
+config.update(coerce_types(config, load_schema(SCHEMA)))
 try:  # one-line error naming the key, before snakemake's validate() fills the defaults
-    check_config(config, Path(workflow.basedir) / "config" / "schema.yaml")
+    check_config(config, SCHEMA)
 except ConfigError as err:
     raise SystemExit(f"Error: {err}") from None
 validate(config, schema="../config/schema.yaml")
