@@ -61,6 +61,7 @@ __all__ = [
     "forward_mask",
     "predict_levels",
     "softmax",
+    "inference_device",
     "classify_files",
     "find_inputs",
     "read_samples",
@@ -696,6 +697,16 @@ def level_job(plan: LevelPlan, level: int, train_keys, train_labels, dev_keys, d
             "dev_keys": sets["dev"], "budget_images": budget}
 
 
+def inference_device(name: str = "auto") -> str:
+    """``cpu``, ``cuda``, or for ``auto`` the first GPU when torch sees one (CPU results are the
+    deterministic reference)."""
+    if name != "auto":
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def softmax(logits) -> np.ndarray:
     """Row-wise softmax in float64.
 
@@ -717,6 +728,7 @@ def load_levels(tdc_dir, plan: LevelPlan | None = None, device: str = "cpu"):
     from cbedtdc.train import load_model
 
     plan = plan or LevelPlan.load(Path(tdc_dir) / "levels.json")
+    device = inference_device(device)
     models = []
     for k in range(plan.n_levels):
         path = level_dir(tdc_dir, k + 1) / "best.pt"
@@ -750,7 +762,7 @@ def check_level_model(plan: LevelPlan, level: int, meta: dict, path) -> None:
 
 
 def collect_missed(levels_path, level: int, model_path, shard_root, *, missed_path=None, out_path=None,
-                   batch_size: int = 64):
+                   batch_size: int = 64, device: str = "cpu"):
     """Run level ``level`` (1-based) on the train and dev samples that reached it; list those that trickle.
 
     Returns ``(rows, stats)`` and writes ``rows`` to ``out_path`` (``missed.csv``) when given.
@@ -764,7 +776,7 @@ def collect_missed(levels_path, level: int, model_path, shard_root, *, missed_pa
     if not 0 <= k < plan.n_levels - 1:
         raise ValueError(f"level {level}: missed samples exist for levels 1..{plan.n_levels - 1} "
                          "(the last level keeps everything)")
-    model, meta = load_model(model_path)
+    model, meta = load_model(model_path, device=inference_device(device))
     check_level_model(plan, level, meta, model_path)
     prev = read_missed(missed_path) if missed_path else None
     if plan.mode == "hard" and k > 0 and prev is None:
@@ -812,7 +824,7 @@ def collect_missed(levels_path, level: int, model_path, shard_root, *, missed_pa
     return rows, stats
 
 
-def tune_routing(tdc_dir, shard_root, out_path, *, batch_size: int = 64) -> dict:
+def tune_routing(tdc_dir, shard_root, out_path, *, batch_size: int = 64, device: str = "cpu") -> dict:
     """Tune the per-level thresholds on dev (when the routing uses them) and write ``routing.json``.
 
     ``routing.json`` holds ``mode``, ``routing``, ``thresholds`` (one per level but the last) and,
@@ -827,7 +839,7 @@ def tune_routing(tdc_dir, shard_root, out_path, *, batch_size: int = 64) -> dict
         ds = ShardDataset(shard_root, "dev", classes=plan.classes)
         if not len(ds):
             raise ValueError(f"{shard_root}/dev.csv has no sample of the run's classes: cannot tune the thresholds")
-        _, models = load_levels(tdc_dir, plan)
+        _, models = load_levels(tdc_dir, plan, device=inference_device(device))
         keys, probs = predict_levels(models, shard_root, "dev", keys=list(ds.keys), batch_size=batch_size)
         labels = ds.labels
         th = tune_thresholds(plan, probs, labels)
@@ -936,20 +948,20 @@ def read_samples(path, image_size: int):
                 yield name, None, None, f"cannot read group: {' '.join(str(err).split())}"
 
 
-def _load_run(run_dir):
+def _load_run(run_dir, device: str = "cpu"):
     """``(plan, models, thresholds)`` of a TDC folder, or a one-level plan for a flat ``best.pt`` folder."""
     from cbedtdc.train import load_model
 
     run = Path(run_dir)
     for tdc in (run, run / "tdc"):
         if (tdc / "levels.json").exists():
-            plan, models = load_levels(tdc)
+            plan, models = load_levels(tdc, device=device)
             routing = tdc / "routing.json"
             if not routing.exists():
                 raise FileNotFoundError(f"{routing} missing: finish the run (rule tune_routing) before classifying")
             return plan, models, load_routing(routing, plan)
     if (run / "best.pt").exists():
-        model, meta = load_model(run / "best.pt")
+        model, meta = load_model(run / "best.pt", device=inference_device(device))
         if meta.get("rest"):
             raise ValueError(f"{run}/best.pt has a 'rest' output: classify its whole TDC folder instead")
         return LevelPlan([[int(c) for c in meta["classes"]]]), [(model, meta)], None
@@ -957,7 +969,7 @@ def _load_run(run_dir):
                             "give results/tdc or results/flat/<loss>")
 
 
-def classify_files(run_dir, inputs, *, batch_size: int = 64, top: int = 5):
+def classify_files(run_dir, inputs, *, batch_size: int = 64, top: int = 5, device: str = "cpu"):
     """Classify every sample of challenge-layout files with a trained TDC (or flat model).
 
     Returns ``(predictions, rejected)``: one dict per classified sample (``key``, ``space_group``,
@@ -967,7 +979,8 @@ def classify_files(run_dir, inputs, *, batch_size: int = 64, top: int = 5):
     """
     import torch
 
-    plan, models, thresholds = _load_run(run_dir)
+    device = inference_device(device)
+    plan, models, thresholds = _load_run(run_dir, device)
     meta0 = models[0][1]
     size = int(meta0["image_size"])
     if any(int(m["image_size"]) != size for _, m in models):
@@ -975,7 +988,7 @@ def classify_files(run_dir, inputs, *, batch_size: int = 64, top: int = 5):
     predictions, rejected = [], []
 
     def run_batch(batch):
-        x = torch.from_numpy(np.stack([b[1] for b in batch]))
+        x = torch.from_numpy(np.stack([b[1] for b in batch])).to(device)
         probs = []
         with torch.inference_mode():
             for model, meta in models:
@@ -983,7 +996,7 @@ def classify_files(run_dir, inputs, *, batch_size: int = 64, top: int = 5):
                     logits = sum(model(x[:, p: p + 1]) for p in range(x.shape[1])) / x.shape[1]
                 else:
                     logits = model(x)
-                probs.append(softmax(logits.float().numpy()))
+                probs.append(softmax(logits.float().cpu().numpy()))
         r = route(plan, probs, thresholds)
         for i, (key, _, truth) in enumerate(batch):
             k = int(r.kept[i])

@@ -34,6 +34,8 @@ def get_parser(add_help: bool = True) -> argparse.ArgumentParser:
     c.add_argument("--rejected", help="CSV of bad files and samples (default: <out>.rejected.csv)")
     c.add_argument("--batch-size", type=int, default=64, help="inference batch (default: 64)")
     c.add_argument("--threads", type=int, default=0, help="torch threads, 0 = torch's default (default: 0)")
+    c.add_argument("--device", default="auto", help="cpu, cuda, or auto: a GPU when torch sees one "
+                   "(default: auto)")
     c.add_argument("-v", "--verbose", action="store_true", help="debug logging (default: info)")
     t = sub.add_parser("table", help="markdown results table of summary.json files (e.g. a rest and a hard run)")
     t.add_argument("summaries", metavar="SUMMARY", nargs="+", help="summary.json files (required)")
@@ -70,7 +72,8 @@ def classify(args) -> int:
 
         torch.set_num_threads(args.threads)
     try:
-        preds, rejected = classify_files(args.run_dir, args.inputs, batch_size=args.batch_size)
+        preds, rejected = classify_files(args.run_dir, args.inputs, batch_size=args.batch_size,
+                                          device=args.device)
     except (OSError, ValueError, KeyError) as err:
         log.error("%s", err)
         return 2

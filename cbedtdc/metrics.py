@@ -32,8 +32,14 @@ log = logging.getLogger(__name__)
 
 def _index(labels, classes) -> np.ndarray:
     """Position of each label in ``classes``; -1 for labels outside."""
-    lookup = {int(c): i for i, c in enumerate(classes)}
-    return np.array([lookup.get(int(v), -1) for v in np.asarray(labels).ravel()], dtype=np.int64)
+    classes = np.asarray(classes, dtype=np.int64).ravel()
+    values = np.asarray(labels, dtype=np.int64).ravel()
+    if not len(classes):
+        return np.full(len(values), -1, dtype=np.int64)
+    order = np.argsort(classes, kind="stable")
+    pos = np.clip(np.searchsorted(classes[order], values), 0, len(classes) - 1)
+    found = classes[order][pos] == values
+    return np.where(found, order[pos], -1).astype(np.int64)
 
 
 def confusion_matrix(y_true, y_pred, classes) -> np.ndarray:
@@ -262,7 +268,8 @@ def _probs_for(model, meta, shard_root, split, keys, classes, batch_size):
 
 
 def evaluate_run(shard_root, flat_models: dict, tdc_dir, out_dir, *, n_boot: int = 1000, seed: int = 0,
-                 friedel_groups=None, batch_size: int = 64, data_kind: str = "generated") -> dict:
+                 friedel_groups=None, batch_size: int = 64, data_kind: str = "generated",
+                 device: str = "cpu") -> dict:
     """Evaluate the flat baselines and the TDC on the test split; write the tables; return the summary.
 
     Parameters
@@ -286,6 +293,7 @@ def evaluate_run(shard_root, flat_models: dict, tdc_dir, out_dir, *, n_boot: int
     from cbedtdc.train import load_model
 
     tdc_dir, out_dir = Path(tdc_dir), Path(out_dir)
+    device = cascade.inference_device(device)
     plan = cascade.LevelPlan.load(tdc_dir / "levels.json")
     classes = plan.classes
     thresholds = cascade.load_routing(tdc_dir / "routing.json", plan)
@@ -307,7 +315,7 @@ def evaluate_run(shard_root, flat_models: dict, tdc_dir, out_dir, *, n_boot: int
     # ---- flat baselines
     flat_by_loss, flat_pred = {}, {}
     for loss, path in flat_models.items():
-        model, meta = load_model(path)
+        model, meta = load_model(path, device=device)
         p = _probs_for(model, meta, shard_root, "test", keys, classes, batch_size)
         pred = np.asarray(classes)[np.argmax(p, axis=1)]
         s = score(y, pred, classes, scores=p, **kw)
@@ -325,7 +333,7 @@ def evaluate_run(shard_root, flat_models: dict, tdc_dir, out_dir, *, n_boot: int
     summary["flat_by_loss"] = flat_by_loss
 
     # ---- TDC
-    _, models = cascade.load_levels(tdc_dir, plan)
+    _, models = cascade.load_levels(tdc_dir, plan, device=device)
     _, probs = cascade.predict_levels(models, shard_root, "test", keys=keys, batch_size=batch_size)
     r = cascade.route(plan, probs, thresholds)
     t = score(y, r.pred, classes, **kw)

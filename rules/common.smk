@@ -120,3 +120,16 @@ TRAIN_FLAGS = " ".join(f"--{k.replace('_', '-')} {{params.{k}:q}}" for k in TRAI
 def train_params():
     """config["train"] values (one per training flag) and the master seed, as rule params."""
     return {**{k: config["train"][k] for k in TRAIN_KEYS}, "seed": config["seed"]}
+
+
+def get_tdc_final_output():
+    """What a complete TDC run leaves: every level, the routing, the figures (for rule all and --report)."""
+    return [
+        "results/tdc/routing.json",
+        *level_outputs("best.pt"),
+        *level_outputs("missed.csv", LEVELS[:-1]),
+        "results/plots/headline.png",
+        "results/plots/recall.png",
+        "results/plots/confusion.png",
+        "results/plots/routing.png",
+    ]

@@ -31,6 +31,8 @@ def get_parser(add_help=True):
     p.add_argument("--out", required=True, help="missed.csv to write (required)")
     p.add_argument("--batch-size", type=int, default=64, help="inference batch (default: 64)")
     p.add_argument("--threads", type=int, default=0, help="torch threads, 0 = torch's default (default: 0)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, or auto: a GPU when torch sees one "
+                   "(default: auto)")
     return p
 
 
@@ -44,8 +46,9 @@ def main(argv=None) -> int:
             import torch
 
             torch.set_num_threads(args.threads)
-        rows, stats = collect_missed(args.levels, args.level, args.model, args.shards, missed_path=args.missed[0] if args.missed else None,
-                                     out_path=args.out, batch_size=args.batch_size)
+        missed = args.missed[0] if args.missed else None
+        rows, stats = collect_missed(args.levels, args.level, args.model, args.shards, missed_path=missed,
+                                     out_path=args.out, batch_size=args.batch_size, device=args.device)
     except (OSError, KeyError, ValueError) as err:
         log.error("%s", err)
         return 2

@@ -42,6 +42,8 @@ def get_parser(add_help=True):
                    "(default: generated)")
     p.add_argument("--batch-size", type=int, default=64, help="inference batch (default: 64)")
     p.add_argument("--threads", type=int, default=0, help="torch threads, 0 = torch's default (default: 0)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, or auto: a GPU when torch sees one "
+                   "(default: auto)")
     return p
 
 
@@ -61,7 +63,8 @@ def main(argv=None) -> int:
 
             torch.set_num_threads(args.threads)
         evaluate_run(args.shards, dict(args.flat), args.tdc, summary.parent, n_boot=args.bootstrap, seed=args.seed,
-                     friedel_groups=groups or None, batch_size=args.batch_size, data_kind=args.data)
+                     friedel_groups=groups or None, batch_size=args.batch_size, data_kind=args.data,
+                     device=args.device)
     except (OSError, KeyError, ValueError) as err:
         log.error("%s", err)
         return 2

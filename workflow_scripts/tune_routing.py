@@ -25,6 +25,8 @@ def get_parser(add_help=True):
     p.add_argument("--out", required=True, help="routing.json to write (required)")
     p.add_argument("--batch-size", type=int, default=64, help="inference batch (default: 64)")
     p.add_argument("--threads", type=int, default=0, help="torch threads, 0 = torch's default (default: 0)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, or auto: a GPU when torch sees one "
+                   "(default: auto)")
     return p
 
 
@@ -38,7 +40,7 @@ def main(argv=None) -> int:
             import torch
 
             torch.set_num_threads(args.threads)
-        tune_routing(args.tdc, args.shards, args.out, batch_size=args.batch_size)
+        tune_routing(args.tdc, args.shards, args.out, batch_size=args.batch_size, device=args.device)
     except (OSError, KeyError, ValueError) as err:
         log.error("%s", err)
         return 2
