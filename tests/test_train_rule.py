@@ -51,12 +51,6 @@ def test_config_overrides_reach_every_flag_and_one_job_per_loss():
         assert "--ranks" not in c
 
 
-def test_awkward_config_values_are_quoted():
-    out = dry_run("results/flat/ce/best.pt", "--config", "train={amp: 'auto; touch x'}")
-    (cmd,) = train_commands(out)
-    assert flag(cmd, "--amp") == "auto; touch x"
-
-
 @pytest.mark.parametrize("profile, launcher", [("local", "mpiexec"), ("slurm", "srun"), ("summit", "jsrun")])
 def test_profile_sets_the_launcher(profile, launcher):
     """Rule resources beat a profile's default-resources, so a profile must name the launcher of the training
