@@ -515,13 +515,14 @@ def _sync_buffers(ctx, model) -> None:
 
 
 def _train_step(job, micro_batches) -> float:
-    """One optimizer step over this rank's micro-batches; returns the summed loss x samples."""
+    """One optimizer step over this rank's micro-batches; returns the summed loss x samples (a tensor on the
+    device, so that no step waits for the GPU)."""
     import torch
 
     model, opt, scaler = job["ddp"], job["opt"], job["scaler"]
     n_micro = len(micro_batches)
     opt.zero_grad(set_to_none=True)
-    total, snapshot = 0.0, None
+    total, snapshot = torch.zeros((), dtype=torch.float64, device=job["device"]), None
     for a, (x, y) in enumerate(micro_batches):
         x = x.to(job["device"], non_blocking=True)
         y = y.to(job["device"], non_blocking=True)
@@ -538,7 +539,7 @@ def _train_step(job, micro_batches) -> float:
             else:
                 for b, s in zip(job["bn_buffers"], snapshot):
                     b.data.copy_(s)
-        total += float(loss.detach()) * len(y)
+        total += loss.detach().double() * len(y)
     scaler.unscale_(opt)
     if job["grad_clip"] > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), job["grad_clip"])
@@ -686,6 +687,7 @@ def fit(cfg: dict, *, shard_root, out_dir, classes, rest: bool = False, train_ke
         epoch, step, history = 0, 0, []
         best = {"score": -1.0, "epoch": -1}
         loss_sum, loss_n = 0.0, 0
+        loss_dev = torch.zeros((), dtype=torch.float64, device=ctx.device)
         resumed_from = None
         # rank 0 picks the newest readable state; the others read the same file (shared file system)
         state = _resume_state(resume_dir, fingerprint) if ctx.is_main else None
@@ -709,6 +711,8 @@ def fit(cfg: dict, *, shard_root, out_dir, classes, rest: bool = False, train_ke
 
         def save_state(epoch_now, step_now):
             nonlocal loss_sum, loss_n
+            loss_sum += float(loss_dev)
+            loss_dev.zero_()
             loss_sum, loss_n = (ctx.all_reduce_sum([loss_sum, loss_n]) if ctx.distributed else (loss_sum, loss_n))
             if not ctx.is_main:
                 loss_sum, loss_n = 0.0, 0
@@ -740,7 +744,7 @@ def fit(cfg: dict, *, shard_root, out_dir, classes, rest: bool = False, train_ke
             while step < steps:
                 micro = [next(it) for _ in range(batches.accum_steps)]
                 n_img = sum(len(y) for _, y in micro)
-                loss_sum += _train_step(job, micro)
+                loss_dev += _train_step(job, micro)  # on the device: no host sync per step
                 loss_n += n_img
                 images_run += n_img * ctx.world_size
                 step += 1
@@ -753,6 +757,8 @@ def fit(cfg: dict, *, shard_root, out_dir, classes, rest: bool = False, train_ke
             del it
             t_train += time.perf_counter() - t0
             # ---- epoch end: loss over ranks, dev scores, best checkpoint, metrics row, state
+            loss_sum += float(loss_dev)
+            loss_dev.zero_()
             tot = ctx.all_reduce_sum([loss_sum, loss_n])
             if int(tot[1]) != steps * g:  # the sample count over all ranks must match the plan
                 raise RuntimeError(f"epoch {epoch + 1}: the ranks trained on {int(tot[1])} samples, expected "
