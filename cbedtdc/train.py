@@ -816,8 +816,10 @@ def fit(cfg: dict, *, shard_root, out_dir, classes, rest: bool = False, train_ke
             _write_metrics(out_dir / "metrics.csv", history)
             _atomic_text(out_dir / "train.json", json.dumps(summary, indent=2, default=str) + "\n")
             shutil.rmtree(resume_dir, ignore_errors=True)
-            log.info("wrote %s/{best.pt,last.pt,metrics.csv,train.json}: best epoch %d (dev balanced acc %.4f), "
-                     "%.1f train img/s", out_dir, best["epoch"], best["score"], summary["images_per_s"] or 0.0)
+            chosen = (f"best epoch {best['epoch']} (dev balanced acc {best['score']:.4f})" if len(dev_ds)
+                      else "no dev sample of the job's classes, best.pt = last epoch")
+            log.info("wrote %s/{best.pt,last.pt,metrics.csv,train.json}: %s, %.1f train img/s", out_dir, chosen,
+                     summary["images_per_s"] or 0.0)
         ctx.barrier()
         return summary
     finally:

@@ -271,3 +271,16 @@ def test_doctests(module):
 
     res = doctest.testmod(importlib.import_module(module))
     assert res.failed == 0 and res.attempted > 0
+
+
+def test_level_subset_without_dev_samples(tiny_shards, tmp_path):
+    """A TDC level: training restricted to given keys, no dev sample of its classes -> last epoch is best."""
+    from cbedtdc.data import ShardDataset
+
+    keys = ShardDataset(tiny_shards, "train").keys[::2]
+    s = T.fit({**CFG, "epochs": 1}, shard_root=tiny_shards, out_dir=tmp_path, classes=CLASSES, train_keys=keys,
+              dev_keys=[])
+    assert s["n_train"] == len(keys) == 9 and s["n_dev"] == 0 and s["best_dev_balanced_accuracy"] is None
+    assert_same(weights(tmp_path / "best.pt"), weights(tmp_path / "last.pt"))
+    with pytest.raises(KeyError, match="not in split train"):
+        T.fit(CFG, shard_root=tiny_shards, out_dir=tmp_path / "bad", classes=CLASSES, train_keys=["nope.h5/x"])
