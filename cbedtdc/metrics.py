@@ -269,7 +269,7 @@ def _probs_for(model, meta, shard_root, split, keys, classes, batch_size):
 
 def evaluate_run(shard_root, flat_models: dict, tdc_dir, out_dir, *, n_boot: int = 1000, seed: int = 0,
                  friedel_groups=None, batch_size: int = 64, data_kind: str = "generated",
-                 device: str = "cpu") -> dict:
+                 device: str = "cpu", xgb_dir=None) -> dict:
     """Evaluate the flat baselines and the TDC on the test split; write the tables; return the summary.
 
     Parameters
@@ -284,6 +284,10 @@ def evaluate_run(shard_root, flat_models: dict, tdc_dir, out_dir, *, n_boot: int
         ``confusion_tdc.csv`` and ``predictions.csv``.
     friedel_groups : list of lists, optional
         Groups merged in the Friedel score (pass them for kinematic data only).
+    xgb_dir : path-like, optional
+        Folder of the CNN-XGBoost heads (``flat/{loss}/head.json``, ``level_{k}/head.json``): adds
+        ``flat_xgb_by_loss`` and ``tdc_xgb`` (routed like the CNN cascade; thresholds re-tuned on dev
+        on the heads' probabilities when the routing uses them).
     """
     from pathlib import Path
 
@@ -360,6 +364,11 @@ def evaluate_run(shard_root, flat_models: dict, tdc_dir, out_dir, *, n_boot: int
     log.info("TDC (%s): test top-1 %.4f, balanced accuracy %.4f, macro-F1 %.4f; estimated top-1 %.4f", plan.mode,
              t["top1"], t["balanced_accuracy"], t["macro_f1"], t["estimated_top1"])
 
+    # ---- optional CNN-XGBoost heads
+    if xgb_dir is not None:
+        summary.update(_evaluate_xgb(Path(xgb_dir), flat_models, plan, models, shard_root, keys, y, dev, classes,
+                                     kw, batch_size))
+
     # ---- tables
     owner = dict(zip(classes, (plan.level_of(classes) + 1).tolist()))
     n_train = {c: int((train_labels == c).sum()) for c in classes}
@@ -387,6 +396,41 @@ def evaluate_run(shard_root, flat_models: dict, tdc_dir, out_dir, *, n_boot: int
     write_csv(out_dir / "predictions.csv", pred_rows, list(pred_rows[0]))
     write_json(out_dir / "summary.json", _jsonable(summary))
     return summary
+
+
+def _evaluate_xgb(xgb_dir, flat_models, plan, models, shard_root, keys, y, dev, classes, kw, batch_size) -> dict:
+    from cbedtdc import cascade
+    from cbedtdc.train import load_model
+    from cbedtdc.xgbhead import head_probs
+
+    out = {"flat_xgb_by_loss": {}}
+    for loss, path in flat_models.items():
+        model, meta = load_model(path, device=str(next(models[0][0].parameters()).device))
+        order = [int(c) for c in meta["classes"]]
+        p = head_probs(xgb_dir / "flat" / loss / "head.json", model, meta, shard_root, "test", keys, batch_size)
+        p = p[:, [order.index(c) for c in classes]]
+        pred = np.asarray(classes)[p.argmax(1)]
+        out["flat_xgb_by_loss"][loss] = score(y, pred, classes, scores=p, **kw)
+    heads = [xgb_dir / f"level_{k + 1}" / "head.json" for k in range(plan.n_levels)]
+    probs = [head_probs(h, m, meta, shard_root, "test", keys, batch_size) for h, (m, meta) in zip(heads, models)]
+    thresholds = None
+    if plan.uses_thresholds() and plan.n_levels > 1 and len(dev):
+        dprobs = [head_probs(h, m, meta, shard_root, "dev", list(dev.keys), batch_size)
+                  for h, (m, meta) in zip(heads, models)]
+        thresholds = cascade.tune_thresholds(plan, dprobs, dev.labels)
+    elif plan.uses_thresholds():
+        thresholds = [0.5] * (plan.n_levels - 1)
+    r = cascade.route(plan, probs, thresholds)
+    t = score(y, r.pred, classes, **kw)
+    est = cascade.estimated_accuracy(plan, probs, y)
+    t.update({"mode": plan.mode, "routing": "threshold" if plan.uses_thresholds() else "argmax",
+              "thresholds": thresholds or [], "levels": plan.levels, "estimated_top1": est["top1"],
+              "estimated_balanced_accuracy": est["balanced_accuracy"],
+              "per_level": cascade.level_report(plan, r, y)})
+    out["tdc_xgb"] = t
+    log.info("TDC + XGBoost heads: test top-1 %.4f, balanced accuracy %.4f; estimated top-1 %.4f", t["top1"],
+             t["balanced_accuracy"], t["estimated_top1"])
+    return out
 
 
 def _jsonable(obj):
@@ -434,6 +478,9 @@ def results_table(summaries) -> str:
     for loss, s in first.get("flat_by_loss", {"flat": first["flat"]}).items():
         lines.append(f"| flat, {loss} | {s.get('images_seen') or '-'} | {cell(s, 'top1')} | "
                      f"{cell(s, 'balanced_accuracy')} | {cell(s, 'macro_f1')} | {cell(s, 'top5')} | {friedel(s)} |")
+    for loss, s in first.get("flat_xgb_by_loss", {}).items():
+        lines.append(f"| flat, {loss} + XGBoost head | same | {cell(s, 'top1')} | {cell(s, 'balanced_accuracy')} | "
+                     f"{cell(s, 'macro_f1')} | {cell(s, 'top5')} | {friedel(s)} |")
     for s in summaries:
         t = s["tdc"]
         sizes = "+".join(str(len(lv)) for lv in t["levels"])
@@ -445,6 +492,12 @@ def results_table(summaries) -> str:
                                           else "")
         lines.append(f"| {name}, *estimated* (perfect routing) | same | {est} | "
                      f"{pct(t.get('estimated_balanced_accuracy'))} | - | - | - |")
+        if "tdc_xgb" in s:
+            x = s["tdc_xgb"]
+            lines.append(f"| {name} + XGBoost heads, end to end | same | {cell(x, 'top1')} | "
+                         f"{cell(x, 'balanced_accuracy')} | {cell(x, 'macro_f1')} | - | {friedel(x)} |")
+            lines.append(f"| {name} + XGBoost heads, *estimated* | same | {pct(x['estimated_top1'])} | "
+                         f"{pct(x.get('estimated_balanced_accuracy'))} | - | - | - |")
     lines.append("")
     lines.append(f"Test split: {first['n_test']} samples of {first['n_test_materials']} materials; intervals: 95 % "
                  f"bootstrap over materials ({first['bootstrap']['resamples']} resamples). Data: {first['data']}.")

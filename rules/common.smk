@@ -133,3 +133,31 @@ def get_tdc_final_output():
         "results/plots/confusion.png",
         "results/plots/routing.png",
     ]
+
+
+def get_xgb_heads(wildcards=None):
+    """CNN-XGBoost heads evaluated beside the CNNs (xgboost.activate), else none."""
+    if not is_activated("xgboost"):
+        return []
+    flat = expand(
+        "results/xgboost/flat/{loss}/head.json", loss=config["flat"]["losses"]
+    )
+    return flat + expand("results/xgboost/level_{level}/head.json", level=LEVELS)
+
+
+def xgb_flags():
+    """Booster flags of workflow_scripts/xgboost_head.py from config["xgboost"], shell-quoted."""
+    import shlex
+
+    keys = [
+        "n_estimators",
+        "max_depth",
+        "learning_rate",
+        "subsample",
+        "colsample_bytree",
+    ]
+    keys.append("early_stopping")
+    return " ".join(
+        f"--{k.replace('_', '-')} {shlex.quote(str(config['xgboost'][k]))}"
+        for k in keys
+    )

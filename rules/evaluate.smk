@@ -10,6 +10,7 @@ rule evaluate:
         train="results/shards/train.csv",
         dev="results/shards/dev.csv",
         test="results/shards/test.csv",
+        heads=get_xgb_heads,
     output:
         summary="results/metrics/summary.json",
         # the same summary under the reading's name: a rest and a hard run side by side
@@ -48,13 +49,14 @@ rule evaluate:
         # Friedel pairs are indistinguishable only in kinematic patterns
         friedel=friedel_groups_json(),
         data=data_kind(),
+        xgb="--xgb-dir results/xgboost" if is_activated("xgboost") else "",
         batch=config["train"]["eval_batch_size"],
     shell:
         "python workflow_scripts/evaluate.py --shards {params.shards:q} --flat {params.flat:q}"
         " --tdc {params.tdc:q} --summary {output.summary:q} --copy {output.by_mode:q}"
         " --bootstrap {params.bootstrap}"
         " --seed {params.seed} --friedel-groups {params.friedel:q} --data {params.data:q}"
-        " --batch-size {params.batch} --threads {threads} 2> {log:q}"
+        " --batch-size {params.batch} --threads {threads} {params.xgb} 2> {log:q}"
 
 
 rule plots:
@@ -96,3 +98,60 @@ rule plots:
         out=lambda wc, output: Path(output.headline).parent,
     shell:
         "python workflow_scripts/plots.py --metrics {params.metrics:q} --out {params.out:q} 2> {log:q}"
+
+
+# Optional CNN-XGBoost heads (xgboost.activate): one per flat model and per TDC level, on that job's own
+# training samples; rule evaluate then scores the flat models and the cascade with the heads as well.
+
+
+rule xgboost_flat:
+    input:
+        model="results/flat/{loss}/best.pt",
+        train="results/shards/train.csv",
+        dev="results/shards/dev.csv",
+    output:
+        head="results/xgboost/flat/{loss}/head.json",
+        meta="results/xgboost/flat/{loss}/head.meta.json",
+    log:
+        "logs/xgboost_flat/{loss}.log",
+    benchmark:
+        "benchmarks/xgboost_flat/{loss}.tsv"
+    conda:
+        "../envs/cbedtdc.yaml"
+    threads: config["train"]["ranks"] * config["train"]["threads_per_rank"]
+    params:
+        shards=lambda wc, input: Path(input.train).parent,  # shard root
+        booster=xgb_flags(),  # every value already shell-quoted
+        seed=config["seed"],
+        batch=config["train"]["eval_batch_size"],
+    shell:
+        "python workflow_scripts/xgboost_head.py --model {input.model:q} --shards {params.shards:q}"
+        " --out {output.head:q} --seed {params.seed} --batch-size {params.batch} --threads {threads}"
+        " {params.booster} 2> {log:q}"
+
+
+rule xgboost_level:
+    input:
+        model="results/tdc/level_{level}/best.pt",
+        train="results/shards/train.csv",
+        train_keys="results/tdc/level_{level}/job/train_keys.csv",
+        dev_keys="results/tdc/level_{level}/job/dev_keys.csv",
+    output:
+        head="results/xgboost/level_{level}/head.json",
+        meta="results/xgboost/level_{level}/head.meta.json",
+    log:
+        "logs/xgboost_level/{level}.log",
+    benchmark:
+        "benchmarks/xgboost_level/{level}.tsv"
+    conda:
+        "../envs/cbedtdc.yaml"
+    threads: config["train"]["ranks"] * config["train"]["threads_per_rank"]
+    params:
+        shards=lambda wc, input: Path(input.train).parent,  # shard root
+        booster=xgb_flags(),  # every value already shell-quoted
+        seed=config["seed"],
+        batch=config["train"]["eval_batch_size"],
+    shell:
+        "python workflow_scripts/xgboost_head.py --model {input.model:q} --shards {params.shards:q}"
+        " --train-keys {input.train_keys:q} --dev-keys {input.dev_keys:q} --out {output.head:q}"
+        " --seed {params.seed} --batch-size {params.batch} --threads {threads} {params.booster} 2> {log:q}"

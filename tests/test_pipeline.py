@@ -1,7 +1,7 @@
 """The whole DAG, tiny: generator -> data stage -> flat + TDC (both readings) -> evaluate -> plots.
 
 One run in a temporary working directory (tests/pipeline_config.yaml on top of config/config.yaml:
-4 classes, 2 levels, 16 px, resnet18, 1 epoch, 1 rank), then the behaviours a user relies on:
+4 classes, 2 levels, 16 px, resnet18, 1 epoch, 1 rank, XGBoost heads on), then the behaviours a user relies on:
 a valid summary.json, nothing to do after a complete run, deleting level 2 reruns level 2 and
 after only, switching the reading retrains only the TDC, and `cbedtdc classify` on new files.
 """
@@ -60,6 +60,9 @@ def check_summary(path, mode):
         lo, hi = s[model]["ci95"]["balanced_accuracy"]
         assert lo <= s[model]["balanced_accuracy"] <= hi
     assert s["tdc"]["friedel"]["n_classes"] == 3  # {1, 2} merged among 14, 225, 1, 2
+    # xgboost.activate: the heads are scored beside the CNNs, the cascade routed the same way
+    assert 0.0 <= s["flat_xgb_by_loss"]["ce"]["balanced_accuracy"] <= 1.0
+    assert s["tdc_xgb"]["mode"] == mode and sum(lv["kept"] for lv in s["tdc_xgb"]["per_level"]) == s["n_test"]
     # the levels' kept sets partition the test split
     per_level = s["tdc"]["per_level"]
     assert sum(lv["kept"] for lv in per_level) == s["n_test"]
@@ -110,7 +113,8 @@ def test_deleting_level_2_reruns_level_2_and_after_only(run):
     res = snakemake(run, *TARGETS, "-n")
     stats = job_stats(res.stdout + res.stderr)
     assert stats.get("train_level") == 1 and stats.get("level_job") == 1, stats
-    assert set(stats) <= {"level_job", "train_level", "tune_routing", "evaluate", "plots", "all", "tdc"}, stats
+    assert set(stats) <= {"level_job", "train_level", "xgboost_level", "tune_routing", "evaluate", "plots", "all",
+                          "tdc"}, stats
     res = snakemake(run, *TARGETS)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "rule train_level" in res.stdout + res.stderr

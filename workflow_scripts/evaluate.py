@@ -33,6 +33,8 @@ def get_parser(add_help=True):
                    help="flat baselines, e.g. ce=results/flat/ce/best.pt (required)")
     p.add_argument("--tdc", required=True, help="TDC folder: levels.json, routing.json, level_K/best.pt (required)")
     p.add_argument("--summary", required=True, help="summary.json to write; its folder gets the tables (required)")
+    p.add_argument("--xgb-dir", help="folder of the CNN-XGBoost heads (flat/{loss}/head.json, level_{k}/head.json); "
+                   "adds their scores (default: none)")
     p.add_argument("--copy", help="also write the summary here, e.g. summary_rest.json (default: none)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples over materials (default: 1000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
@@ -64,7 +66,7 @@ def main(argv=None) -> int:
             torch.set_num_threads(args.threads)
         evaluate_run(args.shards, dict(args.flat), args.tdc, summary.parent, n_boot=args.bootstrap, seed=args.seed,
                      friedel_groups=groups or None, batch_size=args.batch_size, data_kind=args.data,
-                     device=args.device)
+                     device=args.device, xgb_dir=args.xgb_dir)
     except (OSError, KeyError, ValueError) as err:
         log.error("%s", err)
         return 2

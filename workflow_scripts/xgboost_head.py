@@ -1,0 +1,72 @@
+"""xgboost_head: fit a CNN-XGBoost head on the penultimate features of one trained job (flat or TDC level).
+
+The head learns the job's own outputs (its classes, plus "rest" for a rest-reading level) from the job's
+training samples (``--train-keys``/``--dev-keys`` of a TDC level; all samples of its classes for a flat
+model), with early stopping on dev. Writes ``--out`` (booster JSON) and ``<out>.meta.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+log = logging.getLogger("cbedtdc.workflow.xgboost_head")
+
+
+def get_parser(add_help=True):
+    from cbedtdc.xgbhead import DEFAULT_PARAMS as D
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], add_help=add_help)
+    p.add_argument("--model", required=True, help="best.pt of the job (required)")
+    p.add_argument("--shards", required=True, help="shard root with train.csv and dev.csv (required)")
+    p.add_argument("--out", required=True, help="head.json to write (required)")
+    p.add_argument("--train-keys", help="CSV (key column) of the job's training samples (default: all)")
+    p.add_argument("--dev-keys", help="CSV (key column) of the job's dev samples (default: all)")
+    p.add_argument("--n-estimators", type=int, default=D["n_estimators"], help=f"boosting rounds (default: "
+                   f"{D['n_estimators']})")
+    p.add_argument("--max-depth", type=int, default=D["max_depth"], help=f"tree depth (default: {D['max_depth']})")
+    p.add_argument("--learning-rate", type=float, default=D["learning_rate"], help="shrinkage (default: "
+                   f"{D['learning_rate']})")
+    p.add_argument("--subsample", type=float, default=D["subsample"], help=f"row subsampling (default: "
+                   f"{D['subsample']})")
+    p.add_argument("--colsample-bytree", type=float, default=D["colsample_bytree"], help="feature subsampling "
+                   f"(default: {D['colsample_bytree']})")
+    p.add_argument("--early-stopping", type=int, default=D["early_stopping"], help="rounds without dev "
+                   f"improvement before stopping, 0 = off (default: {D['early_stopping']})")
+    p.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    p.add_argument("--batch-size", type=int, default=64, help="feature extraction batch (default: 64)")
+    p.add_argument("--threads", type=int, default=0, help="torch and xgboost threads, 0 = default (default: 0)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, or auto: a GPU when torch sees one "
+                   "(default: auto)")
+    return p
+
+
+def main(argv=None) -> int:
+    args = get_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from cbedtdc.train import read_keys
+    from cbedtdc.xgbhead import fit_head
+
+    params = {k: getattr(args, k) for k in ("n_estimators", "max_depth", "learning_rate", "subsample",
+                                            "colsample_bytree", "early_stopping")}
+    try:
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        train_keys = read_keys(args.train_keys) if args.train_keys else None
+        dev_keys = read_keys(args.dev_keys) if args.dev_keys else None
+        fit_head(args.model, args.shards, args.out, train_keys=train_keys, dev_keys=dev_keys, params=params,
+                 seed=args.seed, batch_size=args.batch_size, device=args.device, threads=args.threads)
+    except (OSError, KeyError, ValueError) as err:
+        log.error("%s", err)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
