@@ -161,3 +161,31 @@ def xgb_flags():
         f"--{k.replace('_', '-')} {shlex.quote(str(config['xgboost'][k]))}"
         for k in keys
     )
+
+
+def check_tdc_config():
+    """Fail at parse time, in one line, on level sizes that cannot cover the run's classes."""
+    tdc = config["tdc"]
+    if tdc["levels"] == "explicit":
+        sizes = tdc["level_sizes"]
+        if sum(sizes) != len(CLASSES):
+            raise SystemExit(
+                f"Error: config error at tdc.level_sizes: {sizes} add up to {sum(sizes)}, the run has "
+                f"{len(CLASSES)} classes; change tdc.level_sizes or set tdc.levels: auto"
+            )
+        if tdc["mode"] == "rest":
+            smallest = sizes[-1]  # the other levels add a "rest" output
+        else:
+            smallest = min(sizes) if tdc["hard_outputs"] == "own" else sizes[0]
+        if smallest < 2:
+            raise SystemExit(
+                f"Error: config error at tdc.level_sizes: {sizes} leaves a level with one output; "
+                "a classifier needs at least 2"
+            )
+    elif tdc["n_levels"] > len(CLASSES):
+        raise SystemExit(
+            f"Error: config error at tdc.n_levels: {tdc['n_levels']} levels for {len(CLASSES)} classes"
+        )
+
+
+check_tdc_config()
