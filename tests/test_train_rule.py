@@ -35,7 +35,7 @@ def flag(cmd: list[str], name: str) -> str:
 
 def test_config_overrides_reach_every_flag_and_one_job_per_loss():
     out = dry_run("flat", "--config", "train={epochs: 3, arch: resnet18, batch_size: 16, ranks: 3}",
-                  "flat={losses: [ce, weighted_ce]}", "classes=[2, 225, 1]")
+                  "flat={losses: [ce, weighted_ce]}", "classes=[2, 225, 1]", "tdc={level_sizes: [1, 2]}")
     cmds = train_commands(out)
     assert sorted(flag(c, "--loss") for c in cmds) == ["ce", "weighted_ce"]
     for c in cmds:
