@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 
 #: Environment variables by which MPI launchers announce a rank (MPICH/Hydra, Open MPI, PMIx, SLURM, LSF jsrun).
 MPI_RANK_VARS = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
-MPI_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "SLURM_NTASKS", "JSM_NAMESPACE_SIZE")
+#: Rank counts set by a launcher for the processes it starts (never inherited from a batch script).
+MPI_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "JSM_NAMESPACE_SIZE")
 LOCAL_RANK_VARS = ("LOCAL_RANK", "MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID",
                    "JSM_NAMESPACE_LOCAL_RANK", "PMI_LOCAL_RANK")
 
@@ -217,6 +218,13 @@ def init_distributed(*, timeout_s: float = 600.0, cuda: bool | None = None) -> D
 
     comm = MPI.COMM_WORLD
     rank, world = comm.Get_rank(), comm.Get_size()
+    announced = next(((k, int(os.environ[k])) for k in MPI_SIZE_VARS if k in os.environ), None)
+    if announced is not None and announced[1] != world:
+        # every rank would train alone and write the same outputs: refuse
+        raise RuntimeError(
+            f"the launcher started {announced[1]} ranks ({announced[0]}={announced[1]}) but MPI sees a world of "
+            f"{world}: mpi4py is not talking to the launcher's MPI (e.g. the PyPI mpich package under srun/jsrun, "
+            "or jsrun --smpiargs=off); use an mpi4py built for the site MPI or set MPI4PY_LIBMPI")
     local = comm.Split_type(MPI.COMM_TYPE_SHARED, key=rank).Get_rank()
     device = _pick_device(local, cuda)
     ctx = DistContext(rank, world, local, device, None, "mpi", timeout_s, comm)

@@ -144,3 +144,14 @@ def test_single_process_has_no_process_group(monkeypatch):
     assert (ctx.rank, ctx.world_size, ctx.device, ctx.distributed) == (0, 1, "cpu", False)
     assert ctx.all_gather_object(5) == [5] and ctx.broadcast_object("x") == "x"
     ctx.barrier()
+
+
+def test_launcher_and_mpi_disagreeing_on_the_world_is_an_error():
+    """jsrun announcing 3 ranks to a process whose MPI sees only itself must not train alone."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
+    env.update(JSM_NAMESPACE_RANK="0", JSM_NAMESPACE_SIZE="3")
+    code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from cbedtdc.distributed import init_distributed; " \
+           "init_distributed(timeout_s=10, cuda=False)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode != 0
+    assert "the launcher started 3 ranks (JSM_NAMESPACE_SIZE=3) but MPI sees a world of 1" in proc.stderr
