@@ -104,6 +104,7 @@ def _setup_logging(verbose: bool) -> None:
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
     _setup_logging(args.verbose)
+    from cbedtdc.data import DataError
     from cbedtdc.distributed import abort_job, init_distributed
     from cbedtdc.train import fit
 
@@ -119,8 +120,8 @@ def main(argv=None) -> int:
         ctx = init_distributed(timeout_s=args.timeout_s)
         fit(cfg, shard_root=args.shards, out_dir=model.parent, classes=args.classes, rest=args.rest,
             train_keys=train_keys, dev_keys=dev_keys, ctx=ctx)
-    except (CheckpointError, ValueError, KeyError, FileNotFoundError) as err:
-        log.error("%s", err)
+    except (CheckpointError, DataError, ValueError, KeyError, FileNotFoundError) as err:
+        log.error("%s: %s", type(err).__name__, err)
         abort_job(ctx, err)
         return 2
     except BaseException as err:
