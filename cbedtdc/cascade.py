@@ -824,8 +824,12 @@ def collect_missed(levels_path, level: int, model_path, shard_root, *, missed_pa
     return rows, stats
 
 
-def tune_routing(tdc_dir, shard_root, out_path, *, batch_size: int = 64, device: str = "cpu") -> dict:
+def tune_routing(tdc_dir, shard_root, out_path, *, routing: str = "argmax", batch_size: int = 64,
+                 device: str = "cpu") -> dict:
     """Tune the per-level thresholds on dev (when the routing uses them) and write ``routing.json``.
+
+    ``routing`` is the rest reading's rule (``argmax`` or ``threshold``); the hard reading always
+    uses thresholds. It lives here, not in ``levels.json``, so changing it never retrains a level.
 
     ``routing.json`` holds ``mode``, ``routing``, ``thresholds`` (one per level but the last) and,
     when tuned, the dev balanced accuracy and top-1 at the tuned thresholds and at 0.5.
@@ -833,6 +837,9 @@ def tune_routing(tdc_dir, shard_root, out_path, *, batch_size: int = 64, device:
     from cbedtdc.data import ShardDataset
 
     plan = LevelPlan.load(Path(tdc_dir) / "levels.json")
+    if plan.mode == "rest":
+        plan.routing = routing
+        plan.__post_init__()
     out = {"mode": plan.mode, "routing": "threshold" if plan.uses_thresholds() else "argmax", "thresholds": [],
            "levels": plan.levels}
     if plan.uses_thresholds() and plan.n_levels > 1:
@@ -857,7 +864,10 @@ def tune_routing(tdc_dir, shard_root, out_path, *, batch_size: int = 64, device:
 
 
 def load_routing(path, plan: LevelPlan) -> list[float] | None:
-    """Thresholds of ``routing.json`` checked against the plan (``None`` for argmax routing)."""
+    """Thresholds of ``routing.json`` checked against the plan (``None`` for argmax routing).
+
+    Sets ``plan.routing`` to the file's rule, so that :func:`route` applies it.
+    """
     try:
         d = json.loads(Path(path).read_text())
     except (OSError, ValueError) as err:
@@ -865,6 +875,9 @@ def load_routing(path, plan: LevelPlan) -> list[float] | None:
     if d.get("mode") != plan.mode or d.get("levels") != plan.levels:
         raise ValueError(f"{path} was tuned for mode {d.get('mode')} levels {d.get('levels')}, levels.json has "
                          f"{plan.mode} {plan.levels}; rerun rule tune_routing")
+    if plan.mode == "rest":
+        plan.routing = d.get("routing", "argmax")
+        plan.__post_init__()
     if not plan.uses_thresholds():
         return None
     th = [float(t) for t in d.get("thresholds", [])]

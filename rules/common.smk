@@ -135,6 +135,14 @@ def get_tdc_final_output():
     ]
 
 
+def tdc_variant():
+    """Name of the TDC reading for per-variant copies: rest, rest_threshold or hard."""
+    tdc = config["tdc"]
+    if tdc["mode"] == "rest" and tdc["routing"] == "threshold":
+        return "rest_threshold"
+    return tdc["mode"]
+
+
 def get_xgb_heads(wildcards=None):
     """CNN-XGBoost heads evaluated beside the CNNs (xgboost.activate), else none."""
     if not is_activated("xgboost"):

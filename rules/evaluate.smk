@@ -14,7 +14,7 @@ rule evaluate:
     output:
         summary="results/metrics/summary.json",
         # the same summary under the reading's name: a rest and a hard run side by side
-        by_mode=f"results/metrics/summary_{config['tdc']['mode']}.json",
+        by_mode=f"results/metrics/summary_{tdc_variant()}.json",
         per_class=report(
             "results/metrics/per_class.csv",
             caption="../report/per_class.rst",

@@ -21,14 +21,13 @@ rule plan_levels:
         sizes=" ".join(map(str, config["tdc"]["level_sizes"])),
         n_levels=config["tdc"]["n_levels"],
         hard_outputs=config["tdc"]["hard_outputs"],
-        routing=config["tdc"]["routing"],
         epochs=config["train"]["epochs"],  # the flat baseline's epochs fix the shared budget
         budget_split=config["tdc"]["budget_split"],
     shell:
         "python workflow_scripts/plan_levels.py --train {input.train:q} --classes {params.classes:q}"
         " --levels {output.levels:q} --mode {params.mode:q} --how {params.how:q}"
         " --level-sizes {params.sizes:q} --n-levels {params.n_levels} --hard-outputs {params.hard_outputs:q}"
-        " --routing {params.routing:q} --epochs {params.epochs} --budget-split {params.budget_split:q}"
+        " --epochs {params.epochs} --budget-split {params.budget_split:q}"
         " 2> {log:q}"
 
 
@@ -134,12 +133,14 @@ rule tune_routing:
         "../envs/cbedtdc.yaml"
     threads: config["train"]["ranks"] * config["train"]["threads_per_rank"]
     params:
+        routing=config["tdc"]["routing"],  # not in levels.json: changing it retrains nothing
         tdc=lambda wc, input: Path(input.levels).parent,
         shards=lambda wc, input: Path(input.dev).parent,  # shard root
         batch=config["train"]["eval_batch_size"],
     shell:
         "python workflow_scripts/tune_routing.py --tdc {params.tdc:q} --shards {params.shards:q}"
-        " --out {output.routing:q} --batch-size {params.batch} --threads {threads} 2> {log:q}"
+        " --out {output.routing:q} --routing {params.routing:q} --batch-size {params.batch}"
+        " --threads {threads} 2> {log:q}"
 
 
 rule tdc:

@@ -122,6 +122,18 @@ def test_deleting_level_2_reruns_level_2_and_after_only(run):
     assert job_stats(snakemake(run, *TARGETS, "-n").stdout) == {}
 
 
+def test_threshold_routing_retrains_nothing(run):
+    thr = ["--config", "tdc={routing: threshold}"]
+    stats = job_stats(snakemake(run, *TARGETS, "-n", *thr).stdout)
+    assert set(stats) <= {"tune_routing", "evaluate", "plots", "all", "tdc"} and stats.get("tune_routing") == 1, stats
+    res = snakemake(run, *TARGETS, *thr)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    s = json.loads((run / "results" / "metrics" / "summary_rest_threshold.json").read_text())
+    assert s["tdc"]["routing"] == "threshold" and len(s["tdc"]["thresholds"]) == 1
+    routing = json.loads((run / "results" / "tdc" / "routing.json").read_text())
+    assert routing["dev_tuned"]["balanced_accuracy"] >= routing["dev_default_0.5"]["balanced_accuracy"]
+
+
 def test_hard_reading_retrains_only_the_tdc_and_chains_the_levels(run):
     hard = ["--config", "tdc={mode: hard}"]
     dry = snakemake(run, *TARGETS, "-n", *hard)

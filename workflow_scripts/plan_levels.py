@@ -1,6 +1,6 @@
 """plan_levels: order the run's classes by training frequency and split them into TDC levels.
 
-Writes ``levels.json``: the levels, the reading (``rest`` or ``hard``), the routing rule, the
+Writes ``levels.json``: the levels, the reading (``rest`` or ``hard``), the
 training counts and each level's training budget in images, so that the levels together see as
 many images as the flat baseline (``epochs`` x samples of the run's classes in the training split).
 """
@@ -39,9 +39,6 @@ def get_parser(add_help=True):
     p.add_argument("--hard-outputs", default="cumulative", choices=["cumulative", "own"],
                    help="hard mode: outputs of level k are the classes of levels 1..k or of level k "
                    "(default: cumulative)")
-    p.add_argument("--routing", default="argmax", choices=["argmax", "threshold"],
-                   help="rest mode: forward when 'rest' wins, or when p(rest) exceeds a threshold tuned on dev "
-                   "(default: argmax)")
     p.add_argument("--epochs", type=int, default=4, help="epochs of the flat baseline, sets the budget (default: 4)")
     p.add_argument("--budget-split", default="proportional", choices=["proportional", "equal"],
                    help="how the budget is shared by the levels (default: proportional)")
@@ -62,7 +59,7 @@ def main(argv=None) -> int:
             raise ValueError(f"{args.train}: no training sample of the run's classes {args.classes}")
         levels = plan_levels(counts, args.classes, how=args.how, level_sizes=args.level_sizes, n_levels=args.n_levels)
         plan = LevelPlan(levels, mode=args.mode, hard_outputs=args.hard_outputs,
-                         routing="threshold" if args.mode == "hard" else args.routing, counts=dict(counts))
+                         routing="threshold" if args.mode == "hard" else "argmax", counts=dict(counts))
         check_trainable(plan)
         plan.n_train = len(labels)
         plan.flat_images = args.epochs * len(labels)

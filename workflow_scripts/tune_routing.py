@@ -23,6 +23,9 @@ def get_parser(add_help=True):
     p.add_argument("--tdc", required=True, help="TDC folder with levels.json and level_K/best.pt (required)")
     p.add_argument("--shards", required=True, help="shard root with dev.csv (required)")
     p.add_argument("--out", required=True, help="routing.json to write (required)")
+    p.add_argument("--routing", default="argmax", choices=["argmax", "threshold"],
+                   help="rest reading: forward when 'rest' wins, or when p(rest) exceeds a threshold tuned on dev; "
+                   "ignored in the hard reading (default: argmax)")
     p.add_argument("--batch-size", type=int, default=64, help="inference batch (default: 64)")
     p.add_argument("--threads", type=int, default=0, help="torch threads, 0 = torch's default (default: 0)")
     p.add_argument("--device", default="auto", help="cpu, cuda, or auto: a GPU when torch sees one "
@@ -40,7 +43,8 @@ def main(argv=None) -> int:
             import torch
 
             torch.set_num_threads(args.threads)
-        tune_routing(args.tdc, args.shards, args.out, batch_size=args.batch_size, device=args.device)
+        tune_routing(args.tdc, args.shards, args.out, routing=args.routing, batch_size=args.batch_size,
+                     device=args.device)
     except (OSError, KeyError, ValueError) as err:
         log.error("%s", err)
         return 2
