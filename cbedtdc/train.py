@@ -452,7 +452,8 @@ def _norm_stats(ds, n_max: int = 256) -> tuple[float, float]:
 
 
 def _fingerprint(cfg, classes, rest, keys, global_batch, epochs) -> str:
-    relevant = {k: v for k, v in cfg.items() if k not in RUNTIME_KEYS}
+    # ranks and accum_steps enter through the global batch only: W ranks x A micro-batches train like W*A ranks
+    relevant = {k: v for k, v in cfg.items() if k not in RUNTIME_KEYS and k != "accum_steps"}
     relevant.update(classes=list(classes), rest=bool(rest), global_batch=global_batch, epochs=epochs,
                     keys=hashlib.sha256("\n".join(keys).encode()).hexdigest())
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()

@@ -155,3 +155,34 @@ def test_launcher_and_mpi_disagreeing_on_the_world_is_an_error():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode != 0
     assert "the launcher started 3 ranks (JSM_NAMESPACE_SIZE=3) but MPI sees a world of 1" in proc.stderr
+
+
+@pytest.mark.mpi
+@needs_mpi
+def test_resume_on_another_world_size_with_the_same_global_batch(tiny_shards, tmp_path, accumulated):
+    """Killed as 1 rank x 2 accumulated micro-batches, resumed as 2 ranks x 1: same weights as uninterrupted."""
+    out = tmp_path / "job"
+    driver = tmp_path / "killed.py"
+    driver.write_text(textwrap.dedent(f"""
+        import os, runpy, signal, sys
+        sys.path.insert(0, {str(ROOT)!r})
+        import cbedtdc.train as T
+        original, calls = T._train_step, [0]
+        def step(job, micro):
+            calls[0] += 1
+            if calls[0] == 6:  # epoch 2, step 3 of 3; last checkpoint: epoch 2, step 2
+                os.kill(os.getpid(), signal.SIGKILL)
+            return original(job, micro)
+        T._train_step = step
+        sys.argv = [{str(CLI)!r}] + sys.argv[1:]
+        runpy.run_path({str(CLI)!r}, run_name="__main__")
+    """))
+    args = ["--shards", str(tiny_shards), "--model", str(out / "best.pt"), *ARGS, "--timeout-s", "60"]
+    proc = subprocess.run([sys.executable, str(driver), *args, "--accum-steps", "2"], capture_output=True, text=True,
+                          timeout=240)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    proc = mpirun(2, CLI, *args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    info = json.loads((out / "train.json").read_text())
+    assert info["resumed_from"] == {"epoch": 1, "step": 2} and info["world_size"] == 2
+    check_two_rank_run(out, accumulated, "mpi")
