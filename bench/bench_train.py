@@ -186,6 +186,8 @@ def engine_vs_torchvision(args, size: int) -> dict:
     batch = args.engine_batch or args.batch_size
     if dev == "cpu":
         torch.set_num_threads(args.threads)
+    else:
+        T._gpu_speed_settings()  # as fit() does; applies to both loops
     g = torch.Generator().manual_seed(0)
     x8 = torch.randint(0, 256, (batch, 1, size, size), dtype=torch.uint8, generator=g)
     y = torch.randint(0, n_out, (batch,), generator=g)
