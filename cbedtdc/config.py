@@ -55,7 +55,9 @@ def coerce_types(value, schema: dict):
         if isinstance(parsed, list) and "array" in wanted:
             value = parsed
     if isinstance(value, dict):
-        props = schema.get("properties", {})
+        props = dict(schema.get("properties", {}))
+        for alt in schema.get("oneOf", []) + schema.get("anyOf", []):
+            props.update(alt.get("properties", {}))
         return {k: coerce_types(v, props.get(k, {})) for k, v in value.items()}
     if isinstance(value, list):
         items = schema.get("items")

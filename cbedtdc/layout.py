@@ -63,12 +63,19 @@ class SynthFile:
     n_materials: int
 
 
-def split_material_counts(n_materials: int, fractions=(0.79, 0.11, 0.10)) -> dict[str, int]:
-    """Materials per split with the real proportions, at least one per split.
+def split_material_counts(n_materials, fractions=(0.79, 0.11, 0.10)) -> dict[str, int]:
+    """Materials per split: a total shared with the real proportions (at least one per split),
+    or an explicit ``{"train": .., "dev": .., "test": ..}`` mapping.
 
     >>> split_material_counts(1000)
     {'train': 790, 'dev': 110, 'test': 100}
+    >>> split_material_counts({"test": 40, "train": 300, "dev": 40})
+    {'train': 300, 'dev': 40, 'test': 40}
     """
+    if isinstance(n_materials, dict):
+        if set(n_materials) != set(SPLITS) or any(int(v) < 1 for v in n_materials.values()):
+            raise ValueError(f"synth.n_materials={n_materials}: a mapping needs train, dev and test, each >= 1")
+        return {split: int(n_materials[split]) for split in SPLITS}
     if n_materials < 3:
         raise ValueError(f"synth.n_materials={n_materials}: need at least 3 (one per split)")
     dev = max(1, round(n_materials * fractions[1]))
@@ -76,8 +83,9 @@ def split_material_counts(n_materials: int, fractions=(0.79, 0.11, 0.10)) -> dic
     return {"train": n_materials - dev - test, "dev": dev, "test": test}
 
 
-def synth_file_plan(n_materials: int, materials_per_file: int) -> list[SynthFile]:
-    """Static list of generated files (one ``synthesize`` job each).
+def synth_file_plan(n_materials, materials_per_file: int) -> list[SynthFile]:
+    """Static list of generated files (one ``synthesize`` job each); ``n_materials`` is a total
+    or a per-split mapping (see :func:`split_material_counts`).
 
     >>> [f.stem for f in synth_file_plan(250, 100)]
     ['batch_train_0', 'batch_train_1', 'batch_dev_0', 'batch_test_0']

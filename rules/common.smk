@@ -66,6 +66,14 @@ def get_synth_count(wildcards):
     return SYNTH_PLAN[wildcards.stem].n_materials
 
 
+def synth_materials_args():
+    """--n-materials N, or --split-materials TRAIN DEV TEST when the config gives a per-split mapping."""
+    n = config["synth"]["n_materials"]
+    if isinstance(n, dict):
+        return "--split-materials {train:d} {dev:d} {test:d}".format(**n)
+    return f"--n-materials {int(n):d}"
+
+
 # --- TDC: levels, routing, evaluation ------------------------------------------------------
 def get_prev_missed(wildcards):
     """Hard reading: level k > 1 trains on what level k-1 missed (a DAG edge); rest reading: none."""

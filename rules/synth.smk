@@ -18,7 +18,7 @@ rule synthesize:
     params:
         first=get_synth_first,
         n_file=get_synth_count,
-        total=config["synth"]["n_materials"],
+        materials=synth_materials_args(),  # integers only (schema-checked)
         classes=",".join(map(str, CLASSES)),
         energies=config["synth"]["energies_per_material"],
         size=config["synth"]["image_size"],
@@ -32,7 +32,7 @@ rule synthesize:
         seed=config["seed"],
     shell:
         "python workflow_scripts/synthesize.py --out {output.raw:q} --first-material {params.first}"
-        " --file-materials {params.n_file} --n-materials {params.total} --classes {params.classes:q}"
+        " --file-materials {params.n_file} {params.materials} --classes {params.classes:q}"
         " --energies {params.energies} --image-size {params.size} --frequency {params.frequency:q}"
         " --floor {params.floor} --zone-axes {params.zone_axes:q} {params.noise} {params.holz}"
         " --mistilt {params.mistilt} --mode {params.mode:q} --seed {params.seed} 2> {log:q}"

@@ -64,3 +64,15 @@ def test_every_rule_has_log_and_benchmark():
 def test_rules_are_snakefmt_clean():
     res = subprocess.run([str(BIN / "snakefmt"), "--check", "Snakefile", "rules"], cwd=REPO, capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_generator_materials_per_split_from_config():
+    """synth.n_materials as {train, dev, test}: files and counts follow the mapping (nested --config is typed)."""
+    res = snakemake("-n", "-p", "--config", "synth={n_materials: {train: 30, dev: 5, test: 7}, materials_per_file: 20}")
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out
+    jobs = [ln for ln in out.splitlines() if "synthesize.py" in ln]
+    stems = sorted(ln.split("results/raw/")[1].split(".h5")[0] for ln in jobs)
+    assert stems == ["batch_dev_0", "batch_test_0", "batch_train_0", "batch_train_1"]
+    assert all("--split-materials 30 5 7" in ln for ln in jobs)
+    assert "--file-materials 10" in next(ln for ln in jobs if "batch_train_1" in ln)

@@ -82,6 +82,9 @@ class SynthConfig:
         keys = {"n_materials", "energies_per_material", "image_size", "frequency", "floor", "zone_axes",
                 "noise", "holz", "mistilt", "mode"}
         kwargs = {k: s[k] for k in keys if k in s}
+        if isinstance(kwargs.get("n_materials"), dict):  # per-split counts
+            kwargs["split_counts"] = split_material_counts(kwargs["n_materials"])
+            kwargs["n_materials"] = sum(kwargs["split_counts"].values())
         return cls(classes=tuple(resolve_classes(config.get("classes", "top20"))),
                    seed=int(config.get("seed", 0)), **kwargs)
 
