@@ -423,7 +423,12 @@ class ShardDataset:
 
         path = self.shard_root / self.shards[sid]
         s = self.image_size
-        with h5py.File(path, "r") as fh:
+        try:
+            fh = h5py.File(path, "r")
+        except OSError as err:
+            raise DataError(f"{path}: cannot open shard ({err}); it is truncated or not HDF5, "
+                            "delete it and rerun the shard rule") from err
+        with fh:
             dset = fh["images"]
             n = dset.shape[0]
             if dset.shape[1:] != (3, s, s):

@@ -439,3 +439,15 @@ def test_sigkill_mid_shard_then_rerun_gives_the_same_shard(tmp_path):
     write_shard(raw, idx, tmp_path / "ref" / "batch_train_0.h5", image_size=16)
     assert sorted(p.name for p in out.parent.iterdir()) == ["batch_train_0.h5", "batch_train_0.json"]
     assert out.read_bytes() == (tmp_path / "ref" / "batch_train_0.h5").read_bytes() and verify_shard(out) == []
+
+
+def test_truncated_shard_error_names_the_file(tiny_shards, tmp_path):
+    import shutil
+
+    root = tmp_path / "shards"
+    shutil.copytree(tiny_shards, root)
+    victim = root / "files" / "batch_train_0.h5"
+    victim.write_bytes(victim.read_bytes()[:1000])
+    ds = ShardDataset(root, "train")
+    with pytest.raises(cbedtdc.data.DataError, match=r"batch_train_0\.h5: cannot open shard .*rerun the shard rule"):
+        ds[0]
