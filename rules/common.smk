@@ -49,7 +49,8 @@ def is_activated(section):
 
 
 def get_final_output():
-    out = ["results/metrics/summary.json"]
+    """Everything a complete run leaves: summary, every TDC level and the figures of the report."""
+    out = ["results/metrics/summary.json", *get_tdc_final_output()]
     if GENERATE and config["synth"]["gallery"]:
         out.append("results/plots/gallery.png")
     return out
