@@ -65,7 +65,8 @@ def main(argv=None) -> int:
         flags.append("--rest")
     if job["budget_images"]:
         flags += ["--budget-images", str(int(job["budget_images"]))]
-    atomic_write_text(out / "args.txt", " ".join(flags) + "\n")
+    # one argument per line: train.py reads it as @args.txt (argparse fromfile), nothing goes through a shell
+    atomic_write_text(out / "args.txt", "\n".join(flags) + "\n")
     log.info("level %d (%s reading): outputs %s%s, %d train / %d dev samples, budget %s images", args.level,
              plan.mode, job["classes"], " + rest" if job["rest"] else "", len(job["train_keys"]),
              len(job["dev_keys"]), job["budget_images"])

@@ -35,7 +35,8 @@ def _int_list(text: str) -> list[int]:
 
 def get_parser(add_help: bool = True) -> argparse.ArgumentParser:
     d = DEFAULTS
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], add_help=add_help)
+    # fromfile: `@args.txt` reads one argument per line (the TDC level job writes its class flags so)
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], add_help=add_help, fromfile_prefix_chars="@")
     io = p.add_argument_group("inputs and outputs")
     io.add_argument("--shards", required=True, help="shard root holding {train,dev}.csv (required)")
     io.add_argument("--model", required=True, help="output best.pt; its folder receives every output (required)")
