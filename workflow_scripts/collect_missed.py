@@ -19,8 +19,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 log = logging.getLogger("cbedtdc.workflow.collect_missed")
 
 
+from cbedtdc.cliutil import inference_parser, set_torch_threads, setup_logging
+
 def get_parser(add_help=True):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], add_help=add_help)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], add_help=add_help, parents=[inference_parser()])
     p.add_argument("--levels", required=True, help="levels.json from plan_levels (required)")
     p.add_argument("--level", required=True, type=int, help="level, 1-based (required)")
     p.add_argument("--model", required=True, help="best.pt of the level (required)")
@@ -29,23 +31,16 @@ def get_parser(add_help=True):
                    help="missed.csv of the previous level (hard reading, level > 1); "
                    "given with no file = none (default: none)")
     p.add_argument("--out", required=True, help="missed.csv to write (required)")
-    p.add_argument("--batch-size", type=int, default=64, help="inference batch (default: 64)")
-    p.add_argument("--threads", type=int, default=0, help="torch threads, 0 = torch's default (default: 0)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, or auto: a GPU when torch sees one "
-                   "(default: auto)")
     return p
 
 
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     from cbedtdc.cascade import collect_missed
 
     try:
-        if args.threads:
-            import torch
-
-            torch.set_num_threads(args.threads)
+        set_torch_threads(args.threads)
         missed = args.missed[0] if args.missed else None
         rows, stats = collect_missed(args.levels, args.level, args.model, args.shards, missed_path=missed,
                                      out_path=args.out, batch_size=args.batch_size, device=args.device)

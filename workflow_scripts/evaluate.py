@@ -26,8 +26,10 @@ def _flat(text: str):
     return loss, path
 
 
+from cbedtdc.cliutil import inference_parser, set_torch_threads, setup_logging
+
 def get_parser(add_help=True):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], add_help=add_help)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], add_help=add_help, parents=[inference_parser()])
     p.add_argument("--shards", required=True, help="shard root with train/dev/test.csv (required)")
     p.add_argument("--flat", required=True, nargs="+", type=_flat, metavar="LOSS=BEST_PT",
                    help="flat baselines, e.g. ce=results/flat/ce/best.pt (required)")
@@ -42,16 +44,12 @@ def get_parser(add_help=True):
                    help="JSON list of groups merged in the Friedel score; [] = no such score (default: [])")
     p.add_argument("--data", default="generated", help="what the data are, recorded in the summary "
                    "(default: generated)")
-    p.add_argument("--batch-size", type=int, default=64, help="inference batch (default: 64)")
-    p.add_argument("--threads", type=int, default=0, help="torch threads, 0 = torch's default (default: 0)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, or auto: a GPU when torch sees one "
-                   "(default: auto)")
     return p
 
 
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     from cbedtdc.metrics import evaluate_run
 
     summary = Path(args.summary)
@@ -60,10 +58,7 @@ def main(argv=None) -> int:
         return 2
     try:
         groups = json.loads(args.friedel_groups)
-        if args.threads:
-            import torch
-
-            torch.set_num_threads(args.threads)
+        set_torch_threads(args.threads)
         evaluate_run(args.shards, dict(args.flat), args.tdc, summary.parent, n_boot=args.bootstrap, seed=args.seed,
                      friedel_groups=groups or None, batch_size=args.batch_size, data_kind=args.data,
                      device=args.device, xgb_dir=args.xgb_dir)

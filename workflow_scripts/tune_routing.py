@@ -18,31 +18,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 log = logging.getLogger("cbedtdc.workflow.tune_routing")
 
 
+from cbedtdc.cliutil import inference_parser, set_torch_threads, setup_logging
+
 def get_parser(add_help=True):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], add_help=add_help)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], add_help=add_help, parents=[inference_parser()])
     p.add_argument("--tdc", required=True, help="TDC folder with levels.json and level_K/best.pt (required)")
     p.add_argument("--shards", required=True, help="shard root with dev.csv (required)")
     p.add_argument("--out", required=True, help="routing.json to write (required)")
     p.add_argument("--routing", default="argmax", choices=["argmax", "threshold"],
                    help="rest reading: forward when 'rest' wins, or when p(rest) exceeds a threshold tuned on dev; "
                    "ignored in the hard reading (default: argmax)")
-    p.add_argument("--batch-size", type=int, default=64, help="inference batch (default: 64)")
-    p.add_argument("--threads", type=int, default=0, help="torch threads, 0 = torch's default (default: 0)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, or auto: a GPU when torch sees one "
-                   "(default: auto)")
     return p
 
 
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     from cbedtdc.cascade import tune_routing
 
     try:
-        if args.threads:
-            import torch
-
-            torch.set_num_threads(args.threads)
+        set_torch_threads(args.threads)
         tune_routing(args.tdc, args.shards, args.out, routing=args.routing, batch_size=args.batch_size,
                      device=args.device)
     except (OSError, KeyError, ValueError) as err:

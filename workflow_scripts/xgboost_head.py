@@ -17,6 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 log = logging.getLogger("cbedtdc.workflow.xgboost_head")
 
 
+from cbedtdc.cliutil import set_torch_threads, setup_logging
+
 def get_parser(add_help=True):
     from cbedtdc.xgbhead import DEFAULT_PARAMS as D
 
@@ -47,17 +49,14 @@ def get_parser(add_help=True):
 
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     from cbedtdc.train import read_keys
     from cbedtdc.xgbhead import fit_head
 
     params = {k: getattr(args, k) for k in ("n_estimators", "max_depth", "learning_rate", "subsample",
                                             "colsample_bytree", "early_stopping")}
     try:
-        if args.threads:
-            import torch
-
-            torch.set_num_threads(args.threads)
+        set_torch_threads(args.threads)
         train_keys = read_keys(args.train_keys) if args.train_keys else None
         dev_keys = read_keys(args.dev_keys) if args.dev_keys else None
         fit_head(args.model, args.shards, args.out, train_keys=train_keys, dev_keys=dev_keys, params=params,
