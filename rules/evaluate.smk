@@ -49,14 +49,14 @@ rule evaluate:
         # Friedel pairs are indistinguishable only in kinematic patterns
         friedel=friedel_groups_json(),
         data=data_kind(),
-        xgb="--xgb-dir results/xgboost" if is_activated("xgboost") else "",
+        xgb="--xgb-dir results/xgboost" if is_activated("xgboost") else "",  # fixed literal flag
         batch=config["train"]["eval_batch_size"],
     shell:
         "python workflow_scripts/evaluate.py --shards {params.shards:q} --flat {params.flat:q}"
         " --tdc {params.tdc:q} --summary {output.summary:q} --copy {output.by_mode:q}"
-        " --bootstrap {params.bootstrap}"
-        " --seed {params.seed} --friedel-groups {params.friedel:q} --data {params.data:q}"
-        " --batch-size {params.batch} --threads {threads} {params.xgb} 2> {log:q}"
+        " --bootstrap {params.bootstrap:q}"
+        " --seed {params.seed:q} --friedel-groups {params.friedel:q} --data {params.data:q}"
+        " --batch-size {params.batch:q} --threads {threads} {params.xgb} 2> {log:q}"
 
 
 rule plots:
