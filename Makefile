@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 CORES ?= 2
 STAMP := $(VENV)/.installed
 
-.PHONY: run test venv clean report
+.PHONY: run test venv clean report status
 
 venv: $(STAMP)
 
@@ -19,7 +19,11 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
+# A run killed with SIGKILL (or a lost terminal) leaves Snakemake's lock: remove it when no process of the old run
+# still works here (cbedtdc/runstate.py), then resume. One [progress] line per training epoch goes to the terminal.
 run: $(STAMP)
+	$(BIN)/python -m cbedtdc.runstate unlock-if-stale
+	$(BIN)/python -m cbedtdc.runstate follow --pid $$$$ --interval 15 & \
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --profile local --cores $(CORES)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --profile local --cores 1 --report results/report.html
 	@echo "Summary: results/metrics/summary.json   Report: results/report.html"
@@ -29,6 +33,10 @@ report: $(STAMP)
 
 test: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q
+
+# Where the training jobs of the run in this directory stand (epoch, images/s, ETA), read from logs/.
+status: $(STAMP)
+	$(BIN)/python -m cbedtdc.runstate status
 
 clean:
 	rm -rf results logs benchmarks .snakemake
