@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import hashlib
 import importlib
 import importlib.util
@@ -377,10 +376,3 @@ def test_synthesize_and_gallery_clis(tmp_path):
     assert gallery.main(["--raw", str(out), "--out", str(png), "--classes", "225,2,14"]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert gallery.main(["--raw", str(out), "--out", str(tmp_path / "g2.png"), "--classes", "99,100"]) == 2
-
-
-@pytest.mark.parametrize("module", ["scattering", "crystal", "zone_axes", "generate"])
-def test_doctests(module):
-    mod = importlib.import_module(f"cbedtdc.synth.{module}")
-    result = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.failed == 0 and result.attempted > 0

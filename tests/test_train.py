@@ -8,12 +8,13 @@ import json
 import shutil
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+from conftest import kill_driver
 
 from cbedtdc import train as T
 from cbedtdc.losses import class_weights, make_loss
@@ -94,33 +95,14 @@ def test_rest_output_and_excluded_count(tiny_shards, tmp_path):
     assert s["n_train"] == 12 and s["n_excluded_train"] == 6 and s["n_excluded_dev"] == 3
 
 
-def _kill_driver(tmp_path: Path, kill_at_step: int) -> Path:
-    """A script that runs the CLI and SIGKILLs itself when optimizer step ``kill_at_step`` begins."""
-    script = tmp_path / "killed_run.py"
-    script.write_text(textwrap.dedent(f"""
-        import os, runpy, signal, sys
-        sys.path.insert(0, {str(ROOT)!r})
-        import cbedtdc.train as T
-        original, calls = T._train_step, [0]
-        def step(job, micro):
-            calls[0] += 1
-            if calls[0] == {kill_at_step}:
-                os.kill(os.getpid(), signal.SIGKILL)
-            return original(job, micro)
-        T._train_step = step
-        sys.argv = [{str(CLI)!r}] + sys.argv[1:]
-        runpy.run_path({str(CLI)!r}, run_name="__main__")
-    """))
-    return script
-
-
 @pytest.fixture(scope="module")
 def killed_run(tiny_shards, tmp_path_factory):
     """Out folder of a run SIGKILLed at step 4 of epoch 2 (last checkpoint: epoch 2, step 2)."""
     tmp = tmp_path_factory.mktemp("killed")
     out = tmp / "job"
-    proc = subprocess.run([sys.executable, str(_kill_driver(tmp, 5 + 4)), "--shards", str(tiny_shards),
-                           "--model", str(out / "best.pt"), *CLI_ARGS], capture_output=True, text=True, timeout=300)
+    driver = kill_driver(tmp / "killed_run.py", "n == 5 + 4")  # SIGKILL when step 4 of epoch 2 begins
+    proc = subprocess.run([sys.executable, str(driver), "--shards", str(tiny_shards), "--model", str(out / "best.pt"),
+                           *CLI_ARGS], capture_output=True, text=True, timeout=300)
     assert proc.returncode == -9, proc.stderr[-2000:]
     assert (out / "resume" / "state.pt").is_file() and not (out / "last.pt").exists()
     return out
@@ -262,15 +244,6 @@ def test_cli_rejects_bad_model_path_and_missing_shards(tmp_path):
     assert cli.main(["--shards", str(tmp_path / "nope"), "--model", str(tmp_path / "o" / "best.pt"),
                      "--classes", "1,2"]) == 2
     assert not (tmp_path / "o" / "best.pt").exists()
-
-
-@pytest.mark.parametrize("module", ["cbedtdc.train", "cbedtdc.losses", "cbedtdc.model", "cbedtdc.distributed"])
-def test_doctests(module):
-    import doctest
-    import importlib
-
-    res = doctest.testmod(importlib.import_module(module))
-    assert res.failed == 0 and res.attempted > 0
 
 
 def test_level_subset_without_dev_samples(tiny_shards, tmp_path):

@@ -3,23 +3,15 @@ profile's launcher replaces the local mpiexec (dry runs only)."""
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+from conftest import snakemake
 
 
 def dry_run(*args) -> str:
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-    res = subprocess.run([str(BIN / "snakemake"), "-n", "-p", *args], cwd=REPO, env=env, capture_output=True,
-                         text=True, timeout=300)
+    res = snakemake("-n", "-p", *args)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     return res.stdout + res.stderr
 
