@@ -54,6 +54,7 @@ def config(workdir, raw, max_fraction):
     return ["--configfile", str(path)]
 
 
+@pytest.mark.slow
 def test_shards_target_builds_the_data_stage_and_reruns_only_what_is_missing(workdir):
     raw = raw_dir(workdir)
     cfg = config(workdir, raw, 0.2)
@@ -90,6 +91,7 @@ def test_shards_target_builds_the_data_stage_and_reruns_only_what_is_missing(wor
     assert lost.read_bytes() == before
 
 
+@pytest.mark.slow
 def test_manifest_fails_with_one_clear_line_above_threshold(workdir):
     raw = raw_dir(workdir)
     res = snakemake("--cores", "2", "shards", *config(workdir, raw, 0.1), cwd=workdir)

@@ -58,6 +58,7 @@ def check_two_rank_run(out: Path, reference: dict, launcher: str) -> None:
     assert not torch.allclose(init["backbone.fc.weight"], a["backbone.fc.weight"]), "training changed nothing"
 
 
+@pytest.mark.slow
 @pytest.mark.mpi
 @needs_mpi
 def test_two_ranks_equal_one_rank_with_same_global_batch(tiny_shards, tmp_path, accumulated):
@@ -73,6 +74,7 @@ def test_two_ranks_equal_one_rank_with_same_global_batch(tiny_shards, tmp_path, 
     check_two_rank_run(out, accumulated, "mpi")
 
 
+@pytest.mark.slow
 def test_torchrun_two_ranks_equal_the_same(tiny_shards, tmp_path, accumulated):
     torchrun = Path(sys.executable).parent / "torchrun"
     if not torchrun.exists():
@@ -86,6 +88,7 @@ def test_torchrun_two_ranks_equal_the_same(tiny_shards, tmp_path, accumulated):
     check_two_rank_run(out, accumulated, "torchrun")
 
 
+@pytest.mark.slow
 @pytest.mark.mpi
 @needs_mpi
 @pytest.mark.parametrize("how", ["raise", "sigkill", "hang"])
@@ -135,6 +138,7 @@ def test_launcher_and_mpi_disagreeing_on_the_world_is_an_error():
     assert "the launcher started 3 ranks (JSM_NAMESPACE_SIZE=3) but MPI sees a world of 1" in proc.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.mpi
 @needs_mpi
 def test_resume_on_another_world_size_with_the_same_global_batch(tiny_shards, tmp_path, accumulated):

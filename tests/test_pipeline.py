@@ -12,9 +12,11 @@ import csv
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 from conftest import BIN, REPO, SNAKEFILE, job_stats, link_workdir, snakemake
+
 # rule all needs only summary.json; tdc (every level) and the plots make a deleted level count as missing
 TARGETS = ["all", "tdc", "results/plots/headline.png"]
 

@@ -49,6 +49,7 @@ def reference(tiny_shards, tmp_path_factory):
     return out, summary
 
 
+@pytest.mark.slow
 def test_fit_writes_outputs_and_predict_reads_them(reference, tiny_shards):
     out, summary = reference
     for name in ("best.pt", "last.pt", "metrics.csv", "train.json"):
@@ -74,6 +75,7 @@ def test_fit_writes_outputs_and_predict_reads_them(reference, tiny_shards):
     assert feats.shape == (2, 512)
 
 
+@pytest.mark.slow
 def test_same_seed_same_weights_other_seed_differs(reference, tiny_shards, tmp_path):
     out, _ = reference
     T.fit(CFG, shard_root=tiny_shards, out_dir=tmp_path / "again", classes=CLASSES)
@@ -83,6 +85,7 @@ def test_same_seed_same_weights_other_seed_differs(reference, tiny_shards, tmp_p
     assert not torch.equal(a["backbone.fc.weight"], b["backbone.fc.weight"])
 
 
+@pytest.mark.slow
 def test_rest_output_and_excluded_count(tiny_shards, tmp_path):
     cfg = {**CFG, "epochs": 1, "orientation": "stack", "budget_images": 40}
     s = T.fit(cfg, shard_root=tiny_shards, out_dir=tmp_path / "rest", classes=[14], rest=True)
@@ -113,6 +116,7 @@ def _resume(out: Path, shards) -> subprocess.CompletedProcess:
                            *CLI_ARGS], capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_gives_same_weights(killed_run, reference, tiny_shards, tmp_path):
     out = tmp_path / "job"
     shutil.copytree(killed_run, out)
@@ -132,6 +136,7 @@ def test_resume_after_sigkill_gives_same_weights(killed_run, reference, tiny_sha
     assert_same(weights(ref / "best.pt"), weights(out / "best.pt"))
 
 
+@pytest.mark.slow
 def test_corrupt_state_falls_back_to_previous(killed_run, reference, tiny_shards, tmp_path):
     out = tmp_path / "job"
     shutil.copytree(killed_run, out)
@@ -146,6 +151,7 @@ def test_corrupt_state_falls_back_to_previous(killed_run, reference, tiny_shards
     assert_same(weights(reference[0] / "last.pt"), weights(out / "last.pt"))
 
 
+@pytest.mark.slow
 def test_all_states_corrupt_is_one_clear_error(killed_run, tiny_shards, tmp_path):
     out = tmp_path / "job"
     shutil.copytree(killed_run, out)
@@ -158,6 +164,7 @@ def test_all_states_corrupt_is_one_clear_error(killed_run, tiny_shards, tmp_path
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_load_model_rejects_truncated_and_foreign_files(reference, tmp_path):
     good = reference[0] / "best.pt"
     bad = tmp_path / "best.pt"
@@ -171,6 +178,7 @@ def test_load_model_rejects_truncated_and_foreign_files(reference, tmp_path):
         T.load_model(tmp_path / "missing.pt")
 
 
+@pytest.mark.slow
 def test_changed_config_does_not_resume_foreign_state(killed_run, tiny_shards, tmp_path):
     out = tmp_path / "job"
     shutil.copytree(killed_run, out)
@@ -246,6 +254,7 @@ def test_cli_rejects_bad_model_path_and_missing_shards(tmp_path):
     assert not (tmp_path / "o" / "best.pt").exists()
 
 
+@pytest.mark.slow
 def test_level_subset_without_dev_samples(tiny_shards, tmp_path):
     """A TDC level: training restricted to given keys, no dev sample of its classes -> last epoch is best."""
     from cbedtdc.data import ShardDataset
@@ -259,6 +268,7 @@ def test_level_subset_without_dev_samples(tiny_shards, tmp_path):
         T.fit(CFG, shard_root=tiny_shards, out_dir=tmp_path / "bad", classes=CLASSES, train_keys=["nope.h5/x"])
 
 
+@pytest.mark.slow
 def test_engine_learns_class_patterns(tmp_path):
     """End to end on class-dependent synthetic stacks: the trained model classifies unseen test samples."""
     from fixtures import build_tiny_shards

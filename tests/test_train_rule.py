@@ -25,6 +25,7 @@ def flag(cmd: list[str], name: str) -> str:
     return cmd[cmd.index(name) + 1]
 
 
+@pytest.mark.slow
 def test_config_overrides_reach_every_flag_and_one_job_per_loss():
     out = dry_run("flat", "--config", "train={epochs: 3, arch: resnet18, batch_size: 16, ranks: 3}",
                   "flat={losses: [ce, weighted_ce]}", "classes=[2, 225, 1]", "tdc={level_sizes: [1, 2]}")
@@ -43,6 +44,7 @@ def test_config_overrides_reach_every_flag_and_one_job_per_loss():
         assert "--ranks" not in c
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("profile, launcher", [("local", "mpiexec"), ("slurm", "srun"), ("summit", "jsrun")])
 def test_profile_sets_the_launcher(profile, launcher):
     """Rule resources beat a profile's default-resources, so a profile must name the launcher of the training
