@@ -39,7 +39,7 @@ def _worker(args):
     cfg = SynthConfig(classes=tuple(resolve_classes(classes)), n_materials=max(10 * n_materials, 100),
                       energies_per_material=energies, image_size=size, seed=seed, mode=mode)
     for sg in set(cfg.classes):  # Wyckoff tables (once per job)
-        crystal_mod._wyckoff(sg)
+        crystal_mod.wyckoff_orbits(sg)
     t_setup = time.perf_counter() - t0
 
     timers = {"crystal": 0.0, "material": 0.0}

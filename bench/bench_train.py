@@ -74,8 +74,8 @@ def _job(shard_root, arch, batch_size, workers, seed=0):
 
     ds = ShardDataset(shard_root, "train", orientation="stack", seed=seed)
     classes = sorted(set(ds.labels.tolist()))
-    targets, _ = T._job_labels(ds.labels, classes, rest=False)
-    data = T._JobData(ds, targets, seed=seed, orientation="random", augment=True)
+    targets, _ = T.job_targets(ds.labels, classes, rest=False)
+    data = T.JobData(ds, targets, seed=seed, orientation="random", augment=True)
     batches = T.EpochBatches(len(ds), batch_size=batch_size, seed=seed)
     torch.manual_seed(seed)
     model = build_model(arch, 1, len(classes))
@@ -187,19 +187,19 @@ def engine_vs_torchvision(args, size: int) -> dict:
     if dev == "cpu":
         torch.set_num_threads(args.threads)
     else:
-        T._gpu_speed_settings()  # as fit() does; applies to both loops
+        T.gpu_speed_settings()  # as fit() does; applies to both loops
     g = torch.Generator().manual_seed(0)
     x8 = torch.randint(0, 256, (batch, 1, size, size), dtype=torch.uint8, generator=g)
     y = torch.randint(0, n_out, (batch,), generator=g)
 
     model = build_model(args.arch, 1, n_out).to(dev)
-    amp_dtype, use_scaler = T._amp_setup(args.amp, dev)
+    amp_dtype, use_scaler = T.amp_setup(args.amp, dev)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    job = {"ctx": DistContext(device=dev), "model": model, "ddp": model, "opt": opt,
-           "sched": torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0),
-           "scaler": torch.amp.GradScaler("cuda", enabled=use_scaler),
-           "loss_fn": make_loss("ce", [1] * n_out, label_smoothing=0.1), "device": dev, "amp_dtype": amp_dtype,
-           "grad_clip": 1.0, "bn_buffers": T._bn_buffers(model)}
+    job = T.Job(ctx=DistContext(device=dev), model=model, ddp=model, opt=opt,
+                sched=torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0),
+                scaler=torch.amp.GradScaler("cuda", enabled=use_scaler),
+                loss_fn=make_loss("ce", [1] * n_out, label_smoothing=0.1), amp_dtype=amp_dtype, grad_clip=1.0,
+                bn_buffers=T.bn_buffers(model))
     micro = [(x8.to(dev), y.to(dev))]
 
     plain = getattr(torchvision.models, args.arch)(num_classes=n_out)
@@ -232,7 +232,7 @@ def engine_vs_torchvision(args, size: int) -> dict:
 
     engine, bare = [], []
     for _ in range(args.repeats):
-        engine.append(rate(lambda: T._train_step(job, micro)))
+        engine.append(rate(lambda: T.train_step(job, micro)))
         bare.append(rate(plain_step))
     e, b = statistics.median(engine), statistics.median(bare)
     name = torch.cuda.get_device_name(dev) if dev.startswith("cuda") else "cpu"

@@ -1,18 +1,22 @@
 """cbedtdc: Trickle-Down Classifier for CBED space-group classification.
 
-Modules (import what you need; torch and xgboost are imported lazily):
+Modules, one room per concern (import what you need; torch, h5py and xgboost are imported lazily).
+docs/architecture.md says what each room may import; tests/test_architecture.py enforces it.
 
-- :mod:`cbedtdc.classes`    class sets and the real class frequencies
-- :mod:`cbedtdc.layout`     raw-file discovery and the static file plan
-- :mod:`cbedtdc.io`         defensive reading of challenge-layout HDF5
-- :mod:`cbedtdc.synth`      built-in physics-based CBED generator
-- :mod:`cbedtdc.preprocess` log scaling, resize, shards
-- :mod:`cbedtdc.data`       ``ShardDataset`` over the uint8 shards
-- :mod:`cbedtdc.train`      training engine: ``fit``, ``load_model``, ``predict``, ``extract_features``
+- :mod:`cbedtdc.classes`     class sets and the real class frequencies (``cbedtdc/tables/``)
+- :mod:`cbedtdc.layout`      raw-file discovery and the static file plan
+- :mod:`cbedtdc.io`          defensive reading of challenge-layout HDF5, atomic writers, CSV/JSON
+- :mod:`cbedtdc.synth`       built-in physics-based CBED generator
+- :mod:`cbedtdc.preprocess`  log scaling, resize, shards
+- :mod:`cbedtdc.data`        manifest, splits, shard index, ``ShardDataset`` over the uint8 shards
+- :mod:`cbedtdc.train`       training engine: ``fit``, ``load_model``, ``predict``, ``extract_features``
 - :mod:`cbedtdc.distributed`, :mod:`cbedtdc.model`, :mod:`cbedtdc.losses`  its process group, ResNet, losses
-- :mod:`cbedtdc.cascade`    Trickle-Down Classifier levels and routing
-- :mod:`cbedtdc.metrics`, :mod:`cbedtdc.plots`  evaluation
-- :mod:`cbedtdc.cli`        the ``cbedtdc`` console script (``classify``, ``table``)
+- :mod:`cbedtdc.cascade`     Trickle-Down Classifier: level plan, routing (pure numpy), the level jobs
+- :mod:`cbedtdc.xgbhead`     optional CNN-XGBoost heads
+- :mod:`cbedtdc.metrics`, :mod:`cbedtdc.plots`  pure scores and figures (no torch, no h5py)
+- :mod:`cbedtdc.evaluate`    loads the models and predictions of a run, writes ``summary.json`` and tables
+- :mod:`cbedtdc.classify`    classifies new challenge-layout files with a trained run
+- :mod:`cbedtdc.cli`, :mod:`cbedtdc.cliutil`  the ``cbedtdc`` console script; the workflow scripts' wrapper
 """
 
 __version__ = "0.1.0"

@@ -1,7 +1,7 @@
 """Space-group class sets and the real class frequencies of the SMC 2020 challenge.
 
 The per-space-group sample counts of the challenge's train/dev/test splits are shipped
-in ``cbedtdc/data/real_counts.csv`` (source: participants' EDA of the released set,
+in ``cbedtdc/tables/real_counts.csv`` (source: participants' EDA of the released set,
 187,155 samples, 200 of 230 groups present).
 """
 
@@ -23,7 +23,7 @@ def real_counts() -> dict[int, tuple[int, int, int]]:
     >>> real_counts()[225]
     (11160, 1650, 1560)
     """
-    text = resources.files("cbedtdc").joinpath("data/real_counts.csv").read_text()
+    text = resources.files("cbedtdc").joinpath("tables/real_counts.csv").read_text()
     out: dict[int, tuple[int, int, int]] = {}
     for row in csv.DictReader(text.splitlines()):
         out[int(row["space_group"])] = (int(row["train"]), int(row["dev"]), int(row["test"]))

@@ -19,6 +19,8 @@ import logging
 import sys
 from pathlib import Path
 
+from cbedtdc.cliutil import inference_parser, set_torch_threads
+
 log = logging.getLogger("cbedtdc.cli")
 
 
@@ -27,15 +29,11 @@ def get_parser(add_help: bool = True) -> argparse.ArgumentParser:
                                 "Trickle-Down Classifier", add_help=add_help)
     sub = p.add_subparsers(dest="command", required=True)
     c = sub.add_parser("classify", help="classify challenge-layout HDF5 files with a trained run",
-                       description=__doc__.split("\n\n")[1])
+                       description=__doc__.split("\n\n")[1], parents=[inference_parser()])
     c.add_argument("run_dir", metavar="RUN_DIR", help="results/tdc, results, or results/flat/<loss> (required)")
     c.add_argument("inputs", metavar="INPUT", nargs="+", help="HDF5 files or folders searched for *.h5 (required)")
     c.add_argument("--out", required=True, help="predictions CSV to write (required)")
     c.add_argument("--rejected", help="CSV of bad files and samples (default: <out>.rejected.csv)")
-    c.add_argument("--batch-size", type=int, default=64, help="inference batch (default: 64)")
-    c.add_argument("--threads", type=int, default=0, help="torch threads, 0 = torch's default (default: 0)")
-    c.add_argument("--device", default="auto", help="cpu, cuda, or auto: a GPU when torch sees one "
-                   "(default: auto)")
     c.add_argument("-v", "--verbose", action="store_true", help="debug logging (default: info)")
     t = sub.add_parser("table", help="markdown results table of summary.json files (e.g. a rest and a hard run)")
     t.add_argument("summaries", metavar="SUMMARY", nargs="+", help="summary.json files (required)")
@@ -55,7 +53,7 @@ def table(args) -> int:
         log.error("%s", err)
         return 2
     if args.out:
-        from cbedtdc.cascade import atomic_write_text
+        from cbedtdc.io import atomic_write_text
 
         atomic_write_text(args.out, text)
     else:
@@ -64,13 +62,10 @@ def table(args) -> int:
 
 
 def classify(args) -> int:
-    from cbedtdc.cascade import classify_files, prediction_fields
+    from cbedtdc.classify import classify_files, prediction_fields
     from cbedtdc.io import write_csv
 
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    set_torch_threads(args.threads)
     try:
         preds, rejected = classify_files(args.run_dir, args.inputs, batch_size=args.batch_size,
                                           device=args.device)

@@ -28,6 +28,9 @@ __all__ = [
     "STACK",
     "FLOAT_ATTRS",
     "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "atomic_save_torch",
     "write_json",
     "read_json",
     "write_csv",
@@ -37,6 +40,7 @@ __all__ = [
     "parse_floats",
     "check_stack",
     "index_file",
+    "walk_samples",
     "sample_order",
     "stack_extent",
     "Prefetcher",
@@ -79,6 +83,43 @@ def atomic_path(target, suffix=None):
         raise
 
 
+def atomic_write_bytes(path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through :func:`atomic_path` (temp file in the same folder, rename)."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(path, text: str) -> None:
+    """Write ``text`` to ``path`` through :func:`atomic_path`; nothing is left under any name on error.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     atomic_write_text(Path(d) / "a.txt", "hello\\n")
+    ...     sorted(p.name for p in Path(d).iterdir()), (Path(d) / "a.txt").read_text()
+    (['a.txt'], 'hello\\n')
+    """
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def atomic_save_torch(obj, path, *, keep_previous=None) -> None:
+    """``torch.save`` through :func:`atomic_path`, fsynced before the rename.
+
+    With ``keep_previous``, an existing ``path`` is first renamed there (a resume file and its
+    predecessor: a crash between the two renames leaves the predecessor, never a torn file).
+    """
+    import torch
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if keep_previous is not None and path.exists():
+            os.replace(path, keep_previous)
+
+
 def write_json(path, obj) -> None:
     """Write ``obj`` as sorted, indented JSON, atomically."""
     with atomic_path(path) as tmp:
@@ -91,9 +132,12 @@ def read_json(path):
 
 
 def write_csv(path, rows, fields) -> None:
-    """Write dict rows with the given column order, atomically (extra keys are an error)."""
+    """Write dict rows with the given column order, atomically.
+
+    Missing keys are written empty; extra keys are an error (a column nobody asked for).
+    """
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(fields), lineterminator="\n")
+        writer = csv.DictWriter(fh, fieldnames=list(fields), lineterminator="\n", restval="")
         writer.writeheader()
         writer.writerows(rows)
 
@@ -333,6 +377,50 @@ def _read_sample(name, grp, file_name, split, expected_side, min_side):
     return rec, None
 
 
+def walk_samples(path, read):
+    """Yield ``(group, result, reason)`` for every sample group of one challenge file.
+
+    The one walk over a file's groups, shared by the data stage (:func:`index_file`) and
+    ``cbedtdc classify`` (:func:`cbedtdc.classify.read_samples`). ``read(name, group)`` returns
+    ``(result, reason)`` for one ``h5py.Group``. A file that cannot be opened or listed, or holds
+    no group, yields one entry with group ``""``; a root object that is not a group, or a group
+    whose header or links are broken (``read`` raising), yields its reason. The next group's
+    stack is prefetched while one is read (:class:`Prefetcher`).
+    """
+    import h5py
+
+    try:
+        fh = h5py.File(path, "r")
+    except Exception as err:  # OSError for truncated / not HDF5, FileNotFoundError, ...
+        yield "", None, f"cannot open: {_one_line(err)}"
+        return
+    with fh, Prefetcher(path) as prefetch:
+        try:
+            names = sorted(fh.keys(), key=sample_order)
+        except Exception as err:
+            yield "", None, f"cannot list groups: {_one_line(err)}"
+            return
+        if not names:
+            yield "", None, "no sample groups"
+        for k, group in enumerate(names):
+            try:
+                if k + 1 < len(names):  # start reading the next stack while this one is checked
+                    nxt = fh[names[k + 1]]
+                    if isinstance(nxt, h5py.Group) and isinstance(nxt.get(STACK), h5py.Dataset):
+                        prefetch.hint(nxt[STACK])
+            except Exception:  # a broken next group is reported when its turn comes
+                pass
+            try:
+                node = fh[group]
+                if not isinstance(node, h5py.Group):
+                    yield group, None, f"not a sample group ({type(node).__name__} at file root)"
+                    continue
+                result, reason = read(group, node)
+            except Exception as err:  # a broken object header or link
+                result, reason = None, f"cannot read group: {_one_line(err)}"
+            yield group, result, reason
+
+
 def index_file(path, *, split: str | None = None, expected_side: int = 0, min_side: int = 0) -> dict:
     """Read and check every sample of one challenge file.
 
@@ -354,8 +442,6 @@ def index_file(path, *, split: str | None = None, expected_side: int = 0, min_si
         "reason"}, ...]}``. ``seen`` = len(samples) + len(quarantine): one entry per sample
         group, or one for a file that cannot be opened or listed (then ``group`` is empty).
     """
-    import h5py
-
     from cbedtdc.layout import split_of
 
     path = Path(path)
@@ -363,43 +449,15 @@ def index_file(path, *, split: str | None = None, expected_side: int = 0, min_si
     split = split or split_of(name)
     samples, quarantine = [], []
 
-    def reject(group, reason):
-        log.warning("quarantine %s/%s: %s", name, group, reason)
-        quarantine.append({"file": name, "group": group, "reason": reason})
+    def read(group, node):
+        return _read_sample(group, node, name, split, expected_side, min_side)
 
-    try:
-        fh = h5py.File(path, "r")
-    except Exception as err:  # OSError for truncated / not HDF5, FileNotFoundError, ...
-        reject("", f"cannot open: {_one_line(err)}")
-    else:
-        with fh, Prefetcher(path) as prefetch:
-            try:
-                names = sorted(fh.keys(), key=sample_order)
-            except Exception as err:
-                names = None
-                reject("", f"cannot list groups: {_one_line(err)}")
-            if names is not None and not names:
-                reject("", "no sample groups")
-            for k, group in enumerate(names or ()):
-                try:
-                    if k + 1 < len(names):  # start reading the next stack while this one is checked
-                        nxt = fh[names[k + 1]]
-                        if isinstance(nxt, h5py.Group) and isinstance(nxt.get(STACK), h5py.Dataset):
-                            prefetch.hint(nxt[STACK])
-                except Exception:  # a broken next group is reported when its turn comes
-                    pass
-                try:
-                    node = fh[group]
-                    if not isinstance(node, h5py.Group):
-                        reject(group, f"not a sample group ({type(node).__name__} at file root)")
-                        continue
-                    rec, reason = _read_sample(group, node, name, split, expected_side, min_side)
-                except Exception as err:  # a broken object header or link
-                    rec, reason = None, f"cannot read group: {_one_line(err)}"
-                if reason:
-                    reject(group, reason)
-                else:
-                    samples.append(rec)
+    for group, rec, reason in walk_samples(path, read):
+        if reason:
+            log.warning("quarantine %s/%s: %s", name, group, reason)
+            quarantine.append({"file": name, "group": group, "reason": reason})
+        else:
+            samples.append(rec)
     return {
         "file": name,
         "split": split,

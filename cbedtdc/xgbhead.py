@@ -15,6 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from cbedtdc.io import atomic_path, atomic_write_text
+from cbedtdc.train.sampling import job_targets
+
 __all__ = ["DEFAULT_PARAMS", "job_targets", "fit_booster", "predict_booster", "fit_head", "load_head",
            "head_probs"]
 
@@ -23,22 +26,6 @@ log = logging.getLogger(__name__)
 #: Booster settings (config ``xgboost``): shallow trees on ~512-2048 features, histogram method.
 DEFAULT_PARAMS = {"n_estimators": 200, "max_depth": 4, "learning_rate": 0.1, "subsample": 0.8,
                   "colsample_bytree": 0.5, "early_stopping": 20}
-
-
-def job_targets(labels, classes, rest: bool):
-    """Output index of each label for a job (``rest`` -> last index); ``keep`` masks the usable ones.
-
-    >>> t, keep = job_targets([14, 1, 2], [14, 225], rest=True)
-    >>> t.tolist(), keep.tolist()
-    ([0, 2, 2], [True, True, True])
-    >>> job_targets([14, 1], [14, 225], rest=False)[1].tolist()
-    [True, False]
-    """
-    lookup = {int(c): i for i, c in enumerate(classes)}
-    labels = np.asarray(labels)
-    t = np.array([lookup.get(int(v), len(classes)) for v in labels], dtype=np.int64)
-    keep = np.ones(len(t), dtype=bool) if rest else t < len(classes)
-    return t, keep
 
 
 def fit_booster(features, targets, n_outputs: int, *, params=None, seed: int = 0, dev=None, threads: int = 0):
@@ -88,9 +75,7 @@ def _features(model, meta, shard_root, split, keys, batch_size):
 def fit_head(model_path, shard_root, out_path, *, train_keys=None, dev_keys=None, params=None, seed: int = 0,
              batch_size: int = 64, device: str = "cpu", threads: int = 0) -> dict:
     """Fit the head of one trained job on its training samples; write ``out_path`` (+ ``.meta.json``)."""
-    from cbedtdc.cascade import atomic_write_text, inference_device
-    from cbedtdc.io import atomic_path
-    from cbedtdc.train import load_model
+    from cbedtdc.train import inference_device, load_model
 
     model, meta = load_model(model_path, device=inference_device(device))
     classes, rest = [int(c) for c in meta["classes"]], bool(meta.get("rest", False))

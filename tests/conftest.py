@@ -1,8 +1,15 @@
-"""Shared pytest fixtures. Real-layout data builders live in tests/fixtures.py."""
+"""Shared pytest fixtures and helpers. Real-layout data builders live in tests/fixtures.py.
+
+Helpers (``from conftest import snakemake, job_stats, kill_driver``): run Snakemake from the venv,
+read its job-stats table, and write a driver script that kills a training CLI at a chosen step.
+"""
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -10,6 +17,67 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # `from fixtures import ...` from any test file
 
 from fixtures import build_tiny_shards  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+SNAKEFILE = str(REPO / "Snakefile")
+collect_ignore = ["shims"]  # fake LSF commands, run as programs (importing one needs $FAKELSF_STATE)
+
+
+def snakemake(*args, cwd=REPO, timeout=300, env_extra=None) -> subprocess.CompletedProcess:
+    """``snakemake *args`` from the venv in ``cwd``, the venv first on PATH (as ``make run`` does)."""
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **(env_extra or {}))
+    return subprocess.run([str(BIN / "snakemake"), *map(str, args)], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def job_stats(output: str) -> dict[str, int]:
+    """``{rule: count}`` from the 'Job stats' table of a (dry) run; ``{}`` when there is nothing to do.
+
+    >>> job_stats("Job stats:\\njob count\\n--- ---\\nall 1\\nshard 2\\ntotal 3\\n")
+    {'all': 1, 'shard': 2}
+    """
+    if "Job stats:" not in output:
+        return {}
+    table = output.split("Job stats:")[1].split("total")[0]
+    return {ln.split()[0]: int(ln.split()[1]) for ln in table.splitlines() if ln.strip() and ln.split()[-1].isdigit()}
+
+
+def link_workdir(path: Path) -> Path:
+    """A working directory for the repo's Snakefile: ``workflow_scripts`` and ``config`` linked in."""
+    (path / "workflow_scripts").symlink_to(REPO / "workflow_scripts")
+    (path / "config").symlink_to(REPO / "config")
+    return path
+
+
+def kill_driver(path: Path, when: str, action: str = "sigkill", cli: Path = REPO / "workflow_scripts" / "train.py"):
+    """Write a script that runs the training ``cli`` (same argv) and fails when an optimizer step begins.
+
+    ``when`` is a Python expression of ``n`` (steps begun so far by this process, from 1) and ``job``
+    (:class:`cbedtdc.train.Job`), e.g. ``"n == 5"`` or ``"job.ctx.rank == 1 and n == 2"``; ``action`` is
+    ``sigkill`` (the process dies outright), ``raise`` (a RuntimeError) or ``hang`` (sleeps an hour).
+    """
+    assert action in ("sigkill", "raise", "hang"), action
+    path.write_text(textwrap.dedent(f"""
+        import os, runpy, signal, sys, time
+        sys.path.insert(0, {str(REPO)!r})
+        import cbedtdc.train.engine as E
+        original, calls = E.train_step, [0]
+        def step(job, micro):
+            calls[0] += 1
+            n = calls[0]
+            if {when}:
+                if {action!r} == "raise":
+                    raise RuntimeError("injected failure on rank " + str(job.ctx.rank))
+                if {action!r} == "hang":
+                    time.sleep(3600)
+                os.kill(os.getpid(), signal.SIGKILL)
+            return original(job, micro)
+        E.train_step = step
+        sys.argv = [{str(cli)!r}] + sys.argv[1:]
+        runpy.run_path({str(cli)!r}, run_name="__main__")
+    """))
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import hashlib
 import pickle
 import tracemalloc
@@ -26,11 +25,6 @@ from cbedtdc.data import (
 from cbedtdc.io import index_file, read_csv, write_json
 from cbedtdc.preprocess import area_resize, log_scale, preprocess_stack, verify_shard, write_shard
 from fixtures import make_sample, write_challenge_file
-
-
-@pytest.mark.parametrize("module", [cbedtdc.io, cbedtdc.preprocess, cbedtdc.data])
-def test_doctests(module):
-    assert doctest.testmod(module).failed == 0
 
 
 def sample(i, sg=62, material=None, energy=0, side=16, **attrs):

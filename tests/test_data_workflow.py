@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REPO, job_stats, link_workdir, snakemake
+from fixtures import make_sample, write_challenge_file
 
 from cbedtdc.data import ShardDataset
 from cbedtdc.io import read_csv, read_json
-from fixtures import make_sample, write_challenge_file
-
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 
 
 def raw_dir(root):
@@ -42,8 +38,7 @@ def raw_dir(root):
 @pytest.fixture
 def workdir(tmp_path):
     """A working directory that runs rules/common.smk + rules/data.smk like the main Snakefile."""
-    (tmp_path / "workflow_scripts").symlink_to(REPO / "workflow_scripts")
-    (tmp_path / "config").symlink_to(REPO / "config")
+    link_workdir(tmp_path)
     (tmp_path / "Snakefile").write_text(
         'configfile: "config/config.yaml"\n'
         f'include: "{REPO}/rules/common.smk"\n'
@@ -59,22 +54,11 @@ def config(workdir, raw, max_fraction):
     return ["--configfile", str(path)]
 
 
-def snakemake(workdir, *args):
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-    return subprocess.run([str(BIN / "snakemake"), "--cores", "2", *args], cwd=workdir, env=env,
-                          capture_output=True, text=True, timeout=300)
-
-
-def job_stats(output):
-    """{rule: count} from the 'Job stats' table of a dry run."""
-    table = output.split("Job stats:")[1].split("total")[0]
-    return {ln.split()[0]: int(ln.split()[1]) for ln in table.splitlines() if ln.strip() and ln.split()[-1].isdigit()}
-
-
+@pytest.mark.slow
 def test_shards_target_builds_the_data_stage_and_reruns_only_what_is_missing(workdir):
     raw = raw_dir(workdir)
     cfg = config(workdir, raw, 0.2)
-    res = snakemake(workdir, "shards", *cfg)
+    res = snakemake("--cores", "2", "shards", *cfg, cwd=workdir)
     assert res.returncode == 0, res.stdout + res.stderr
     data, shards = workdir / "results" / "data", workdir / "results" / "shards"
     manifest, quarantine = read_csv(data / "manifest.csv"), read_csv(data / "quarantine.csv")
@@ -97,19 +81,20 @@ def test_shards_target_builds_the_data_stage_and_reruns_only_what_is_missing(wor
     lost = shards / "files" / "batch_train_1.h5"
     before = lost.read_bytes()
     lost.unlink()
-    dry = snakemake(workdir, "shards", "-n", *cfg)
+    dry = snakemake("--cores", "2", "shards", "-n", *cfg, cwd=workdir)
     jobs = dry.stdout + dry.stderr
     assert dry.returncode == 0, jobs
     assert job_stats(jobs) == {"shard": 1, "shard_index": 1, "shards": 1}, jobs
     assert "stem=batch_train_1" in jobs
-    res = snakemake(workdir, "shards", *cfg)
+    res = snakemake("--cores", "2", "shards", *cfg, cwd=workdir)
     assert res.returncode == 0, res.stdout + res.stderr
     assert lost.read_bytes() == before
 
 
+@pytest.mark.slow
 def test_manifest_fails_with_one_clear_line_above_threshold(workdir):
     raw = raw_dir(workdir)
-    res = snakemake(workdir, "shards", *config(workdir, raw, 0.1))
+    res = snakemake("--cores", "2", "shards", *config(workdir, raw, 0.1), cwd=workdir)
     assert res.returncode != 0
     log = (workdir / "logs" / "manifest" / "manifest.log").read_text().splitlines()
     errors = [ln for ln in log if " ERROR " in ln]

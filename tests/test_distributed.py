@@ -7,12 +7,13 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
 import torch
+
+from conftest import kill_driver
 
 from cbedtdc import train as T
 from cbedtdc.distributed import init_distributed, launcher_env, local_rank_from_env
@@ -57,6 +58,7 @@ def check_two_rank_run(out: Path, reference: dict, launcher: str) -> None:
     assert not torch.allclose(init["backbone.fc.weight"], a["backbone.fc.weight"]), "training changed nothing"
 
 
+@pytest.mark.slow
 @pytest.mark.mpi
 @needs_mpi
 def test_two_ranks_equal_one_rank_with_same_global_batch(tiny_shards, tmp_path, accumulated):
@@ -72,6 +74,7 @@ def test_two_ranks_equal_one_rank_with_same_global_batch(tiny_shards, tmp_path, 
     check_two_rank_run(out, accumulated, "mpi")
 
 
+@pytest.mark.slow
 def test_torchrun_two_ranks_equal_the_same(tiny_shards, tmp_path, accumulated):
     torchrun = Path(sys.executable).parent / "torchrun"
     if not torchrun.exists():
@@ -85,37 +88,15 @@ def test_torchrun_two_ranks_equal_the_same(tiny_shards, tmp_path, accumulated):
     check_two_rank_run(out, accumulated, "torchrun")
 
 
-def _failing_driver(tmp_path: Path, how: str) -> Path:
-    script = tmp_path / "failing_rank.py"
-    script.write_text(textwrap.dedent(f"""
-        import os, runpy, signal, sys
-        sys.path.insert(0, {str(ROOT)!r})
-        import cbedtdc.train as T
-        original, calls = T._train_step, [0]
-        def step(job, micro):
-            calls[0] += 1
-            if job["ctx"].rank == 1 and calls[0] == 2:
-                if {how!r} == "raise":
-                    raise RuntimeError("injected failure on rank 1")
-                if {how!r} == "hang":
-                    import time
-                    time.sleep(3600)
-                os.kill(os.getpid(), signal.SIGKILL)
-            return original(job, micro)
-        T._train_step = step
-        sys.argv = [{str(CLI)!r}] + sys.argv[1:]
-        runpy.run_path({str(CLI)!r}, run_name="__main__")
-    """))
-    return script
-
-
+@pytest.mark.slow
 @pytest.mark.mpi
 @needs_mpi
 @pytest.mark.parametrize("how", ["raise", "sigkill", "hang"])
 def test_one_failing_rank_ends_the_job(tiny_shards, tmp_path, how):
     timeout_s = 10 if how == "hang" else 30  # a hanging rank is found by the collective timeout
     t0 = time.monotonic()
-    proc = mpirun(2, _failing_driver(tmp_path, how), "--shards", tiny_shards, "--model", tmp_path / "o" / "best.pt",
+    driver = kill_driver(tmp_path / "failing_rank.py", "job.ctx.rank == 1 and n == 2", how)
+    proc = mpirun(2, driver, "--shards", tiny_shards, "--model", tmp_path / "o" / "best.pt",
                   *ARGS, "--timeout-s", timeout_s, timeout=timeout_s + 90)
     elapsed = time.monotonic() - t0
     assert proc.returncode != 0
@@ -157,26 +138,13 @@ def test_launcher_and_mpi_disagreeing_on_the_world_is_an_error():
     assert "the launcher started 3 ranks (JSM_NAMESPACE_SIZE=3) but MPI sees a world of 1" in proc.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.mpi
 @needs_mpi
 def test_resume_on_another_world_size_with_the_same_global_batch(tiny_shards, tmp_path, accumulated):
     """Killed as 1 rank x 2 accumulated micro-batches, resumed as 2 ranks x 1: same weights as uninterrupted."""
     out = tmp_path / "job"
-    driver = tmp_path / "killed.py"
-    driver.write_text(textwrap.dedent(f"""
-        import os, runpy, signal, sys
-        sys.path.insert(0, {str(ROOT)!r})
-        import cbedtdc.train as T
-        original, calls = T._train_step, [0]
-        def step(job, micro):
-            calls[0] += 1
-            if calls[0] == 6:  # epoch 2, step 3 of 3; last checkpoint: epoch 2, step 2
-                os.kill(os.getpid(), signal.SIGKILL)
-            return original(job, micro)
-        T._train_step = step
-        sys.argv = [{str(CLI)!r}] + sys.argv[1:]
-        runpy.run_path({str(CLI)!r}, run_name="__main__")
-    """))
+    driver = kill_driver(tmp_path / "killed.py", "n == 6")  # epoch 2, step 3 of 3; last checkpoint: step 2
     args = ["--shards", str(tiny_shards), "--model", str(out / "best.pt"), *ARGS, "--timeout-s", "60"]
     proc = subprocess.run([sys.executable, str(driver), *args, "--accum-steps", "2"], capture_output=True, text=True,
                           timeout=240)

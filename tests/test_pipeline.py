@@ -10,36 +10,23 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import BIN, REPO, SNAKEFILE, job_stats, link_workdir, snakemake
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 # rule all needs only summary.json; tdc (every level) and the plots make a deleted level count as missing
 TARGETS = ["all", "tdc", "results/plots/headline.png"]
 
 pytestmark = pytest.mark.slow
 
 
-def snakemake(workdir, *args, timeout=600):
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+def run_dag(workdir, *args, timeout=600):
     # targets first: --config and --configfile take every word up to the next option
-    cmd = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "--cores", "2", *args,
-           "--configfile", "config/config.yaml", str(REPO / "tests" / "pipeline_config.yaml")]
-    return subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def job_stats(output: str) -> dict[str, int]:
-    """{rule: count} from the 'Job stats' table of a (dry) run; {} when there is nothing to do."""
-    if "Job stats:" not in output:
-        return {}
-    table = output.split("Job stats:")[1].split("total")[0]
-    return {ln.split()[0]: int(ln.split()[1]) for ln in table.splitlines() if ln.strip() and ln.split()[-1].isdigit()}
+    return snakemake("-s", SNAKEFILE, "--cores", "2", *args, "--configfile", "config/config.yaml",
+                     REPO / "tests" / "pipeline_config.yaml", cwd=workdir, timeout=timeout)
 
 
 def read_csv(path):
@@ -77,10 +64,8 @@ def check_summary(path, mode):
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """A complete tiny run in the rest reading (the config default)."""
-    workdir = tmp_path_factory.mktemp("pipeline")
-    (workdir / "workflow_scripts").symlink_to(REPO / "workflow_scripts")
-    (workdir / "config").symlink_to(REPO / "config")
-    res = snakemake(workdir, *TARGETS)
+    workdir = link_workdir(tmp_path_factory.mktemp("pipeline"))
+    res = run_dag(workdir, *TARGETS)
     assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-5000:]
     return workdir
 
@@ -103,30 +88,30 @@ def test_tiny_run_writes_a_valid_summary_and_report_files(run):
 
 
 def test_nothing_to_do_after_a_complete_run(run):
-    res = snakemake(run, *TARGETS, "-n")
+    res = run_dag(run, *TARGETS, "-n")
     assert res.returncode == 0, res.stderr
     assert job_stats(res.stdout + res.stderr) == {}, res.stdout
 
 
 def test_deleting_level_2_reruns_level_2_and_after_only(run):
     shutil.rmtree(run / "results" / "tdc" / "level_2")
-    res = snakemake(run, *TARGETS, "-n")
+    res = run_dag(run, *TARGETS, "-n")
     stats = job_stats(res.stdout + res.stderr)
     assert stats.get("train_level") == 1 and stats.get("level_job") == 1, stats
     assert set(stats) <= {"level_job", "train_level", "xgboost_level", "tune_routing", "evaluate", "plots", "all",
                           "tdc"}, stats
-    res = snakemake(run, *TARGETS)
+    res = run_dag(run, *TARGETS)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "rule train_level" in res.stdout + res.stderr
     assert "wildcards: level=1" not in res.stdout + res.stderr
-    assert job_stats(snakemake(run, *TARGETS, "-n").stdout) == {}
+    assert job_stats(run_dag(run, *TARGETS, "-n").stdout) == {}
 
 
 def test_threshold_routing_retrains_nothing(run):
     thr = ["--config", "tdc={routing: threshold}"]
-    stats = job_stats(snakemake(run, *TARGETS, "-n", *thr).stdout)
+    stats = job_stats(run_dag(run, *TARGETS, "-n", *thr).stdout)
     assert set(stats) <= {"tune_routing", "evaluate", "plots", "all", "tdc"} and stats.get("tune_routing") == 1, stats
-    res = snakemake(run, *TARGETS, *thr)
+    res = run_dag(run, *TARGETS, *thr)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     s = json.loads((run / "results" / "metrics" / "summary_rest_threshold.json").read_text())
     assert s["tdc"]["routing"] == "threshold" and len(s["tdc"]["thresholds"]) == 1
@@ -136,11 +121,11 @@ def test_threshold_routing_retrains_nothing(run):
 
 def test_hard_reading_retrains_only_the_tdc_and_chains_the_levels(run):
     hard = ["--config", "tdc={mode: hard}"]
-    dry = snakemake(run, *TARGETS, "-n", *hard)
+    dry = run_dag(run, *TARGETS, "-n", *hard)
     stats = job_stats(dry.stdout + dry.stderr)
     assert stats.get("train_level") == 2 and stats.get("collect_missed") == 1, stats
     assert not {"train_flat", "synthesize", "shard", "manifest"} & set(stats), stats
-    res = snakemake(run, *TARGETS, *hard)
+    res = run_dag(run, *TARGETS, *hard)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     s = check_summary(run / "results" / "metrics" / "summary.json", "hard")
     assert len(s["tdc"]["thresholds"]) == 1

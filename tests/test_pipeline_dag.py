@@ -2,33 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+from conftest import SNAKEFILE, job_stats, link_workdir, snakemake
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 
 
 @pytest.fixture
 def workdir(tmp_path):
-    (tmp_path / "workflow_scripts").symlink_to(REPO / "workflow_scripts")
-    (tmp_path / "config").symlink_to(REPO / "config")
-    return tmp_path
+    return link_workdir(tmp_path)
 
 
 def dry_run(workdir, *args):
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-    return subprocess.run([str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "-n", "--cores", "2", *args],
-                          cwd=workdir, env=env, capture_output=True, text=True, timeout=120)
-
-
-def job_stats(output: str) -> dict[str, int]:
-    table = output.split("Job stats:")[1].split("total")[0]
-    return {ln.split()[0]: int(ln.split()[1]) for ln in table.splitlines() if ln.strip() and ln.split()[-1].isdigit()}
+    return snakemake("-s", SNAKEFILE, "-n", "--cores", "2", *args, cwd=workdir, timeout=120)
 
 
 def test_rest_levels_train_independently(workdir):

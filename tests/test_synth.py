@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import hashlib
 import importlib
 import importlib.util
@@ -51,6 +50,7 @@ def _rot_corr(img, degrees):
 
 
 # --------------------------------------------------------------------------- crystals
+@pytest.mark.slow
 def test_every_space_group_gives_a_crystal_spglib_confirms_at_both_tolerances(crystals):
     for sg, c in crystals.items():
         assert c.space_group == sg
@@ -64,6 +64,7 @@ def test_every_space_group_gives_a_crystal_spglib_confirms_at_both_tolerances(cr
         assert c.formula and all(ch.isalnum() or ch == " " for ch in c.formula)
 
 
+@pytest.mark.slow
 def test_lattice_metric_follows_the_crystal_family(crystals):
     for sg, c in crystals.items():
         a, b, cc = c.abc
@@ -87,6 +88,7 @@ def test_bounded_retries_fail_with_a_clear_error():
 
 
 # --------------------------------------------------------------------------- physics
+@pytest.mark.slow
 def test_pattern_symmetry_follows_the_space_group(crystals):
     size = 63
     for sg, c in crystals.items():
@@ -98,12 +100,14 @@ def test_pattern_symmetry_follows_the_space_group(crystals):
             assert _rot_corr(img, 90) >= 0.99, f"SG {sg}: [001] not 4-fold"
 
 
+@pytest.mark.slow
 def test_hexagonal_and_trigonal_001_patterns_are_6_fold(crystals):
     for sg in range(143, 195):
         img = _zolz_image(crystals[sg], 255, q_max=1.2)
         assert _rot_corr(img, 60) >= 0.97, f"SG {sg}: [001] not 6-fold"
 
 
+@pytest.mark.slow
 def test_triclinic_pattern_is_not_4_fold_nor_6_fold(crystals):
     for sg in (1, 2):
         img = _zolz_image(crystals[sg], 127)
@@ -131,6 +135,7 @@ def test_holz_breaks_the_zolz_6_fold_of_cubic_111_down_to_3_fold():
     assert _rot_corr(out[True], 180) < 0.99  # Friedel 2-fold lost once HOLZ is seen
 
 
+@pytest.mark.slow
 def test_rocking_fringes_inside_disks_depend_on_thickness(crystals):
     c = crystals[225]
     p = prepare_panels(c, zone_axes(c), Optics(holz=False), [0.0] * 3)[0]
@@ -139,6 +144,7 @@ def test_rocking_fringes_inside_disks_depend_on_thickness(crystals):
     assert 0 < thick.max() <= 1.0 + 1e-9  # two-beam saturation: no beam brighter than the incident one
 
 
+@pytest.mark.slow
 def test_bloch_mode_breaks_friedel_only_for_non_centrosymmetric_crystals(crystals):
     def r180(sg, axis, mode):
         c = crystals[sg]
@@ -153,6 +159,7 @@ def test_bloch_mode_breaks_friedel_only_for_non_centrosymmetric_crystals(crystal
         assert r180(sg, axis, "bloch") < 0.99, (sg, axis)
 
 
+@pytest.mark.slow
 def test_bloch_mode_needs_prepared_beams_and_keeps_the_beam_set_centrosymmetric(crystals):
     c = crystals[14]
     kin = prepare_panels(c, zone_axes(c), Optics(), [0.0] * 3)[0]
@@ -190,6 +197,7 @@ def test_systematic_absences():
                     assert f.max() > 1e-3, (sg, seed, hkl_set, f)  # not everything is extinct
 
 
+@pytest.mark.slow
 def test_extinct_reflections_never_reach_the_renderer(crystals):
     c = crystals[225]
     p = prepare_panels(c, zone_axes(c), Optics(holz=True), [0.0] * 3)[0]
@@ -198,6 +206,7 @@ def test_extinct_reflections_never_reach_the_renderer(crystals):
     assert p.d_hkl == pytest.approx(c.abc[0] / 2)
 
 
+@pytest.mark.slow
 def test_namsa_policy_picks_three_strong_non_parallel_planes(crystals):
     for sg in (2, 14, 62, 166, 225):
         axes = zone_axes(crystals[sg], "namsa")
@@ -252,6 +261,7 @@ def _digest(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@pytest.mark.slow
 def test_same_seed_same_bytes_different_seed_different_crystals(tmp_path, tiny_cfg):
     a, b, c = (tmp_path / d / "batch_dev_0.h5" for d in "abc")
     write_file(a, tiny_cfg, 0, 3)
@@ -353,6 +363,7 @@ def _script(name):
     return module
 
 
+@pytest.mark.slow
 def test_synthesize_and_gallery_clis(tmp_path):
     synth, gallery = (_script(name) for name in ("synthesize", "gallery"))
     out = tmp_path / "raw" / "batch_train_0.h5"
@@ -377,10 +388,3 @@ def test_synthesize_and_gallery_clis(tmp_path):
     assert gallery.main(["--raw", str(out), "--out", str(png), "--classes", "225,2,14"]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert gallery.main(["--raw", str(out), "--out", str(tmp_path / "g2.png"), "--classes", "99,100"]) == 2
-
-
-@pytest.mark.parametrize("module", ["scattering", "crystal", "zone_axes", "generate"])
-def test_doctests(module):
-    mod = importlib.import_module(f"cbedtdc.synth.{module}")
-    result = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.failed == 0 and result.attempted > 0

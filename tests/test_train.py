@@ -8,12 +8,13 @@ import json
 import shutil
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+from conftest import kill_driver
 
 from cbedtdc import train as T
 from cbedtdc.losses import class_weights, make_loss
@@ -48,6 +49,7 @@ def reference(tiny_shards, tmp_path_factory):
     return out, summary
 
 
+@pytest.mark.slow
 def test_fit_writes_outputs_and_predict_reads_them(reference, tiny_shards):
     out, summary = reference
     for name in ("best.pt", "last.pt", "metrics.csv", "train.json"):
@@ -73,6 +75,7 @@ def test_fit_writes_outputs_and_predict_reads_them(reference, tiny_shards):
     assert feats.shape == (2, 512)
 
 
+@pytest.mark.slow
 def test_same_seed_same_weights_other_seed_differs(reference, tiny_shards, tmp_path):
     out, _ = reference
     T.fit(CFG, shard_root=tiny_shards, out_dir=tmp_path / "again", classes=CLASSES)
@@ -82,6 +85,7 @@ def test_same_seed_same_weights_other_seed_differs(reference, tiny_shards, tmp_p
     assert not torch.equal(a["backbone.fc.weight"], b["backbone.fc.weight"])
 
 
+@pytest.mark.slow
 def test_rest_output_and_excluded_count(tiny_shards, tmp_path):
     cfg = {**CFG, "epochs": 1, "orientation": "stack", "budget_images": 40}
     s = T.fit(cfg, shard_root=tiny_shards, out_dir=tmp_path / "rest", classes=[14], rest=True)
@@ -94,33 +98,14 @@ def test_rest_output_and_excluded_count(tiny_shards, tmp_path):
     assert s["n_train"] == 12 and s["n_excluded_train"] == 6 and s["n_excluded_dev"] == 3
 
 
-def _kill_driver(tmp_path: Path, kill_at_step: int) -> Path:
-    """A script that runs the CLI and SIGKILLs itself when optimizer step ``kill_at_step`` begins."""
-    script = tmp_path / "killed_run.py"
-    script.write_text(textwrap.dedent(f"""
-        import os, runpy, signal, sys
-        sys.path.insert(0, {str(ROOT)!r})
-        import cbedtdc.train as T
-        original, calls = T._train_step, [0]
-        def step(job, micro):
-            calls[0] += 1
-            if calls[0] == {kill_at_step}:
-                os.kill(os.getpid(), signal.SIGKILL)
-            return original(job, micro)
-        T._train_step = step
-        sys.argv = [{str(CLI)!r}] + sys.argv[1:]
-        runpy.run_path({str(CLI)!r}, run_name="__main__")
-    """))
-    return script
-
-
 @pytest.fixture(scope="module")
 def killed_run(tiny_shards, tmp_path_factory):
     """Out folder of a run SIGKILLed at step 4 of epoch 2 (last checkpoint: epoch 2, step 2)."""
     tmp = tmp_path_factory.mktemp("killed")
     out = tmp / "job"
-    proc = subprocess.run([sys.executable, str(_kill_driver(tmp, 5 + 4)), "--shards", str(tiny_shards),
-                           "--model", str(out / "best.pt"), *CLI_ARGS], capture_output=True, text=True, timeout=300)
+    driver = kill_driver(tmp / "killed_run.py", "n == 5 + 4")  # SIGKILL when step 4 of epoch 2 begins
+    proc = subprocess.run([sys.executable, str(driver), "--shards", str(tiny_shards), "--model", str(out / "best.pt"),
+                           *CLI_ARGS], capture_output=True, text=True, timeout=300)
     assert proc.returncode == -9, proc.stderr[-2000:]
     assert (out / "resume" / "state.pt").is_file() and not (out / "last.pt").exists()
     return out
@@ -131,6 +116,7 @@ def _resume(out: Path, shards) -> subprocess.CompletedProcess:
                            *CLI_ARGS], capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_gives_same_weights(killed_run, reference, tiny_shards, tmp_path):
     out = tmp_path / "job"
     shutil.copytree(killed_run, out)
@@ -150,6 +136,7 @@ def test_resume_after_sigkill_gives_same_weights(killed_run, reference, tiny_sha
     assert_same(weights(ref / "best.pt"), weights(out / "best.pt"))
 
 
+@pytest.mark.slow
 def test_corrupt_state_falls_back_to_previous(killed_run, reference, tiny_shards, tmp_path):
     out = tmp_path / "job"
     shutil.copytree(killed_run, out)
@@ -164,6 +151,7 @@ def test_corrupt_state_falls_back_to_previous(killed_run, reference, tiny_shards
     assert_same(weights(reference[0] / "last.pt"), weights(out / "last.pt"))
 
 
+@pytest.mark.slow
 def test_all_states_corrupt_is_one_clear_error(killed_run, tiny_shards, tmp_path):
     out = tmp_path / "job"
     shutil.copytree(killed_run, out)
@@ -176,6 +164,7 @@ def test_all_states_corrupt_is_one_clear_error(killed_run, tiny_shards, tmp_path
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_load_model_rejects_truncated_and_foreign_files(reference, tmp_path):
     good = reference[0] / "best.pt"
     bad = tmp_path / "best.pt"
@@ -189,6 +178,7 @@ def test_load_model_rejects_truncated_and_foreign_files(reference, tmp_path):
         T.load_model(tmp_path / "missing.pt")
 
 
+@pytest.mark.slow
 def test_changed_config_does_not_resume_foreign_state(killed_run, tiny_shards, tmp_path):
     out = tmp_path / "job"
     shutil.copytree(killed_run, out)
@@ -264,15 +254,7 @@ def test_cli_rejects_bad_model_path_and_missing_shards(tmp_path):
     assert not (tmp_path / "o" / "best.pt").exists()
 
 
-@pytest.mark.parametrize("module", ["cbedtdc.train", "cbedtdc.losses", "cbedtdc.model", "cbedtdc.distributed"])
-def test_doctests(module):
-    import doctest
-    import importlib
-
-    res = doctest.testmod(importlib.import_module(module))
-    assert res.failed == 0 and res.attempted > 0
-
-
+@pytest.mark.slow
 def test_level_subset_without_dev_samples(tiny_shards, tmp_path):
     """A TDC level: training restricted to given keys, no dev sample of its classes -> last epoch is best."""
     from cbedtdc.data import ShardDataset
@@ -286,6 +268,7 @@ def test_level_subset_without_dev_samples(tiny_shards, tmp_path):
         T.fit(CFG, shard_root=tiny_shards, out_dir=tmp_path / "bad", classes=CLASSES, train_keys=["nope.h5/x"])
 
 
+@pytest.mark.slow
 def test_engine_learns_class_patterns(tmp_path):
     """End to end on class-dependent synthetic stacks: the trained model classifies unseen test samples."""
     from fixtures import build_tiny_shards

@@ -3,23 +3,15 @@ profile's launcher replaces the local mpiexec (dry runs only)."""
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+from conftest import snakemake
 
 
 def dry_run(*args) -> str:
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-    res = subprocess.run([str(BIN / "snakemake"), "-n", "-p", *args], cwd=REPO, env=env, capture_output=True,
-                         text=True, timeout=300)
+    res = snakemake("-n", "-p", *args)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     return res.stdout + res.stderr
 
@@ -33,6 +25,7 @@ def flag(cmd: list[str], name: str) -> str:
     return cmd[cmd.index(name) + 1]
 
 
+@pytest.mark.slow
 def test_config_overrides_reach_every_flag_and_one_job_per_loss():
     out = dry_run("flat", "--config", "train={epochs: 3, arch: resnet18, batch_size: 16, ranks: 3}",
                   "flat={losses: [ce, weighted_ce]}", "classes=[2, 225, 1]", "tdc={level_sizes: [1, 2]}")
@@ -51,6 +44,7 @@ def test_config_overrides_reach_every_flag_and_one_job_per_loss():
         assert "--ranks" not in c
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("profile, launcher", [("local", "mpiexec"), ("slurm", "srun"), ("summit", "jsrun")])
 def test_profile_sets_the_launcher(profile, launcher):
     """Rule resources beat a profile's default-resources, so a profile must name the launcher of the training

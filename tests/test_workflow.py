@@ -1,20 +1,9 @@
 """The workflow as a user types it: config errors, profile resolution, static DAG."""
 
-import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-
-
-def snakemake(*args, cwd=REPO, timeout=300):
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-    return subprocess.run([str(BIN / "snakemake"), *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+from conftest import BIN, REPO, snakemake
 
 
 @pytest.mark.parametrize(

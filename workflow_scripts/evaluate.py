@@ -9,12 +9,16 @@ score. The same folder gets per_class.csv, levels.csv, confusion_{flat,tdc}.csv,
 from __future__ import annotations
 
 import argparse
-import json
-import logging
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import json
+import logging
+import shutil
+
+from cbedtdc.cliutil import inference_parser, run_cli, set_torch_threads  # noqa: E402
 
 log = logging.getLogger("cbedtdc.workflow.evaluate")
 
@@ -25,8 +29,6 @@ def _flat(text: str):
         raise argparse.ArgumentTypeError(f"expected LOSS=PATH/best.pt, got {text!r}")
     return loss, path
 
-
-from cbedtdc.cliutil import inference_parser, set_torch_threads, setup_logging
 
 def get_parser(add_help=True):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], add_help=add_help, parents=[inference_parser()])
@@ -47,33 +49,26 @@ def get_parser(add_help=True):
     return p
 
 
-def main(argv=None) -> int:
-    args = get_parser().parse_args(argv)
-    setup_logging()
-    from cbedtdc.metrics import evaluate_run
+def run(args):
+    from cbedtdc.evaluate import evaluate_run
+    from cbedtdc.io import atomic_path
 
     summary = Path(args.summary)
     if summary.name != "summary.json":
-        log.error("--summary %s: must name summary.json (its folder receives the tables)", summary)
-        return 2
-    try:
-        groups = json.loads(args.friedel_groups)
-        set_torch_threads(args.threads)
-        evaluate_run(args.shards, dict(args.flat), args.tdc, summary.parent, n_boot=args.bootstrap, seed=args.seed,
-                     friedel_groups=groups or None, batch_size=args.batch_size, data_kind=args.data,
-                     device=args.device, xgb_dir=args.xgb_dir)
-    except (OSError, KeyError, ValueError) as err:
-        log.error("%s", err)
-        return 2
+        raise ValueError(f"--summary {summary}: must name summary.json (its folder receives the tables)")
+    groups = json.loads(args.friedel_groups)
+    set_torch_threads(args.threads)
+    evaluate_run(args.shards, dict(args.flat), args.tdc, summary.parent, n_boot=args.bootstrap, seed=args.seed,
+                 friedel_groups=groups or None, batch_size=args.batch_size, data_kind=args.data,
+                 device=args.device, xgb_dir=args.xgb_dir)
     if args.copy:
-        import shutil
-
-        from cbedtdc.io import atomic_path
-
         with atomic_path(args.copy) as tmp:
             shutil.copyfile(summary, tmp)
     log.info("wrote %s", summary)
-    return 0
+
+
+def main(argv=None) -> int:
+    return run_cli(get_parser, run, argv)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,16 @@ command fails only on a usage error or when the index cannot be written.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import logging
+
+from cbedtdc.cliutil import run_cli  # noqa: E402
+
+log = logging.getLogger("cbedtdc.workflow.index_raw")
 
 
 def get_parser(add_help=True):
@@ -22,22 +30,17 @@ def get_parser(add_help=True):
     return p
 
 
-def main(argv=None) -> int:
-    args = get_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    log = logging.getLogger("index_raw")
+def run(args):
     from cbedtdc.io import index_file, write_json
 
-    try:
-        index = index_file(args.raw, split=args.split, expected_side=args.expected_side)
-    except ValueError as err:  # file name not a challenge name
-        log.error("%s", err)
-        return 2
+    index = index_file(args.raw, split=args.split, expected_side=args.expected_side)
     write_json(args.out, index)
     log.info("%s: %d samples seen, %d accepted, %d quarantined", index["file"], index["seen"],
              len(index["samples"]), len(index["quarantine"]))
-    return 0
+
+
+def main(argv=None) -> int:
+    return run_cli(get_parser, run, argv)
 
 
 if __name__ == "__main__":

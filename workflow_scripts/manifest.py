@@ -6,8 +6,12 @@ Fails (exit 2, one line) when more than --max-fraction of the samples are quaran
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cbedtdc.cliutil import run_cli  # noqa: E402
 
 
 def get_parser(add_help=True):
@@ -23,20 +27,15 @@ def get_parser(add_help=True):
     return p
 
 
-def main(argv=None) -> int:
-    args = get_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    log = logging.getLogger("manifest")
-    from cbedtdc.data import DataError, write_manifest
+def run(args):
+    from cbedtdc.data import write_manifest
 
-    try:
-        write_manifest(args.indexes, args.manifest, args.quarantine, args.report,
-                       max_fraction=args.max_fraction, min_side=args.image_size)
-    except (DataError, FileNotFoundError) as err:
-        log.error("%s", err)
-        return 2
-    return 0
+    write_manifest(args.indexes, args.manifest, args.quarantine, args.report,
+                   max_fraction=args.max_fraction, min_side=args.image_size)
+
+
+def main(argv=None) -> int:
+    return run_cli(get_parser, run, argv)
 
 
 if __name__ == "__main__":

@@ -7,13 +7,12 @@ confusion.png and routing.png into ``--out``; no model is loaded, so figures are
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-log = logging.getLogger("cbedtdc.workflow.plots")
+from cbedtdc.cliutil import run_cli  # noqa: E402
 
 
 def get_parser(add_help=True):
@@ -23,17 +22,14 @@ def get_parser(add_help=True):
     return p
 
 
-def main(argv=None) -> int:
-    args = get_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def run(args):
     from cbedtdc.plots import plot_all
 
-    try:
-        plot_all(args.metrics, args.out)
-    except (OSError, KeyError, ValueError) as err:
-        log.error("%s", err)
-        return 2
-    return 0
+    plot_all(args.metrics, args.out)
+
+
+def main(argv=None) -> int:
+    return run_cli(get_parser, run, argv)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cbedtdc.cliutil import run_cli  # noqa: E402
 
 
 def get_parser(add_help=True):
@@ -16,20 +20,15 @@ def get_parser(add_help=True):
     return p
 
 
-def main(argv=None) -> int:
-    args = get_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    log = logging.getLogger("shard")
+def run(args):
     from cbedtdc.io import read_json
     from cbedtdc.preprocess import write_shard
 
-    try:
-        write_shard(args.raw, read_json(args.index), args.shard, image_size=args.image_size, progress=True)
-    except (RuntimeError, FileNotFoundError) as err:
-        log.error("%s", err)
-        return 2
-    return 0
+    write_shard(args.raw, read_json(args.index), args.shard, image_size=args.image_size, progress=True)
+
+
+def main(argv=None) -> int:
+    return run_cli(get_parser, run, argv)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cbedtdc.cliutil import run_cli  # noqa: E402
 
 
 def get_parser(add_help=True):
@@ -15,19 +19,14 @@ def get_parser(add_help=True):
     return p
 
 
-def main(argv=None) -> int:
-    args = get_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    log = logging.getLogger("shard_index")
-    from cbedtdc.data import DataError, build_shard_index
+def run(args):
+    from cbedtdc.data import build_shard_index
 
-    try:
-        build_shard_index(args.splits, args.sidecars, args.shard_root)
-    except (DataError, FileNotFoundError) as err:
-        log.error("%s", err)
-        return 2
-    return 0
+    build_shard_index(args.splits, args.sidecars, args.shard_root)
+
+
+def main(argv=None) -> int:
+    return run_cli(get_parser, run, argv)
 
 
 if __name__ == "__main__":

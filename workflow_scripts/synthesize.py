@@ -8,18 +8,12 @@ by independent jobs. Exit code 2 on a known error (bad settings, unverifiable cr
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
+from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-def _classes(text: str):
-    text = text.strip()
-    if text in ("top20", "all"):
-        return text
-    try:
-        return [int(x) for x in text.replace(",", " ").split()]
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"--classes {text!r}: top20, all or comma-separated space groups") from err
+from cbedtdc.cliutil import classes_arg, run_cli  # noqa: E402
 
 
 def get_parser(add_help=True):
@@ -32,7 +26,7 @@ def get_parser(add_help=True):
                    help="materials in total over the three splits (default: 1000)")
     p.add_argument("--split-materials", type=int, nargs=3, metavar=("TRAIN", "DEV", "TEST"), default=None,
                    help="materials per split, overriding the 79/11/10 %% split of --n-materials (default: none)")
-    p.add_argument("--classes", type=_classes, default="top20",
+    p.add_argument("--classes", type=classes_arg, default="top20",
                    help="top20, all, or comma-separated space groups (default: top20)")
     p.add_argument("--energies", type=int, default=3,
                    help="samples (energies 100, 110, ... keV) per material (default: 3)")
@@ -56,30 +50,18 @@ def get_parser(add_help=True):
     return p
 
 
-def main(argv=None) -> int:
-    args = get_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    log = logging.getLogger("synthesize")
-    from cbedtdc.classes import resolve_classes
-    from cbedtdc.synth import CrystalError, SynthConfig, write_file
+def run(args):
+    from cbedtdc.synth import synthesize_file
 
-    try:
-        cfg = SynthConfig(classes=tuple(resolve_classes(args.classes)), n_materials=args.n_materials,
-                          energies_per_material=args.energies, image_size=args.image_size,
-                          frequency=args.frequency, floor=args.floor, zone_axes=args.zone_axes,
-                          noise=args.noise, holz=args.holz, mistilt=args.mistilt, mode=args.mode,
-                          seed=args.seed,
-                          split_counts=dict(zip(("train", "dev", "test"), args.split_materials))
-                          if args.split_materials else None)
-        log.info("%s: materials %d..%d, %d classes, %d energies, %d px, %s, seed %d", args.out,
-                 args.first_material, args.first_material + args.file_materials - 1, len(cfg.classes),
-                 cfg.energies_per_material, cfg.image_size, cfg.mode, cfg.seed)
-        write_file(args.out, cfg, args.first_material, args.file_materials, progress=args.progress)
-    except (ValueError, CrystalError) as err:
-        log.error("%s", err)
-        return 2
-    return 0
+    synthesize_file(args.out, args.first_material, args.file_materials, classes=args.classes,
+                    split_materials=args.split_materials, progress=args.progress, n_materials=args.n_materials,
+                    energies_per_material=args.energies, image_size=args.image_size, frequency=args.frequency,
+                    floor=args.floor, zone_axes=args.zone_axes, noise=args.noise, holz=args.holz,
+                    mistilt=args.mistilt, mode=args.mode, seed=args.seed)
+
+
+def main(argv=None) -> int:
+    return run_cli(get_parser, run, argv)
 
 
 if __name__ == "__main__":

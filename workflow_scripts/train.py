@@ -15,22 +15,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cbedtdc.train import DEFAULTS, CheckpointError, read_keys  # noqa: E402
+from cbedtdc.cliutil import int_list, run_cli, setup_logging  # noqa: E402
+from cbedtdc.train import DEFAULTS, read_keys  # noqa: E402
 
 log = logging.getLogger("cbedtdc.workflow.train")
-
-
-def _int_list(text: str) -> list[int]:
-    try:
-        return [int(t) for t in text.replace(" ", ",").split(",") if t]
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"expected comma-separated space groups, got {text!r}") from err
 
 
 def get_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -40,7 +33,7 @@ def get_parser(add_help: bool = True) -> argparse.ArgumentParser:
     io = p.add_argument_group("inputs and outputs")
     io.add_argument("--shards", required=True, help="shard root holding {train,dev}.csv (required)")
     io.add_argument("--model", required=True, help="output best.pt; its folder receives every output (required)")
-    io.add_argument("--classes", required=True, type=_int_list, help="space groups of the job, comma-separated; "
+    io.add_argument("--classes", required=True, type=int_list, help="space groups of the job, comma-separated; "
                     "output i is the i-th (required)")
     io.add_argument("--rest", action="store_true", help="add a 'rest' output for other groups (default: off, "
                     "samples of other groups are excluded)")
@@ -93,46 +86,32 @@ CFG_KEYS = ("loss", "seed", "budget_images", "arch", "orientation", "epochs", "b
             "threads_per_rank", "workers", "checkpoint_every", "timeout_s", "eval_batch_size")
 
 
-def _setup_logging(verbose: bool) -> None:
-    from cbedtdc.distributed import MPI_RANK_VARS
-
-    rank = next((os.environ[k] for k in ("RANK", *MPI_RANK_VARS) if k in os.environ), "0")
-    level = logging.DEBUG if verbose else logging.INFO
-    logging.basicConfig(level=level if rank == "0" else logging.WARNING, stream=sys.stderr,
-                        format=f"%(asctime)s rank{rank} %(levelname)s %(name)s: %(message)s")
-
-
-def main(argv=None) -> int:
-    args = get_parser().parse_args(argv)
-    _setup_logging(args.verbose)
-    from cbedtdc.data import DataError
-    from cbedtdc.distributed import abort_job, init_distributed
+def run(args, held: dict) -> None:
+    from cbedtdc.distributed import init_distributed
     from cbedtdc.train import fit
 
     model = Path(args.model)
     if model.name != "best.pt":
-        log.error("--model %s: must name the job's best.pt (its folder receives all outputs)", model)
-        return 2
+        raise ValueError(f"--model {model}: must name the job's best.pt (its folder receives all outputs)")
     cfg = {k: getattr(args, k) for k in CFG_KEYS}
-    ctx = None
+    train_keys = read_keys(args.train_keys) if args.train_keys else None
+    dev_keys = read_keys(args.dev_keys) if args.dev_keys else None
+    held["ctx"] = init_distributed(timeout_s=args.timeout_s)
+    fit(cfg, shard_root=args.shards, out_dir=model.parent, classes=args.classes, rest=args.rest,
+        train_keys=train_keys, dev_keys=dev_keys, ctx=held["ctx"])
+
+
+def main(argv=None) -> int:
+    from cbedtdc.distributed import abort_job
+
+    held = {}  # the process group, shut down after a failure has ended every rank of the job
     try:
-        train_keys = read_keys(args.train_keys) if args.train_keys else None
-        dev_keys = read_keys(args.dev_keys) if args.dev_keys else None
-        ctx = init_distributed(timeout_s=args.timeout_s)
-        fit(cfg, shard_root=args.shards, out_dir=model.parent, classes=args.classes, rest=args.rest,
-            train_keys=train_keys, dev_keys=dev_keys, ctx=ctx)
-    except (CheckpointError, DataError, ValueError, KeyError, FileNotFoundError) as err:
-        log.error("%s: %s", type(err).__name__, err)
-        abort_job(ctx, err)
-        return 2
-    except BaseException as err:
-        log.exception("training failed")
-        abort_job(ctx, err)
-        return 1
+        return run_cli(get_parser, lambda args: run(args, held), argv,
+                       setup=lambda args: setup_logging(args.verbose, rank_tag=True),
+                       on_error=lambda err: abort_job(held.get("ctx"), err))
     finally:
-        if ctx is not None:
-            ctx.shutdown()
-    return 0
+        if held.get("ctx") is not None:
+            held["ctx"].shutdown()
 
 
 if __name__ == "__main__":

@@ -9,16 +9,13 @@ split's end-to-end balanced accuracy. Rest reading with argmax routing: nothing 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-log = logging.getLogger("cbedtdc.workflow.tune_routing")
+from cbedtdc.cliutil import inference_parser, run_cli, set_torch_threads  # noqa: E402
 
-
-from cbedtdc.cliutil import inference_parser, set_torch_threads, setup_logging
 
 def get_parser(add_help=True):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], add_help=add_help, parents=[inference_parser()])
@@ -31,19 +28,16 @@ def get_parser(add_help=True):
     return p
 
 
-def main(argv=None) -> int:
-    args = get_parser().parse_args(argv)
-    setup_logging()
+def run(args):
     from cbedtdc.cascade import tune_routing
 
-    try:
-        set_torch_threads(args.threads)
-        tune_routing(args.tdc, args.shards, args.out, routing=args.routing, batch_size=args.batch_size,
-                     device=args.device)
-    except (OSError, KeyError, ValueError) as err:
-        log.error("%s", err)
-        return 2
-    return 0
+    set_torch_threads(args.threads)
+    tune_routing(args.tdc, args.shards, args.out, routing=args.routing, batch_size=args.batch_size,
+                 device=args.device)
+
+
+def main(argv=None) -> int:
+    return run_cli(get_parser, run, argv)
 
 
 if __name__ == "__main__":

@@ -8,21 +8,19 @@ model), with early stopping on dev. Writes ``--out`` (booster JSON) and ``<out>.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-log = logging.getLogger("cbedtdc.workflow.xgboost_head")
+from cbedtdc.cliutil import inference_parser, run_cli, set_torch_threads  # noqa: E402
 
-
-from cbedtdc.cliutil import set_torch_threads, setup_logging
 
 def get_parser(add_help=True):
     from cbedtdc.xgbhead import DEFAULT_PARAMS as D
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], add_help=add_help)
+    # --batch-size (feature extraction), --threads (torch and xgboost), --device
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], add_help=add_help, parents=[inference_parser()])
     p.add_argument("--model", required=True, help="best.pt of the job (required)")
     p.add_argument("--shards", required=True, help="shard root with train.csv and dev.csv (required)")
     p.add_argument("--out", required=True, help="head.json to write (required)")
@@ -40,31 +38,24 @@ def get_parser(add_help=True):
     p.add_argument("--early-stopping", type=int, default=D["early_stopping"], help="rounds without dev "
                    f"improvement before stopping, 0 = off (default: {D['early_stopping']})")
     p.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
-    p.add_argument("--batch-size", type=int, default=64, help="feature extraction batch (default: 64)")
-    p.add_argument("--threads", type=int, default=0, help="torch and xgboost threads, 0 = default (default: 0)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, or auto: a GPU when torch sees one "
-                   "(default: auto)")
     return p
 
 
-def main(argv=None) -> int:
-    args = get_parser().parse_args(argv)
-    setup_logging()
+def run(args):
     from cbedtdc.train import read_keys
     from cbedtdc.xgbhead import fit_head
 
     params = {k: getattr(args, k) for k in ("n_estimators", "max_depth", "learning_rate", "subsample",
                                             "colsample_bytree", "early_stopping")}
-    try:
-        set_torch_threads(args.threads)
-        train_keys = read_keys(args.train_keys) if args.train_keys else None
-        dev_keys = read_keys(args.dev_keys) if args.dev_keys else None
-        fit_head(args.model, args.shards, args.out, train_keys=train_keys, dev_keys=dev_keys, params=params,
-                 seed=args.seed, batch_size=args.batch_size, device=args.device, threads=args.threads)
-    except (OSError, KeyError, ValueError) as err:
-        log.error("%s", err)
-        return 2
-    return 0
+    set_torch_threads(args.threads)
+    train_keys = read_keys(args.train_keys) if args.train_keys else None
+    dev_keys = read_keys(args.dev_keys) if args.dev_keys else None
+    fit_head(args.model, args.shards, args.out, train_keys=train_keys, dev_keys=dev_keys, params=params,
+             seed=args.seed, batch_size=args.batch_size, device=args.device, threads=args.threads)
+
+
+def main(argv=None) -> int:
+    return run_cli(get_parser, run, argv)
 
 
 if __name__ == "__main__":

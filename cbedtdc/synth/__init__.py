@@ -5,11 +5,12 @@ Modules:
 - :mod:`cbedtdc.synth.scattering`  electron wavelength, 4-Gaussian form factors, structure factors
 - :mod:`cbedtdc.synth.crystal`     random crystals on Wyckoff orbits, verified with spglib
 - :mod:`cbedtdc.synth.zone_axes`   zone-axis policies (``lowindex``, ``namsa``)
-- :mod:`cbedtdc.synth.render`      kinematic two-beam CBED renderer and detector model
+- :mod:`cbedtdc.synth.render`      CBED renderer (kinematic two-beam or dynamical Bloch waves), detector model
 - :mod:`cbedtdc.synth.generate`    class plan, materials, samples, atomic file writing
 - :mod:`cbedtdc.synth.gallery`     PNG with one stack per class
 
-Typical use (what ``rule synthesize`` runs)::
+Rule synthesize runs ``workflow_scripts/synthesize.py``, which calls :func:`synthesize_file` with the
+``synth`` settings passed as flags. From Python, with the whole pipeline config::
 
     cfg = SynthConfig.from_config(config)
     write_file("results/raw/batch_train_0.h5", cfg, first_material=0, n_materials=100)
@@ -17,10 +18,10 @@ Typical use (what ``rule synthesize`` runs)::
 
 from .crystal import Crystal, CrystalError, crystal_family, random_crystal
 from .generate import (SynthConfig, class_sequence, make_material, materials_per_class, render_sample,
-                       write_file)
+                       synthesize_file, write_file)
 from .render import Optics, detector, prepare_panels, render_panel
 from .zone_axes import zone_axes
 
 __all__ = ["Crystal", "CrystalError", "crystal_family", "random_crystal", "SynthConfig", "class_sequence",
-           "make_material", "materials_per_class", "render_sample", "write_file", "Optics", "detector",
-           "prepare_panels", "render_panel", "zone_axes"]
+           "make_material", "materials_per_class", "render_sample", "synthesize_file", "write_file", "Optics",
+           "detector", "prepare_panels", "render_panel", "zone_axes"]

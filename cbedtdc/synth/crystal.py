@@ -21,7 +21,7 @@ import numpy as np
 from .scattering import scattering_table
 
 __all__ = ["Crystal", "CrystalError", "random_crystal", "crystal_family", "cellpar_to_cell",
-           "identify", "SYMPRECS"]
+           "identify", "wyckoff_orbits", "SYMPRECS"]
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +145,8 @@ def cellpar_to_cell(abc, angles_deg) -> np.ndarray:
 
 
 @lru_cache(maxsize=None)
-def _wyckoff(space_group: int):
-    """Wyckoff orbits of a group: list of (multiplicity, dof, ops as (m, 3, 4) affine array)."""
+def wyckoff_orbits(space_group: int):
+    """Wyckoff orbits of a group: list of (multiplicity, dof, ops as (m, 3, 4) affine array); cached."""
     from pyxtal.symmetry import Group  # lazy: pyxtal pulls pymatgen
 
     out = []
@@ -211,7 +211,7 @@ def _draw_species(rng: np.random.Generator) -> list[str]:
 
 
 def _try_structure(space_group: int, rng: np.random.Generator, force_general: bool):
-    wyck = _wyckoff(space_group)
+    wyck = wyckoff_orbits(space_group)
     symbols = _draw_species(rng)
     positions, species = [], []
     used_fixed = set()

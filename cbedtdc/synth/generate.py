@@ -21,7 +21,7 @@ from .render import LAMBDA_100, MODES, Optics, Panel, detector, prepare_panels, 
 from .zone_axes import POLICIES, zone_axes
 
 __all__ = ["SynthConfig", "Material", "materials_per_class", "class_sequence", "make_material",
-           "render_sample", "write_file", "ENERGY_START_KEV", "ENERGY_STEP_KEV"]
+           "render_sample", "write_file", "synthesize_file", "ENERGY_START_KEV", "ENERGY_STEP_KEV"]
 
 log = logging.getLogger(__name__)
 
@@ -237,3 +237,19 @@ def write_file(path, cfg: SynthConfig, first_material: int, n_materials: int, pr
     log.info("%s: %d materials x %d energies of split %s written", path, n_materials,
              cfg.energies_per_material, split)
     return path
+
+
+def synthesize_file(out, first_material: int, file_materials: int, *, classes="top20", split_materials=None,
+                    progress: bool = False, **settings) -> Path:
+    """Write one generated challenge file from the generator settings (what rule synthesize runs).
+
+    ``settings`` are the other fields of :class:`SynthConfig` (``n_materials``, ``energies_per_material``,
+    ``image_size``, ...); ``classes`` is ``top20``, ``all`` or a list of space groups; ``split_materials``
+    the materials per split (train, dev, test), overriding the 79/11/10 % split of ``n_materials``.
+    """
+    cfg = SynthConfig(classes=tuple(resolve_classes(classes)),
+                      split_counts=dict(zip(SPLITS, split_materials)) if split_materials else None, **settings)
+    log.info("%s: materials %d..%d, %d classes, %d energies, %d px, %s, seed %d", out, first_material,
+             first_material + file_materials - 1, len(cfg.classes), cfg.energies_per_material, cfg.image_size,
+             cfg.mode, cfg.seed)
+    return write_file(out, cfg, first_material, file_materials, progress=progress)

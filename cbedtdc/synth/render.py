@@ -1,4 +1,4 @@
-"""Kinematic CBED with two-beam-saturated intensities, and a simple detector model.
+"""CBED rendering (kinematic with two-beam-saturated intensities, or dynamical Bloch waves) and a detector model.
 
 Geometry (all reciprocal quantities in 1/A, crystallographers' convention without 2 pi):
 
@@ -20,8 +20,8 @@ Geometry (all reciprocal quantities in 1/A, crystallographers' convention withou
 
 Kinematic intensities obey Friedel's law (I_g = I_-g), so ZOLZ patterns show the Laue-class
 projection. The renderer is split into :func:`prepare_panels` (per material: reflections,
-structure factors, frame) and a per-sample intensity function, so a dynamical (Bloch-wave)
-intensity model can be added as another ``mode`` that consumes the same ``Panel``.
+structure factors, frame) and a per-sample intensity function of the ``mode``: ``kinematic``, or
+``bloch``, dynamical Bloch-wave intensities (:func:`_bloch_intensities`) from the same ``Panel``.
 """
 
 from __future__ import annotations
@@ -269,6 +269,9 @@ def render_panel(panel: Panel, energy_kev: float, thickness: float, size: int, t
         reflections beyond the beam cap are added kinematically (without deficit lines in the
         bright-field disk).
     """
+    # Longer than 80 lines on purpose: the disk geometry of this panel and energy (k, r, dq, c, tilt) is
+    # shared by the `splat` closure for the reflections and for the bright-field deficit; split apart,
+    # nine arguments would travel between the pieces (and the shards must stay byte-identical).
     if mode not in MODES:
         raise ValueError(f"render mode {mode!r}: must be one of {', '.join(MODES)}")
     lam = wavelength(energy_kev)

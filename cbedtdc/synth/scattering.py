@@ -1,6 +1,6 @@
 """Electron scattering: relativistic wavelength, atomic form factors, structure factors.
 
-The 4-Gaussian electron scattering factors are package data (``cbedtdc/data/electron_scattering.csv``,
+The 4-Gaussian electron scattering factors are package data (``cbedtdc/tables/electron_scattering.csv``,
 extracted once from pymatgen's MIT-licensed table; the source is cited in the file), so the data
 path does not depend on pymatgen internals.
 """
@@ -49,7 +49,7 @@ def scattering_table() -> dict[str, tuple[int, np.ndarray]]:
     >>> z, c.shape
     (8, (4, 2))
     """
-    text = resources.files("cbedtdc").joinpath("data/electron_scattering.csv").read_text()
+    text = resources.files("cbedtdc").joinpath("tables/electron_scattering.csv").read_text()
     lines = [line for line in text.splitlines() if line and not line.startswith("#")]
     out = {}
     for row in csv.DictReader(lines):
