@@ -33,7 +33,7 @@ LAYERS = [
     # a whole run
     ["cbedtdc.evaluate", "cbedtdc.classify"],
     # entry points
-    ["cbedtdc.cli", "cbedtdc.cliutil"],
+    ["cbedtdc.cli", "cbedtdc.cliutil", "cbedtdc.runstate"],
 ]
 PURE = ["cbedtdc.metrics", "cbedtdc.plots", "cbedtdc.cascade.plan", "cbedtdc.cascade.routing"]
 HEAVY = {"torch", "torchvision", "h5py", "xgboost"}
