@@ -63,7 +63,8 @@ def bsub() -> None:
         hosts = [f"f01n{i + 1:02d} {CORES_PER_NODE}" for i in range(int(opts["-nnodes"]))]
         env["LSB_MCPU_HOSTS"] = " ".join(["batch1 1", *hosts])
     subprocess.Popen(["bash", "-c", 'bash "$0" > "$1.out" 2>&1; echo $? > "$1.rc"', script, str(state / str(jobid))],
-                     start_new_session=True, env=env)
+                     start_new_session=True, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL)
     print(f"Job <{jobid}> is submitted to queue <batch>.")
 
 
