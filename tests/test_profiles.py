@@ -231,6 +231,23 @@ def test_summit_batch_two_nodes_place_twelve_ranks_six_a_node(tmp_path):
     assert info["world_size"] == 12 and len(set(info["param_sha256_by_rank"])) == 1
 
 
+def test_summit_batch_refuses_more_ranks_than_the_allocation_has_gpus(tmp_path):
+    """Snakemake would shrink the job's tasks to --resources tasks=6 and train 6 ranks instead of 12: refuse."""
+    wd = workdir_like_repo(tmp_path, "Snakefile", "rules", "report", "envs")
+    cfg = json.loads(json.dumps(BATCH_CONFIG))
+    cfg["train"]["ranks"] = 12
+    (wd / "tiny.yaml").write_text(yaml.safe_dump(cfg))
+    env = dict(os.environ, PATH=f"{SHIMS}{os.pathsep}{BIN}{os.pathsep}{os.environ['PATH']}", LSB_JOBID="7",
+               LSB_MCPU_HOSTS="batch1 1 f01n01 42", CBEDTDC_SNAKEMAKE=str(BIN / "snakemake"),
+               CBEDTDC_TARGETS="results/flat/ce/best.pt", CBEDTDC_CONFIGFILES="tiny.yaml")
+    res = subprocess.run(["bash", "summit-batch/submit.lsf"], cwd=wd, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "a training job asks for 12 ranks (train.ranks) but 1 node(s) hold 6 GPUs; submit with -nnodes 2" \
+        in res.stderr, res.stderr
+    assert not (wd / "results").exists()  # nothing ran
+
+
 def test_fake_jsrun_refuses_more_resource_sets_than_the_allocation_holds(tmp_path):
     """The geometry check the two tests above rely on: 7 sets of 1 GPU do not fit one 6-GPU node."""
     env = dict(os.environ, PATH=f"{SHIMS}{os.pathsep}{BIN}{os.pathsep}{os.environ['PATH']}",
