@@ -137,7 +137,9 @@ def test_every_cluster_job_gets_more_runtime_and_memory_on_retry(tmp_path, profi
     assert {"synthesize", "index_raw", "shard", "manifest", "train_flat", "train_level", "evaluate"} <= rules
     for rule in sorted(rules):
         one, two = plans[1][rule], plans[2][rule]
-        for key in ("runtime", "mem_mb"):
+        for key in ("runtime", "mem_mb", "mem_mb_per_cpu"):  # the slurm plugin sends mem_mb_per_cpu when set
+            if key == "mem_mb_per_cpu" and key not in one:
+                continue
             assert isinstance(one.get(key), int) and two.get(key) == 2 * one[key], \
                 f"{profile}: {rule} {key} at attempts 1, 2: {one.get(key)}, {two.get(key)}"
     assert plans[1]["train_level"]["runtime"] == 120  # the rule's lambda, not a profile constant
@@ -151,7 +153,7 @@ def test_slurm_gpu_profile_asks_one_gpu_per_rank_and_cpu_rules_no_gpu(tmp_path):
     jobs = planned_jobs(res.stdout + res.stderr)
     for rule in ("train_flat", "train_level"):
         line = sbatch_line(jobs[rule], threads=3)
-        assert "--ntasks=3 --cpus-per-task=8 --gpus-per-task=1" in line, line
+        assert "--mem-per-cpu 2000 " in line and "--ntasks=3 --cpus-per-task=8 --gpus-per-task=1" in line, line
         assert "--ntasks-per-gpu" not in line and "--gres" not in line and "-p gpu" in line, line
     for rule in sorted(set(jobs) - {"all", "train_flat", "train_level"}):
         line = sbatch_line(jobs[rule])
@@ -162,7 +164,7 @@ def test_slurm_gpu_profile_asks_one_gpu_per_rank_and_cpu_rules_no_gpu(tmp_path):
     assert res.returncode == 0, res.stdout + res.stderr
     jobs = planned_jobs(res.stdout + res.stderr)
     line = sbatch_line(jobs["train_flat"], threads=3)
-    assert "--ntasks=3 --cpus-per-task=2" in line and "gpu" not in line, line
+    assert "--mem-per-cpu 2000 " in line and "--ntasks=3 --cpus-per-task=2" in line and "gpu" not in line, line
 
 
 # ---------------------------------------------------------------------------------------------- summit-batch

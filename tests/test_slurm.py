@@ -75,5 +75,5 @@ def test_slurm_cpu_profile_runs_two_rank_training_through_sbatch_and_srun(tmp_pa
     job = slurm_job(tmp_path, "rule_train_flat_wildcards_ce")
     assert job["NumTasks"] == "2" and job["CPUs/Task"] == "1", job
     assert job["TimeLimit"] == "02:00:00", job  # runtime "120 * attempt" minutes
-    assert job["MinMemoryNode"] in ("8000M", "8000"), job  # mem_mb "8000 * attempt"
+    assert job["MinMemoryCPU"] == "2000M", job  # mem_mb_per_cpu "2000 * attempt"
     assert "gpu" not in job.get("TRES", "") and job["JobState"] == "COMPLETED", job
