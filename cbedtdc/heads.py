@@ -72,7 +72,7 @@ DEFAULTS = {
     "tau_norm": 0.0,
     "posthoc_tau": 0.0,
     "temperature": True,
-    "threads": 0,  # XGBoost threads (0: its default)
+    "threads": 0,  # torch / XGBoost threads while fitting (0: their default)
     "xgboost": {"n_estimators": 200, "max_depth": 4, "learning_rate": 0.1, "subsample": 0.8,
                 "colsample_bytree": 0.5, "early_stopping": 20},
 }
@@ -459,7 +459,10 @@ def fit_head(X, y, n_classes: int, *, spec: dict | None = None, dev=None, seed: 
     record = {"n_train": int(len(y)), "n_fit": int(len(yr)), "counts": counts.tolist(), "seed": int(seed),
               "n_dev": 0 if devs is None else int(len(devs[1]))}
     if spec["kind"] == "linear":
-        w, b, loss = _fit_linear(Xr, yr, fit_counts, spec, seed)
+        from cbedtdc.features import torch_threads
+
+        with torch_threads(int(spec["threads"])):
+            w, b, loss = _fit_linear(Xr, yr, fit_counts, spec, seed)
         head = Head(spec, n_classes, mean, std, fit_counts, weight=w, bias=b, info={**(info or {}), **record,
                                                                                    "train_loss": loss})
     else:
