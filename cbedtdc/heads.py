@@ -24,9 +24,9 @@ probabilities. Two kinds:
 Both kinds share: standardisation of the features (training mean and std, kept in the head);
 optional resampling of the standardised training features with imbalanced-learn (``SMOTE``,
 ``BorderlineSMOTE``, ``ClusterCentroids``); post-hoc logit adjustment (``posthoc_tau``: subtract
-``tau * log prior`` from the scores, the prior being the class frequencies the head was fitted on);
-and a temperature fitted on dev by minimising the log-loss (Guo et al., "On calibration of modern
-neural networks", ICML 2017), applied last.
+``tau * log prior`` from the scores, the prior being the class frequencies the head was fitted on,
+:attr:`Head.prior`); and a temperature fitted on dev by minimising the log-loss (Guo et al., "On
+calibration of modern neural networks", ICML 2017), applied last.
 
 Files: a linear head is ``torch.save`` of a plain dict of tensors and metadata, read back with
 ``torch.load(weights_only=True)``; an XGBoost head is XGBoost's own JSON model with the head's
@@ -292,11 +292,19 @@ class Head:
             return (Xs @ self.weight.T + self.bias).astype(np.float64)
         return np.log(np.maximum(_booster_probs(self.booster, Xs), 1e-12))
 
+    @property
+    def prior(self) -> np.ndarray:
+        """Class frequencies the head was fitted on: ``fit_counts`` (a class without sample counts as
+        1), or uniform over the fitted classes with ``sampler: class_balanced``."""
+        n = np.maximum(self.fit_counts.astype(np.float64), 1.0)
+        if self.spec["sampler"] == "class_balanced":
+            n = np.where(self.fit_counts > 0, 1.0, 1.0 / max(1, int(self.fit_counts.max())))
+        return n / n.sum()
+
     def _adjusted(self, scores: np.ndarray) -> np.ndarray:
         tau = float(self.spec["posthoc_tau"])
         if tau > 0:
-            n = np.maximum(self.fit_counts.astype(np.float64), 1.0)
-            scores = scores - tau * np.log(n / n.sum())[None, :]
+            scores = scores - tau * np.log(self.prior)[None, :]
         return scores
 
     def logits(self, X) -> np.ndarray:
@@ -444,6 +452,10 @@ def fit_head(X, y, n_classes: int, *, spec: dict | None = None, dev=None, seed: 
     """
     spec = resolve_spec(spec)
     n_classes = int(n_classes)
+    try:
+        info = json.loads(json.dumps(info or {}))
+    except (TypeError, ValueError) as err:
+        raise HeadError(f"{source}: head info must hold JSON types only ({err})") from err
     if n_classes < 2:
         raise HeadError(f"{source}: a head needs at least 2 outputs, got n_classes={n_classes}")
     X, y = _check_xy(X, y, n_classes, source)
@@ -463,12 +475,12 @@ def fit_head(X, y, n_classes: int, *, spec: dict | None = None, dev=None, seed: 
 
         with torch_threads(int(spec["threads"])):
             w, b, loss = _fit_linear(Xr, yr, fit_counts, spec, seed)
-        head = Head(spec, n_classes, mean, std, fit_counts, weight=w, bias=b, info={**(info or {}), **record,
+        head = Head(spec, n_classes, mean, std, fit_counts, weight=w, bias=b, info={**info, **record,
                                                                                    "train_loss": loss})
     else:
         booster = _fit_xgboost(Xr, yr, fit_counts, spec, seed, devs)
         record["best_iteration"] = getattr(booster, "best_iteration", None)
-        head = Head(spec, n_classes, mean, std, fit_counts, booster=booster, info={**(info or {}), **record})
+        head = Head(spec, n_classes, mean, std, fit_counts, booster=booster, info={**info, **record})
     if spec["temperature"] and devs is not None and len(devs[1]):
         head.temperature = fit_temperature(head._adjusted(head.raw_scores(dev[0])), devs[1])
         dev_pred = head.predict(dev[0])

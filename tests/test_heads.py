@@ -161,3 +161,13 @@ def test_bad_inputs_and_files_are_named(tmp_path):
     xgb_head.booster.save_model(str(tmp_path / "bare.json"))
     with pytest.raises(HeadError, match=r"bare\.json: an XGBoost model without cbedtdc-head/1 metadata"):
         load_head(tmp_path / "bare.json")
+
+
+def test_prior_follows_what_the_head_was_fitted_on():
+    X, y = blobs([30, 10, 0, 5], spread=2.0, seed=9)
+    natural = fit_head(X, y, 4, spec=COMMON, seed=0)
+    np.testing.assert_allclose(natural.prior, np.array([30, 10, 1, 5]) / 46)
+    balanced = fit_head(X, y, 4, spec={**COMMON, "sampler": "class_balanced"}, seed=0)
+    np.testing.assert_allclose(balanced.prior, np.array([1, 1, 1 / 30, 1]) / (3 + 1 / 30))
+    with pytest.raises(HeadError, match="head info must hold JSON types only"):
+        fit_head(X, y, 4, spec=COMMON, info={"path": object()})
