@@ -62,6 +62,7 @@ DEFAULTS = {
     "sampler": "instance",
     "resample": "none",
     "resample_k": 5,  # neighbours of SMOTE / BorderlineSMOTE (fewer when a class is smaller)
+    "resample_to": 0,  # samples per class the resampler aims at (0: largest class / smallest for cluster_centroids)
     "epochs": 30,
     "batch_size": 512,
     "lr": 0.01,
@@ -112,6 +113,8 @@ def resolve_spec(spec: dict | None = None) -> dict:
     for key in ("lr", "weight_cap"):
         if not float(out[key]) > 0:
             raise HeadError(f"head {key}={out[key]}: must be > 0")
+    if int(out["resample_to"]) < 0:
+        raise HeadError(f"head resample_to={out['resample_to']}: must be >= 0 (0: the resampler's default)")
     for key in ("weight_decay", "tau_norm", "posthoc_tau", "la_tau"):
         if not float(out[key]) >= 0:
             raise HeadError(f"head {key}={out[key]}: must be >= 0")
@@ -195,41 +198,46 @@ def _class_weights(counts, cap: float) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- resampling
-def resample(X, y, method: str, *, n_classes: int, seed: int = 0, k_neighbors: int = 5):
+def resample(X, y, method: str, *, n_classes: int, seed: int = 0, k_neighbors: int = 5, target: int = 0):
     """Resample ``(X, y)`` with imbalanced-learn; returns new ``(X, y)`` (float32, int64).
 
-    ``smote`` and ``borderline_smote`` over-sample every class with at least two samples up to the
-    largest class (``k_neighbors`` is reduced to the smallest such class minus one; classes with one
-    sample are left as they are, and logged); ``cluster_centroids`` under-samples every class to the
-    smallest one with k-means centroids. ``none`` returns the input.
+    ``smote`` and ``borderline_smote`` over-sample every class with at least two samples and fewer than
+    ``target`` samples up to ``target`` (0: the largest class); ``k_neighbors`` is reduced to the
+    smallest such class minus one, and classes with one sample are left as they are (logged).
+    ``cluster_centroids`` replaces every class with more than ``target`` samples (0: the smallest
+    class) by ``target`` k-means centroids. ``none`` returns the input. On a long tail a ``target``
+    well below the largest class keeps the over-sampled set small (230 classes x the largest count
+    would not fit in memory).
     """
     if method not in RESAMPLERS:
         raise HeadError(f"resample={method!r}: must be one of {', '.join(RESAMPLERS)}")
     y = np.asarray(y, dtype=np.int64)
+    X = np.asarray(X, dtype=np.float32)
     present, cnt = np.unique(y, return_counts=True)
     if method == "none" or len(present) < 2:
         if method != "none":
             log.warning("resample=%s: only %d class present, nothing to resample", method, len(present))
-        return np.asarray(X, dtype=np.float32), y
+        return X, y
     from imblearn.over_sampling import SMOTE, BorderlineSMOTE
     from imblearn.under_sampling import ClusterCentroids
 
     if method == "cluster_centroids":
-        sampler = ClusterCentroids(random_state=int(seed))
+        goal = int(target) or int(cnt.min())
+        strategy = {int(c): goal for c, m in zip(present, cnt) if m > goal}
+        sampler = ClusterCentroids(sampling_strategy=strategy, random_state=int(seed)) if strategy else None
     else:
-        ok = present[cnt >= 2]
+        goal = int(target) or int(cnt.max())
         lone = present[cnt < 2].tolist()
         if lone:
             log.warning("resample=%s: classes %s have one training sample and are not over-sampled", method, lone)
-        if len(ok) == 0:
-            return np.asarray(X, dtype=np.float32), y
-        k = int(min(k_neighbors, cnt[cnt >= 2].min() - 1))
-        strategy = {int(c): int(cnt.max()) for c in ok}
-        if method == "smote":
-            sampler = SMOTE(sampling_strategy=strategy, k_neighbors=k, random_state=int(seed))
-        else:
-            sampler = BorderlineSMOTE(sampling_strategy=strategy, k_neighbors=k, random_state=int(seed))
-    Xr, yr = sampler.fit_resample(np.asarray(X, dtype=np.float32), y)
+        grow = (cnt >= 2) & (cnt < goal)
+        strategy = {int(c): goal for c in present[grow]}
+        k = int(min(k_neighbors, cnt[grow].min() - 1)) if grow.any() else 1
+        cls = SMOTE if method == "smote" else BorderlineSMOTE
+        sampler = cls(sampling_strategy=strategy, k_neighbors=k, random_state=int(seed)) if strategy else None
+    if sampler is None:
+        return X, y
+    Xr, yr = sampler.fit_resample(X, y)
     log.info("resample=%s: %d -> %d training samples over %d classes", method, len(y), len(yr), n_classes)
     return np.ascontiguousarray(Xr, dtype=np.float32), np.asarray(yr, dtype=np.int64)
 
@@ -462,7 +470,8 @@ def fit_head(X, y, n_classes: int, *, spec: dict | None = None, dev=None, seed: 
     mean, std = standardisation(X)
     Xs = (X - mean) / std
     counts = np.bincount(y, minlength=n_classes)
-    Xr, yr = resample(Xs, y, spec["resample"], n_classes=n_classes, seed=seed, k_neighbors=int(spec["resample_k"]))
+    Xr, yr = resample(Xs, y, spec["resample"], n_classes=n_classes, seed=seed, k_neighbors=int(spec["resample_k"]),
+                      target=int(spec["resample_to"]))
     fit_counts = np.bincount(yr, minlength=n_classes)
     devs = None
     if dev is not None:

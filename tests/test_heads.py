@@ -123,6 +123,10 @@ def test_resamplers_balance_the_classes(caplog):
     np.testing.assert_array_equal(Xs[: len(X)], X)  # the originals are kept, synthetic samples appended
     Xc, yc = resample(X, y, "cluster_centroids", n_classes=4, seed=0)
     assert np.bincount(yc).tolist() == [1, 1, 1, 1] and Xc.dtype == np.float32
+    _, yt = resample(X, y, "smote", n_classes=4, seed=0, target=30)  # a long tail: grow the small classes only
+    assert np.bincount(yt).tolist() == [50, 30, 30, 1]
+    _, yt = resample(X, y, "cluster_centroids", n_classes=4, seed=0, target=10)  # shrink the large ones only
+    assert np.bincount(yt).tolist() == [10, 10, 6, 1]
     a = resample(X, y, "borderline_smote", n_classes=4, seed=0)
     b = resample(X, y, "borderline_smote", n_classes=4, seed=0)
     np.testing.assert_array_equal(a[0], b[0])
