@@ -256,7 +256,7 @@ class Head:
     mean, std : ndarray (D,)
         Standardisation of the input features.
     fit_counts : ndarray (n_classes,)
-        Class counts of the set the head was fitted on (after resampling): its prior.
+        Class counts of the set the head was fitted on (after resampling); see :attr:`prior`.
     temperature : float
     info : dict
         Caller's metadata (JSON types) plus the fit's record (``n_train``, ``counts``, ...).
