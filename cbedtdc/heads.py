@@ -1,0 +1,545 @@
+"""Classifier heads on frozen backbone features: trained in seconds to minutes on a CPU.
+
+A head maps the penultimate activations of a trained backbone (see :mod:`cbedtdc.features`) to class
+probabilities. Two kinds:
+
+``linear``
+    A softmax layer trained with AdamW (mini-batches, cosine schedule, zero initialisation, so the
+    same seed gives the same weights on CPU). Losses (the long-tail baselines of Zhang et al., "Bag
+    of Tricks for long-tailed visual recognition", AAAI 2021):
+
+    - ``ce``; ``weighted_ce`` (inverse class frequency, capped);
+    - ``drw``: deferred re-weighting (Cao et al., NeurIPS 2019): ``ce`` for the first
+      ``drw_start`` fraction of the epochs, then ``weighted_ce``;
+    - ``logit_adjusted`` (Menon et al., ICLR 2021) and ``balanced_softmax`` (Ren et al., NeurIPS 2020).
+
+    ``sampler: class_balanced`` draws every class equally often: on frozen features this is
+    classifier re-training, cRT (Kang et al., "Decoupling representation and classifier", ICLR 2020).
+    ``tau_norm`` rescales each class's weight vector by ``1 / ||w_c||^tau`` at prediction (the
+    same paper's tau-normalisation); the bias, which carries the training prior, is then dropped.
+``xgboost``
+    Gradient-boosted trees (``multi:softprob``, histogram method), optionally with inverse-frequency
+    sample weights (``loss: weighted_ce``), early stopping on dev.
+
+Both kinds share: standardisation of the features (training mean and std, kept in the head);
+optional resampling of the standardised training features with imbalanced-learn (``SMOTE``,
+``BorderlineSMOTE``, ``ClusterCentroids``); post-hoc logit adjustment (``posthoc_tau``: subtract
+``tau * log prior`` from the scores, the prior being the class frequencies the head was fitted on,
+:attr:`Head.prior`); and a temperature fitted on dev by minimising the log-loss (Guo et al., "On
+calibration of modern neural networks", ICML 2017), applied last.
+
+Files: a linear head is ``torch.save`` of a plain dict of tensors and metadata, read back with
+``torch.load(weights_only=True)``; an XGBoost head is XGBoost's own JSON model with the head's
+metadata in a booster attribute. Both are written atomically and predict identically after reloading.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["HEAD_FORMAT", "KINDS", "LINEAR_LOSSES", "SAMPLERS", "RESAMPLERS", "DEFAULTS", "HeadError",
+           "resolve_spec", "standardisation", "resample", "fit_temperature", "Head", "fit_head", "load_head"]
+
+log = logging.getLogger(__name__)
+
+HEAD_FORMAT = "cbedtdc-head/1"
+KINDS = ("linear", "xgboost")
+LINEAR_LOSSES = ("ce", "weighted_ce", "drw", "logit_adjusted", "balanced_softmax")
+SAMPLERS = ("instance", "class_balanced")
+RESAMPLERS = ("none", "smote", "borderline_smote", "cluster_centroids")
+_XGB_ATTR = "cbedtdc_head"
+
+#: Head options (one head of the config); ``xgboost`` holds the booster settings of ``kind: xgboost``.
+DEFAULTS = {
+    "kind": "linear",
+    "loss": "ce",
+    "sampler": "instance",
+    "resample": "none",
+    "resample_k": 5,  # neighbours of SMOTE / BorderlineSMOTE (fewer when a class is smaller)
+    "resample_to": 0,  # samples per class the resampler aims at (0: largest class / smallest for cluster_centroids)
+    "epochs": 30,
+    "batch_size": 512,
+    "lr": 0.01,
+    "weight_decay": 5e-4,
+    "la_tau": 1.0,
+    "weight_cap": 10.0,
+    "drw_start": 0.5,
+    "tau_norm": 0.0,
+    "posthoc_tau": 0.0,
+    "temperature": True,
+    "threads": 0,  # torch / XGBoost threads while fitting (0: their default)
+    "xgboost": {"n_estimators": 200, "max_depth": 4, "learning_rate": 0.1, "subsample": 0.8,
+                "colsample_bytree": 0.5, "early_stopping": 20},
+}
+
+
+class HeadError(ValueError):
+    """A head file or head input that cannot be used (the message names the file or input)."""
+
+
+# --------------------------------------------------------------------------- options
+def resolve_spec(spec: dict | None = None) -> dict:
+    """Head options: :data:`DEFAULTS` updated with ``spec``, checked.
+
+    >>> s = resolve_spec({"loss": "drw", "xgboost": {"max_depth": 6}})
+    >>> s["kind"], s["loss"], s["xgboost"]["max_depth"], s["xgboost"]["n_estimators"]
+    ('linear', 'drw', 6, 200)
+    """
+    spec = dict(spec or {})
+    unknown = sorted(set(spec) - set(DEFAULTS))
+    if unknown:
+        raise HeadError(f"unknown head option(s) {unknown}; allowed: {', '.join(sorted(DEFAULTS))}")
+    xgb = dict(spec.pop("xgboost", None) or {})
+    bad = sorted(set(xgb) - set(DEFAULTS["xgboost"]))
+    if bad:
+        raise HeadError(f"unknown xgboost option(s) {bad}; allowed: {', '.join(sorted(DEFAULTS['xgboost']))}")
+    out = {**DEFAULTS, **spec, "xgboost": {**DEFAULTS["xgboost"], **xgb}}
+    losses = LINEAR_LOSSES if out["kind"] == "linear" else ("ce", "weighted_ce")
+    for key, allowed in (("kind", KINDS), ("loss", losses), ("sampler", SAMPLERS), ("resample", RESAMPLERS)):
+        if out[key] not in allowed:
+            raise HeadError(f"head {key}={out[key]!r}: must be one of {', '.join(allowed)}"
+                            + (f" for a {out['kind']} head" if key == "loss" else ""))
+    if out["kind"] == "xgboost" and (out["sampler"] != "instance" or float(out["tau_norm"])):
+        raise HeadError("an xgboost head takes neither sampler: class_balanced nor tau_norm (linear heads only)")
+    for key in ("epochs", "batch_size", "resample_k"):
+        if int(out[key]) < 1:
+            raise HeadError(f"head {key}={out[key]}: must be >= 1")
+    for key in ("lr", "weight_cap"):
+        if not float(out[key]) > 0:
+            raise HeadError(f"head {key}={out[key]}: must be > 0")
+    if int(out["resample_to"]) < 0:
+        raise HeadError(f"head resample_to={out['resample_to']}: must be >= 0 (0: the resampler's default)")
+    for key in ("weight_decay", "tau_norm", "posthoc_tau", "la_tau"):
+        if not float(out[key]) >= 0:
+            raise HeadError(f"head {key}={out[key]}: must be >= 0")
+    if not 0.0 <= float(out["drw_start"]) <= 1.0:
+        raise HeadError(f"head drw_start={out['drw_start']}: must be a fraction of the epochs in [0, 1]")
+    return out
+
+
+def _check_xy(X, y, n_classes: int, what: str):
+    """``X`` as C-contiguous float32 (N, D), ``y`` as int64 in ``[0, n_classes)``; HeadError otherwise."""
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
+        raise HeadError(f"{what}: features must be a non-empty (N, D) array, got shape {X.shape}")
+    if not np.isfinite(X).all():
+        bad = int(np.flatnonzero(~np.isfinite(X).all(axis=1))[0])
+        raise HeadError(f"{what}: sample {bad} has a NaN or infinite feature; re-extract the features")
+    if y is None:
+        return X, None
+    y = np.asarray(y)
+    if y.shape != (len(X),):
+        raise HeadError(f"{what}: {len(X)} feature rows but labels of shape {y.shape}")
+    if y.size and (not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= n_classes):
+        raise HeadError(f"{what}: labels must be integers in [0, {n_classes}), got range "
+                        f"[{y.min()}, {y.max()}] of dtype {y.dtype}")
+    return X, y.astype(np.int64)
+
+
+# --------------------------------------------------------------------------- pure helpers
+def standardisation(X) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and std (float32); a constant feature gets std 1.
+
+    >>> m, s = standardisation(np.array([[0.0, 5.0], [2.0, 5.0]]))
+    >>> m.tolist(), s.tolist()
+    ([1.0, 5.0], [1.0, 1.0])
+    """
+    X = np.asarray(X, dtype=np.float64)
+    mean, std = X.mean(axis=0), X.std(axis=0)
+    std = np.where(std > 1e-6, std, 1.0)
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = np.asarray(z, dtype=np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _nll(z: np.ndarray, y: np.ndarray) -> float:
+    z = z - z.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return float(-logp[np.arange(len(y)), y].mean())
+
+
+def fit_temperature(logits, y, bounds=(0.05, 20.0)) -> float:
+    """Temperature ``T`` minimising the log-loss of ``softmax(logits / T)`` on ``(logits, y)``.
+
+    Three of four samples right with logit margin 10: the calibrated probability 3/4 needs
+    ``10 / T = log 3``.
+
+    >>> z = np.array([[10.0, 0.0], [0.0, 10.0], [10.0, 0.0], [0.0, 10.0]])
+    >>> round(fit_temperature(z, np.array([0, 1, 0, 0])), 2), round(10 / math.log(3), 2)
+    (9.1, 9.1)
+    """
+    from scipy.optimize import minimize_scalar
+
+    z = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(y, dtype=np.int64)
+    if len(y) == 0:
+        return 1.0
+    lo, hi = math.log(bounds[0]), math.log(bounds[1])
+    res = minimize_scalar(lambda t: _nll(z / math.exp(t), y), bounds=(lo, hi), method="bounded",
+                          options={"xatol": 1e-6})
+    return float(math.exp(res.x))
+
+
+def _class_weights(counts, cap: float) -> np.ndarray:
+    from cbedtdc.losses import class_weights
+
+    return class_weights(counts, cap)
+
+
+# --------------------------------------------------------------------------- resampling
+def resample(X, y, method: str, *, n_classes: int, seed: int = 0, k_neighbors: int = 5, target: int = 0):
+    """Resample ``(X, y)`` with imbalanced-learn; returns new ``(X, y)`` (float32, int64).
+
+    ``smote`` and ``borderline_smote`` over-sample every class with at least two samples and fewer than
+    ``target`` samples up to ``target`` (0: the largest class); ``k_neighbors`` is reduced to the
+    smallest such class minus one, and classes with one sample are left as they are (logged).
+    ``cluster_centroids`` replaces every class with more than ``target`` samples (0: the smallest
+    class) by ``target`` k-means centroids. ``none`` returns the input. On a long tail a ``target``
+    well below the largest class keeps the over-sampled set small (230 classes x the largest count
+    would not fit in memory).
+    """
+    if method not in RESAMPLERS:
+        raise HeadError(f"resample={method!r}: must be one of {', '.join(RESAMPLERS)}")
+    y = np.asarray(y, dtype=np.int64)
+    X = np.asarray(X, dtype=np.float32)
+    present, cnt = np.unique(y, return_counts=True)
+    if method == "none" or len(present) < 2:
+        if method != "none":
+            log.warning("resample=%s: only %d class present, nothing to resample", method, len(present))
+        return X, y
+    from imblearn.over_sampling import SMOTE, BorderlineSMOTE
+    from imblearn.under_sampling import ClusterCentroids
+
+    if method == "cluster_centroids":
+        goal = int(target) or int(cnt.min())
+        strategy = {int(c): goal for c, m in zip(present, cnt) if m > goal}
+        sampler = ClusterCentroids(sampling_strategy=strategy, random_state=int(seed)) if strategy else None
+    else:
+        goal = int(target) or int(cnt.max())
+        lone = present[cnt < 2].tolist()
+        if lone:
+            log.warning("resample=%s: classes %s have one training sample and are not over-sampled", method, lone)
+        grow = (cnt >= 2) & (cnt < goal)
+        strategy = {int(c): goal for c in present[grow]}
+        k = int(min(k_neighbors, cnt[grow].min() - 1)) if grow.any() else 1
+        cls = SMOTE if method == "smote" else BorderlineSMOTE
+        sampler = cls(sampling_strategy=strategy, k_neighbors=k, random_state=int(seed)) if strategy else None
+    if sampler is None:
+        return X, y
+    Xr, yr = sampler.fit_resample(X, y)
+    log.info("resample=%s: %d -> %d training samples over %d classes", method, len(y), len(yr), n_classes)
+    return np.ascontiguousarray(Xr, dtype=np.float32), np.asarray(yr, dtype=np.int64)
+
+
+# --------------------------------------------------------------------------- the head
+class Head:
+    """A fitted head: standardisation, a linear layer or a booster, and the post-hoc steps.
+
+    Use :func:`fit_head` to create one and :func:`load_head` to read a saved one.
+
+    Attributes
+    ----------
+    spec : dict
+        Resolved options (:func:`resolve_spec`).
+    n_classes : int
+    mean, std : ndarray (D,)
+        Standardisation of the input features.
+    fit_counts : ndarray (n_classes,)
+        Class counts of the set the head was fitted on (after resampling); see :attr:`prior`.
+    temperature : float
+    info : dict
+        Caller's metadata (JSON types) plus the fit's record (``n_train``, ``counts``, ...).
+    """
+
+    def __init__(self, spec, n_classes, mean, std, fit_counts, *, temperature=1.0, info=None, weight=None,
+                 bias=None, booster=None):
+        self.spec, self.n_classes = resolve_spec(spec), int(n_classes)
+        self.mean = np.asarray(mean, dtype=np.float32)
+        self.std = np.asarray(std, dtype=np.float32)
+        self.fit_counts = np.asarray(fit_counts, dtype=np.int64)
+        self.temperature, self.info = float(temperature), dict(info or {})
+        self.weight = None if weight is None else np.asarray(weight, dtype=np.float32)
+        self.bias = None if bias is None else np.asarray(bias, dtype=np.float32)
+        self.booster = booster
+
+    @property
+    def kind(self) -> str:
+        return self.spec["kind"]
+
+    @property
+    def dim(self) -> int:
+        return int(self.mean.size)
+
+    def _standardise(self, X) -> np.ndarray:
+        X, _ = _check_xy(X, None, self.n_classes, "features")
+        if X.shape[1] != self.dim:
+            raise HeadError(f"features have {X.shape[1]} columns, the head was fitted on {self.dim}")
+        return (X - self.mean) / self.std
+
+    def raw_scores(self, X) -> np.ndarray:
+        """Scores before post-hoc adjustment and temperature: logits (linear, tau-normalised when
+        ``tau_norm > 0``) or log-probabilities (XGBoost), float64 ``(N, n_classes)``."""
+        Xs = self._standardise(X)
+        if self.kind == "linear":
+            tau = float(self.spec["tau_norm"])
+            if tau > 0:
+                norm = np.maximum(np.linalg.norm(self.weight.astype(np.float64), axis=1), 1e-12)
+                w = (self.weight / norm[:, None] ** tau).astype(np.float32)
+                return (Xs @ w.T).astype(np.float64)
+            return (Xs @ self.weight.T + self.bias).astype(np.float64)
+        return np.log(np.maximum(_booster_probs(self.booster, Xs), 1e-12))
+
+    @property
+    def prior(self) -> np.ndarray:
+        """Class frequencies the head was fitted on: ``fit_counts`` (a class without sample counts as
+        1), or uniform over the fitted classes with ``sampler: class_balanced``."""
+        n = np.maximum(self.fit_counts.astype(np.float64), 1.0)
+        if self.spec["sampler"] == "class_balanced":
+            n = np.where(self.fit_counts > 0, 1.0, 1.0 / max(1, int(self.fit_counts.max())))
+        return n / n.sum()
+
+    def _adjusted(self, scores: np.ndarray) -> np.ndarray:
+        tau = float(self.spec["posthoc_tau"])
+        if tau > 0:
+            scores = scores - tau * np.log(self.prior)[None, :]
+        return scores
+
+    def logits(self, X) -> np.ndarray:
+        """Final scores: raw scores, post-hoc logit adjustment, divided by the temperature."""
+        return self._adjusted(self.raw_scores(X)) / self.temperature
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities ``(N, n_classes)``, float64, rows summing to one."""
+        return _softmax(self.logits(X))
+
+    def predict(self, X) -> np.ndarray:
+        """Most probable class index of each row."""
+        return np.argmax(self.logits(X), axis=1)
+
+    def metadata(self) -> dict:
+        """Everything but the weights, as JSON types."""
+        return json.loads(json.dumps({"format": HEAD_FORMAT, "spec": self.spec, "n_classes": self.n_classes,
+                                      "fit_counts": self.fit_counts.tolist(), "temperature": self.temperature,
+                                      "info": self.info}))
+
+    def save(self, path) -> Path:
+        """Write the head atomically: ``torch.save`` dict (linear) or XGBoost JSON (xgboost)."""
+        from cbedtdc.io import atomic_path
+
+        path = Path(path)
+        if self.kind == "linear":
+            import torch
+
+            obj = {**self.metadata(), "weight": torch.from_numpy(self.weight.copy()),
+                   "bias": torch.from_numpy(self.bias.copy()), "mean": torch.from_numpy(self.mean.copy()),
+                   "std": torch.from_numpy(self.std.copy())}
+            with atomic_path(path) as tmp:
+                torch.save(obj, tmp)
+        else:
+            if path.suffix != ".json":
+                raise HeadError(f"{path}: an xgboost head is saved as XGBoost JSON; give a path ending in .json")
+            meta = {**self.metadata(), "mean": self.mean.tolist(), "std": self.std.tolist(),
+                    "best_iteration": getattr(self.booster, "best_iteration", None)}
+            self.booster.set_attr(**{_XGB_ATTR: json.dumps(meta)})
+            with atomic_path(path, suffix=".json") as tmp:
+                self.booster.save_model(str(tmp))
+        log.info("%s head (%d classes, %d features) -> %s", self.kind, self.n_classes, self.dim, path)
+        return path
+
+
+def _booster_probs(booster, Xs) -> np.ndarray:
+    import xgboost as xgb
+
+    best = getattr(booster, "best_iteration", None)
+    kw = {"iteration_range": (0, int(best) + 1)} if best is not None else {}
+    p = booster.predict(xgb.DMatrix(np.asarray(Xs, dtype=np.float32)), **kw)
+    return np.asarray(p, dtype=np.float64).reshape(len(Xs), -1)
+
+
+# --------------------------------------------------------------------------- fitting
+def _epoch_order(y: np.ndarray, sampler: str, seed: int, epoch: int) -> np.ndarray:
+    """Sample order of one epoch: a permutation, or ``len(y)`` class-balanced draws with replacement."""
+    rng = np.random.default_rng([int(seed), int(epoch), 0x4EAD])
+    if sampler == "instance":
+        return rng.permutation(len(y))
+    cnt = np.bincount(y)
+    w = 1.0 / cnt[y]
+    return rng.choice(len(y), size=len(y), replace=True, p=w / w.sum())
+
+
+def _fit_linear(X: np.ndarray, y: np.ndarray, counts: np.ndarray, spec: dict, seed: int):
+    """AdamW on a zero-initialised softmax layer; returns ``(weight, bias, last epoch's mean loss)``."""
+    import torch
+
+    from cbedtdc.losses import make_loss
+
+    n, d = X.shape
+    xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+    weight = torch.zeros(len(counts), d, requires_grad=True)
+    bias = torch.zeros(len(counts), requires_grad=True)
+    opt = torch.optim.AdamW([{"params": [weight], "weight_decay": float(spec["weight_decay"])},
+                             {"params": [bias], "weight_decay": 0.0}], lr=float(spec["lr"]))
+    bs, epochs = min(int(spec["batch_size"]), n), int(spec["epochs"])
+    steps = math.ceil(n / bs)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.5 * (1 + math.cos(math.pi * t / (epochs * steps))))
+    kw = {"la_tau": float(spec["la_tau"]), "weight_cap": float(spec["weight_cap"])}
+    first = make_loss("ce" if spec["loss"] == "drw" else spec["loss"], counts, **kw)
+    late = make_loss("weighted_ce", counts, **kw) if spec["loss"] == "drw" else first
+    switch = round(float(spec["drw_start"]) * epochs)
+    mean_loss = float("nan")
+    for epoch in range(epochs):
+        fn = late if epoch >= switch else first
+        order = torch.from_numpy(_epoch_order(y, spec["sampler"], seed, epoch))
+        total = 0.0
+        for s in range(steps):
+            idx = order[s * bs:(s + 1) * bs]
+            loss = fn(xt[idx] @ weight.T + bias, yt[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach()) * len(idx)
+        mean_loss = total / n
+    return weight.detach().numpy().copy(), bias.detach().numpy().copy(), mean_loss
+
+
+def _fit_xgboost(X, y, counts, spec: dict, seed: int, dev):
+    """Multi-class booster; sample weights for ``loss: weighted_ce``; early stopping on ``dev``."""
+    import xgboost as xgb
+
+    p = spec["xgboost"]
+    params = {"objective": "multi:softprob", "num_class": len(counts), "max_depth": int(p["max_depth"]),
+              "eta": float(p["learning_rate"]), "subsample": float(p["subsample"]),
+              "colsample_bytree": float(p["colsample_bytree"]), "tree_method": "hist", "seed": int(seed),
+              "eval_metric": "mlogloss"}
+    if int(spec["threads"]):
+        params["nthread"] = int(spec["threads"])
+    w = _class_weights(counts, float(spec["weight_cap"]))[y] if spec["loss"] == "weighted_ce" else None
+    dtrain = xgb.DMatrix(X, label=y, weight=w)
+    evals, stop = [], None
+    if dev is not None and len(dev[1]) and int(p["early_stopping"]) > 0:
+        evals, stop = [(xgb.DMatrix(dev[0], label=dev[1]), "dev")], int(p["early_stopping"])
+    return xgb.train(params, dtrain, num_boost_round=int(p["n_estimators"]), evals=evals,
+                     early_stopping_rounds=stop, verbose_eval=False)
+
+
+def fit_head(X, y, n_classes: int, *, spec: dict | None = None, dev=None, seed: int = 0, info=None,
+             source: str = "train features") -> Head:
+    """Fit one head on features.
+
+    Parameters
+    ----------
+    X : array_like (N, D)
+        Training features (float32).
+    y : array_like of int (N,)
+        Output index of each sample, in ``[0, n_classes)``; classes may be absent.
+    n_classes : int
+        Outputs of the head (the job's classes, plus "rest" where it has one).
+    spec : dict, optional
+        Head options (:data:`DEFAULTS`).
+    dev : (X_dev, y_dev), optional
+        Held-out features and labels: temperature (when ``spec["temperature"]``) and XGBoost early
+        stopping. Never the test split.
+    seed : int
+        Seed of initialisation order, sampling and resampling.
+    info : dict, optional
+        JSON-able metadata kept in the head file (e.g. classes, backbone checkpoint).
+    source : str
+        Name of the input in error messages (e.g. the features file).
+    """
+    spec = resolve_spec(spec)
+    n_classes = int(n_classes)
+    try:
+        info = json.loads(json.dumps(info or {}))
+    except (TypeError, ValueError) as err:
+        raise HeadError(f"{source}: head info must hold JSON types only ({err})") from err
+    if n_classes < 2:
+        raise HeadError(f"{source}: a head needs at least 2 outputs, got n_classes={n_classes}")
+    X, y = _check_xy(X, y, n_classes, source)
+    mean, std = standardisation(X)
+    Xs = (X - mean) / std
+    counts = np.bincount(y, minlength=n_classes)
+    Xr, yr = resample(Xs, y, spec["resample"], n_classes=n_classes, seed=seed, k_neighbors=int(spec["resample_k"]),
+                      target=int(spec["resample_to"]))
+    fit_counts = np.bincount(yr, minlength=n_classes)
+    devs = None
+    if dev is not None:
+        Xd, yd = _check_xy(dev[0], dev[1], n_classes, f"{source} (dev)")
+        devs = ((Xd - mean) / std, yd)
+    record = {"n_train": int(len(y)), "n_fit": int(len(yr)), "counts": counts.tolist(), "seed": int(seed),
+              "n_dev": 0 if devs is None else int(len(devs[1]))}
+    if spec["kind"] == "linear":
+        from cbedtdc.features import torch_threads
+
+        with torch_threads(int(spec["threads"])):
+            w, b, loss = _fit_linear(Xr, yr, fit_counts, spec, seed)
+        head = Head(spec, n_classes, mean, std, fit_counts, weight=w, bias=b, info={**info, **record,
+                                                                                   "train_loss": loss})
+    else:
+        booster = _fit_xgboost(Xr, yr, fit_counts, spec, seed, devs)
+        record["best_iteration"] = getattr(booster, "best_iteration", None)
+        head = Head(spec, n_classes, mean, std, fit_counts, booster=booster, info={**info, **record})
+    if spec["temperature"] and devs is not None and len(devs[1]):
+        head.temperature = fit_temperature(head._adjusted(head.raw_scores(dev[0])), devs[1])
+        dev_pred = head.predict(dev[0])
+        head.info["dev_accuracy"] = float(np.mean(dev_pred == devs[1]))
+    log.info("%s head, loss %s, sampler %s, resample %s: %d samples (%d fitted), %d classes, T=%.3f",
+             spec["kind"], spec["loss"], spec["sampler"], spec["resample"], len(y), len(yr), n_classes,
+             head.temperature)
+    return head
+
+
+# --------------------------------------------------------------------------- reading
+def load_head(path) -> Head:
+    """Read a head written by :meth:`Head.save` (``weights_only=True`` for linear heads)."""
+    path = Path(path)
+    if not path.is_file():
+        raise HeadError(f"{path}: head file not found; rerun its head rule")
+    if zipfile.is_zipfile(path):
+        return _load_linear(path)
+    return _load_xgboost(path)
+
+
+def _load_linear(path: Path) -> Head:
+    import torch
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated zip, disallowed global, I/O error
+        raise HeadError(f"{path}: not a readable head file ({type(err).__name__}); delete it and rerun "
+                        "its head rule") from err
+    if not isinstance(obj, dict) or obj.get("format") != HEAD_FORMAT:
+        found = obj.get("format") if isinstance(obj, dict) else type(obj).__name__
+        raise HeadError(f"{path}: not a {HEAD_FORMAT} file (found {found!r})")
+    return Head(obj["spec"], obj["n_classes"], obj["mean"].numpy(), obj["std"].numpy(), obj["fit_counts"],
+                temperature=obj["temperature"], info=obj["info"], weight=obj["weight"].numpy(),
+                bias=obj["bias"].numpy())
+
+
+def _load_xgboost(path: Path) -> Head:
+    import xgboost as xgb
+
+    try:
+        booster = xgb.Booster()
+        booster.load_model(str(path))
+        meta = json.loads(booster.attr(_XGB_ATTR) or "null")
+    except (OSError, ValueError, xgb.core.XGBoostError) as err:
+        raise HeadError(f"{path}: not a readable head file ({type(err).__name__}); delete it and rerun "
+                        "its head rule") from err
+    if not isinstance(meta, dict) or meta.get("format") != HEAD_FORMAT:
+        raise HeadError(f"{path}: an XGBoost model without {HEAD_FORMAT} metadata (not written by fit_head)")
+    if meta.get("best_iteration") is not None:
+        booster.best_iteration = int(meta["best_iteration"])
+    return Head(meta["spec"], meta["n_classes"], meta["mean"], meta["std"], meta["fit_counts"],
+                temperature=meta["temperature"], info=meta["info"], booster=booster)
