@@ -92,13 +92,14 @@ def _score_flat(flat_models: dict, ts: _TestSet, shard_root, classes, batch_size
     return flat_by_loss, flat_pred, best
 
 
-def _score_tdc(plan, models, thresholds, ts: _TestSet, tdc_dir, shard_root, batch_size):
+def _score_tdc(plan, models, tuned, ts: _TestSet, tdc_dir, shard_root, batch_size):
     """``(tdc summary, routing, oracle predictions)`` of the CNN cascade on the test split."""
     from cbedtdc.train import images_seen
 
     y, mats, n_boot, seed = ts.labels, ts.materials, ts.kw["n_boot"], ts.kw["seed"]
     _, probs = cascade.predict_levels(models, shard_root, "test", keys=ts.keys, batch_size=batch_size)
-    r = cascade.route(plan, probs, thresholds)
+    r = cascade.route_tuned(plan, probs, tuned)
+    thresholds = tuned["thresholds"]
     t = score(y, r.pred, plan.classes, **ts.kw)
     est = cascade.estimated_accuracy(plan, probs, y)
     oracle = cascade.oracle_predictions(plan, probs, y)
@@ -110,8 +111,9 @@ def _score_tdc(plan, models, thresholds, ts: _TestSet, tdc_dir, shard_root, batc
         row["images_seen"] = images_seen(cascade.level_dir(tdc_dir, row["level"]) / "train.json")
     seen = [lv["images_seen"] for lv in levels]
     t.update({
-        "mode": plan.mode, "routing": "threshold" if plan.uses_thresholds() else "argmax",
-        "thresholds": thresholds or [], "levels": plan.levels,
+        "mode": plan.mode, "routing": plan.routing if plan.mode == "rest" else "threshold",
+        "thresholds": thresholds or [], "temperatures": tuned["temperatures"], "prior": tuned["prior"] is not None,
+        "levels": plan.levels,
         "estimated_top1": est["top1"], "estimated_balanced_accuracy": est["balanced_accuracy"],
         "estimated_ci95": est_ci,
         "images_seen": sum(seen) if all(s is not None for s in seen) else None,
@@ -138,17 +140,20 @@ def _score_xgb(xgb_dir, flat_models, plan, models, ts: _TestSet, shard_root, bat
         out["flat_xgb_by_loss"][loss] = score(y, pred, classes, scores=p, **ts.kw)
     heads = [xgb_dir / f"level_{k + 1}" / "head.json" for k in range(plan.n_levels)]
     probs = [head_probs(h, m, meta, shard_root, "test", keys, batch_size) for h, (m, meta) in zip(heads, models)]
-    thresholds = None
-    if plan.uses_thresholds() and plan.n_levels > 1 and len(dev):
+    if len(dev):
         dprobs = [head_probs(h, m, meta, shard_root, "dev", list(dev.keys), batch_size)
                   for h, (m, meta) in zip(heads, models)]
-        thresholds = cascade.tune_thresholds(plan, dprobs, dev.labels)
-    elif plan.uses_thresholds():
-        thresholds = [0.5] * (plan.n_levels - 1)
-    r = cascade.route(plan, probs, thresholds)
+        tuned = cascade.tune_routing_on(plan, dprobs, dev.labels, plan.routing)
+    else:
+        tuned = {"thresholds": [0.5] * (plan.n_levels - 1) if plan.uses_thresholds() else [], "temperatures": None,
+                 "prior": False}
+    tuned = {"thresholds": tuned["thresholds"] or None, "temperatures": tuned["temperatures"],
+             "prior": dict(plan.counts) if tuned["prior"] else None}
+    r = cascade.route_tuned(plan, probs, tuned)
+    thresholds = tuned["thresholds"]
     t = score(y, r.pred, classes, **ts.kw)
     est = cascade.estimated_accuracy(plan, probs, y)
-    t.update({"mode": plan.mode, "routing": "threshold" if plan.uses_thresholds() else "argmax",
+    t.update({"mode": plan.mode, "routing": plan.routing if plan.mode == "rest" else "threshold",
               "thresholds": thresholds or [], "levels": plan.levels, "estimated_top1": est["top1"],
               "estimated_balanced_accuracy": est["balanced_accuracy"],
               "per_level": cascade.level_report(plan, r, y)})
@@ -214,7 +219,7 @@ def evaluate_run(shard_root, flat_models: dict, tdc_dir, out_dir, *, n_boot: int
     device = inference_device(device)
     plan = cascade.LevelPlan.load(tdc_dir / "levels.json")
     classes = plan.classes
-    thresholds = cascade.load_routing(tdc_dir / "routing.json", plan)
+    tuned = cascade.read_routing(tdc_dir / "routing.json", plan)
     ts = _test_set(shard_root, classes, n_boot=n_boot, seed=seed, friedel_groups=friedel_groups)
     summary = {"n_test": int(len(ts.labels)), "n_test_materials": int(len(np.unique(ts.materials))),
                "n_test_excluded_other_classes": int(ts.n_excluded), "classes": classes,
@@ -224,7 +229,7 @@ def evaluate_run(shard_root, flat_models: dict, tdc_dir, out_dir, *, n_boot: int
     summary["flat"] = {**flat_by_loss[best], "selected_by": "dev balanced_accuracy among flat.losses"}
     summary["flat_by_loss"] = flat_by_loss
     _, models = cascade.load_levels(tdc_dir, plan, device=device)
-    t, r, oracle = _score_tdc(plan, models, thresholds, ts, tdc_dir, shard_root, batch_size)
+    t, r, oracle = _score_tdc(plan, models, tuned, ts, tdc_dir, shard_root, batch_size)
     summary["tdc"] = t
     summary["budget"] = {"flat_images_planned": plan.flat_images, "tdc_images_planned": int(sum(plan.budgets)),
                          "flat_images_seen": summary["flat"]["images_seen"], "tdc_images_seen": t["images_seen"]}

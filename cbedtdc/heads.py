@@ -43,6 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cbedtdc.cascade.routing import fit_temperature
+
 __all__ = ["HEAD_FORMAT", "KINDS", "LINEAR_LOSSES", "SAMPLERS", "RESAMPLERS", "DEFAULTS", "HeadError",
            "resolve_spec", "standardisation", "resample", "fit_temperature", "Head", "fit_head", "load_head"]
 
@@ -161,34 +163,6 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
-
-
-def _nll(z: np.ndarray, y: np.ndarray) -> float:
-    z = z - z.max(axis=1, keepdims=True)
-    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-    return float(-logp[np.arange(len(y)), y].mean())
-
-
-def fit_temperature(logits, y, bounds=(0.05, 20.0)) -> float:
-    """Temperature ``T`` minimising the log-loss of ``softmax(logits / T)`` on ``(logits, y)``.
-
-    Three of four samples right with logit margin 10: the calibrated probability 3/4 needs
-    ``10 / T = log 3``.
-
-    >>> z = np.array([[10.0, 0.0], [0.0, 10.0], [10.0, 0.0], [0.0, 10.0]])
-    >>> round(fit_temperature(z, np.array([0, 1, 0, 0])), 2), round(10 / math.log(3), 2)
-    (9.1, 9.1)
-    """
-    from scipy.optimize import minimize_scalar
-
-    z = np.asarray(logits, dtype=np.float64)
-    y = np.asarray(y, dtype=np.int64)
-    if len(y) == 0:
-        return 1.0
-    lo, hi = math.log(bounds[0]), math.log(bounds[1])
-    res = minimize_scalar(lambda t: _nll(z / math.exp(t), y), bounds=(lo, hi), method="bounded",
-                          options={"xatol": 1e-6})
-    return float(math.exp(res.x))
 
 
 def _class_weights(counts, cap: float) -> np.ndarray:

@@ -23,10 +23,13 @@ def get_parser(add_help=True):
     p.add_argument("--classes", required=True, type=int_list, help="space groups of the run (required)")
     p.add_argument("--levels", required=True, help="levels.json to write (required)")
     p.add_argument("--mode", default="rest", choices=["rest", "hard"], help="reading of the cascade (default: rest)")
-    p.add_argument("--how", default="explicit", choices=["explicit", "auto"],
-                   help="explicit level sizes or equal sample mass (default: explicit)")
+    p.add_argument("--how", default="explicit", choices=["explicit", "auto", "ratio"],
+                   help="explicit level sizes, equal sample mass or a bound on the count ratio within a level "
+                   "(default: explicit)")
     p.add_argument("--level-sizes", type=int_list, default=[5, 5, 10], help="classes per level (default: 5 5 10)")
     p.add_argument("--n-levels", type=int, default=3, help="number of levels with --how auto (default: 3)")
+    p.add_argument("--max-ratio", type=float, default=10.0,
+                   help="with --how ratio: largest / smallest training count within a level (default: 10)")
     p.add_argument("--hard-outputs", default="cumulative", choices=["cumulative", "own"],
                    help="hard mode: outputs of level k are the classes of levels 1..k or of level k "
                    "(default: cumulative)")
@@ -40,7 +43,7 @@ def run(args):
     from cbedtdc.cascade import write_plan
 
     write_plan(args.train, args.classes, args.levels, mode=args.mode, how=args.how, level_sizes=args.level_sizes,
-               n_levels=args.n_levels, hard_outputs=args.hard_outputs, epochs=args.epochs,
+               n_levels=args.n_levels, max_ratio=args.max_ratio, hard_outputs=args.hard_outputs, epochs=args.epochs,
                budget_split=args.budget_split)
 
 

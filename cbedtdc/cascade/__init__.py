@@ -8,18 +8,22 @@ The public names of all three are available here (``from cbedtdc.cascade import 
 """
 
 from cbedtdc.cascade.jobs import (MISSED_FIELDS, check_level_model, collect_missed, level_dir, load_levels,
-                                  load_routing, predict_levels, read_missed, tune_routing, write_level_job,
+                                  load_routing, predict_levels, read_missed, read_routing, route_tuned, tune_routing,
+                                  tune_routing_on, write_level_job,
                                   write_missed, write_plan)
 from cbedtdc.cascade.plan import (MODES, LevelPlan, check_trainable, level_budgets, level_job, level_training_mask,
-                                  order_by_count, plan_levels, split_by_mass, trickle, whole_epochs)
-from cbedtdc.cascade.routing import (Routing, estimated_accuracy, forward_mask, level_report, oracle_predictions,
-                                     route, softmax, tune_thresholds)
+                                  order_by_count, plan_levels, plan_levels_ratio, split_by_mass, trickle,
+                                  whole_epochs)
+from cbedtdc.cascade.routing import (ROUTINGS, Routing, calibrate, estimated_accuracy, fit_temperatures,
+                                     forward_mask, level_report, oracle_predictions, posterior, route, softmax,
+                                     tune_thresholds)
 
 __all__ = [
-    "MODES", "LevelPlan", "order_by_count", "plan_levels", "split_by_mass", "level_budgets", "whole_epochs",
+    "MODES", "LevelPlan", "order_by_count", "plan_levels", "plan_levels_ratio", "split_by_mass", "level_budgets", "whole_epochs",
     "check_trainable", "level_training_mask", "trickle", "level_job",
     "Routing", "forward_mask", "route", "tune_thresholds", "oracle_predictions", "estimated_accuracy",
-    "level_report", "softmax",
+    "level_report", "softmax", "ROUTINGS", "posterior", "calibrate", "fit_temperatures",
     "MISSED_FIELDS", "write_plan", "write_level_job", "read_missed", "write_missed", "level_dir", "load_levels",
     "predict_levels", "check_level_model", "collect_missed", "tune_routing", "load_routing",
+    "tune_routing_on", "read_routing", "route_tuned",
 ]

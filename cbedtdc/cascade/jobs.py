@@ -16,7 +16,7 @@ import numpy as np
 
 from cbedtdc import metrics
 from cbedtdc.cascade.plan import LevelPlan, check_trainable, level_budgets, level_job, plan_levels, trickle
-from cbedtdc.cascade.routing import forward_mask, route, softmax, tune_thresholds
+from cbedtdc.cascade.routing import calibrate, fit_temperatures, forward_mask, route, softmax, tune_thresholds
 from cbedtdc.io import atomic_write_text, read_csv, write_csv
 
 __all__ = [
@@ -31,6 +31,9 @@ __all__ = [
     "check_level_model",
     "collect_missed",
     "tune_routing",
+    "tune_routing_on",
+    "read_routing",
+    "route_tuned",
     "load_routing",
 ]
 
@@ -164,50 +167,80 @@ def collect_missed(levels_path, level: int, model_path, shard_root, *, missed_pa
     return rows, stats
 
 
+def tune_routing_on(plan: LevelPlan, probs, labels, routing: str = "argmax") -> dict:
+    """The content of ``routing.json`` from the levels' dev probabilities (pure; no file read).
+
+    One temperature per level is fitted on dev (:func:`~cbedtdc.cascade.routing.fit_temperatures`)
+    and the thresholds are tuned on the calibrated probabilities. Posterior routing is scored on dev
+    with and without the training-prior correction, and the better one (balanced accuracy) is kept.
+    """
+    if plan.mode == "rest":
+        plan.routing = routing
+        plan.__post_init__()
+    rule = plan.routing if plan.mode == "rest" else "threshold"
+    out = {"mode": plan.mode, "routing": rule, "thresholds": [], "levels": plan.levels,
+           "temperatures": [1.0] * plan.n_levels, "prior": False}
+    labels = np.asarray(labels)
+    if not len(labels):
+        return out
+    temps = fit_temperatures(plan, probs, labels)
+    cal = calibrate(probs, temps)
+    out["temperatures"] = temps
+    out["n_dev"] = int(len(labels))
+
+    def score(r):
+        return {"balanced_accuracy": metrics.balanced_accuracy(labels, r.pred, plan.classes),
+                "top1": metrics.top1(labels, r.pred),
+                "kept_fraction": [float((r.kept == k).mean()) for k in range(plan.n_levels)]}
+
+    if plan.uses_posterior():
+        plain = score(route(plan, cal))
+        corrected = score(route(plan, cal, prior=plan.counts))
+        out["prior"] = corrected["balanced_accuracy"] > plain["balanced_accuracy"]
+        out["dev_tuned"] = corrected if out["prior"] else plain
+        out["dev_without_prior"], out["dev_with_prior"] = plain, corrected
+    elif plan.uses_thresholds() and plan.n_levels > 1:
+        th = tune_thresholds(plan, cal, labels)
+        out["thresholds"] = th
+        out["dev_tuned"] = score(route(plan, cal, th))
+        out["dev_default_0.5"] = score(route(plan, cal, [0.5] * (plan.n_levels - 1)))
+    else:
+        out["dev_tuned"] = score(route(plan, cal))
+    log.info("routing %s tuned on %d dev samples: thresholds %s, temperatures %s, prior %s (dev balanced "
+             "accuracy %.4f)", rule, len(labels), out["thresholds"], [round(t, 3) for t in temps], out["prior"],
+             out["dev_tuned"]["balanced_accuracy"])
+    return out
+
+
 def tune_routing(tdc_dir, shard_root, out_path, *, routing: str = "argmax", batch_size: int = 64,
                  device: str = "cpu") -> dict:
-    """Tune the per-level thresholds on dev (when the routing uses them) and write ``routing.json``.
+    """Tune the routing of the own-backbone levels on dev and write ``routing.json``.
 
-    ``routing`` is the rest reading's rule (``argmax`` or ``threshold``); the hard reading always
-    uses thresholds. It lives here, not in ``levels.json``, so changing it never retrains a level.
-
-    ``routing.json`` holds ``mode``, ``routing``, ``thresholds`` (one per level but the last) and,
-    when tuned, the dev balanced accuracy and top-1 at the tuned thresholds and at 0.5.
+    ``routing`` is the rest reading's rule (``argmax``, ``threshold`` or ``posterior``); the hard
+    reading always uses thresholds. It lives here, not in ``levels.json``, so changing it never
+    retrains a level. ``routing.json`` holds ``mode``, ``routing``, ``thresholds`` (one per level but
+    the last, threshold routing), ``temperatures`` (one per level, fitted on dev), ``prior``
+    (posterior routing: divide by the training prior) and the dev scores (:func:`tune_routing_on`).
     """
     from cbedtdc.data import ShardDataset
     from cbedtdc.train import inference_device
 
     plan = LevelPlan.load(Path(tdc_dir) / "levels.json")
-    if plan.mode == "rest":
-        plan.routing = routing
-        plan.__post_init__()
-    out = {"mode": plan.mode, "routing": "threshold" if plan.uses_thresholds() else "argmax", "thresholds": [],
-           "levels": plan.levels}
-    if plan.uses_thresholds() and plan.n_levels > 1:
-        ds = ShardDataset(shard_root, "dev", classes=plan.classes)
-        if not len(ds):
-            raise ValueError(f"{shard_root}/dev.csv has no sample of the run's classes: cannot tune the thresholds")
-        _, models = load_levels(tdc_dir, plan, device=inference_device(device))
-        keys, probs = predict_levels(models, shard_root, "dev", keys=list(ds.keys), batch_size=batch_size)
-        labels = ds.labels
-        th = tune_thresholds(plan, probs, labels)
-        for name, t in (("tuned", th), ("default_0.5", [0.5] * (plan.n_levels - 1))):
-            r = route(plan, probs, t)
-            out[f"dev_{name}"] = {"balanced_accuracy": metrics.balanced_accuracy(labels, r.pred, plan.classes),
-                                  "top1": metrics.top1(labels, r.pred),
-                                  "kept_fraction": [float((r.kept == k).mean()) for k in range(plan.n_levels)]}
-        out["thresholds"] = th
-        out["n_dev"] = int(len(labels))
-        log.info("thresholds tuned on %d dev samples: %s (dev balanced accuracy %.4f, at 0.5: %.4f)", len(labels),
-                 th, out["dev_tuned"]["balanced_accuracy"], out["dev_default_0.5"]["balanced_accuracy"])
+    ds = ShardDataset(shard_root, "dev", classes=plan.classes)
+    if not len(ds):
+        raise ValueError(f"{shard_root}/dev.csv has no sample of the run's classes: cannot tune the routing")
+    _, models = load_levels(tdc_dir, plan, device=inference_device(device))
+    _, probs = predict_levels(models, shard_root, "dev", keys=list(ds.keys), batch_size=batch_size)
+    out = tune_routing_on(plan, probs, ds.labels, routing)
     atomic_write_text(out_path, json.dumps(out, indent=2) + "\n")
     return out
 
 
-def load_routing(path, plan: LevelPlan) -> list[float] | None:
-    """Thresholds of ``routing.json`` checked against the plan (``None`` for argmax routing).
+def read_routing(path, plan: LevelPlan) -> dict:
+    """``routing.json`` checked against the plan; sets ``plan.routing`` to the file's rule.
 
-    Sets ``plan.routing`` to the file's rule, so that :func:`route` applies it.
+    Returns ``{"thresholds": list or None, "temperatures": list or None, "prior": dict or None}``,
+    the arguments :func:`route_tuned` applies.
     """
     try:
         d = json.loads(Path(path).read_text())
@@ -219,16 +252,33 @@ def load_routing(path, plan: LevelPlan) -> list[float] | None:
     if plan.mode == "rest":
         plan.routing = d.get("routing", "argmax")
         plan.__post_init__()
-    if not plan.uses_thresholds():
-        return None
-    th = [float(t) for t in d.get("thresholds", [])]
-    if len(th) != plan.n_levels - 1:
-        raise ValueError(f"{path}: {len(th)} thresholds for {plan.n_levels} levels")
-    return th
+    th = None
+    if plan.uses_thresholds():
+        th = [float(t) for t in d.get("thresholds", [])]
+        if len(th) != plan.n_levels - 1:
+            raise ValueError(f"{path}: {len(th)} thresholds for {plan.n_levels} levels; rerun rule tune_routing")
+    temps = d.get("temperatures")
+    if temps is not None and len(temps) != plan.n_levels:
+        raise ValueError(f"{path}: {len(temps)} temperatures for {plan.n_levels} levels; rerun rule tune_routing")
+    prior = dict(plan.counts) if plan.uses_posterior() and d.get("prior") else None
+    return {"thresholds": th, "temperatures": temps, "prior": prior}
+
+
+def route_tuned(plan: LevelPlan, probs, tuned: dict):
+    """Route with what :func:`read_routing` returned: calibrate, then threshold / argmax / posterior."""
+    return route(plan, calibrate(probs, tuned.get("temperatures")), tuned.get("thresholds"), prior=tuned.get("prior"))
+
+
+def load_routing(path, plan: LevelPlan) -> list[float] | None:
+    """Thresholds of ``routing.json`` checked against the plan (``None`` without thresholds).
+
+    Sets ``plan.routing`` to the file's rule. :func:`read_routing` also gives the temperatures and prior.
+    """
+    return read_routing(path, plan)["thresholds"]
 
 
 def write_plan(train_csv, classes, out_path, *, mode: str = "rest", how: str = "explicit", level_sizes=None,
-               n_levels=None, hard_outputs: str = "cumulative", epochs: int = 4,
+               n_levels=None, max_ratio=None, hard_outputs: str = "cumulative", epochs: int = 4,
                budget_split: str = "proportional") -> LevelPlan:
     """Plan the levels from the training split's counts and write ``levels.json`` (rule plan_levels).
 
@@ -241,7 +291,8 @@ def write_plan(train_csv, classes, out_path, *, mode: str = "rest", how: str = "
     counts = Counter(labels)
     if not labels:
         raise ValueError(f"{train_csv}: no training sample of the run's classes {list(classes)}")
-    levels = plan_levels(counts, classes, how=how, level_sizes=level_sizes, n_levels=n_levels)
+    levels = plan_levels(counts, classes, how=how, level_sizes=level_sizes, n_levels=n_levels,
+                         max_ratio=max_ratio)
     plan = LevelPlan(levels, mode=mode, hard_outputs=hard_outputs,
                      routing="threshold" if mode == "hard" else "argmax", counts=dict(counts))
     check_trainable(plan)

@@ -39,6 +39,7 @@ __all__ = [
     "LevelPlan",
     "order_by_count",
     "plan_levels",
+    "plan_levels_ratio",
     "split_by_mass",
     "level_budgets",
     "whole_epochs",
@@ -105,7 +106,8 @@ def split_by_mass(masses, n_levels: int) -> list[int]:
     return sizes[::-1]
 
 
-def plan_levels(counts: dict, classes, *, how: str = "explicit", level_sizes=None, n_levels=None) -> list[list[int]]:
+def plan_levels(counts: dict, classes, *, how: str = "explicit", level_sizes=None, n_levels=None,
+                max_ratio=None) -> list[list[int]]:
     """Split the run's classes, most frequent first, into levels.
 
     Parameters
@@ -114,9 +116,10 @@ def plan_levels(counts: dict, classes, *, how: str = "explicit", level_sizes=Non
         Training samples per space group (groups missing count 0).
     classes : list of int
         Classes of the run.
-    how : {"explicit", "auto"}
+    how : {"explicit", "auto", "ratio"}
         ``explicit``: ``level_sizes`` classes per level (must add up to the number of classes);
-        ``auto``: ``n_levels`` levels of about equal training-sample mass.
+        ``auto``: ``n_levels`` levels of about equal training-sample mass; ``ratio``: levels whose
+        most and least frequent classes differ by at most ``max_ratio`` (:func:`plan_levels_ratio`).
 
     >>> plan_levels({14: 9, 225: 8, 1: 3, 2: 2}, [14, 225, 1, 2], level_sizes=[1, 3])
     [[14], [225, 1, 2]]
@@ -132,8 +135,12 @@ def plan_levels(counts: dict, classes, *, how: str = "explicit", level_sizes=Non
                 "change tdc.level_sizes or set tdc.levels: auto with tdc.n_levels")
     elif how == "auto":
         sizes = split_by_mass([counts.get(c, 0) for c in ordered], int(n_levels or 0))
+    elif how == "ratio":
+        if max_ratio is None:
+            raise ValueError("tdc.levels=ratio needs tdc.max_ratio (largest / smallest training count in a level)")
+        sizes = [len(lv) for lv in plan_levels_ratio(counts, max_ratio, classes=ordered)]
     else:
-        raise ValueError(f"tdc.levels={how!r}: must be 'explicit' or 'auto'")
+        raise ValueError(f"tdc.levels={how!r}: must be 'explicit', 'auto' or 'ratio'")
     empty = [c for c in ordered if not counts.get(c, 0)]
     if empty:
         log.warning("classes %s have no training sample; their level cannot learn them", empty)
@@ -144,6 +151,74 @@ def plan_levels(counts: dict, classes, *, how: str = "explicit", level_sizes=Non
     return out
 
 
+def plan_levels_ratio(counts: dict, max_ratio: float, classes=None) -> list[list[int]]:
+    """Consecutive levels (most frequent class first) with max count / min count <= ``max_ratio``.
+
+    Greedy: a level grows while its first (most frequent) class has at most ``max_ratio`` times the
+    count of the candidate. A level left with a single class is merged into the neighbouring level
+    where the merged ratio is smaller (so each level has at least two classes when the run has two),
+    and the bound is then exceeded; that is logged. A class without training sample counts as 1.
+
+    Parameters
+    ----------
+    counts : dict
+        Training samples per class.
+    max_ratio : float
+        Bound on the count ratio within a level, >= 1.
+    classes : iterable of int, optional
+        Classes of the run (default: the keys of ``counts``); ties in count keep this order.
+
+    Examples
+    --------
+    >>> plan_levels_ratio({14: 500, 225: 400, 1: 300, 2: 120, 62: 100, 5: 30, 8: 20}, 3)
+    [[14, 225, 1], [2, 62], [5, 8]]
+
+    Class 3 is alone (1000 / 300 and 300 / 100 both exceed 2); it joins the next level, where the
+    merged ratio is 3.0, not the previous one (3.3):
+
+    >>> plan_levels_ratio({1: 1000, 2: 900, 3: 300, 4: 100, 5: 100}, 2)
+    [[1, 2], [3, 4, 5]]
+    """
+    max_ratio = float(max_ratio)
+    if not max_ratio >= 1.0:
+        raise ValueError(f"tdc.max_ratio={max_ratio}: must be >= 1 (the ratio of the largest to the smallest count)")
+    classes = [int(c) for c in (counts.keys() if classes is None else classes)]
+    if not classes:
+        raise ValueError("plan_levels_ratio: no class to plan")
+    rank = {c: i for i, c in enumerate(classes)}
+    n = {c: max(1, int(counts.get(c, counts.get(str(c), 0)))) for c in classes}
+    ordered = sorted(classes, key=lambda c: (-n[c], rank[c]))
+    levels = [[ordered[0]]]
+    for c in ordered[1:]:
+        if n[levels[-1][0]] <= max_ratio * n[c]:
+            levels[-1].append(c)
+        else:
+            levels.append([c])
+    return _merge_singletons(levels, n, max_ratio)
+
+
+def _merge_singletons(levels: list[list[int]], n: dict, max_ratio: float) -> list[list[int]]:
+    """Merge every one-class level into the neighbour that gives the smaller count ratio."""
+    def ratio(lv):
+        return n[lv[0]] / n[lv[-1]]
+
+    levels = [list(lv) for lv in levels]
+    while len(levels) > 1 and any(len(lv) == 1 for lv in levels):
+        i = next(k for k, lv in enumerate(levels) if len(lv) == 1)
+        options = []
+        if i > 0:
+            options.append((ratio(levels[i - 1] + levels[i]), i - 1))
+        if i < len(levels) - 1:
+            options.append((ratio(levels[i] + levels[i + 1]), i + 1))
+        r, j = min(options)
+        lone = levels[i][0]
+        lo, hi = min(i, j), max(i, j)
+        levels[lo:hi + 1] = [levels[lo] + levels[hi]]
+        log.warning("class %d alone in its level: merged into a neighbour, level count ratio %.2f > max_ratio %.2f",
+                    lone, r, max_ratio)
+    return levels
+
+
 @dataclass
 class LevelPlan:
     """The levels of a run and how they are trained and routed (``levels.json``)."""
@@ -151,7 +226,7 @@ class LevelPlan:
     levels: list[list[int]]
     mode: str = "rest"
     hard_outputs: str = "cumulative"
-    routing: str = "argmax"  # rest mode: argmax | threshold; hard mode: always threshold
+    routing: str = "argmax"  # rest mode: argmax | threshold | posterior; hard mode: always threshold
     counts: dict = field(default_factory=dict)  # training samples per class (str keys in JSON)
     budgets: list[int] = field(default_factory=list)  # budget_images per level
     flat_images: int = 0  # images the flat baseline sees (train.epochs x n_train)
@@ -162,8 +237,8 @@ class LevelPlan:
             raise ValueError(f"tdc.mode={self.mode!r}: must be one of {', '.join(MODES)}")
         if self.hard_outputs not in ("cumulative", "own"):
             raise ValueError(f"tdc.hard_outputs={self.hard_outputs!r}: must be 'cumulative' or 'own'")
-        if self.routing not in ("argmax", "threshold"):
-            raise ValueError(f"tdc.routing={self.routing!r}: must be 'argmax' or 'threshold'")
+        if self.routing not in ("argmax", "threshold", "posterior"):
+            raise ValueError(f"tdc.routing={self.routing!r}: must be 'argmax', 'threshold' or 'posterior'")
         self.levels = [[int(c) for c in lv] for lv in self.levels]
         flat = [c for lv in self.levels for c in lv]
         if not self.levels or any(not lv for lv in self.levels) or len(set(flat)) != len(flat):
@@ -204,6 +279,9 @@ class LevelPlan:
 
     def uses_thresholds(self) -> bool:
         return self.mode == "hard" or self.routing == "threshold"
+
+    def uses_posterior(self) -> bool:
+        return self.mode == "rest" and self.routing == "posterior"
 
     def to_json(self) -> dict:
         d = asdict(self)

@@ -1,11 +1,33 @@
-"""Routing of the TDC at inference, threshold tuning and the two accuracies (end to end, estimated).
+"""Routing of the TDC at inference, threshold tuning, calibration and the two accuracies (end to end, estimated).
 
 Pure numpy (no torch, no h5py). ``probs`` is a list with one array ``(N, n_outputs)`` per level,
 columns ``plan.outputs(k)`` followed by "rest" when ``plan.has_rest(k)``.
+
+Routing rules (``tdc.routing``; the hard reading always uses thresholds):
+
+``argmax``
+    Rest reading: a level forwards a sample when its "rest" output has the largest probability.
+``threshold``
+    Rest reading: forward when ``p(rest)`` exceeds a per-level threshold; hard reading: when the
+    largest class probability is below it. The thresholds are tuned on dev
+    (:func:`tune_thresholds`) on probabilities calibrated by one temperature per level, fitted on
+    dev (:func:`fit_temperatures`, Guo et al., "On calibration of modern neural networks", ICML 2017).
+``posterior``
+    Rest reading as a hierarchical model (:func:`posterior`). Level ``k`` gives ``p_k(c)`` for its
+    own classes and ``p_k(rest)``; the probability of a class ``c`` of level ``k`` is
+
+    .. math:: P(c) = \\prod_{j<k} p_j(\\mathrm{rest}) \\; p_k(c),
+
+    and the prediction is the argmax over all classes of all levels. No sample is forced down one
+    path, and the evidence of every level enters the product. With ``prior`` (training class
+    frequencies) the argmax is over ``P(c) / prior(c)``, the Bayes rule for balanced accuracy
+    (Menon et al., "Long-tail learning via logit adjustment", ICLR 2021). The level that keeps a
+    sample is the level of its predicted class, so the kept sets partition the samples.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,9 +36,16 @@ from cbedtdc import metrics
 from cbedtdc.cascade.plan import LevelPlan
 
 __all__ = [
+    "ROUTINGS",
     "Routing",
     "forward_mask",
     "route",
+    "posterior",
+    "posterior_matrix",
+    "check_level_probs",
+    "calibrate",
+    "fit_temperature",
+    "fit_temperatures",
     "tune_thresholds",
     "oracle_predictions",
     "estimated_accuracy",
@@ -25,15 +54,20 @@ __all__ = [
 ]
 
 
+ROUTINGS = ("argmax", "threshold", "posterior")
+
+
 @dataclass
 class Routing:
     """Where each sample ended: ``kept`` (0-based level), ``pred`` (space group), ``conf``
-    (its probability at the keeping level) and ``reached`` (N, K) booleans."""
+    (its probability at the keeping level), ``reached`` (N, K) booleans and, for posterior
+    routing, ``joint`` (N, C): ``P(c)`` of every class in level order."""
 
     kept: np.ndarray
     pred: np.ndarray
     conf: np.ndarray
     reached: np.ndarray
+    joint: np.ndarray | None = None
 
     def kept_sets(self) -> list[np.ndarray]:
         """Indices kept by each level: a partition of ``range(N)``."""
@@ -86,11 +120,13 @@ def _threshold(threshold, k):
     return float(threshold)
 
 
-def route(plan: LevelPlan, probs, thresholds=None) -> Routing:
+def route(plan: LevelPlan, probs, thresholds=None, prior=None) -> Routing:
     """Send every sample down the levels until one keeps it; the last level keeps the rest.
 
     ``thresholds``: one per level except the last (ignored in rest + argmax routing). The
-    prediction of the keeping level is its most probable class output ("rest" excluded).
+    prediction of the keeping level is its most probable class output ("rest" excluded). With
+    ``plan.routing == "posterior"`` (rest reading) the samples are routed by :func:`posterior`
+    instead, with the optional class ``prior``.
 
     >>> plan = LevelPlan([[1, 2], [3, 4]])
     >>> p1 = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])
@@ -100,6 +136,8 @@ def route(plan: LevelPlan, probs, thresholds=None) -> Routing:
     ([0, 1], [1, 4])
     """
     probs = _check_probs(plan, probs)
+    if plan.mode == "rest" and plan.routing == "posterior":
+        return posterior(plan.levels, probs, prior=prior)
     n, K = len(probs[0]), plan.n_levels
     if thresholds is not None and len(thresholds) < K - 1:
         raise ValueError(f"need {K - 1} thresholds (one per level but the last), got {list(thresholds)}")
@@ -123,6 +161,212 @@ def route(plan: LevelPlan, probs, thresholds=None) -> Routing:
     return Routing(kept=kept, pred=pred, conf=conf, reached=reached)
 
 
+def check_level_probs(levels, probs) -> list[np.ndarray]:
+    """Validate the probabilities of a rest-reading cascade and return them as float64 arrays.
+
+    Level ``k`` (0-based) of ``K`` must have ``len(levels[k]) + 1`` columns (its classes, then
+    "rest") for ``k < K - 1`` and ``len(levels[-1])`` columns for the last level; all levels must
+    have the same number of rows, and no probability may be negative or NaN.
+
+    >>> [p.shape for p in check_level_probs([[1], [2, 3]], [[[0.4, 0.6]], [[0.5, 0.5]]])]
+    [(1, 2), (1, 2)]
+    """
+    levels = [[int(c) for c in lv] for lv in levels]
+    if not levels or any(not lv for lv in levels):
+        raise ValueError(f"levels {levels}: need at least one level and no empty level")
+    flat = [c for lv in levels for c in lv]
+    if len(set(flat)) != len(flat):
+        raise ValueError(f"levels {levels}: a class appears in two levels")
+    if len(probs) != len(levels):
+        raise ValueError(f"got probabilities of {len(probs)} levels, the plan has {len(levels)}")
+    out, n = [], None
+    for k, p in enumerate(probs):
+        p = np.asarray(p, dtype=np.float64)
+        last = k == len(levels) - 1
+        want = len(levels[k]) + (0 if last else 1)
+        if p.ndim != 2 or p.shape[1] != want:
+            raise ValueError(f"level {k + 1}: probabilities of shape {p.shape}, expected (N, {want}) = classes "
+                             f"{levels[k]}{'' if last else ' + rest'}")
+        if n is not None and len(p) != n:
+            raise ValueError(f"level {k + 1}: {len(p)} samples, level 1 has {n}")
+        if np.isnan(p).any() or (p < 0).any():
+            raise ValueError(f"level {k + 1}: probabilities must be >= 0 and not NaN")
+        n = len(p)
+        out.append(p)
+    return out
+
+
+def posterior_matrix(levels, probs) -> np.ndarray:
+    """``P(c) = prod_{j<k} p_j(rest) * p_k(c)`` for every class, columns in level order.
+
+    >>> p1 = np.array([[0.6, 0.4]])             # level 1: class 14, rest
+    >>> p2 = np.array([[0.3, 0.7]])             # level 2: classes 2, 5
+    >>> posterior_matrix([[14], [2, 5]], [p1, p2]).round(2).tolist()
+    [[0.6, 0.12, 0.28]]
+    """
+    probs = check_level_probs(levels, probs)
+    n = len(probs[0])
+    reach = np.ones(n)
+    cols = []
+    for k, (lv, p) in enumerate(zip(levels, probs)):
+        cols.append(reach[:, None] * p[:, : len(lv)])
+        if k < len(levels) - 1:
+            reach = reach * p[:, -1]
+    return np.concatenate(cols, axis=1)
+
+
+def posterior(levels, probs, prior=None) -> Routing:
+    """Route a rest-reading cascade by its hierarchical posterior.
+
+    Parameters
+    ----------
+    levels : list of list of int
+        Classes of each level, most frequent level first.
+    probs : list of array_like
+        Level ``k``: ``(N, len(levels[k]) + 1)`` probabilities, the last column "rest"; the last
+        level has no "rest" column.
+    prior : dict or array_like, optional
+        Training frequency of each class (dict class -> count or probability, or a sequence in the
+        level order of the classes). The argmax is then over ``P(c) / prior(c)``; classes with a
+        zero or missing prior get the smallest positive one.
+
+    Returns
+    -------
+    Routing
+        ``kept`` is the level of the predicted class (so the kept sets partition the samples),
+        ``conf`` is ``P(pred)`` before any prior correction, ``reached[i, k]`` is ``kept[i] >= k``
+        (the levels whose "rest" the prediction passes through, plus the keeping level) and
+        ``joint`` holds ``P(c)`` of every class, columns in level order.
+
+    Examples
+    --------
+    Sample 0 is a confident level-1 class. Sample 1 has "rest" winning at level 1 (0.55), but
+    level 2 is split (0.5 / 0.5), so class 14 (0.45) beats 2 and 5 (0.275 each): the evidence of
+    both levels decides, where argmax routing would have sent it to level 2.
+
+    >>> levels = [[14], [2, 5]]
+    >>> p1 = np.array([[0.9, 0.1], [0.45, 0.55], [0.2, 0.8]])
+    >>> p2 = np.array([[0.5, 0.5], [0.5, 0.5], [0.1, 0.9]])
+    >>> r = posterior(levels, [p1, p2])
+    >>> r.pred.tolist(), r.kept.tolist()
+    ([14, 14, 5], [0, 0, 1])
+
+    With the training prior (class 14 four times as frequent as 2 and 5), sample 1 goes to level 2:
+
+    >>> posterior(levels, [p1, p2], prior={14: 400, 2: 100, 5: 100}).pred.tolist()
+    [14, 2, 5]
+
+    One level is the flat argmax:
+
+    >>> posterior([[3, 7, 9]], [[[0.2, 0.5, 0.3]]]).pred.tolist()
+    [7]
+    """
+    levels = [[int(c) for c in lv] for lv in levels]
+    joint = posterior_matrix(levels, probs)
+    classes = np.array([c for lv in levels for c in lv], dtype=np.int64)
+    level_of = np.concatenate([np.full(len(lv), k, dtype=np.int64) for k, lv in enumerate(levels)])
+    score = joint if prior is None else joint / _prior_vector(prior, classes)[None, :]
+    best = np.argmax(score, axis=1) if len(joint) else np.zeros(0, dtype=np.int64)
+    kept = level_of[best]
+    reached = kept[:, None] >= np.arange(len(levels))[None, :]
+    return Routing(kept=kept, pred=classes[best], conf=joint[np.arange(len(joint)), best], reached=reached,
+                   joint=joint)
+
+
+def _prior_vector(prior, classes: np.ndarray) -> np.ndarray:
+    """Prior of ``classes`` as positive float64 (dict by class or sequence in ``classes`` order)."""
+    if isinstance(prior, dict):
+        pr = np.array([float(prior.get(int(c), prior.get(str(int(c)), 0.0))) for c in classes])
+    else:
+        pr = np.asarray(prior, dtype=np.float64).ravel()
+        if pr.shape != classes.shape:
+            raise ValueError(f"prior has {pr.size} entries, the levels have {classes.size} classes")
+    if np.isnan(pr).any() or (pr < 0).any() or not (pr > 0).any():
+        raise ValueError("prior: needs non-negative counts or probabilities, at least one positive")
+    return np.where(pr > 0, pr, pr[pr > 0].min()) / pr.sum()
+
+
+def _nll(z: np.ndarray, y: np.ndarray) -> float:
+    z = z - z.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return float(-logp[np.arange(len(y)), y].mean())
+
+
+def fit_temperature(logits, y, bounds=(0.05, 20.0)) -> float:
+    """Temperature ``T`` minimising the log-loss of ``softmax(logits / T)`` on ``(logits, y)``.
+
+    Three of four samples right with logit margin 10: the calibrated probability 3/4 needs
+    ``10 / T = log 3``.
+
+    >>> z = np.array([[10.0, 0.0], [0.0, 10.0], [10.0, 0.0], [0.0, 10.0]])
+    >>> round(fit_temperature(z, np.array([0, 1, 0, 0])), 2), round(10 / math.log(3), 2)
+    (9.1, 9.1)
+    """
+    from scipy.optimize import minimize_scalar
+
+    z = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(y, dtype=np.int64)
+    if len(y) == 0:
+        return 1.0
+    lo, hi = math.log(bounds[0]), math.log(bounds[1])
+    res = minimize_scalar(lambda t: _nll(z / math.exp(t), y), bounds=(lo, hi), method="bounded",
+                          options={"xatol": 1e-6})
+    return float(math.exp(res.x))
+
+
+def calibrate(probs, temperatures) -> list[np.ndarray]:
+    """Probabilities of every level re-tempered: ``softmax(log p / T_k)``.
+
+    ``log p`` are logits up to a constant per row, so this equals dividing the level's logits by
+    ``T_k``. ``temperatures=None`` returns the probabilities unchanged.
+
+    >>> calibrate([np.array([[0.8, 0.2]])], [2.0])[0].round(3).tolist()
+    [[0.667, 0.333]]
+    """
+    probs = [np.asarray(p, dtype=np.float64) for p in probs]
+    if temperatures is None:
+        return probs
+    if len(temperatures) != len(probs):
+        raise ValueError(f"{len(temperatures)} temperatures for {len(probs)} levels")
+    out = []
+    for p, t in zip(probs, temperatures):
+        if not float(t) > 0:
+            raise ValueError(f"temperature {t}: must be > 0")
+        out.append(softmax(np.log(np.clip(p, 1e-12, None)) / float(t)))
+    return out
+
+
+def level_targets(plan: LevelPlan, k: int, labels) -> np.ndarray:
+    """Output index of each label at level ``k``: its class output, "rest" for a later class, -1 otherwise.
+
+    >>> level_targets(LevelPlan([[1, 2], [3]]), 0, [2, 3, 1]).tolist()
+    [1, 2, 0]
+    """
+    outs = {c: i for i, c in enumerate(plan.outputs(k))}
+    later = set(plan.later(k)) if plan.has_rest(k) else set()
+    rest = len(outs)
+    return np.array([outs.get(int(v), rest if int(v) in later else -1) for v in np.asarray(labels).ravel()],
+                    dtype=np.int64)
+
+
+def fit_temperatures(plan: LevelPlan, probs, labels) -> list[float]:
+    """One temperature per level, minimising the log-loss on the dev samples the level can score.
+
+    A level scores the samples whose class is one of its outputs or, with "rest", of a later
+    level; a level with no such sample keeps ``T = 1``.
+    """
+    probs = _check_probs(plan, probs)
+    out = []
+    for k, p in enumerate(probs):
+        y = level_targets(plan, k, labels)
+        m = y >= 0
+        if p.shape[1] < 2 or not m.any():
+            out.append(1.0)
+            continue
+        out.append(fit_temperature(np.log(np.clip(p[m], 1e-12, None)), y[m]))
+    return out
+
+
 def tune_thresholds(plan: LevelPlan, probs, labels, *, grid=None, sweeps: int = 3) -> list[float]:
     """Per-level thresholds that maximise the end-to-end balanced accuracy on ``labels`` (dev).
 
@@ -139,7 +383,7 @@ def tune_thresholds(plan: LevelPlan, probs, labels, *, grid=None, sweeps: int = 
     probs = _check_probs(plan, probs)
     labels = np.asarray(labels)
     K = plan.n_levels
-    if K == 1 or not plan.uses_thresholds():
+    if K == 1 or not plan.uses_thresholds() or plan.routing == "posterior":
         return []
     grid = np.round(np.linspace(0.0, 1.0, 41), 4) if grid is None else np.asarray(grid, dtype=float)
     th = [0.5] * (K - 1)
