@@ -1,11 +1,32 @@
 # Config in, paths out. The DAG is static: nothing here reads results.
+import sys
 from pathlib import Path
 
+from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import validate
 
 from cbedtdc.classes import resolve_classes
 from cbedtdc.config import ConfigError, check_config, coerce_types, load_schema
-from cbedtdc.layout import SPLITS, discover_raw, n_levels, synth_file_plan
+from cbedtdc.layout import (
+    SPLITS,
+    discover_raw,
+    n_levels,
+    rule_interpreter,
+    synth_file_plan,
+)
+
+
+def uses_conda():
+    """True under --software-deployment-method conda: each rule runs in its activated conda env."""
+    settings = workflow.deployment_settings
+    return settings is not None and DeploymentMethod.CONDA in settings.deployment_method
+
+
+# Interpreter and MPI launcher of the rules: those of the environment Snakemake runs in (a venv's snakemake
+# called by path needs no activated venv), or the rule's conda env under --software-deployment-method conda.
+# ENV_PATH puts that environment's bin/ first for the launcher, so the default resources.mpi "mpiexec" is its
+# own; the srun/jsrun of the cluster profiles are found further along PATH.
+PYTHON, ENV_PATH = rule_interpreter(sys.executable, conda=uses_conda())
 
 SCHEMA = Path(workflow.basedir) / "config" / "schema.yaml"
 # --config train='{epochs: 3}' arrives as strings: give leaves the types the schema asks for

@@ -22,7 +22,7 @@ rule index_raw:
     params:
         expected_side=config["data"]["expected_side"],
     shell:
-        "python workflow_scripts/index_raw.py --raw {input.raw:q} --out {output.index:q}"
+        "{PYTHON} workflow_scripts/index_raw.py --raw {input.raw:q} --out {output.index:q}"
         " --expected-side {params.expected_side} 2> {log:q}"
 
 
@@ -45,7 +45,7 @@ rule manifest:
         max_fraction=config["data"]["quarantine_max_fraction"],
         image_size=config["image_size"],
     shell:
-        "python workflow_scripts/manifest.py --indexes {input.indexes:q} --manifest {output.manifest:q}"
+        "{PYTHON} workflow_scripts/manifest.py --indexes {input.indexes:q} --manifest {output.manifest:q}"
         " --quarantine {output.quarantine:q} --report {output.report:q}"
         " --max-fraction {params.max_fraction} --image-size {params.image_size} 2> {log:q}"
 
@@ -67,7 +67,7 @@ rule split:
         fractions=config["data"]["split_fractions"],
         seed=config["seed"],
     shell:
-        "python workflow_scripts/split.py --manifest {input.manifest:q} --splits {output.splits:q}"
+        "{PYTHON} workflow_scripts/split.py --manifest {input.manifest:q} --splits {output.splits:q}"
         " --counts {output.counts:q} {params.resplit} --fractions {params.fractions:q}"
         " --seed {params.seed} 2> {log:q}"
 
@@ -93,7 +93,7 @@ rule shard:
     params:
         image_size=config["image_size"],
     shell:
-        "python workflow_scripts/shard.py --raw {input.raw:q} --index {input.index:q}"
+        "{PYTHON} workflow_scripts/shard.py --raw {input.raw:q} --index {input.index:q}"
         " --shard {output.shard:q} --image-size {params.image_size} 2> {log:q}"
 
 
@@ -113,7 +113,7 @@ rule shard_index:
     params:
         shard_root=lambda wc, output: Path(output.lists[0]).parent,
     shell:
-        "python workflow_scripts/shard_index.py --splits {input.splits:q} --sidecars {input.sidecars:q}"
+        "{PYTHON} workflow_scripts/shard_index.py --splits {input.splits:q} --sidecars {input.sidecars:q}"
         " --shard-root {params.shard_root:q} 2> {log:q}"
 
 

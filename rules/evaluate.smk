@@ -52,7 +52,7 @@ rule evaluate:
         xgb="--xgb-dir results/xgboost" if is_activated("xgboost") else "",  # fixed literal flag
         batch=config["train"]["eval_batch_size"],
     shell:
-        "python workflow_scripts/evaluate.py --shards {params.shards:q} --flat {params.flat:q}"
+        "{PYTHON} workflow_scripts/evaluate.py --shards {params.shards:q} --flat {params.flat:q}"
         " --tdc {params.tdc:q} --summary {output.summary:q} --copy {output.by_mode:q}"
         " --bootstrap {params.bootstrap:q}"
         " --seed {params.seed:q} --friedel-groups {params.friedel:q} --data {params.data:q}"
@@ -97,7 +97,7 @@ rule plots:
         metrics=lambda wc, input: Path(input.summary).parent,
         out=lambda wc, output: Path(output.headline).parent,
     shell:
-        "python workflow_scripts/plots.py --metrics {params.metrics:q} --out {params.out:q} 2> {log:q}"
+        "{PYTHON} workflow_scripts/plots.py --metrics {params.metrics:q} --out {params.out:q} 2> {log:q}"
 
 
 # Optional CNN-XGBoost heads (xgboost.activate): one per flat model and per TDC level, on that job's own
@@ -125,7 +125,7 @@ rule xgboost_flat:
         seed=config["seed"],
         batch=config["train"]["eval_batch_size"],
     shell:
-        "python workflow_scripts/xgboost_head.py --model {input.model:q} --shards {params.shards:q}"
+        "{PYTHON} workflow_scripts/xgboost_head.py --model {input.model:q} --shards {params.shards:q}"
         " --out {output.head:q} --seed {params.seed} --batch-size {params.batch} --threads {threads}"
         " {params.booster} 2> {log:q}"
 
@@ -152,6 +152,6 @@ rule xgboost_level:
         seed=config["seed"],
         batch=config["train"]["eval_batch_size"],
     shell:
-        "python workflow_scripts/xgboost_head.py --model {input.model:q} --shards {params.shards:q}"
+        "{PYTHON} workflow_scripts/xgboost_head.py --model {input.model:q} --shards {params.shards:q}"
         " --train-keys {input.train_keys:q} --dev-keys {input.dev_keys:q} --out {output.head:q}"
         " --seed {params.seed} --batch-size {params.batch} --threads {threads} {params.booster} 2> {log:q}"
