@@ -70,11 +70,36 @@ def is_activated(section):
 
 
 def get_final_output():
-    """Everything a complete run leaves: summary, every TDC level and the figures of the report."""
-    out = ["results/metrics/summary.json", *get_tdc_final_output()]
+    """Everything a complete run leaves: summary, every TDC level, the files of the report."""
+    return [
+        "results/metrics/summary.json",
+        *get_tdc_final_output(),
+        *get_report_files(),
+    ]
+
+
+def get_report_files():
+    """Every file the report shows: figures, tables, the run's configuration (the target of `make report`)."""
+    out = [
+        "results/run_config.yaml",
+        "results/plots/headline.csv",
+        "results/plots/headline.png",
+        "results/plots/recall.png",
+        "results/plots/confusion.png",
+        "results/plots/routing.png",
+        "results/metrics/per_class.csv",
+        "results/metrics/levels.csv",
+    ]
     if GENERATE and config["synth"]["gallery"]:
         out.append("results/plots/gallery.png")
     return out
+
+
+def run_config_json():
+    """The run's configuration (defaults filled) as JSON, for rule run_config."""
+    import json
+
+    return json.dumps(config, sort_keys=True)
 
 
 # --- SYNTH: the built-in generator ---------------------------------------------------------

@@ -87,6 +87,12 @@ rule plots:
             caption="../report/routing.rst",
             category="Results",
         ),
+        table=report(
+            "results/plots/headline.csv",  # also the first table of the report's front page
+            caption="../report/headline_table.rst",
+            category="Results",
+            labels={"table": "headline numbers"},
+        ),
     log:
         "logs/plots/plots.log",
     benchmark:
@@ -98,6 +104,32 @@ rule plots:
         out=lambda wc, output: Path(output.headline).parent,
     shell:
         "{PYTHON} workflow_scripts/plots.py --metrics {params.metrics:q} --out {params.out:q} 2> {log:q}"
+
+
+rule run_config:
+    output:
+        config=report(
+            "results/run_config.yaml",
+            caption="../report/run_config.rst",
+            category="Run",
+        ),
+    log:
+        "logs/run_config/run_config.log",
+    benchmark:
+        "benchmarks/run_config/run_config.tsv"
+    conda:
+        "../envs/cbedtdc.yaml"
+    params:
+        config=run_config_json(),  # any change of the config rewrites it: it is always the last run's
+    shell:
+        "{PYTHON} workflow_scripts/run_config.py --config {params.config:q} --out {output.config:q} 2> {log:q}"
+
+
+# Target of `make report`: every file the report shows. Run with --allowed-rules run_config plots gallery
+# report_files, so a missing figure or table is redrawn from the saved results and nothing is retrained.
+rule report_files:
+    input:
+        get_report_files(),
 
 
 # Optional CNN-XGBoost heads (xgboost.activate): one per flat model and per TDC level, on that job's own
