@@ -51,8 +51,22 @@ def discover_raw(raw_dir) -> dict[str, Path]:
                              "sample keys would collide")
         found[stem] = path.resolve()
     if not found:
-        raise FileNotFoundError(f"raw_dir={str(raw_dir)!r} holds no batch_{{train,dev,test}}_N.h5 file")
+        raise FileNotFoundError(f"raw_dir={str(raw_dir)!r} holds no batch_{{train,dev,test}}_N.h5 file; "
+                                + _ignored_files(root))
     return found
+
+
+def _ignored_files(root: Path, shown: int = 6) -> str:
+    """What :func:`discover_raw` saw and ignored, for its error message."""
+    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    if not files:
+        return "the folder is empty"
+    hdf = [f for f in files if f.lower().endswith((".h5", ".hdf5", ".hdf"))]
+    listed = hdf or files
+    names = ", ".join(listed[:shown]) + (f" and {len(listed) - shown} more" if len(listed) > shown else "")
+    if hdf:
+        return f"seen and ignored: {names} (rename them batch_{{train,dev,test}}_N.h5, e.g. batch_train_0.h5)"
+    return f"seen and ignored {len(files)} non-HDF5 files: {names}"
 
 
 @dataclass(frozen=True)

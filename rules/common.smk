@@ -1,11 +1,13 @@
 # Config in, paths out. The DAG is static: nothing here reads results.
+import os
+import shutil
 import sys
 from pathlib import Path
 
 from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import validate
 
-from cbedtdc.classes import resolve_classes
+from cbedtdc.checks import check_classes_config, check_lsf_submission, check_run_config
 from cbedtdc.config import ConfigError, check_config, coerce_types, load_schema
 from cbedtdc.layout import (
     SPLITS,
@@ -31,25 +33,31 @@ PYTHON, ENV_PATH = rule_interpreter(sys.executable, conda=uses_conda())
 SCHEMA = Path(workflow.basedir) / "config" / "schema.yaml"
 # --config train='{epochs: 3}' arrives as strings: give leaves the types the schema asks for
 config.update(coerce_types(config, load_schema(SCHEMA)))
-try:  # one-line error naming the key, before snakemake's validate() fills the defaults
+try:  # one-line errors naming the key and what to set, before snakemake's validate() fills the defaults
+    CLASSES = check_classes_config(config.get("classes", "top20"))
     check_config(config, SCHEMA)
 except ConfigError as err:
     raise SystemExit(f"Error: {err}") from None
 validate(config, schema="../config/schema.yaml")
 
-CLASSES = resolve_classes(config["classes"])
 LEVELS = [str(k) for k in range(1, n_levels(config["tdc"]) + 1)]
 GENERATE = not config["raw_dir"]
-if GENERATE:
-    SYNTH_PLAN = {
-        f.stem: f
-        for f in synth_file_plan(
-            config["synth"]["n_materials"], config["synth"]["materials_per_file"]
-        )
-    }
-    RAW = {stem: f"results/raw/{stem}.h5" for stem in SYNTH_PLAN}
-else:
-    RAW = {stem: str(path) for stem, path in discover_raw(config["raw_dir"]).items()}
+try:
+    if GENERATE:
+        SYNTH_PLAN = {
+            f.stem: f
+            for f in synth_file_plan(
+                config["synth"]["n_materials"], config["synth"]["materials_per_file"]
+            )
+        }
+        RAW = {stem: f"results/raw/{stem}.h5" for stem in SYNTH_PLAN}
+    else:
+        RAW = {s: str(p) for s, p in discover_raw(config["raw_dir"]).items()}
+    check_run_config(config, None if GENERATE else RAW)
+except (ConfigError, OSError, ValueError) as err:
+    where = "config error: " if GENERATE else "config error at raw_dir: "
+    prefix = "" if str(err).startswith("config error") else where
+    raise SystemExit(f"Error: {prefix}{err}") from None
 STEMS = sorted(RAW)
 
 
@@ -252,3 +260,23 @@ def check_tdc_config():
 
 
 check_tdc_config()
+
+
+def lsf_project_setting():
+    """The profile's default-resources.lsf_project as written (summit profile: "$LSF_PROJECT"), or None."""
+    resources = workflow.resource_settings.default_resources
+    value = resources.get("lsf_project") if hasattr(resources, "get") else None
+    return getattr(value, "raw", value)
+
+
+onstart:
+    # before the first job is submitted (never in a dry run): bsub present and the LSF project set
+    try:
+        check_lsf_submission(
+            getattr(workflow.executor_settings, "submit_cmd", None),
+            lsf_project_setting(),
+            os.environ,
+            shutil.which,
+        )
+    except ConfigError as err:
+        raise SystemExit(f"Error: {err}") from None

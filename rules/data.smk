@@ -72,6 +72,26 @@ rule split:
         " --seed {params.seed} 2> {log:q}"
 
 
+rule check_classes:
+    input:
+        counts="results/data/class_counts.csv",
+    output:
+        checked="results/data/run_classes.json",
+    log:
+        "logs/check_classes/check_classes.log",
+    benchmark:
+        "benchmarks/check_classes/check_classes.tsv"
+    conda:
+        "../envs/cbedtdc.yaml"
+    params:
+        classes=",".join(map(str, CLASSES)),
+        levels=config["tdc"]["levels"],
+    shell:
+        # before any training job: every class of the run has training samples, dev and test are not empty
+        "{PYTHON} workflow_scripts/check_classes.py --counts {input.counts:q} --classes {params.classes:q}"
+        " --levels {params.levels:q} --out {output.checked:q} 2> {log:q}"
+
+
 rule shard:
     input:
         raw=get_raw,

@@ -6,6 +6,7 @@
 rule plan_levels:
     input:
         train="results/shards/train.csv",
+        checked="results/data/run_classes.json",  # the data hold every class of the run
     output:
         levels="results/tdc/levels.json",
     log:

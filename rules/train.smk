@@ -6,6 +6,7 @@ rule train_flat:
     input:
         train="results/shards/train.csv",
         dev="results/shards/dev.csv",
+        checked="results/data/run_classes.json",  # the data hold every class of the run
     output:
         model="results/flat/{loss}/best.pt",
         last="results/flat/{loss}/last.pt",

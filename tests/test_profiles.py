@@ -53,9 +53,10 @@ def test_summit_profile_submits_bsub_lines_and_runs_jobs(tmp_path):
 
 def test_training_launchers_per_profile(tmp_path):
     wd = workdir_like_repo(tmp_path)
-    expected = {"summit": "jsrun -a 1 -c 7 -g 1 -r 6 --bind packed:7 -n 3 python workflow_scripts/train.py",
-                "slurm": "srun --mpi=pmi2 -n 3 python workflow_scripts/train.py",
-                "local": "mpiexec -n 3 python workflow_scripts/train.py"}
+    python = (BIN / "snakemake").read_text().splitlines()[0].removeprefix("#!")  # the interpreter snakemake runs in
+    expected = {"summit": f"jsrun -a 1 -c 7 -g 1 -r 6 --bind packed:7 -n 3 {python} workflow_scripts/train.py",
+                "slurm": f"srun --mpi=pmi2 -n 3 {python} workflow_scripts/train.py",
+                "local": f"mpiexec -n 3 {python} workflow_scripts/train.py"}
     for profile, launcher in expected.items():
         res = snakemake(wd, "--profile", profile, "-n", "-p", "--config", *TINY, env_extra={"LSF_PROJECT": "X"})
         out = res.stdout + res.stderr
