@@ -34,7 +34,8 @@ rule manifest:
         quarantine="results/data/quarantine.csv",
         report="results/data/manifest_report.json",
     log:
-        "logs/manifest/manifest.log",
+        log="logs/manifest/manifest.log",
+        quarantine="logs/manifest/quarantine.csv",  # kept when the threshold stops the run
     benchmark:
         "benchmarks/manifest/manifest.tsv"
     conda:
@@ -47,7 +48,9 @@ rule manifest:
     shell:
         "{PYTHON} workflow_scripts/manifest.py --indexes {input.indexes:q} --manifest {output.manifest:q}"
         " --quarantine {output.quarantine:q} --report {output.report:q}"
-        " --max-fraction {params.max_fraction} --image-size {params.image_size} 2> {log:q}"
+        " --max-fraction {params.max_fraction} --image-size {params.image_size} 2> {log.log:q}"
+        # snakemake deletes the outputs of a failed job: keep the quarantine list beside the log
+        " || {{ cp {output.quarantine:q} {log.quarantine:q} 2> /dev/null; exit 1; }}"
 
 
 rule split:
