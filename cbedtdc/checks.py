@@ -78,11 +78,11 @@ def check_run_config(config: dict, raw_files: dict | None) -> None:
                 "set data.resplit: true to split them by material")
 
 
-def check_class_counts(counts_path, classes, tdc: dict) -> dict:
+def check_class_counts(counts_path, classes) -> dict:
     """Check the run's ``classes`` against ``class_counts.csv`` (rows ``space_group,train,dev,test,total``).
 
-    Every class needs a training sample, and the run needs dev and test samples; with explicit
-    ``tdc.level_sizes`` a missing class would also leave the levels short. Returns the per-class counts of the
+    Every class needs a training sample, and the run needs dev and test samples; a missing class would also
+    leave explicit ``tdc.level_sizes`` short. Returns the per-class counts of the
     run's classes; raises :class:`ClassCheckError` with one line naming the missing classes and what to set.
     """
     from .io import read_csv
@@ -92,9 +92,10 @@ def check_class_counts(counts_path, classes, tdc: dict) -> dict:
     missing = [c for c in classes if counts[c]["train"] == 0]
     if missing:
         present = [c for c in classes if c not in missing]
-        fix = f"set classes: {present}" if len(present) >= 2 else "add files holding the run's classes"
-        if tdc.get("levels") == "explicit" and len(present) >= 2:
-            fix += f" and tdc.level_sizes adding up to {len(present)} (or tdc.levels: auto)"
+        fix = "add files holding the run's classes"
+        if len(present) >= 2:
+            fix = (f"set classes: {present} (with tdc.levels: explicit, tdc.level_sizes adding up to {len(present)})"
+                   " or add data of the missing classes")
         raise ClassCheckError(
             f"{counts_path}: {len(missing)} of the run's {len(classes)} classes have no training sample "
             f"(space group {', '.join(map(str, missing))}); {fix}")

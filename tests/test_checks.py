@@ -99,21 +99,21 @@ def test_fewer_classes_in_the_data_than_asked_stop_before_training(workdir, tmp_
     assert "rule check_classes" in out
     log = (workdir / "logs" / "check_classes" / "check_classes.log").read_text()
     assert ("2 of the run's 6 classes have no training sample (space group 62, 15); set classes: [14, 225, 1, 2] "
-            "and tdc.level_sizes adding up to 4") in log
+            "(with tdc.levels: explicit, tdc.level_sizes adding up to 4)") in log
     assert not (workdir / "logs" / "train_flat").exists() and not (workdir / "logs" / "plan_levels").exists()
 
 
 def test_class_counts_check(tmp_path):
     counts = tmp_path / "class_counts.csv"
     counts.write_text("space_group,train,dev,test,total\n14,5,1,1,7\n225,4,0,0,4\n3,9,9,9,27\n")
-    assert check_class_counts(counts, [14, 225], {"levels": "auto"})[225] == {"train": 4, "dev": 0, "test": 0}
-    with pytest.raises(ClassCheckError, match=r"1 of the run's 3 classes have no training sample \(space group 2\); "
-                                              r"set classes: \[14, 225\]$"):
-        check_class_counts(counts, [14, 225, 2], {"levels": "auto"})
+    assert check_class_counts(counts, [14, 225])[225] == {"train": 4, "dev": 0, "test": 0}
+    with pytest.raises(ClassCheckError, match=r"1 of the run's 2 classes have no training sample \(space group 2\); "
+                                              r"add files holding the run's classes$"):
+        check_class_counts(counts, [14, 2])
     no_dev = tmp_path / "no_dev.csv"
     no_dev.write_text("space_group,train,dev,test,total\n14,5,0,1,6\n225,4,0,1,5\n")
     with pytest.raises(ClassCheckError, match="no dev sample of the run's classes; set data.resplit: true"):
-        check_class_counts(no_dev, [14, 225], {})
+        check_class_counts(no_dev, [14, 225])
 
 
 @pytest.mark.parametrize("path_has_bsub, project, message", [

@@ -20,8 +20,6 @@ def get_parser(add_help=True):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], add_help=add_help)
     p.add_argument("--counts", required=True, help="class_counts.csv written by rule split (required)")
     p.add_argument("--classes", required=True, help="comma-separated space groups of the run (required)")
-    p.add_argument("--levels", default="explicit", choices=["explicit", "auto"],
-                   help="config tdc.levels, for the advice on level sizes (default: explicit)")
     p.add_argument("--out", required=True, help="JSON of the checked per-class counts (required)")
     return p
 
@@ -33,7 +31,7 @@ def main(argv=None) -> int:
 
     classes = [int(c) for c in args.classes.split(",") if c.strip()]
     try:
-        counts = check_class_counts(args.counts, classes, {"levels": args.levels})
+        counts = check_class_counts(args.counts, classes)
     except (ClassCheckError, OSError) as err:
         log.error("%s", err)
         return 2
