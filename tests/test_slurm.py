@@ -47,7 +47,8 @@ def test_slurm_profile_runs_two_rank_training_through_sbatch_and_srun(tmp_path):
     res = snakemake(tmp_path, "--profile", "slurm", "results/flat/ce/best.pt", "--config", *TINY)
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-5000:]
-    assert "srun --mpi=pmi2 -n 2 python workflow_scripts/train.py" in out
+    python = (BIN / "snakemake").read_text().splitlines()[0].removeprefix("#!")  # the interpreter snakemake runs in
+    assert f"srun --mpi=pmi2 -n 2 {python} workflow_scripts/train.py" in out
     info = json.loads((tmp_path / "results/flat/ce/train.json").read_text())
     assert info["world_size"] == 2 and info["launcher"] == "mpi"
     assert len(set(info["param_sha256_by_rank"])) == 1  # both ranks ended with the same weights
