@@ -24,12 +24,21 @@ $(STAMP): requirements.txt pyproject.toml
 run: $(STAMP)
 	$(BIN)/python -m cbedtdc.runstate unlock-if-stale
 	$(BIN)/python -m cbedtdc.runstate follow --pid $$$$ --interval 15 & \
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --profile local --cores $(CORES)
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --profile local --cores 1 --report results/report.html
-	@echo "Summary: results/metrics/summary.json   Report: results/report.html"
+	$(BIN)/snakemake --profile local --cores $(CORES)
+	@$(MAKE) --no-print-directory report
+	@echo "Summary: results/metrics/summary.json"
+
+# The report of the run under results/: that run's saved configuration (results/run_config.yaml) is passed back,
+# any missing figure or table is redrawn from the saved results (only the rules in REPORT_RULES may run: never a
+# training or data rule), then the HTML report. CONFIG=my.yaml reports with another configuration file.
+CONFIG ?= $(wildcard results/run_config.yaml)
+REPORT_RULES := run_config plots gallery report_files
+REPORT_SNAKEMAKE = $(BIN)/snakemake --profile local --cores 1 $(if $(CONFIG),--configfile $(CONFIG))
 
 report: $(STAMP)
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --profile local --cores 1 --report results/report.html
+	$(REPORT_SNAKEMAKE) --allowed-rules $(REPORT_RULES) -- report_files
+	$(REPORT_SNAKEMAKE) --report results/report.html
+	@echo "Report: results/report.html"
 
 test: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q

@@ -51,17 +51,29 @@ def resolve_classes(spec) -> list[int]:
     [14, 225, 1, 2, 62]
     >>> resolve_classes([2, 225, 1])
     [225, 1, 2]
+    >>> resolve_classes([14, 14])
+    Traceback (most recent call last):
+    ...
+    ValueError: classes: duplicate space group 14 in [14, 14]; list each once
     """
     if isinstance(spec, str):
         if spec == "top20":
             return list(TOP20)
         if spec == "all":
             return _by_frequency(range(1, 231))
-        raise ValueError(f"classes={spec!r}: must be 'top20', 'all' or a list of space groups 1..230")
-    groups = [int(g) for g in spec]
+        raise ValueError(f"classes={spec!r} is not a class set; allowed: top20, all, or a list of space groups "
+                         "1..230 such as [14, 225, 1]")
+    if not isinstance(spec, (list, tuple)):
+        raise ValueError(f"classes={spec!r}: give top20, all, or a list of space groups 1..230")
+    groups = []
+    for g in spec:
+        if isinstance(g, bool) or not isinstance(g, int) and not (isinstance(g, str) and g.strip().isdigit()):
+            raise ValueError(f"classes: {g!r} is not a space-group number (allowed: integers 1..230)")
+        groups.append(int(g))
     bad = [g for g in groups if not 1 <= g <= 230]
     if bad:
-        raise ValueError(f"classes: space groups must be in 1..230, got {bad}")
-    if len(set(groups)) != len(groups):
-        raise ValueError(f"classes: duplicate space groups in {groups}")
+        raise ValueError(f"classes: space group {', '.join(map(str, bad))} out of range (allowed 1..230, got {bad})")
+    dup = sorted({g for g in groups if groups.count(g) > 1})
+    if dup:
+        raise ValueError(f"classes: duplicate space group {', '.join(map(str, dup))} in {groups}; list each once")
     return _by_frequency(groups)

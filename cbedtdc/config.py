@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["ConfigError", "check_config", "coerce_types"]
+__all__ = ["ConfigError", "check_config", "coerce_types", "write_run_config"]
 
 
 class ConfigError(ValueError):
@@ -103,3 +103,28 @@ def check_config(config: dict, schema_path) -> None:
         msg = err.message
     more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
     raise ConfigError(f"config error at {where}: {msg}{more}")
+
+
+RUN_CONFIG_HEADER = (
+    "# Configuration of the run whose results are under results/ (written by rule run_config).\n"
+    "# The report is built from it: make report  (= snakemake --configfile results/run_config.yaml ...).\n"
+)
+
+
+def write_run_config(config: dict, path) -> None:
+    """Write the run's full configuration (defaults filled) as YAML, atomically.
+
+    Given back with ``--configfile`` it reproduces the run's DAG and the report's description.
+
+    >>> import tempfile, yaml
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     write_run_config({"seed": 3, "train": {"arch": "resnet18"}}, f"{d}/run_config.yaml")
+    ...     yaml.safe_load(open(f"{d}/run_config.yaml"))
+    {'seed': 3, 'train': {'arch': 'resnet18'}}
+    """
+    import yaml
+
+    from cbedtdc.io import atomic_path
+
+    with atomic_path(path, suffix=".yaml") as tmp:
+        Path(tmp).write_text(RUN_CONFIG_HEADER + yaml.safe_dump(config, sort_keys=False))

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import math
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["RAW_NAME", "SPLITS", "discover_raw", "split_of", "synth_file_plan", "SynthFile", "n_levels"]
+__all__ = ["RAW_NAME", "SPLITS", "discover_raw", "split_of", "synth_file_plan", "SynthFile", "n_levels",
+           "rule_interpreter"]
 
 SPLITS = ("train", "dev", "test")
 #: Challenge file names: batch_{train|dev|test}_{N}.h5 (N = rank of the simulation job).
@@ -49,8 +51,22 @@ def discover_raw(raw_dir) -> dict[str, Path]:
                              "sample keys would collide")
         found[stem] = path.resolve()
     if not found:
-        raise FileNotFoundError(f"raw_dir={str(raw_dir)!r} holds no batch_{{train,dev,test}}_N.h5 file")
+        raise FileNotFoundError(f"raw_dir={str(raw_dir)!r} holds no batch_{{train,dev,test}}_N.h5 file; "
+                                + _ignored_files(root))
     return found
+
+
+def _ignored_files(root: Path, shown: int = 6) -> str:
+    """What :func:`discover_raw` saw and ignored, for its error message."""
+    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    if not files:
+        return "the folder is empty"
+    hdf = [f for f in files if f.lower().endswith((".h5", ".hdf5", ".hdf"))]
+    listed = hdf or files
+    names = ", ".join(listed[:shown]) + (f" and {len(listed) - shown} more" if len(listed) > shown else "")
+    if hdf:
+        return f"seen and ignored: {names} (rename them batch_{{train,dev,test}}_N.h5, e.g. batch_train_0.h5)"
+    return f"seen and ignored {len(files)} non-HDF5 files: {names}"
 
 
 @dataclass(frozen=True)
@@ -104,3 +120,23 @@ def n_levels(tdc: dict) -> int:
     if tdc.get("levels", "explicit") == "explicit":
         return len(tdc.get("level_sizes", [5, 5, 10]))
     return int(tdc.get("n_levels", 3))
+
+
+def rule_interpreter(executable, conda: bool) -> tuple[str, str]:
+    """``(python, env_path)`` shell fragments for the rules: the interpreter, and a ``PATH=...`` prefix that puts
+    its environment's ``bin/`` (hence its ``mpiexec``) first for the MPI launcher.
+
+    ``executable`` is the interpreter Snakemake runs in (``sys.executable``), so a venv's snakemake called by path
+    needs no activated venv. Under ``--software-deployment-method conda`` (``conda=True``) the rule's own env is
+    activated: plain ``python`` and no prefix.
+
+    >>> python, env_path = rule_interpreter("/opt/my env/bin/python3", conda=False)
+    >>> print(env_path + "mpiexec -n 2 " + python)
+    PATH='/opt/my env/bin':"$PATH" mpiexec -n 2 '/opt/my env/bin/python3'
+    >>> rule_interpreter("/opt/venv/bin/python3", conda=True)
+    ('python', '')
+    """
+    if conda:
+        return "python", ""
+    path = Path(executable)
+    return shlex.quote(str(path)), f'PATH={shlex.quote(str(path.parent))}:"$PATH" '

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["plot_all", "headline", "recall", "confusion", "routing"]
+__all__ = ["plot_all", "headline", "recall", "confusion", "routing", "headline_table", "headline_rows",
+           "headline_figure", "recall_figure", "confusion_figure", "routing_figure"]
 
 log = logging.getLogger(__name__)
 
@@ -40,57 +41,118 @@ def _read_table(path):
     return read_csv(path)
 
 
-def headline(summary: dict, out) -> None:
-    """Bar chart: top-1, balanced accuracy, macro-F1 of every flat loss and the TDC (end to end and
-    estimated), with 95 % material-bootstrap intervals and the chance rates as lines."""
-    plt = _plt()
-    metrics = ["top1", "balanced_accuracy", "macro_f1"]
+TICK_PT = 8  # smallest font of any figure (tick labels, legends)
+METRICS = {"top1": "top-1", "balanced_accuracy": "balanced accuracy", "macro_f1": "macro-F1"}
+
+
+def _legend_below(fig, ax_or_axes, ncol: int = 2) -> None:
+    """One legend under the axes, outside the data area (``bbox_inches="tight"`` keeps it in the PNG)."""
+    axes = np.atleast_1d(ax_or_axes)
+    handles, labels = [], []
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=ncol, fontsize=TICK_PT,
+               frameon=False)
+
+
+def _models(summary: dict) -> list[tuple[str, dict]]:
     models = [(f"flat {lo}", s) for lo, s in summary["flat_by_loss"].items()]
     models.append((f"TDC {summary['tdc']['mode']}", summary["tdc"]))
-    est = {"top1": summary["tdc"].get("estimated_top1"),
-           "balanced_accuracy": summary["tdc"].get("estimated_balanced_accuracy")}
+    return models
+
+
+def _estimated(summary: dict) -> dict:
+    """The paper-style TDC estimate (perfect routing) as a model row; metrics it lacks are None."""
+    tdc = summary["tdc"]
+    return {"top1": tdc.get("estimated_top1"), "balanced_accuracy": tdc.get("estimated_balanced_accuracy"),
+            "macro_f1": tdc.get("estimated_macro_f1"), "ci95": tdc.get("estimated_ci95", {})}
+
+
+def headline_figure(summary: dict):
+    """Bar chart: top-1, balanced accuracy, macro-F1 of every flat loss and the TDC (end to end and
+    estimated), with 95 % material-bootstrap intervals; each chance rate is drawn over its own metric only,
+    and a metric a model lacks is marked "n/a", never drawn as a zero bar."""
+    plt = _plt()
+    metrics = list(METRICS)
+    models = _models(summary) + [("TDC estimated (perfect routing)", _estimated(summary))]
     fig, ax = plt.subplots(figsize=(7.5, 4))
-    width = 0.8 / (len(models) + 1)
+    width = 0.8 / len(models)
     x = np.arange(len(metrics))
     for i, (name, s) in enumerate(models):
-        vals = [s.get(m) or 0.0 for m in metrics]
-        ci = s.get("ci95", {})
-        err = np.array([[v - ci[m][0], ci[m][1] - v] if m in ci and None not in ci[m] else [0, 0]
-                        for m, v in zip(metrics, vals)]).T
-        ax.bar(x + i * width, vals, width, yerr=err, capsize=3, label=name)
-    ax.bar(x + len(models) * width, [est.get(m) or 0.0 for m in metrics], width, hatch="//", fill=False,
-           label="TDC estimated (perfect routing)")
+        estimated = i == len(models) - 1
+        style = {"color": "none", "edgecolor": "C3", "hatch": "//"} if estimated else {"color": f"C{i}"}
+        ci = s.get("ci95") or {}
+        labelled = False
+        for j, m in enumerate(metrics):
+            v = s.get(m)
+            pos = x[j] - 0.4 + (i + 0.5) * width
+            if v is None:  # no such number (e.g. no macro-F1 estimate): say so, no zero bar
+                ax.text(pos, 0.01, "n/a", ha="center", va="bottom", fontsize=TICK_PT, color="grey")
+                continue
+            lo, hi = ci.get(m) or (None, None)
+            err = [[v - lo], [hi - v]] if lo is not None and hi is not None else None
+            ax.bar(pos, v, width, yerr=err, capsize=3, label=None if labelled else name, **style)
+            labelled = True
     ch = summary["chance"]
-    ax.axhline(ch["majority"], color="k", ls="--", lw=1, label=f"majority class ({ch['majority']:.2f})")
-    ax.axhline(ch["prior"], color="grey", ls=":", lw=1, label=f"prior guessing ({ch['prior']:.2f})")
-    ax.set_xticks(x + width * len(models) / 2, ["top-1", "balanced accuracy", "macro-F1"])
+    # chance rates, each over its own metric group: majority class and prior guessing for top-1,
+    # one over the number of classes for balanced accuracy
+    lines = [(0, ch.get("majority"), "k", "--", "majority class (top-1)"),
+             (0, ch.get("prior"), "grey", ":", "prior guessing (top-1)"),
+             (1, ch.get("balanced"), "k", "-.", "chance (balanced accuracy)")]
+    for j, y, color, ls, label in lines:
+        if y is not None:
+            ax.hlines(y, x[j] - 0.45, x[j] + 0.45, colors=color, linestyles=ls, lw=1.2,
+                      label=f"{label}: {y:.2f}")
+    ax.set_xticks(x, [METRICS[m] for m in metrics], fontsize=TICK_PT + 1)
+    ax.tick_params(axis="y", labelsize=TICK_PT)
+    ax.set_xlim(-0.5, len(metrics) - 0.5)
     ax.set_ylim(0, 1)
-    ax.set_ylabel(f"test score (n = {summary['n_test']}, {summary['n_test_materials']} materials)")
-    ax.legend(fontsize=7, loc="upper right")
-    _save(fig, out)
+    ax.set_xlabel("metric (bars: 95 % bootstrap interval over test materials)", fontsize=TICK_PT + 1)
+    ax.set_ylabel(f"test score (n = {summary['n_test']}, {summary['n_test_materials']} materials)",
+                  fontsize=TICK_PT + 1)
+    ax.set_title(f"Flat baseline vs TDC on the test split ({len(summary['classes'])} classes)")
+    _legend_below(fig, ax, ncol=2)
+    return fig
 
 
-def recall(per_class: list[dict], out) -> None:
-    """Per-class test recall of the flat baselines and the TDC, classes in frequency order, coloured by level."""
+def headline(summary: dict, out) -> None:
+    """Write :func:`headline_figure` to ``out``."""
+    _save(headline_figure(summary), out)
+
+
+def recall_figure(per_class: list[dict]):
+    """Per-class test recall of the flat baselines and the TDC, classes in frequency order, TDC level boundaries
+    dashed."""
     plt = _plt()
     cols = [c for c in per_class[0] if c.startswith("recall_")]
     classes = [r["space_group"] for r in per_class]
-    fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(classes) + 2), 3.8))
+    fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(classes) + 2), 4))
     width = 0.8 / len(cols)
     x = np.arange(len(classes))
     for i, c in enumerate(cols):
         vals = [float(r[c]) if r[c] != "" else np.nan for r in per_class]
-        ax.bar(x + i * width, vals, width, label=c.removeprefix("recall_").replace("_", " "),
+        ax.bar(x - 0.4 + (i + 0.5) * width, vals, width, label=c.removeprefix("recall_").replace("_", " "),
                fill="estimated" not in c, hatch="//" if "estimated" in c else None)
     levels = [int(r["level"]) for r in per_class]
     for k in sorted(set(levels))[1:]:
-        ax.axvline(levels.index(k) - 0.1, color="k", lw=0.8, ls="--")
-    ax.set_xticks(x + 0.4 - width / 2, [f"{c}\n(n={r['n_test']})" for c, r in zip(classes, per_class)], fontsize=6)
+        ax.axvline(levels.index(k) - 0.5, color="k", lw=0.8, ls="--")
+    ax.set_xticks(x, [f"{c}\n{r['n_test']}" for c, r in zip(classes, per_class)], fontsize=TICK_PT)
+    ax.tick_params(axis="y", labelsize=TICK_PT)
+    ax.set_xlim(-0.6, len(classes) - 0.4)
     ax.set_ylim(0, 1)
     ax.set_ylabel("test recall")
-    ax.set_xlabel("space group, most frequent first (dashed: TDC level boundaries)")
-    ax.legend(fontsize=7)
-    _save(fig, out)
+    ax.set_xlabel("space group and its test samples, most frequent first (dashed: TDC level boundaries)")
+    ax.set_title("Per-class test recall")
+    _legend_below(fig, ax, ncol=len(cols))
+    return fig
+
+
+def recall(per_class: list[dict], out) -> None:
+    """Write :func:`recall_figure` to ``out``."""
+    _save(recall_figure(per_class), out)
 
 
 def _confusion_array(rows):
@@ -99,24 +161,33 @@ def _confusion_array(rows):
     return classes, m
 
 
-def confusion(flat_rows: list[dict], tdc_rows: list[dict], out) -> None:
+def confusion_figure(flat_rows: list[dict], tdc_rows: list[dict]):
     """Row-normalised confusion matrices of the selected flat baseline and the TDC side by side."""
     plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 5))
+    n = len(flat_rows)
+    side = max(4.5, 0.3 * n + 2)
+    fig, axes = plt.subplots(1, 2, figsize=(2 * side + 1.5, side), layout="constrained")
     for ax, rows, title in zip(axes, (flat_rows, tdc_rows), ("flat", "TDC")):
         classes, m = _confusion_array(rows)
         m = m[:, : len(classes)] / np.maximum(m.sum(axis=1, keepdims=True), 1)
         im = ax.imshow(m, vmin=0, vmax=1, cmap="viridis")
-        ax.set_xticks(range(len(classes)), classes, rotation=90, fontsize=6)
-        ax.set_yticks(range(len(classes)), classes, fontsize=6)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
+        ax.set_xticks(range(len(classes)), classes, rotation=90, fontsize=TICK_PT)
+        ax.set_yticks(range(len(classes)), classes, fontsize=TICK_PT)
+        ax.set_xlabel("predicted space group")
+        ax.set_ylabel("true space group")
         ax.set_title(f"{title}: diagonal mean {np.nanmean(np.diag(m)):.2f}")
-    fig.colorbar(im, ax=axes, shrink=0.8, label="fraction of the true class")
-    _save(fig, out)
+    cbar = fig.colorbar(im, ax=axes, shrink=0.8, label="fraction of the true class")
+    cbar.ax.tick_params(labelsize=TICK_PT)
+    fig.suptitle("Row-normalised test confusion")
+    return fig
 
 
-def routing(levels: list[dict], out) -> None:
+def confusion(flat_rows: list[dict], tdc_rows: list[dict], out) -> None:
+    """Write :func:`confusion_figure` to ``out``."""
+    _save(confusion_figure(flat_rows, tdc_rows), out)
+
+
+def routing_figure(levels: list[dict]):
     """Where the test samples ended: per level, kept samples that belong there vs misrouted ones, the
     samples of its own classes, and its accuracy on the kept samples vs with perfect routing."""
     plt = _plt()
@@ -124,14 +195,15 @@ def routing(levels: list[dict], out) -> None:
     kept = np.array([int(r["kept"]) for r in levels])
     belongs = np.array([int(r["belongs"]) for r in levels])
     own = np.array([int(r["own_total"]) for r in levels])
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8))
     a1.bar(k, belongs, label="kept, class of this level")
     a1.bar(k, kept - belongs, bottom=belongs, label="kept, class of another level")
     a1.plot(k, own, "k_", ms=30, mew=2, label="test samples of this level's classes")
     a1.set_xticks(k)
-    a1.set_xlabel("level")
+    a1.set_xlabel("TDC level")
     a1.set_ylabel("test samples")
-    a1.legend(fontsize=7)
+    a1.set_ylim(0, 1.1 * max(int(kept.max()), int(own.max()), 1))
+    a1.set_title("Test samples kept by each level")
 
     def _f(r, key):
         return float(r[key]) if r[key] not in ("", None) else np.nan
@@ -139,21 +211,75 @@ def routing(levels: list[dict], out) -> None:
     acc = [_f(r, "accuracy") for r in levels]
     oracle = [_f(r, "oracle_accuracy") for r in levels]
     w = 0.35
-    a2.bar(np.array(k) - w / 2, acc, w, label="on the samples it kept (end to end)")
-    a2.bar(np.array(k) + w / 2, oracle, w, label="on its own classes (perfect routing)", fill=False, hatch="//")
+    a2.bar(np.array(k) - w / 2, acc, w, label="accuracy on the samples it kept (end to end)")
+    a2.bar(np.array(k) + w / 2, oracle, w, label="accuracy on its own classes (perfect routing)", fill=False,
+           hatch="//")
     a2.set_xticks(k)
     a2.set_ylim(0, 1)
-    a2.set_xlabel("level")
+    a2.set_xlabel("TDC level")
     a2.set_ylabel("accuracy")
-    a2.legend(fontsize=7)
-    _save(fig, out)
+    a2.set_title("Level accuracy: end to end vs perfect routing")
+    for ax in (a1, a2):
+        ax.tick_params(labelsize=TICK_PT)
+    _legend_below(fig, (a1, a2), ncol=2)
+    return fig
+
+
+def routing(levels: list[dict], out) -> None:
+    """Write :func:`routing_figure` to ``out``."""
+    _save(routing_figure(levels), out)
+
+
+TABLE_FIELDS = ["model", "top-1", "balanced accuracy", "macro-F1"]
+
+
+def _cell(s: dict, metric: str) -> str:
+    v = s.get(metric)
+    if v is None:
+        return "n/a"
+    lo, hi = (s.get("ci95") or {}).get(metric) or (None, None)
+    return f"{v:.3f} [{lo:.3f}–{hi:.3f}]" if lo is not None and hi is not None else f"{v:.3f}"
+
+
+def headline_rows(summary: dict) -> list[dict]:
+    """Rows of the headline table: every flat loss, the TDC end to end, its perfect-routing estimate and the
+    chance rates, each metric as ``value [95 % interval]`` (``n/a`` where the model has no such number).
+
+    >>> s = {"flat_by_loss": {"ce": {"top1": 0.5, "balanced_accuracy": 0.4, "macro_f1": 0.3,
+    ...                              "ci95": {"top1": [0.4, 0.6]}}},
+    ...      "tdc": {"mode": "rest", "top1": 0.55, "estimated_top1": 0.7},
+    ...      "chance": {"majority": 0.1, "prior": 0.05, "balanced": 0.05}}
+    >>> [r["top-1"] for r in headline_rows(s)]
+    ['0.500 [0.400–0.600]', '0.550', '0.700', '0.100', '0.050']
+    >>> headline_rows(s)[2]["macro-F1"]
+    'n/a'
+    """
+    rows = []
+    for name, s in _models(summary) + [("TDC estimated (perfect routing; paper style)", _estimated(summary))]:
+        rows.append({"model": name, **{METRICS[m]: _cell(s, m) for m in METRICS}})
+    ch = summary["chance"]
+    rows.append({"model": "chance: majority class", "top-1": _cell({"v": ch.get("majority")}, "v"),
+                 "balanced accuracy": _cell({"v": ch.get("balanced")}, "v"), "macro-F1": "n/a"})
+    rows.append({"model": "chance: guessing with the training priors", "top-1": _cell({"v": ch.get("prior")}, "v"),
+                 "balanced accuracy": _cell({"v": ch.get("balanced")}, "v"), "macro-F1": "n/a"})
+    return rows
+
+
+def headline_table(summary: dict, out) -> None:
+    """Write :func:`headline_rows` as a CSV (the report's first table)."""
+    from cbedtdc.io import write_csv
+
+    write_csv(out, headline_rows(summary), TABLE_FIELDS)
 
 
 def plot_all(metrics_dir, out_dir) -> list[Path]:
-    """Draw every figure from ``metrics_dir`` into ``out_dir``; return the written paths."""
+    """Draw every figure and the headline table (``headline.csv``) from ``metrics_dir`` into ``out_dir``;
+    return the written paths."""
     metrics_dir, out_dir = Path(metrics_dir), Path(out_dir)
     summary = json.loads((metrics_dir / "summary.json").read_text())
     paths = {name: out_dir / f"{name}.png" for name in ("headline", "recall", "confusion", "routing")}
+    paths["table"] = out_dir / "headline.csv"
+    headline_table(summary, paths["table"])
     headline(summary, paths["headline"])
     recall(_read_table(metrics_dir / "per_class.csv"), paths["recall"])
     confusion(_read_table(metrics_dir / "confusion_flat.csv"), _read_table(metrics_dir / "confusion_tdc.csv"),

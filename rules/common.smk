@@ -1,34 +1,63 @@
 # Config in, paths out. The DAG is static: nothing here reads results.
+import os
+import shutil
+import sys
 from pathlib import Path
 
+from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import validate
 
-from cbedtdc.classes import resolve_classes
+from cbedtdc.checks import check_classes_config, check_lsf_submission, check_run_config
 from cbedtdc.config import ConfigError, check_config, coerce_types, load_schema
-from cbedtdc.layout import SPLITS, discover_raw, n_levels, synth_file_plan
+from cbedtdc.layout import (
+    SPLITS,
+    discover_raw,
+    n_levels,
+    rule_interpreter,
+    synth_file_plan,
+)
+
+
+def uses_conda():
+    """True under --software-deployment-method conda: each rule runs in its activated conda env."""
+    settings = workflow.deployment_settings
+    return settings is not None and DeploymentMethod.CONDA in settings.deployment_method
+
+
+# Interpreter and MPI launcher of the rules: those of the environment Snakemake runs in (a venv's snakemake
+# called by path needs no activated venv), or the rule's conda env under --software-deployment-method conda.
+# ENV_PATH puts that environment's bin/ first for the launcher, so the default resources.mpi "mpiexec" is its
+# own; the srun/jsrun of the cluster profiles are found further along PATH.
+PYTHON, ENV_PATH = rule_interpreter(sys.executable, conda=uses_conda())
 
 SCHEMA = Path(workflow.basedir) / "config" / "schema.yaml"
 # --config train='{epochs: 3}' arrives as strings: give leaves the types the schema asks for
 config.update(coerce_types(config, load_schema(SCHEMA)))
-try:  # one-line error naming the key, before snakemake's validate() fills the defaults
+try:  # one-line errors naming the key and what to set, before snakemake's validate() fills the defaults
+    CLASSES = check_classes_config(config.get("classes", "top20"))
     check_config(config, SCHEMA)
 except ConfigError as err:
     raise SystemExit(f"Error: {err}") from None
 validate(config, schema="../config/schema.yaml")
 
-CLASSES = resolve_classes(config["classes"])
 LEVELS = [str(k) for k in range(1, n_levels(config["tdc"]) + 1)]
 GENERATE = not config["raw_dir"]
-if GENERATE:
-    SYNTH_PLAN = {
-        f.stem: f
-        for f in synth_file_plan(
-            config["synth"]["n_materials"], config["synth"]["materials_per_file"]
-        )
-    }
-    RAW = {stem: f"results/raw/{stem}.h5" for stem in SYNTH_PLAN}
-else:
-    RAW = {stem: str(path) for stem, path in discover_raw(config["raw_dir"]).items()}
+try:
+    if GENERATE:
+        SYNTH_PLAN = {
+            f.stem: f
+            for f in synth_file_plan(
+                config["synth"]["n_materials"], config["synth"]["materials_per_file"]
+            )
+        }
+        RAW = {stem: f"results/raw/{stem}.h5" for stem in SYNTH_PLAN}
+    else:
+        RAW = {s: str(p) for s, p in discover_raw(config["raw_dir"]).items()}
+    check_run_config(config, None if GENERATE else RAW)
+except (ConfigError, OSError, ValueError) as err:
+    where = "config error: " if GENERATE else "config error at raw_dir: "
+    prefix = "" if str(err).startswith("config error") else where
+    raise SystemExit(f"Error: {prefix}{err}") from None
 STEMS = sorted(RAW)
 
 
@@ -49,11 +78,36 @@ def is_activated(section):
 
 
 def get_final_output():
-    """Everything a complete run leaves: summary, every TDC level and the figures of the report."""
-    out = ["results/metrics/summary.json", *get_tdc_final_output()]
+    """Everything a complete run leaves: summary, every TDC level, the files of the report."""
+    return [
+        "results/metrics/summary.json",
+        *get_tdc_final_output(),
+        *get_report_files(),
+    ]
+
+
+def get_report_files():
+    """Every file the report shows: figures, tables, the run's configuration (the target of `make report`)."""
+    out = [
+        "results/run_config.yaml",
+        "results/plots/headline.csv",
+        "results/plots/headline.png",
+        "results/plots/recall.png",
+        "results/plots/confusion.png",
+        "results/plots/routing.png",
+        "results/metrics/per_class.csv",
+        "results/metrics/levels.csv",
+    ]
     if GENERATE and config["synth"]["gallery"]:
         out.append("results/plots/gallery.png")
     return out
+
+
+def run_config_json():
+    """The run's configuration (defaults filled) as JSON, for rule run_config."""
+    import json
+
+    return json.dumps(config, sort_keys=True)
 
 
 # --- SYNTH: the built-in generator ---------------------------------------------------------
@@ -206,3 +260,23 @@ def check_tdc_config():
 
 
 check_tdc_config()
+
+
+def lsf_project_setting():
+    """The profile's default-resources.lsf_project as written (summit profile: "$LSF_PROJECT"), or None."""
+    resources = workflow.resource_settings.default_resources
+    value = resources.get("lsf_project") if hasattr(resources, "get") else None
+    return getattr(value, "raw", value)
+
+
+onstart:
+    # before the first job is submitted (never in a dry run): bsub present and the LSF project set
+    try:
+        check_lsf_submission(
+            getattr(workflow.executor_settings, "submit_cmd", None),
+            lsf_project_setting(),
+            os.environ,
+            shutil.which,
+        )
+    except ConfigError as err:
+        raise SystemExit(f"Error: {err}") from None

@@ -52,7 +52,7 @@ rule evaluate:
         xgb="--xgb-dir results/xgboost" if is_activated("xgboost") else "",  # fixed literal flag
         batch=config["train"]["eval_batch_size"],
     shell:
-        "python workflow_scripts/evaluate.py --shards {params.shards:q} --flat {params.flat:q}"
+        "{PYTHON} workflow_scripts/evaluate.py --shards {params.shards:q} --flat {params.flat:q}"
         " --tdc {params.tdc:q} --summary {output.summary:q} --copy {output.by_mode:q}"
         " --bootstrap {params.bootstrap:q}"
         " --seed {params.seed:q} --friedel-groups {params.friedel:q} --data {params.data:q}"
@@ -87,6 +87,12 @@ rule plots:
             caption="../report/routing.rst",
             category="Results",
         ),
+        table=report(
+            "results/plots/headline.csv",  # also the first table of the report's front page
+            caption="../report/headline_table.rst",
+            category="Results",
+            labels={"table": "headline numbers"},
+        ),
     log:
         "logs/plots/plots.log",
     benchmark:
@@ -97,7 +103,33 @@ rule plots:
         metrics=lambda wc, input: Path(input.summary).parent,
         out=lambda wc, output: Path(output.headline).parent,
     shell:
-        "python workflow_scripts/plots.py --metrics {params.metrics:q} --out {params.out:q} 2> {log:q}"
+        "{PYTHON} workflow_scripts/plots.py --metrics {params.metrics:q} --out {params.out:q} 2> {log:q}"
+
+
+rule run_config:
+    output:
+        config=report(
+            "results/run_config.yaml",
+            caption="../report/run_config.rst",
+            category="Run",
+        ),
+    log:
+        "logs/run_config/run_config.log",
+    benchmark:
+        "benchmarks/run_config/run_config.tsv"
+    conda:
+        "../envs/cbedtdc.yaml"
+    params:
+        config=run_config_json(),  # any change of the config rewrites it: it is always the last run's
+    shell:
+        "{PYTHON} workflow_scripts/run_config.py --config {params.config:q} --out {output.config:q} 2> {log:q}"
+
+
+# Target of `make report`: every file the report shows. Run with --allowed-rules run_config plots gallery
+# report_files, so a missing figure or table is redrawn from the saved results and nothing is retrained.
+rule report_files:
+    input:
+        get_report_files(),
 
 
 # Optional CNN-XGBoost heads (xgboost.activate): one per flat model and per TDC level, on that job's own
@@ -125,7 +157,7 @@ rule xgboost_flat:
         seed=config["seed"],
         batch=config["train"]["eval_batch_size"],
     shell:
-        "python workflow_scripts/xgboost_head.py --model {input.model:q} --shards {params.shards:q}"
+        "{PYTHON} workflow_scripts/xgboost_head.py --model {input.model:q} --shards {params.shards:q}"
         " --out {output.head:q} --seed {params.seed} --batch-size {params.batch} --threads {threads}"
         " {params.booster} 2> {log:q}"
 
@@ -152,6 +184,6 @@ rule xgboost_level:
         seed=config["seed"],
         batch=config["train"]["eval_batch_size"],
     shell:
-        "python workflow_scripts/xgboost_head.py --model {input.model:q} --shards {params.shards:q}"
+        "{PYTHON} workflow_scripts/xgboost_head.py --model {input.model:q} --shards {params.shards:q}"
         " --train-keys {input.train_keys:q} --dev-keys {input.dev_keys:q} --out {output.head:q}"
         " --seed {params.seed} --batch-size {params.batch} --threads {threads} {params.booster} 2> {log:q}"

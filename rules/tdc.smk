@@ -6,6 +6,7 @@
 rule plan_levels:
     input:
         train="results/shards/train.csv",
+        checked="results/data/run_classes.json",  # the data hold every class of the run
     output:
         levels="results/tdc/levels.json",
     log:
@@ -24,7 +25,7 @@ rule plan_levels:
         epochs=config["train"]["epochs"],  # the flat baseline's epochs fix the shared budget
         budget_split=config["tdc"]["budget_split"],
     shell:
-        "python workflow_scripts/plan_levels.py --train {input.train:q} --classes {params.classes:q}"
+        "{PYTHON} workflow_scripts/plan_levels.py --train {input.train:q} --classes {params.classes:q}"
         " --levels {output.levels:q} --mode {params.mode:q} --how {params.how:q}"
         " --level-sizes {params.sizes:q} --n-levels {params.n_levels} --hard-outputs {params.hard_outputs:q}"
         " --epochs {params.epochs} --budget-split {params.budget_split:q}"
@@ -51,7 +52,7 @@ rule level_job:
     params:
         out_dir=lambda wc, output: str(Path(output.args).parent),
     shell:
-        "python workflow_scripts/level_job.py --levels {input.levels:q} --level {wildcards.level}"
+        "{PYTHON} workflow_scripts/level_job.py --levels {input.levels:q} --level {wildcards.level}"
         " --train {input.train:q} --dev {input.dev:q} --missed {input.missed:q}"
         " --prev-runs {input.prev_runs:q}"
         " --out-dir {params.out_dir:q} 2> {log:q}"
@@ -77,7 +78,7 @@ rule train_level:
         "../envs/cbedtdc.yaml"
     threads: config["train"]["ranks"] * config["train"]["threads_per_rank"]
     resources:
-        mpi="mpiexec",  # profiles override: srun, jsrun
+        mpi="mpiexec",  # the environment's (ENV_PATH); profiles override: srun, jsrun
         tasks=config["train"]["ranks"],
         runtime=lambda wc, attempt: 120 * attempt,
     params:
@@ -86,7 +87,7 @@ rule train_level:
         loss=config["tdc"]["loss"],
     shell:
         # args.txt holds --classes/--rest/--budget-images, one per line, read by argparse (@file), not by the shell
-        "{resources.mpi} -n {resources.tasks} python workflow_scripts/train.py --shards {params.shards:q}"
+        "{ENV_PATH}{resources.mpi} -n {resources.tasks} {PYTHON} workflow_scripts/train.py --shards {params.shards:q}"
         " --model {output.model:q} --train-keys {input.train_keys:q} --dev-keys {input.dev_keys:q}"
         f" @{{input.args:q}} --loss {{params.loss:q}} --seed {{params.seed:q}} {TRAIN_FLAGS}"
         " > {log:q} 2>&1"
@@ -112,7 +113,7 @@ rule collect_missed:
         shards=lambda wc, input: Path(input.train).parent,  # shard root
         batch=config["train"]["eval_batch_size"],
     shell:
-        "python workflow_scripts/collect_missed.py --levels {input.levels:q} --level {wildcards.level}"
+        "{PYTHON} workflow_scripts/collect_missed.py --levels {input.levels:q} --level {wildcards.level}"
         " --model {input.model:q} --shards {params.shards:q} --missed {input.missed:q}"
         " --out {output.missed:q} --batch-size {params.batch} --threads {threads} 2> {log:q}"
 
@@ -138,7 +139,7 @@ rule tune_routing:
         shards=lambda wc, input: Path(input.dev).parent,  # shard root
         batch=config["train"]["eval_batch_size"],
     shell:
-        "python workflow_scripts/tune_routing.py --tdc {params.tdc:q} --shards {params.shards:q}"
+        "{PYTHON} workflow_scripts/tune_routing.py --tdc {params.tdc:q} --shards {params.shards:q}"
         " --out {output.routing:q} --routing {params.routing:q} --batch-size {params.batch}"
         " --threads {threads} 2> {log:q}"
 

@@ -6,6 +6,7 @@ rule train_flat:
     input:
         train="results/shards/train.csv",
         dev="results/shards/dev.csv",
+        checked="results/data/run_classes.json",  # the data hold every class of the run
     output:
         model="results/flat/{loss}/best.pt",
         last="results/flat/{loss}/last.pt",
@@ -19,14 +20,14 @@ rule train_flat:
         "../envs/cbedtdc.yaml"
     threads: config["train"]["ranks"] * config["train"]["threads_per_rank"]
     resources:
-        mpi="mpiexec",  # profiles override: srun (SLURM), jsrun (LSF)
+        mpi="mpiexec",  # the environment's (ENV_PATH); profiles override: srun (SLURM), jsrun (LSF)
         tasks=config["train"]["ranks"],
     params:
         **train_params(),
         shards=lambda wc, input: Path(input.train).parent,  # shard root: {split}.csv and files/
         classes=",".join(str(c) for c in CLASSES),
     shell:
-        "{resources.mpi} -n {resources.tasks} python workflow_scripts/train.py"
+        "{ENV_PATH}{resources.mpi} -n {resources.tasks} {PYTHON} workflow_scripts/train.py"
         " --shards {params.shards:q} --model {output.model:q} --classes {params.classes:q}"
         f" --loss {{wildcards.loss:q}} --seed {{params.seed:q}} {TRAIN_FLAGS} > {{log:q}} 2>&1"
 

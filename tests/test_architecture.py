@@ -19,7 +19,7 @@ LIB = Path(__file__).resolve().parents[1] / "cbedtdc"
 #: A new module goes here and into the table of docs/architecture.md.
 LAYERS = [
     # base: file formats, class sets, config, pure scores, the network pieces
-    ["cbedtdc", "cbedtdc.io", "cbedtdc.layout", "cbedtdc.classes", "cbedtdc.config", "cbedtdc.metrics",
+    ["cbedtdc", "cbedtdc.io", "cbedtdc.layout", "cbedtdc.classes", "cbedtdc.config", "cbedtdc.checks", "cbedtdc.metrics",
      "cbedtdc.losses", "cbedtdc.model", "cbedtdc.distributed"],
     # data: generator, shards, the dataset, figures from tables
     ["cbedtdc.synth", "cbedtdc.synth.scattering", "cbedtdc.synth.crystal", "cbedtdc.synth.zone_axes",
@@ -27,7 +27,8 @@ LAYERS = [
      "cbedtdc.data", "cbedtdc.plots"],
     # one classifier, and the cascade's pure logic
     ["cbedtdc.train", "cbedtdc.train.sampling", "cbedtdc.train.checkpoint", "cbedtdc.train.infer",
-     "cbedtdc.train.engine", "cbedtdc.cascade.plan", "cbedtdc.cascade.routing"],
+     "cbedtdc.train.engine", "cbedtdc.cascade.plan", "cbedtdc.cascade.routing",
+     "cbedtdc.routing_posterior"],  # phase 1 of the heads work; moves into cascade.routing
     # jobs over trained models
     ["cbedtdc.cascade", "cbedtdc.cascade.jobs", "cbedtdc.xgbhead", "cbedtdc.heads", "cbedtdc.features"],
     # a whole run

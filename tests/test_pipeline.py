@@ -110,7 +110,7 @@ def test_deleting_level_2_reruns_level_2_and_after_only(run):
 def test_threshold_routing_retrains_nothing(run):
     thr = ["--config", "tdc={routing: threshold}"]
     stats = job_stats(run_dag(run, *TARGETS, "-n", *thr).stdout)
-    assert set(stats) <= {"tune_routing", "evaluate", "plots", "all", "tdc"} and stats.get("tune_routing") == 1, stats
+    assert set(stats) <= {"tune_routing", "evaluate", "plots", "run_config", "all", "tdc"} and stats.get("tune_routing") == 1, stats
     res = run_dag(run, *TARGETS, *thr)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     s = json.loads((run / "results" / "metrics" / "summary_rest_threshold.json").read_text())

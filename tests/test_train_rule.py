@@ -17,8 +17,10 @@ def dry_run(*args) -> str:
 
 
 def train_commands(out: str) -> list[list[str]]:
-    return [shlex.split(line.split("Shell command: ", 1)[-1].split(" > ")[0])
+    """Training command lines, without the leading PATH=<env bin>:$PATH that points mpiexec at the venv's."""
+    cmds = [shlex.split(line.split("Shell command: ", 1)[-1].split(" > ")[0])
             for line in out.splitlines() if "workflow_scripts/train.py" in line and "flat/" in line]
+    return [c[1:] if c and c[0].startswith("PATH=") else c for c in cmds]
 
 
 def flag(cmd: list[str], name: str) -> str:

@@ -14,7 +14,7 @@ import numpy as np
 from ..io import STACK, atomic_path, parse_space_group, sample_order, to_text
 from ..layout import SPLITS, split_of
 
-__all__ = ["find_examples", "plot_gallery"]
+__all__ = ["find_examples", "gallery_figure", "plot_gallery"]
 
 log = logging.getLogger(__name__)
 
@@ -58,20 +58,8 @@ def _display(panel: np.ndarray) -> np.ndarray:
     return np.clip((img - lo) / max(hi - lo, 1e-9), 0.0, 1.0)
 
 
-def plot_gallery(paths, classes, out, classes_per_row: int = 4, dpi: int = 80) -> dict[int, tuple[Path, str]]:
-    """Write a PNG with one row segment of three panels per class; returns the examples shown.
-
-    Classes without any sample are listed in the figure title and logged, never dropped silently.
-
-    Parameters
-    ----------
-    paths : sequence of path-like
-        Challenge-layout files.
-    classes : sequence of int
-        Space groups to show, in this order.
-    out : path-like
-        PNG to write (atomically).
-    """
+def gallery_figure(paths, classes, classes_per_row: int = 4):
+    """The gallery figure and the examples shown (see :func:`plot_gallery`)."""
     import h5py  # lazy
     import matplotlib
 
@@ -88,7 +76,8 @@ def plot_gallery(paths, classes, out, classes_per_row: int = 4, dpi: int = 80) -
         raise ValueError(f"gallery: none of the classes {classes} occurs in the given files")
     per_row = max(1, min(classes_per_row, len(shown)))
     rows = -(-len(shown) // per_row)
-    fig, axes = plt.subplots(rows, 3 * per_row, figsize=(3 * per_row * 1.25, rows * 1.45), squeeze=False)
+    # 1.6 in a panel: the 8 pt titles (space group, formula, zone axis) fit above their panel
+    fig, axes = plt.subplots(rows, 3 * per_row, figsize=(3 * per_row * 1.6, rows * 2.1), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for k, sg in enumerate(shown):
@@ -103,14 +92,35 @@ def plot_gallery(paths, classes, out, classes_per_row: int = 4, dpi: int = 80) -
             ax = axes[r, 3 * c0 + p]
             ax.imshow(_display(stack[p]), cmap="inferno", interpolation="nearest")
             label = "[" + " ".join(str(int(v)) for v in z_dirs[p]) + "]" if p < len(z_dirs) else ""
-            ax.set_title(f"SG {sg}  {formula[:14]}\n{label}" if p == 0 else f"\n{label}", fontsize=6)
+            ax.set_title(f"SG {sg}  {formula[:14]}\n{label}" if p == 0 else f"\n{label}", fontsize=8,
+                         loc="left" if p == 0 else "center")
     title = f"One stack per class ({len(shown)} classes; panels = 3 zone axes; log intensity)"
     if missing:
         title += f"\nno sample of: {', '.join(map(str, missing))}"
-    fig.suptitle(title, fontsize=8)
+    fig.suptitle(title, fontsize=11)
     fig.tight_layout()
+    return fig, examples
+
+
+def plot_gallery(paths, classes, out, classes_per_row: int = 4, dpi: int = 100) -> dict[int, tuple[Path, str]]:
+    """Write a PNG with one row segment of three panels per class; returns the examples shown.
+
+    Classes without any sample are listed in the figure title and logged, never dropped silently.
+
+    Parameters
+    ----------
+    paths : sequence of path-like
+        Challenge-layout files.
+    classes : sequence of int
+        Space groups to show, in this order.
+    out : path-like
+        PNG to write (atomically).
+    """
+    import matplotlib.pyplot as plt
+
+    fig, examples = gallery_figure(paths, classes, classes_per_row)
     with atomic_path(out, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=dpi, format="png")
     plt.close(fig)
-    log.info("gallery: %d classes -> %s", len(shown), out)
+    log.info("gallery: %d classes -> %s", len(examples), out)
     return examples

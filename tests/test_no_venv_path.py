@@ -1,0 +1,99 @@
+"""The README's commands as printed, from a shell whose PATH holds neither the venv nor an MPI launcher.
+
+The venv's snakemake is called by path (``.venv/bin/snakemake --profile local ...``), as cluster users do; every
+rule must then use the venv's python and mpiexec, not whatever ``python``/``mpiexec`` PATH offers.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fixtures import make_sample, write_challenge_file
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+LINKED = ["Snakefile", "rules", "config", "profiles", "local", "slurm", "summit", "workflow_scripts", "report", "envs", "tests"]
+# README, "Real data": .venv/bin/snakemake --profile local --config raw_dir=/data/cbed image_size=128
+#                      data='{expected_side: 512}'
+README_REAL = [".venv/bin/snakemake", "--profile", "local", "--config", "raw_dir={raw}", "image_size=128",
+               "data={expected_side: 512}"]
+# Makefile `make run` (the README's default command) without the PATH line the Makefile adds
+DEFAULT = [".venv/bin/snakemake", "--profile", "local", "--cores", "2"]
+# tiny classes, levels and training on top of the printed command (targets and config files come after it)
+TINY = ["--configfile", "config/config.yaml", "tests/pipeline_config.yaml"]
+
+
+def bare_env() -> dict:
+    """The caller's environment with PATH reduced to the system folders: no venv, no mpiexec."""
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "CONDA_PREFIX")}
+    env["PATH"] = "/usr/bin:/bin"
+    return env
+
+
+@pytest.fixture
+def clone(tmp_path):
+    """A working copy laid out like a fresh clone: the repository's files and its .venv."""
+    for name in LINKED:
+        (tmp_path / name).symlink_to(REPO / name)
+    (tmp_path / ".venv").symlink_to(BIN.parent)
+    return tmp_path
+
+
+def run(clone, cmd, *extra, timeout=300):
+    return subprocess.run([*cmd, *extra], cwd=clone, env=bare_env(), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_bare_path_has_no_venv_tools():
+    """The premise: the rules' old bare `python`/`mpiexec` would not find the venv's."""
+    found = subprocess.run(["sh", "-c", "command -v mpiexec"], env=bare_env(), capture_output=True, text=True)
+    assert found.returncode != 0, found.stdout
+
+
+def test_every_rule_calls_the_venvs_python(clone):
+    res = run(clone, DEFAULT, "-n", "-p", "all", *TINY, "--config", "xgboost={activate: true}")
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out
+    commands = [ln.removeprefix("Shell command: ") for ln in out.splitlines() if "workflow_scripts/" in ln]
+    assert len(commands) > 10, out
+    python = (BIN / "snakemake").read_text().splitlines()[0].removeprefix("#!")  # the interpreter snakemake runs in
+    for cmd in commands:
+        assert f"{python} workflow_scripts/" in cmd, cmd
+    launches = [c for c in commands if "train.py" in c]
+    assert launches and all(c.startswith(f'PATH={Path(python).parent}:"$PATH" mpiexec -n 1 ') for c in launches), launches
+
+
+def tiny_raw(root, classes=(14, 225, 1, 2), side=512):
+    """Challenge files of the real layout (512 px stacks): 2 train, 2 dev, 2 test samples per class."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "dev", "test"):
+        samples = [make_sample(f"sample_{k}_{j}", sg, f"mp-{split}-{sg}", side=side, energy_keV=100 + 10 * j,
+                               class_index=k, rng=rng)
+                   for k, sg in enumerate(classes) for j in range(2)]
+        write_challenge_file(root / f"batch_{split}_0.h5", samples)
+    return root
+
+
+@pytest.mark.slow
+def test_readme_real_data_command_runs_without_the_venv_on_path(clone, tmp_path_factory):
+    """Data stage (python rules) and the flat model (mpiexec rule) really run from the printed command."""
+    raw = tiny_raw(tmp_path_factory.mktemp("cbed"))
+    cmd = [part.replace("{raw}", str(raw)) for part in README_REAL]
+    res = run(clone, cmd, *TINY, "--", "results/flat/ce/best.pt", timeout=600)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-5000:]
+    assert (clone / "results" / "flat" / "ce" / "best.pt").stat().st_size > 0
+    log = (clone / "logs" / "train_flat" / "ce.log").read_text()
+    assert "ModuleNotFoundError" not in log and "not found" not in log, log[-2000:]
+
+
+@pytest.mark.slow
+def test_default_command_generates_data_without_the_venv_on_path(clone):
+    res = run(clone, DEFAULT, *TINY, "--", "results/raw/batch_test_0.h5")
+    assert res.returncode == 0, (res.stdout + res.stderr)[-5000:]
+    assert (clone / "results" / "raw" / "batch_test_0.h5").stat().st_size > 0
