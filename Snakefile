@@ -16,6 +16,7 @@ include: "rules/synth.smk"
 include: "rules/data.smk"
 include: "rules/train.smk"
 include: "rules/tdc.smk"
+include: "rules/heads.smk"
 include: "rules/evaluate.smk"
 
 

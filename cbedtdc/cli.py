@@ -42,13 +42,51 @@ def get_parser(add_help: bool = True) -> argparse.ArgumentParser:
     return p
 
 
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
+def variants_table(summary: dict, name: str = "") -> str:
+    """Markdown table of ``summary["variants"]`` (every flat and TDC variant) and the paired best-vs-best line.
+
+    >>> s = {"variants": [{"name": "flat/ce/cnn", "family": "flat", "balanced_accuracy": 0.5, "top1": 0.6,
+    ...       "dev_balanced_accuracy": 0.4, "ci95": {"balanced_accuracy": [0.4, 0.6]},
+    ...       "shots": {"many": {"balanced_accuracy": 0.7}, "medium": {"balanced_accuracy": None},
+    ...                 "few": {"balanced_accuracy": 0.1}}, "backbone_images": 100, "head_images": 0}],
+    ...      "best": {"flat": "flat/ce/cnn", "tdc": None}}
+    >>> print(variants_table(s).splitlines()[-1])
+    | flat/ce/cnn | 50.0 [40.0, 60.0] | 60.0 | 40.0 | 70.0 | - | 10.0 | 100 | 0 |
+    """
+    lines = [f"\nVariants{f' of {name}' if name else ''} (balanced accuracy %, 95 % interval over materials; "
+             "many/medium/few-shot: >100, 20-100, <20 training samples)\n", "",
+             "| variant | balanced acc. | top-1 | dev bal. acc. | many | medium | few | backbone images | "
+             "head images |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in summary["variants"]:
+        lo, hi = (r.get("ci95") or {}).get("balanced_accuracy", [None, None])
+        ci = f" [{_pct(lo)}, {_pct(hi)}]" if lo is not None else ""
+        shots = r.get("shots", {})
+        lines.append(f"| {r['name']} | {_pct(r['balanced_accuracy'])}{ci} | {_pct(r['top1'])} | "
+                     f"{_pct(r.get('dev_balanced_accuracy'))} | "
+                     + " | ".join(_pct(shots.get(g, {}).get("balanced_accuracy")) for g in ("many", "medium", "few"))
+                     + f" | {r.get('backbone_images', '-')} | {r.get('head_images', '-')} |")
+    best = summary.get("best") or {}
+    if best.get("balanced_accuracy_difference") is not None:
+        lo, hi = best["difference_ci95"]
+        lines.append(f"\nBest TDC ({best['tdc']}) minus best flat ({best['flat']}), both chosen on dev: "
+                     f"{100 * best['balanced_accuracy_difference']:+.1f} points balanced accuracy, paired 95 % "
+                     f"interval [{_pct(lo)}, {_pct(hi)}]")
+    return "\n".join(lines) + "\n"
+
+
 def table(args) -> int:
     import json
 
     from cbedtdc.metrics import results_table
 
     try:
-        text = results_table([json.loads(Path(p).read_text()) for p in args.summaries])
+        summaries = [json.loads(Path(p).read_text()) for p in args.summaries]
+        text = results_table(summaries)
+        text += "".join(variants_table(s, p) for s, p in zip(summaries, args.summaries) if s.get("variants"))
     except (OSError, ValueError, KeyError) as err:
         log.error("%s", err)
         return 2

@@ -19,7 +19,7 @@ from cbedtdc.io import read_csv, write_csv, write_json
 from cbedtdc.metrics import (balanced_accuracy, bootstrap_materials, chance_rates, confusion_matrix,
                              per_class_recall, score, top1)
 
-__all__ = ["evaluate_run", "flat_probs", "LEVEL_FIELDS"]
+__all__ = ["evaluate_run", "flat_probs", "shot_accuracy", "SHOTS", "LEVEL_FIELDS"]
 
 log = logging.getLogger(__name__)
 
@@ -92,12 +92,15 @@ def _score_flat(flat_models: dict, ts: _TestSet, shard_root, classes, batch_size
     return flat_by_loss, flat_pred, best
 
 
-def _score_tdc(plan, models, tuned, ts: _TestSet, tdc_dir, shard_root, batch_size):
-    """``(tdc summary, routing, oracle predictions)`` of the CNN cascade on the test split."""
+def _score_tdc(plan, probs, tuned, ts: _TestSet, tdc_dir, shared_images=None):
+    """``(tdc summary, routing, oracle predictions)`` of a cascade on the test split.
+
+    ``probs``: the levels' test probabilities (own ResNets or shared-backbone heads);
+    ``shared_images``: images seen by the shared backbone (``None``: own-backbone levels).
+    """
     from cbedtdc.train import images_seen
 
     y, mats, n_boot, seed = ts.labels, ts.materials, ts.kw["n_boot"], ts.kw["seed"]
-    _, probs = cascade.predict_levels(models, shard_root, "test", keys=ts.keys, batch_size=batch_size)
     r = cascade.route_tuned(plan, probs, tuned)
     thresholds = tuned["thresholds"]
     t = score(y, r.pred, plan.classes, **ts.kw)
@@ -108,7 +111,8 @@ def _score_tdc(plan, models, tuned, ts: _TestSet, tdc_dir, shard_root, batch_siz
     for row, e in zip(levels, est["per_level"]):
         row["share_of_test"] = e["share"]
         row["oracle_accuracy"] = e["accuracy"]
-        row["images_seen"] = images_seen(cascade.level_dir(tdc_dir, row["level"]) / "train.json")
+        row["images_seen"] = (None if shared_images is not None
+                              else images_seen(cascade.level_dir(tdc_dir, row["level"]) / "train.json"))
     seen = [lv["images_seen"] for lv in levels]
     t.update({
         "mode": plan.mode, "routing": plan.routing if plan.mode == "rest" else "threshold",
@@ -116,7 +120,9 @@ def _score_tdc(plan, models, tuned, ts: _TestSet, tdc_dir, shard_root, batch_siz
         "levels": plan.levels,
         "estimated_top1": est["top1"], "estimated_balanced_accuracy": est["balanced_accuracy"],
         "estimated_ci95": est_ci,
-        "images_seen": sum(seen) if all(s is not None for s in seen) else None,
+        "images_seen": (shared_images if shared_images is not None
+                        else sum(seen) if all(s is not None for s in seen) else None),
+        "backbone": "own" if shared_images is None else "shared",
         "per_level": levels,
     })
     log.info("TDC (%s): test top-1 %.4f, balanced accuracy %.4f, macro-F1 %.4f; estimated top-1 %.4f", plan.mode,
@@ -193,7 +199,7 @@ def _write_tables(out_dir: Path, plan, ts: _TestSet, flat_pred: dict, best: str,
 
 def evaluate_run(shard_root, flat_models: dict, tdc_dir, out_dir, *, n_boot: int = 1000, seed: int = 0,
                  friedel_groups=None, batch_size: int = 64, data_kind: str = "generated",
-                 device: str = "cpu", xgb_dir=None) -> dict:
+                 device: str = "cpu", xgb_dir=None, heads=None, shared=None, features_root=None) -> dict:
     """Evaluate the flat baselines and the TDC on the test split; write the tables; return the summary.
 
     Parameters
@@ -202,7 +208,7 @@ def evaluate_run(shard_root, flat_models: dict, tdc_dir, out_dir, *, n_boot: int
         ``{loss: path of best.pt}``; the headline ``flat`` is the one with the best dev balanced
         accuracy (chosen on dev, never on test); every loss is under ``flat_by_loss``.
     tdc_dir : path-like
-        Folder with ``levels.json``, ``routing.json`` and ``level_K/best.pt``.
+        Folder with ``levels.json`` and, for own-backbone levels, ``routing.json`` and ``level_K/best.pt``.
     out_dir : path-like
         Receives ``summary.json``, ``per_class.csv``, ``levels.csv``, ``confusion_flat.csv``,
         ``confusion_tdc.csv`` and ``predictions.csv``.
@@ -210,8 +216,20 @@ def evaluate_run(shard_root, flat_models: dict, tdc_dir, out_dir, *, n_boot: int
         Groups merged in the Friedel score (pass them for kinematic data only).
     xgb_dir : path-like, optional
         Folder of the CNN-XGBoost heads (``flat/{loss}/head.json``, ``level_{k}/head.json``): adds
-        ``flat_xgb_by_loss`` and ``tdc_xgb`` (routed like the CNN cascade; thresholds re-tuned on dev
-        on the heads' probabilities when the routing uses them).
+        ``flat_xgb_by_loss`` and ``tdc_xgb`` (routed like the CNN cascade; routing re-tuned on dev
+        on the heads' probabilities).
+    heads : dict, optional
+        Flat heads ``{name: (backbone loss, head file)}`` on ``features_root/flat/{loss}/{split}.h5``.
+    shared : dict, optional
+        Shared-backbone cascade ``{"loss", "heads" (folder with heads.json), "routing" (routing.json)}``:
+        it is then the headline ``tdc`` (no level ResNet is loaded).
+    features_root : path-like, optional
+        Folder of the features files (``flat/{loss}/{split}.h5``); needed with ``heads`` or ``shared``.
+
+    Besides the headline keys, ``variants`` lists every flat variant (loss x head) and TDC variant
+    with test and dev scores, many/medium/few-shot balanced accuracy and the budgets (backbone and
+    head images); ``best`` names the best flat and best TDC variant chosen on dev balanced accuracy and
+    gives a paired bootstrap over materials of their test balanced-accuracy difference.
     """
     from cbedtdc.train import inference_device
 
@@ -219,7 +237,6 @@ def evaluate_run(shard_root, flat_models: dict, tdc_dir, out_dir, *, n_boot: int
     device = inference_device(device)
     plan = cascade.LevelPlan.load(tdc_dir / "levels.json")
     classes = plan.classes
-    tuned = cascade.read_routing(tdc_dir / "routing.json", plan)
     ts = _test_set(shard_root, classes, n_boot=n_boot, seed=seed, friedel_groups=friedel_groups)
     summary = {"n_test": int(len(ts.labels)), "n_test_materials": int(len(np.unique(ts.materials))),
                "n_test_excluded_other_classes": int(ts.n_excluded), "classes": classes,
@@ -228,16 +245,154 @@ def evaluate_run(shard_root, flat_models: dict, tdc_dir, out_dir, *, n_boot: int
     flat_by_loss, flat_pred, best = _score_flat(flat_models, ts, shard_root, classes, batch_size, device)
     summary["flat"] = {**flat_by_loss[best], "selected_by": "dev balanced_accuracy among flat.losses"}
     summary["flat_by_loss"] = flat_by_loss
-    _, models = cascade.load_levels(tdc_dir, plan, device=device)
-    t, r, oracle = _score_tdc(plan, models, tuned, ts, tdc_dir, shard_root, batch_size)
+    train_counts = {c: int((ts.train_labels == c).sum()) for c in classes}
+    variants = _Variants(ts, classes, train_counts)
+    for loss, s in flat_by_loss.items():
+        variants.add(f"flat/{loss}/cnn", "flat", s, flat_pred[loss], dev_ba=s.get("dev_balanced_accuracy"),
+                     backbone=loss, head="cnn", backbone_images=s.get("images_seen"), head_images=0)
+    models = None
+    if shared is None:
+        tuned = cascade.read_routing(tdc_dir / "routing.json", plan)
+        _, models = cascade.load_levels(tdc_dir, plan, device=device)
+        _, probs = cascade.predict_levels(models, shard_root, "test", keys=ts.keys, batch_size=batch_size)
+        t, r, oracle = _score_tdc(plan, probs, tuned, ts, tdc_dir)
+        dev_ba = _dev_ba(tdc_dir / "routing.json")
+        name, head_images = f"tdc/own/{plan.mode}/{t['routing']}/cnn", 0
+    else:
+        from cbedtdc.headjobs import load_tdc_heads, run_features, tdc_head_probs
+
+        fdir = Path(features_root) / "flat" / shared["loss"]
+        tuned = cascade.read_routing(shared["routing"], plan)
+        manifest, level_heads = load_tdc_heads(shared["heads"], plan)
+        keys, X, _ = run_features(fdir, "test", classes)
+        probs = [p[_align(keys, ts.keys, fdir / "test.h5")] for p in tdc_head_probs(level_heads, X)]
+        backbone_images = flat_by_loss.get(shared["loss"], {}).get("images_seen")
+        t, r, oracle = _score_tdc(plan, probs, tuned, ts, tdc_dir, shared_images=backbone_images or 0)
+        t["shared_loss"] = shared["loss"]
+        t["head"] = manifest["spec"]
+        t["head_images"] = int(sum(manifest["head_images"]))
+        dev_ba = _dev_ba(shared["routing"])
+        name, head_images = f"tdc/shared-{shared['loss']}/{plan.mode}/{t['routing']}/{manifest['spec']['kind']}", \
+            t["head_images"]
     summary["tdc"] = t
+    variants.add(name, "tdc", t, r.pred, dev_ba=dev_ba, backbone=t["backbone"], head=name.rsplit("/", 1)[1],
+                 mode=plan.mode, routing=t["routing"], backbone_images=t["images_seen"], head_images=head_images)
     summary["budget"] = {"flat_images_planned": plan.flat_images, "tdc_images_planned": int(sum(plan.budgets)),
                          "flat_images_seen": summary["flat"]["images_seen"], "tdc_images_seen": t["images_seen"]}
+    if shared is not None:
+        summary["budget"]["tdc_images_planned"] = plan.flat_images  # the shared backbone is the flat model
+        summary["budget"]["tdc_head_images"] = t["head_images"]
+    for hname, (loss, path) in (heads or {}).items():
+        _score_flat_head(variants, hname, loss, path, Path(features_root) / "flat" / loss, ts, classes,
+                         flat_by_loss.get(loss, {}).get("images_seen"))
     if xgb_dir is not None:
+        if models is None:
+            raise ValueError("xgboost.activate scores the own-backbone levels; with tdc.backbone: shared use an "
+                             "xgboost head in heads.variants or tdc.head instead")
         summary.update(_score_xgb(Path(xgb_dir), flat_models, plan, models, ts, shard_root, batch_size))
+    summary["variants"] = variants.rows
+    summary["best"] = variants.best_difference(n_boot, seed)
     _write_tables(out_dir, plan, ts, flat_pred, best, r, oracle, t["per_level"])
     write_json(out_dir / "summary.json", _jsonable(summary))
     return summary
+
+
+#: Class groups by training samples, as the long-tail literature reports them.
+SHOTS = (("many", 101, None), ("medium", 20, 100), ("few", 0, 19))
+
+
+def shot_accuracy(y_true, y_pred, classes, train_counts) -> dict:
+    """Balanced accuracy within the many- (>100), medium- (20-100) and few-shot (<20) classes.
+
+    >>> shot_accuracy([1, 1, 2, 3], [1, 2, 2, 1], [1, 2, 3], {1: 500, 2: 50, 3: 5})["few"]
+    {'classes': 1, 'n_test': 1, 'balanced_accuracy': 0.0}
+    """
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    recall = per_class_recall(y_true, y_pred, classes)
+    out = {}
+    for name, lo, hi in SHOTS:
+        idx = [i for i, c in enumerate(classes)
+               if train_counts.get(int(c), 0) >= lo and (hi is None or train_counts.get(int(c), 0) <= hi)]
+        vals = [recall[i] for i in idx if np.isfinite(recall[i])]
+        out[name] = {"classes": len(idx), "n_test": int(np.isin(y_true, [classes[i] for i in idx]).sum()),
+                     "balanced_accuracy": float(np.mean(vals)) if vals else float("nan")}
+    return out
+
+
+class _Variants:
+    """Rows of ``summary["variants"]`` and the test predictions behind them (for the paired bootstrap)."""
+
+    def __init__(self, ts: _TestSet, classes, train_counts):
+        self.ts, self.classes, self.counts = ts, list(classes), train_counts
+        self.rows, self.pred = [], {}
+
+    def add(self, name, family, s, pred, *, dev_ba, **extra):
+        row = {"name": name, "family": family, **extra,
+               "top1": s["top1"], "balanced_accuracy": s["balanced_accuracy"], "macro_f1": s["macro_f1"],
+               "ci95": s.get("ci95", {}), "dev_balanced_accuracy": dev_ba,
+               "shots": shot_accuracy(self.ts.labels, pred, self.classes, self.counts)}
+        self.rows.append(row)
+        self.pred[name] = np.asarray(pred)
+
+    def _best(self, family):
+        rows = [r for r in self.rows if r["family"] == family and r["dev_balanced_accuracy"] is not None]
+        return max(rows, key=lambda r: r["dev_balanced_accuracy"]) if rows else None
+
+    def best_difference(self, n_boot: int, seed: int) -> dict:
+        """Best flat and best TDC variant by dev balanced accuracy; paired bootstrap of TDC minus flat."""
+        f, t = self._best("flat"), self._best("tdc")
+        out = {"selected_by": "dev balanced_accuracy", "flat": f and f["name"], "tdc": t and t["name"]}
+        if f is None or t is None:
+            return out
+        y, cl = self.ts.labels, self.classes
+        pf, pt = self.pred[f["name"]], self.pred[t["name"]]
+
+        def diff(i):
+            return balanced_accuracy(y[i], pt[i], cl) - balanced_accuracy(y[i], pf[i], cl)
+
+        out["balanced_accuracy_difference"] = diff(np.arange(len(y)))
+        out["difference_ci95"] = list(bootstrap_materials(diff, self.ts.materials, n_boot, seed))
+        out["paired"] = "same bootstrap resamples of whole test materials for both models"
+        return out
+
+
+def _dev_ba(routing_path):
+    """Dev balanced accuracy of a tuned cascade, from its routing.json (``None`` when not recorded)."""
+    import json
+
+    try:
+        d = json.loads(Path(routing_path).read_text())
+    except (OSError, ValueError):
+        return None
+    return (d.get("dev_tuned") or {}).get("balanced_accuracy")
+
+
+def _align(keys, wanted, source) -> np.ndarray:
+    """Row index into ``keys`` of every key of ``wanted`` (the test set's order)."""
+    pos = {k: i for i, k in enumerate(keys)}
+    missing = [k for k in wanted if k not in pos]
+    if missing:
+        raise ValueError(f"{source}: {len(missing)} test samples missing (e.g. {missing[0]}); rerun its features rule")
+    return np.array([pos[k] for k in wanted], dtype=np.int64)
+
+
+def _score_flat_head(variants: _Variants, name, loss, path, fdir: Path, ts: _TestSet, classes, backbone_images):
+    from cbedtdc.headjobs import flat_head_probs, head_images
+
+    keys, p, head = flat_head_probs(path, fdir, "test", classes)
+    p = p[_align(keys, ts.keys, fdir / "test.h5")]
+    pred = np.asarray(classes)[p.argmax(1)]
+    s = score(ts.labels, pred, classes, scores=p, **ts.kw)
+    dev_ba = None
+    if len(ts.dev):
+        dkeys, pd_, _ = flat_head_probs(path, fdir, "dev", classes)
+        dev_labels = dict(zip(ts.dev.keys, ts.dev.labels))
+        yd = np.array([dev_labels[k] for k in dkeys])
+        dev_ba = balanced_accuracy(yd, np.asarray(classes)[pd_.argmax(1)], classes)
+    variants.add(f"flat/{loss}/{name}", "flat", s, pred, dev_ba=dev_ba, backbone=loss, head=name,
+                 head_spec=head.spec, backbone_images=backbone_images,
+                 head_images=int(head.info.get("head_images", head_images(head))))
+    log.info("flat %s + head %s: test balanced accuracy %.4f (dev %s)", loss, name, s["balanced_accuracy"], dev_ba)
 
 
 def _jsonable(obj):

@@ -187,6 +187,11 @@ def train_params():
 
 def get_tdc_final_output():
     """What a complete TDC run leaves: every level, the routing, the figures (for rule all and --report)."""
+    if is_shared():
+        return [
+            "results/tdc_shared/heads/heads.json",
+            "results/tdc_shared/routing.json",
+        ]
     return [
         "results/tdc/routing.json",
         *level_outputs("best.pt"),
@@ -196,6 +201,67 @@ def get_tdc_final_output():
         "results/plots/confusion.png",
         "results/plots/routing.png",
     ]
+
+
+# --- HEADS: features of the flat models, flat heads, the shared-backbone TDC -------------
+HEAD_KEYS = ["kind", "loss", "sampler", "resample", "tau_norm", "posthoc_tau", "epochs", "temperature"]
+HEADS = {v["name"]: v for v in config.get("heads", {}).get("variants", [])}
+
+
+def is_shared():
+    """tdc.backbone: shared (every level a head on the features of one flat model)."""
+    return config["tdc"]["backbone"] == "shared"
+
+
+def head_spec(options):
+    """The cbedtdc.heads options of a heads.variants entry or tdc.head, as JSON (a rule param, quoted :q)."""
+    import json
+
+    return json.dumps({k: options[k] for k in HEAD_KEYS if k in options}, sort_keys=True)
+
+
+def head_file(name):
+    """results/heads/flat/NAME/head.{pt|json} of one heads.variants entry."""
+    ext = "json" if HEADS[name].get("kind", "linear") == "xgboost" else "pt"
+    return f"results/heads/flat/{name}/head.{ext}"
+
+
+def head_backbone(name):
+    return HEADS[name].get("backbone", "ce")
+
+
+def get_head_features(wildcards):
+    """Train and dev features of the flat model a head re-trains on."""
+    loss = head_backbone(wildcards.head)
+    return {s: f"results/features/flat/{loss}/{s}.h5" for s in ("train", "dev")}
+
+
+def get_eval_heads(wildcards=None):
+    """Every flat head file and the test features it is scored on (rule evaluate)."""
+    out = [head_file(n) for n in HEADS]
+    losses = {head_backbone(n) for n in HEADS}
+    if is_shared():
+        losses.add(config["tdc"]["shared_loss"])
+    return out + [f"results/features/flat/{loss}/{s}.h5" for loss in sorted(losses) for s in ("dev", "test")]
+
+
+def get_eval_tdc(wildcards=None):
+    """The cascade rule evaluate scores: the level ResNets and routing.json, or the shared TDC's heads."""
+    if is_shared():
+        return ["results/tdc_shared/heads/heads.json", "results/tdc_shared/routing.json"]
+    return ["results/tdc/routing.json", *level_outputs("best.pt")]
+
+
+def eval_head_args():
+    """--head NAME=LOSS=FILE per flat head and the shared TDC's flags (each value shell-quoted)."""
+    import shlex
+
+    args = [shlex.quote(f"{n}={head_backbone(n)}={head_file(n)}") for n in HEADS]
+    out = ("--head " + " ".join(args)) if args else ""
+    if is_shared():
+        out += " --shared-loss " + shlex.quote(config["tdc"]["shared_loss"])
+        out += " --shared-heads results/tdc_shared/heads --shared-routing results/tdc_shared/routing.json"
+    return out + " --features-root results/features"
 
 
 def tdc_variant():
@@ -237,6 +303,27 @@ def xgb_flags():
 def check_tdc_config():
     """Fail at parse time, in one line, on level sizes that cannot cover the run's classes."""
     tdc = config["tdc"]
+    if tdc["levels"] == "ratio" and tdc["backbone"] != "shared":
+        raise SystemExit(
+            "Error: config error at tdc.levels: ratio plans the number of levels from the data, which the "
+            "own-backbone DAG needs at parse time; set tdc.backbone: shared, or tdc.levels: explicit or auto"
+        )
+    if tdc["backbone"] == "shared" and tdc["shared_loss"] not in config["flat"]["losses"]:
+        raise SystemExit(
+            f"Error: config error at tdc.shared_loss: {tdc['shared_loss']} is not among flat.losses "
+            f"{config['flat']['losses']}; add it there or pick one of them"
+        )
+    if tdc["backbone"] == "shared" and is_activated("xgboost"):
+        raise SystemExit(
+            "Error: config error at xgboost.activate: its heads sit on the own-backbone level ResNets; with "
+            "tdc.backbone: shared set tdc.head.kind: xgboost (or add an xgboost entry to heads.variants) instead"
+        )
+    for name, v in HEADS.items():
+        if v.get("backbone", "ce") not in config["flat"]["losses"]:
+            raise SystemExit(
+                f"Error: config error at heads.variants: head {name} uses backbone {v.get('backbone', 'ce')}, "
+                f"not among flat.losses {config['flat']['losses']}; add it there or change the head's backbone"
+            )
     if tdc["levels"] == "explicit":
         sizes = tdc["level_sizes"]
         if sum(sizes) != len(CLASSES):

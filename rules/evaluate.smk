@@ -5,8 +5,8 @@ rule evaluate:
     input:
         flat=expand("results/flat/{loss}/best.pt", loss=config["flat"]["losses"]),
         levels="results/tdc/levels.json",
-        routing="results/tdc/routing.json",
-        models=level_outputs("best.pt"),
+        tdc=get_eval_tdc,  # level ResNets + routing.json, or the shared TDC's heads + routing.json
+        head_files=get_eval_heads,  # flat heads and the features they are scored on
         train="results/shards/train.csv",
         dev="results/shards/dev.csv",
         test="results/shards/test.csv",
@@ -51,12 +51,13 @@ rule evaluate:
         data=data_kind(),
         xgb="--xgb-dir results/xgboost" if is_activated("xgboost") else "",  # fixed literal flag
         batch=config["train"]["eval_batch_size"],
+        head_args=eval_head_args(),  # every value already shell-quoted
     shell:
         "{PYTHON} workflow_scripts/evaluate.py --shards {params.shards:q} --flat {params.flat:q}"
         " --tdc {params.tdc:q} --summary {output.summary:q} --copy {output.by_mode:q}"
         " --bootstrap {params.bootstrap:q}"
         " --seed {params.seed:q} --friedel-groups {params.friedel:q} --data {params.data:q}"
-        " --batch-size {params.batch:q} --threads {threads} {params.xgb} 2> {log:q}"
+        " --batch-size {params.batch:q} --threads {threads} {params.xgb} {params.head_args} 2> {log:q}"
 
 
 rule plots:

@@ -21,13 +21,15 @@ rule plan_levels:
         how=config["tdc"]["levels"],
         sizes=" ".join(map(str, config["tdc"]["level_sizes"])),
         n_levels=config["tdc"]["n_levels"],
+        max_ratio=config["tdc"]["max_ratio"],
         hard_outputs=config["tdc"]["hard_outputs"],
         epochs=config["train"]["epochs"],  # the flat baseline's epochs fix the shared budget
         budget_split=config["tdc"]["budget_split"],
     shell:
         "{PYTHON} workflow_scripts/plan_levels.py --train {input.train:q} --classes {params.classes:q}"
         " --levels {output.levels:q} --mode {params.mode:q} --how {params.how:q}"
-        " --level-sizes {params.sizes:q} --n-levels {params.n_levels} --hard-outputs {params.hard_outputs:q}"
+        " --level-sizes {params.sizes:q} --n-levels {params.n_levels} --max-ratio {params.max_ratio}"
+        " --hard-outputs {params.hard_outputs:q}"
         " --epochs {params.epochs} --budget-split {params.budget_split:q}"
         " 2> {log:q}"
 

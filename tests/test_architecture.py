@@ -30,7 +30,8 @@ LAYERS = [
      "cbedtdc.train.engine", "cbedtdc.cascade.plan", "cbedtdc.cascade.routing",
      "cbedtdc.routing_posterior"],  # phase 1 of the heads work; moves into cascade.routing
     # jobs over trained models
-    ["cbedtdc.cascade", "cbedtdc.cascade.jobs", "cbedtdc.xgbhead", "cbedtdc.heads", "cbedtdc.features"],
+    ["cbedtdc.cascade", "cbedtdc.cascade.jobs", "cbedtdc.xgbhead", "cbedtdc.heads", "cbedtdc.features",
+     "cbedtdc.headjobs"],
     # a whole run
     ["cbedtdc.evaluate", "cbedtdc.classify"],
     # entry points

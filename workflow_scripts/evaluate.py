@@ -30,6 +30,14 @@ def _flat(text: str):
     return loss, path
 
 
+def _head(text: str):
+    name, _, rest = text.partition("=")
+    loss, sep, path = rest.partition("=")
+    if not sep or not name or not loss or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=LOSS=HEAD_FILE, got {text!r}")
+    return name, (loss, path)
+
+
 def get_parser(add_help=True):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], add_help=add_help, parents=[inference_parser()])
     p.add_argument("--shards", required=True, help="shard root with train/dev/test.csv (required)")
@@ -39,6 +47,16 @@ def get_parser(add_help=True):
     p.add_argument("--summary", required=True, help="summary.json to write; its folder gets the tables (required)")
     p.add_argument("--xgb-dir", help="folder of the CNN-XGBoost heads (flat/{loss}/head.json, level_{k}/head.json); "
                    "adds their scores (default: none)")
+    p.add_argument("--head", nargs="*", type=_head, default=[], metavar="NAME=LOSS=HEAD_FILE",
+                   help="flat heads on the features of flat model LOSS (default: none)")
+    p.add_argument("--features-root", default=None,
+                   help="folder of the features files, flat/{loss}/{split}.h5 (default: none; needed with "
+                   "--head or --shared-loss)")
+    p.add_argument("--shared-loss", default=None, help="shared-backbone TDC: the flat model whose features the "
+                   "level heads use; it is then the headline TDC (default: none, own-backbone levels)")
+    p.add_argument("--shared-heads", default=None, help="folder of the shared TDC's level heads with heads.json "
+                   "(default: none)")
+    p.add_argument("--shared-routing", default=None, help="routing.json of the shared TDC (default: none)")
     p.add_argument("--copy", help="also write the summary here, e.g. summary_rest.json (default: none)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples over materials (default: 1000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
@@ -60,11 +78,22 @@ def run(args):
     set_torch_threads(args.threads)
     evaluate_run(args.shards, dict(args.flat), args.tdc, summary.parent, n_boot=args.bootstrap, seed=args.seed,
                  friedel_groups=groups or None, batch_size=args.batch_size, data_kind=args.data,
-                 device=args.device, xgb_dir=args.xgb_dir)
+                 device=args.device, xgb_dir=args.xgb_dir, heads=dict(args.head),
+                 features_root=args.features_root, shared=_shared(args))
     if args.copy:
         with atomic_path(args.copy) as tmp:
             shutil.copyfile(summary, tmp)
     log.info("wrote %s", summary)
+
+
+def _shared(args):
+    given = [args.shared_loss, args.shared_heads, args.shared_routing]
+    if not any(given):
+        return None
+    if not all(given) or not args.features_root:
+        raise ValueError("a shared-backbone TDC needs --shared-loss, --shared-heads, --shared-routing and "
+                         "--features-root")
+    return {"loss": args.shared_loss, "heads": args.shared_heads, "routing": args.shared_routing}
 
 
 def main(argv=None) -> int:

@@ -1,0 +1,194 @@
+"""The heads' jobs on files: flat heads on a backbone's features, and the shared-backbone cascade.
+
+Each function reads features files written by :func:`cbedtdc.features.extract_to_file` (``train.h5``,
+``dev.h5``, ``test.h5`` of one backbone) and writes the files of one rule.
+
+Flat head (rule ``head``)
+    One :class:`cbedtdc.heads.Head` over the run's classes, trained on the train features, its
+    temperature fitted on dev (Kang et al., "Decoupling representation and classifier", ICLR 2020).
+Shared-backbone TDC (``tdc.backbone: shared``, rules ``tdc_heads`` and ``tune_routing_shared``)
+    Every level of ``levels.json`` is a head on the features of one flat backbone: no level ResNet
+    is trained, so the cascade costs the flat budget plus head training and compares at exactly
+    equal backbone compute. Rest reading: level ``k`` trains on the samples of levels ``k..K``, the
+    later ones labelled "rest". Hard reading: level ``k`` trains on the samples that reached it, and
+    its wrong or foreign training samples reach level ``k + 1`` (the same trickle as the ResNet
+    cascade, :func:`cbedtdc.cascade.plan.trickle`). The routing is tuned on dev as for the own
+    backbone (:func:`cbedtdc.cascade.jobs.tune_routing_on`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from cbedtdc.cascade.jobs import tune_routing_on
+from cbedtdc.cascade.plan import LevelPlan, level_training_mask, trickle
+from cbedtdc.cascade.routing import level_targets
+from cbedtdc.features import read_features
+from cbedtdc.heads import fit_head, load_head, resolve_spec
+from cbedtdc.io import atomic_write_text
+
+__all__ = ["head_suffix", "run_features", "head_images", "train_flat_head", "flat_head_probs", "fit_level_heads",
+           "train_tdc_heads", "load_tdc_heads", "tdc_head_probs", "tune_shared_routing"]
+
+log = logging.getLogger(__name__)
+
+
+def head_suffix(kind: str) -> str:
+    """File suffix of a head: ``.json`` (XGBoost's own format) or ``.pt`` (a linear head).
+
+    >>> head_suffix("xgboost"), head_suffix("linear")
+    ('.json', '.pt')
+    """
+    return ".json" if kind == "xgboost" else ".pt"
+
+
+def run_features(features_dir, split: str, classes):
+    """``(keys, X, y)`` of the run's ``classes`` in ``features_dir/{split}.h5``, in the split's order."""
+    fs = read_features(Path(features_dir) / f"{split}.h5", split=split)
+    keep = np.isin(fs.labels, np.asarray(list(classes), dtype=np.int64))
+    keys = [k for k, m in zip(fs.keys, keep) if m]
+    return keys, fs.features[keep], fs.labels[keep]
+
+
+def head_images(head) -> int:
+    """Feature vectors a head processed while fitting: epochs x fitted samples (linear) or rounds x
+    fitted samples (XGBoost); the head's share of the compute budget, beside the backbone's images."""
+    n = int(head.info.get("n_fit", 0))
+    if head.kind == "linear":
+        return n * int(head.spec["epochs"])
+    rounds = head.info.get("best_iteration")
+    rounds = int(head.spec["xgboost"]["n_estimators"]) if rounds is None else int(rounds) + 1
+    return n * rounds
+
+
+def _index(labels, classes) -> np.ndarray:
+    pos = {int(c): i for i, c in enumerate(classes)}
+    return np.array([pos[int(v)] for v in labels], dtype=np.int64)
+
+
+def train_flat_head(features_dir, out_path, classes, *, spec=None, seed: int = 0) -> dict:
+    """Fit one flat head on ``features_dir/train.h5`` (temperature on ``dev.h5``), save it to ``out_path``.
+
+    Returns the head's metadata (also written beside it as ``<out>.meta.json``).
+    """
+    spec = resolve_spec(spec)
+    classes = [int(c) for c in classes]
+    src = Path(features_dir) / "train.h5"
+    _, X, y = run_features(features_dir, "train", classes)
+    _, Xd, yd = run_features(features_dir, "dev", classes)
+    fs_meta = read_features(src, split="train")
+    head = fit_head(X, _index(y, classes), len(classes), spec=spec,
+                    dev=(Xd, _index(yd, classes)) if len(yd) else None, seed=seed, source=str(src),
+                    info={"classes": classes, "backbone": fs_meta.model, "backbone_sha256": fs_meta.model_sha256})
+    head.info["head_images"] = head_images(head)
+    head.save(out_path)
+    meta = head.metadata()
+    atomic_write_text(str(out_path) + ".meta.json", json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+def flat_head_probs(head_path, features_dir, split: str, classes):
+    """``(keys, probs over classes, head)`` of a flat head on one split."""
+    head = load_head(head_path)
+    if [int(c) for c in head.info.get("classes", [])] != [int(c) for c in classes]:
+        raise ValueError(f"{head_path}: fitted on classes {head.info.get('classes')}, the run has {list(classes)}; "
+                         "rerun its head rule")
+    keys, X, _ = run_features(features_dir, split, classes)
+    return keys, head.predict_proba(X), head
+
+
+def fit_level_heads(plan: LevelPlan, train, dev=None, *, spec=None, seed: int = 0, source: str = "features"):
+    """One head per level of ``plan`` on shared features; ``train`` and ``dev`` are ``(X, labels)``.
+
+    Returns the list of fitted heads (level order). Level ``k``'s outputs are ``plan.outputs(k)``
+    followed by "rest" when ``plan.has_rest(k)``, the column order of the cascade's routing.
+    """
+    spec = resolve_spec(spec)
+    X, y = np.asarray(train[0]), np.asarray(train[1])
+    Xd, yd = (None, None) if dev is None else (np.asarray(dev[0]), np.asarray(dev[1]))
+    reached = np.ones(len(y), dtype=bool)
+    reached_dev = None if yd is None else np.ones(len(yd), dtype=bool)
+    heads = []
+    for k in range(plan.n_levels):
+        hard_later = plan.mode == "hard" and k > 0
+        m = level_training_mask(plan, k, y, reached if hard_later else None)
+        t = level_targets(plan, k, y[m])
+        n_out = len(plan.outputs(k)) + plan.has_rest(k)
+        dev_k = None
+        if yd is not None:
+            md = level_training_mask(plan, k, yd, reached_dev if hard_later else None)
+            if md.any():
+                dev_k = (Xd[md], level_targets(plan, k, yd[md]))
+        if not m.any():
+            raise ValueError(f"{source}: level {k + 1} has no training sample (classes {plan.outputs(k)}); "
+                             "change tdc.level_sizes or tdc.levels")
+        head = fit_head(X[m], t, n_out, spec=spec, dev=dev_k, seed=seed + k, source=f"{source} (level {k + 1})",
+                        info={"level": k + 1, "outputs": plan.outputs(k), "rest": plan.has_rest(k)})
+        head.info["head_images"] = head_images(head)
+        heads.append(head)
+        if plan.mode == "hard" and k < plan.n_levels - 1:
+            reached, _ = trickle(plan, k, y, head.predict_proba(X), reached)
+            if reached_dev is not None:
+                reached_dev, _ = trickle(plan, k, yd, head.predict_proba(Xd), reached_dev)
+            log.info("hard reading: %d training samples reach level %d", int(reached.sum()), k + 2)
+    return heads
+
+
+def train_tdc_heads(levels_path, features_dir, out_dir, *, spec=None, seed: int = 0) -> dict:
+    """Fit the shared-backbone cascade (rule ``tdc_heads``): ``out_dir/level_{k}{.pt|.json}`` and ``heads.json``."""
+    plan = LevelPlan.load(levels_path)
+    spec = resolve_spec(spec)
+    _, X, y = run_features(features_dir, "train", plan.classes)
+    _, Xd, yd = run_features(features_dir, "dev", plan.classes)
+    src = Path(features_dir) / "train.h5"
+    heads = fit_level_heads(plan, (X, y), (Xd, yd) if len(yd) else None, spec=spec, seed=seed, source=str(src))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = []
+    for k, head in enumerate(heads):
+        path = out_dir / f"level_{k + 1}{head_suffix(head.kind)}"
+        head.save(path)
+        files.append(path.name)
+    fs = read_features(src, split="train")
+    manifest = {"mode": plan.mode, "levels": plan.levels, "spec": spec, "files": files,
+                "backbone": fs.model, "backbone_sha256": fs.model_sha256,
+                "head_images": [h.info["head_images"] for h in heads],
+                "n_train": [h.info["n_train"] for h in heads]}
+    atomic_write_text(out_dir / "heads.json", json.dumps(manifest, indent=2) + "\n")
+    log.info("shared-backbone TDC: %d level heads on %s (%s), %d head images", len(heads), fs.model, spec["kind"],
+             sum(manifest["head_images"]))
+    return manifest
+
+
+def load_tdc_heads(heads_dir, plan: LevelPlan):
+    """The level heads of ``heads_dir/heads.json``, checked against the plan."""
+    heads_dir = Path(heads_dir)
+    try:
+        manifest = json.loads((heads_dir / "heads.json").read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{heads_dir}/heads.json: not readable ({err}); rerun rule tdc_heads") from err
+    if manifest.get("levels") != plan.levels or manifest.get("mode") != plan.mode:
+        raise ValueError(f"{heads_dir}/heads.json was fitted for {manifest.get('mode')} {manifest.get('levels')}, "
+                         f"levels.json has {plan.mode} {plan.levels}; rerun rule tdc_heads")
+    return manifest, [load_head(heads_dir / f) for f in manifest["files"]]
+
+
+def tdc_head_probs(heads, X) -> list[np.ndarray]:
+    """Probabilities of every level head on features ``X``."""
+    return [h.predict_proba(X) for h in heads]
+
+
+def tune_shared_routing(levels_path, heads_dir, features_dir, out_path, *, routing: str = "argmax") -> dict:
+    """``routing.json`` of the shared-backbone cascade, tuned on the dev features (rule ``tune_routing_shared``)."""
+    plan = LevelPlan.load(levels_path)
+    _, heads = load_tdc_heads(heads_dir, plan)
+    _, Xd, yd = run_features(features_dir, "dev", plan.classes)
+    if not len(yd):
+        raise ValueError(f"{features_dir}/dev.h5 has no sample of the run's classes: cannot tune the routing")
+    out = tune_routing_on(plan, tdc_head_probs(heads, Xd), yd, routing)
+    atomic_write_text(out_path, json.dumps(out, indent=2) + "\n")
+    return out

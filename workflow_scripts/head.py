@@ -1,0 +1,53 @@
+"""head: one classifier head on a backbone's features (a flat head, or every level of the shared-backbone TDC).
+
+Flat (default): fits one head over the run's classes on FEATURES/train.h5, its temperature on
+FEATURES/dev.h5, and writes --out (``.pt`` linear, ``.json`` XGBoost) and ``<out>.meta.json``.
+With --levels: fits one head per TDC level (rule tdc_heads) into the folder --out, with heads.json.
+The head options come as one JSON object (--spec), the keys of cbedtdc.heads.DEFAULTS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cbedtdc.cliutil import classes_arg, run_cli  # noqa: E402
+
+
+def get_parser(add_help=True):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], add_help=add_help)
+    p.add_argument("--features", required=True, help="folder with train.h5 and dev.h5 of one backbone (required)")
+    p.add_argument("--out", required=True, help="head file (flat) or folder of level heads (--levels) (required)")
+    p.add_argument("--classes", type=classes_arg, default=None, help="space groups of the run (flat heads; required "
+                   "without --levels)")
+    p.add_argument("--levels", default=None, help="levels.json: fit the shared-backbone TDC (default: a flat head)")
+    p.add_argument("--spec", default="{}", help="head options as a JSON object (default: {}, cbedtdc.heads.DEFAULTS)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the head's initialisation and sampling (default: 0)")
+    return p
+
+
+def run(args):
+    from cbedtdc.headjobs import train_flat_head, train_tdc_heads
+
+    try:
+        spec = json.loads(args.spec)
+    except ValueError as err:
+        raise ValueError(f"--spec {args.spec!r}: not a JSON object ({err})") from err
+    if args.levels:
+        train_tdc_heads(args.levels, args.features, args.out, spec=spec, seed=args.seed)
+    else:
+        if not args.classes:
+            raise ValueError("a flat head needs --classes (the run's space groups)")
+        train_flat_head(args.features, args.out, args.classes, spec=spec, seed=args.seed)
+
+
+def main(argv=None) -> int:
+    return run_cli(get_parser, run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
