@@ -44,3 +44,19 @@ def test_impossible_levels_fail_at_parse_time_in_one_line(workdir, override, mes
     assert res.returncode != 0
     lines = [ln for ln in (res.stdout + res.stderr).splitlines() if "config error" in ln]
     assert len(lines) == 1 and message in lines[0], res.stdout + res.stderr
+
+
+def test_shared_backbone_trains_no_level_resnet(workdir):
+    res = dry_run(workdir, "--config", "tdc={backbone: shared, routing: posterior}")
+    stats = job_stats(res.stdout)
+    assert stats["tdc_heads"] == 1 and stats["tune_routing_shared"] == 1, stats
+    assert not {"train_level", "level_job", "collect_missed", "tune_routing"} & set(stats), stats
+    assert stats["features"] == 3  # train, dev, test of the flat ce model
+
+
+def test_ratio_levels_need_the_shared_backbone(workdir):
+    res = dry_run(workdir, "--config", "tdc={levels: ratio}")
+    assert res.returncode != 0
+    assert "config error at tdc.levels: ratio plans the number of levels" in res.stdout + res.stderr
+    res = dry_run(workdir, "--config", "tdc={levels: ratio, backbone: shared}")
+    assert res.returncode == 0 and job_stats(res.stdout)["tdc_heads"] == 1, res.stdout + res.stderr

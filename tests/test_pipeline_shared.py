@@ -1,0 +1,68 @@
+"""The tiny DAG with the shared-backbone TDC: XGBoost level heads on SMOTE-resampled flat features, posterior
+routing, flat heads beside the flat CNN; then changing a head or the routing reruns no backbone."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+from conftest import BIN, REPO, SNAKEFILE, job_stats, link_workdir, snakemake
+
+pytestmark = pytest.mark.slow
+
+BACKBONE_RULES = {"synthesize", "shard", "manifest", "train_flat", "train_level", "features", "features_level"}
+
+
+def run_dag(workdir, *args, timeout=900):
+    return snakemake("-s", SNAKEFILE, "--cores", "2", *args, "--configfile", "config/config.yaml",
+                     REPO / "tests" / "pipeline_config.yaml", REPO / "tests" / "pipeline_shared.yaml", cwd=workdir,
+                     timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    workdir = link_workdir(tmp_path_factory.mktemp("pipeline_shared"))
+    res = run_dag(workdir, "all")
+    assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-5000:]
+    return workdir
+
+
+def test_shared_backbone_run_writes_a_valid_summary(run):
+    s = json.loads((run / "results" / "metrics" / "summary.json").read_text())
+    t = s["tdc"]
+    assert t["backbone"] == "shared" and t["routing"] == "posterior" and t["shared_loss"] == "ce"
+    assert t["head"]["kind"] == "xgboost" and t["head"]["resample"] == "smote"
+    assert sum(lv["kept"] for lv in t["per_level"]) == s["n_test"]
+    for key in ("top1", "balanced_accuracy", "macro_f1", "estimated_top1"):
+        assert 0.0 <= t[key] <= 1.0
+    assert not (run / "results" / "tdc" / "level_1").exists(), "a shared-backbone run trains no level ResNet"
+    # equal backbone compute: the cascade's backbone is the flat model
+    assert s["budget"]["tdc_images_seen"] == s["budget"]["flat_images_seen"] > 0
+    assert s["budget"]["tdc_head_images"] > 0
+    names = {v["name"] for v in s["variants"]}
+    assert names == {"flat/ce/cnn", "flat/ce/crt", "flat/ce/smote_la", "tdc/shared-ce/rest/posterior/xgboost"}
+    for v in s["variants"]:
+        assert 0.0 <= v["balanced_accuracy"] <= 1.0 and v["dev_balanced_accuracy"] is not None
+        assert set(v["shots"]) == {"many", "medium", "few"}
+    best = s["best"]
+    assert best["flat"] in names and best["tdc"].startswith("tdc/")
+    lo, hi = best["difference_ci95"]
+    assert lo <= best["balanced_accuracy_difference"] <= hi
+    table = subprocess.run([str(BIN / "cbedtdc"), "table", str(run / "results" / "metrics" / "summary.json")],
+                           capture_output=True, text=True, timeout=60)
+    assert table.returncode == 0, table.stderr
+    assert "tdc/shared-ce/rest/posterior/xgboost" in table.stdout and "paired 95 % interval" in table.stdout
+
+
+@pytest.mark.parametrize("override, reruns", [
+    ("tdc={routing: threshold}", "tune_routing_shared"),
+    ("tdc={head: {kind: linear, loss: logit_adjusted}}", "tdc_heads"),
+    ("heads={variants: [{name: crt, backbone: ce, sampler: class_balanced, epochs: 5}]}", "head"),
+])
+def test_changing_a_head_or_the_routing_retrains_no_backbone(run, override, reruns):
+    dry = run_dag(run, "all", "-n", "--config", override)
+    assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
+    stats = job_stats(dry.stdout + dry.stderr)
+    assert stats.get(reruns) and stats.get("evaluate") == 1, stats
+    assert not BACKBONE_RULES & set(stats), stats
