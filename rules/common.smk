@@ -204,7 +204,16 @@ def get_tdc_final_output():
 
 
 # --- HEADS: features of the flat models, flat heads, the shared-backbone TDC -------------
-HEAD_KEYS = ["kind", "loss", "sampler", "resample", "tau_norm", "posthoc_tau", "epochs", "temperature"]
+HEAD_KEYS = [
+    "kind",
+    "loss",
+    "sampler",
+    "resample",
+    "tau_norm",
+    "posthoc_tau",
+    "epochs",
+    "temperature",
+]
 HEADS = {v["name"]: v for v in config.get("heads", {}).get("variants", [])}
 
 
@@ -217,7 +226,18 @@ def head_spec(options):
     """The cbedtdc.heads options of a heads.variants entry or tdc.head, as JSON (a rule param, quoted :q)."""
     import json
 
-    return json.dumps({k: options[k] for k in HEAD_KEYS if k in options}, sort_keys=True)
+    spec = {k: options[k] for k in HEAD_KEYS if k in options}
+    if spec.get("kind") == "xgboost":  # the booster settings of the xgboost: section
+        keys = [
+            "n_estimators",
+            "max_depth",
+            "learning_rate",
+            "subsample",
+            "colsample_bytree",
+            "early_stopping",
+        ]
+        spec["xgboost"] = {k: config["xgboost"][k] for k in keys}
+    return json.dumps(spec, sort_keys=True)
 
 
 def head_file(name):
@@ -242,13 +262,20 @@ def get_eval_heads(wildcards=None):
     losses = {head_backbone(n) for n in HEADS}
     if is_shared():
         losses.add(config["tdc"]["shared_loss"])
-    return out + [f"results/features/flat/{loss}/{s}.h5" for loss in sorted(losses) for s in ("dev", "test")]
+    return out + [
+        f"results/features/flat/{loss}/{s}.h5"
+        for loss in sorted(losses)
+        for s in ("dev", "test")
+    ]
 
 
 def get_eval_tdc(wildcards=None):
     """The cascade rule evaluate scores: the level ResNets and routing.json, or the shared TDC's heads."""
     if is_shared():
-        return ["results/tdc_shared/heads/heads.json", "results/tdc_shared/routing.json"]
+        return [
+            "results/tdc_shared/heads/heads.json",
+            "results/tdc_shared/routing.json",
+        ]
     return ["results/tdc/routing.json", *level_outputs("best.pt")]
 
 
@@ -308,7 +335,10 @@ def check_tdc_config():
             "Error: config error at tdc.levels: ratio plans the number of levels from the data, which the "
             "own-backbone DAG needs at parse time; set tdc.backbone: shared, or tdc.levels: explicit or auto"
         )
-    if tdc["backbone"] == "shared" and tdc["shared_loss"] not in config["flat"]["losses"]:
+    if (
+        tdc["backbone"] == "shared"
+        and tdc["shared_loss"] not in config["flat"]["losses"]
+    ):
         raise SystemExit(
             f"Error: config error at tdc.shared_loss: {tdc['shared_loss']} is not among flat.losses "
             f"{config['flat']['losses']}; add it there or pick one of them"

@@ -57,10 +57,10 @@ rule head:
         "logs/head/{head}.{ext}.log",
     benchmark:
         "benchmarks/head/{head}.{ext}.tsv"
-    conda:
-        "../envs/cbedtdc.yaml"
     wildcard_constraints:
         ext="pt|json",
+    conda:
+        "../envs/cbedtdc.yaml"
     params:
         features=lambda wc, input: Path(input.train).parent,
         classes=" ".join(map(str, CLASSES)),
