@@ -114,3 +114,19 @@ rule tune_routing_shared:
     shell:
         "{PYTHON} workflow_scripts/tune_routing_shared.py --levels {input.levels:q} --heads {params.heads:q}"
         " --features {params.features:q} --out {output.routing:q} --routing {params.routing:q} 2> {log:q}"
+
+
+# Named partial target: the features of every trained backbone the config uses (each flat loss and, with
+# tdc.backbone: own, each level), for heads fitted by hand. rule all extracts only those the heads need.
+rule features_all:
+    input:
+        expand(
+            "results/features/flat/{loss}/{split}.h5",
+            loss=config["flat"]["losses"],
+            split=SPLITS,
+        ),
+        []
+        if is_shared()
+        else expand(
+            "results/features/level_{level}/{split}.h5", level=LEVELS, split=SPLITS
+        ),
