@@ -62,11 +62,12 @@ def find_inputs(inputs) -> tuple[list[tuple[Path, str]], list[dict]]:
             continue
         for path, key in named:
             real = path.resolve()
+            if real in seen.values():
+                continue  # the same file named twice (a folder and a file in it): classified once, first key
             if key in seen:
-                if seen[key] != real:
-                    reject(key, f"{path} gives the same key as {seen[key]}: classify them in separate runs "
-                           "or give their common parent folder")
-                continue  # the same file named twice (a folder and a file in it): classified once
+                reject(key, f"{path} gives the same key as {seen[key]}: classify them in separate runs "
+                       "or give their common parent folder")
+                continue
             seen[key] = real
             files.append((path, key))
     return files, rejected

@@ -74,6 +74,8 @@ def classify(args) -> int:
         if rej.absolute() == out.absolute():
             raise ValueError(f"--rejected {rej} is the --out file: give another name")
         device = check_device(args.device)
+        if args.batch_size < 1:
+            raise ValueError(f"--batch-size {args.batch_size}: give a positive number of samples (default: 64)")
     except ValueError as err:
         log.error("%s", err)
         return 2

@@ -59,7 +59,7 @@ def _good_file(path, n=2, seed=0):
     return write_challenge_file(path, [make_sample(f"sample_{i}_0", 14, f"mp-{i}", side=32, rng=rng) for i in range(n)])
 
 
-def test_classify_keeps_going_past_a_missing_path_and_an_empty_folder(flat_run, tmp_path, caplog):
+def test_classify_keeps_going_past_a_missing_path_and_an_empty_folder(flat_run, tmp_path):
     a = tmp_path / "a"
     _good_file(a / "good.h5")
     _good_file(a / "sub" / "good.h5", seed=1)  # same base name one folder down: a different key
@@ -96,8 +96,11 @@ def test_classify_exits_2_only_when_nothing_was_classified(flat_run, tmp_path):
 def test_find_inputs_keys_are_relative_to_the_input_and_clashes_are_rejected(tmp_path):
     _good_file(tmp_path / "a" / "x.h5", n=1)
     _good_file(tmp_path / "b" / "x.h5", n=1)
+    files, rejected = find_inputs([tmp_path, tmp_path / "a", tmp_path / "a" / "x.h5", tmp_path / "b"])
+    # the same file named twice is classified once, under the key of its first naming
+    assert files == [(tmp_path / "a" / "x.h5", "a/x.h5"), (tmp_path / "b" / "x.h5", "b/x.h5")] and rejected == []
     files, rejected = find_inputs([tmp_path / "a", tmp_path / "a" / "x.h5", tmp_path / "b"])
-    assert files == [(tmp_path / "a" / "x.h5", "x.h5")]  # the same file named twice is classified once
+    assert files == [(tmp_path / "a" / "x.h5", "x.h5")]
     [clash] = rejected
     assert clash["key"] == "x.h5" and "gives the same key as" in clash["reason"] and str(tmp_path / "b") in clash["reason"]
 
@@ -107,6 +110,7 @@ def test_find_inputs_keys_are_relative_to_the_input_and_clashes_are_rejected(tmp
     (["--out", "{tmp}/p.csv", "--rejected", "{tmp}"], "--rejected {tmp} is a directory"),
     (["--out", "{tmp}/file.txt/p.csv"], "file.txt is a file, not a folder"),
     (["--out", "{tmp}/p.csv", "--device", "gpu"], "--device 'gpu' is not a device: allowed are cpu, cuda, auto"),
+    (["--out", "{tmp}/p.csv", "--batch-size", "0"], "--batch-size 0: give a positive number"),
 ])
 def test_classify_rejects_bad_arguments_before_any_work(tmp_path, caplog, monkeypatch, extra, message):
     import cbedtdc.classify as C
