@@ -3,7 +3,8 @@
 The samples are read with the data stage's walk and checks (:func:`cbedtdc.io.walk_samples`,
 :func:`cbedtdc.io.check_stack`) and preprocessing (:func:`cbedtdc.preprocess.preprocess_stack`),
 then routed down the levels exactly as in the evaluation (:func:`cbedtdc.cascade.route`). Bad
-files and samples are returned as rejected rows (file, group, reason), never crashed on.
+inputs, files and samples are returned as rejected rows (key, file, group, reason), never crashed
+on; keys are paths relative to the input that named the file, in predictions and rejected rows alike.
 """
 
 from __future__ import annotations
@@ -15,30 +16,102 @@ import numpy as np
 
 from cbedtdc.cascade import LevelPlan, load_levels, load_routing, route, softmax
 
-__all__ = ["find_inputs", "read_samples", "load_run", "classify_files", "prediction_fields"]
+__all__ = ["find_inputs", "check_device", "check_output", "read_samples", "load_run", "classify_files",
+           "prediction_fields", "REJECTED_FIELDS"]
 
 log = logging.getLogger(__name__)
 
 
-def find_inputs(inputs) -> list[Path]:
-    """HDF5 files named in ``inputs``; folders are searched recursively for ``*.h5``.
+DEVICES = ("cpu", "cuda", "auto")
+REJECTED_FIELDS = ["key", "file", "group", "reason"]
 
-    A path that does not exist raises ``FileNotFoundError`` naming it; a folder without any
-    ``.h5`` file raises too (nothing to classify is a user error, not an empty result).
+
+def find_inputs(inputs) -> tuple[list[tuple[Path, str]], list[dict]]:
+    """``(files, rejected)``: the HDF5 files named in ``inputs`` with their keys, and the bad inputs.
+
+    Folders are searched recursively for ``*.h5``. A file's key is its path relative to the input
+    that named it: its name for a file given directly, the path inside the folder for a folder
+    (``a/good.h5`` and ``a/sub/good.h5`` give ``good.h5`` and ``sub/good.h5``). The same key is
+    the prefix of the sample keys and the ``key``/``file`` of the rejected rows. A path that does
+    not exist, a folder without any ``.h5`` file and a file whose key another input already gave
+    are rejected rows (``key``, ``file``, ``group`` "", ``reason``), so the other inputs still run.
+
+    >>> find_inputs(["no/such.h5"])[1][0]["reason"]
+    'no such file or folder'
     """
-    files = []
+    files, rejected, seen = [], [], {}
+
+    def reject(key, reason):
+        log.warning("rejected %s: %s", key, reason)
+        rejected.append({"key": key, "file": key, "group": "", "reason": reason})
+
     for item in inputs:
         p = Path(item)
         if p.is_dir():
             found = sorted(q for q in p.rglob("*.h5") if q.is_file())
             if not found:
-                raise FileNotFoundError(f"{p}: folder holds no .h5 file")
-            files.extend(found)
+                other = sorted(q.relative_to(p).as_posix() for q in p.rglob("*") if q.is_file())
+                seen_text = f"; saw {len(other)} other file(s), e.g. {', '.join(other[:3])}" if other else ""
+                reject(str(item), f"folder holds no .h5 file{seen_text}: give .h5 files or a folder of them")
+                continue
+            named = [(q, q.relative_to(p).as_posix()) for q in found]
         elif p.exists():
-            files.append(p)
+            named = [(p, p.name)]
         else:
-            raise FileNotFoundError(f"{p}: no such file or folder")
-    return list(dict.fromkeys(files))
+            reject(str(item), "no such file or folder")
+            continue
+        for path, key in named:
+            real = path.resolve()
+            if real in seen.values():
+                continue  # the same file named twice (a folder and a file in it): classified once, first key
+            if key in seen:
+                reject(key, f"{path} gives the same key as {seen[key]}: classify them in separate runs "
+                       "or give their common parent folder")
+                continue
+            seen[key] = real
+            files.append((path, key))
+    return files, rejected
+
+
+def check_device(name: str) -> str:
+    """The torch device of ``--device name``, checked before any work.
+
+    Allowed: ``cpu``, ``cuda`` (a GPU torch sees) and ``auto`` (a GPU when torch sees one, else
+    the CPU); anything else, or ``cuda`` without a GPU, raises ``ValueError`` with a one-line message.
+
+    >>> check_device("cpu")
+    'cpu'
+    >>> check_device("gpu")
+    Traceback (most recent call last):
+    ...
+    ValueError: --device 'gpu' is not a device: allowed are cpu, cuda, auto (auto = a GPU when torch sees one)
+    """
+    from cbedtdc.train import inference_device
+
+    if name not in DEVICES:
+        raise ValueError(f"--device {name!r} is not a device: allowed are cpu, cuda, auto "
+                         "(auto = a GPU when torch sees one)")
+    if name == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError("--device cuda: torch sees no GPU (torch.cuda.is_available() is False); "
+                             "use --device cpu, or auto to take a GPU when there is one")
+    return inference_device(name)
+
+
+def check_output(path, flag: str = "--out") -> Path:
+    """``path`` as a ``Path`` when a CSV can be written there; ``ValueError`` naming ``flag`` if not.
+
+    Checked before any inference: a path that names a directory, or whose parent is a file.
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"{flag} {p} is a directory: give a CSV file name, e.g. {p / 'predictions.csv'}")
+    parent = next((a for a in p.absolute().parents if a.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise ValueError(f"{flag} {p}: {parent} is a file, not a folder: give a path in a folder")
+    return p
 
 
 def read_samples(path, image_size: int):
@@ -115,18 +188,23 @@ def classify_files(run_dir, inputs, *, batch_size: int = 64, top: int = 5, devic
     Returns ``(predictions, rejected)``: one dict per classified sample (``key``, ``space_group``,
     ``level``, ``prob``, ``top1_space_group``/``top1_prob`` ... ``top5_*`` from the keeping
     level's class outputs, ``true_space_group`` when the file has one) and one dict per bad
-    file or sample (``file``, ``group``, ``reason``), as the data stage reports them.
+    input, file or sample (:data:`REJECTED_FIELDS`: ``key``, ``file``, ``group``, ``reason``).
+    Sample keys are ``<file key>/<group>``, the file key being its path relative to the input
+    that named it (:func:`find_inputs`); a missing path or an empty folder is a rejected row and
+    the other inputs are classified. ``device`` is checked (:func:`check_device`) before the run
+    is loaded.
     """
     import torch
 
-    from cbedtdc.train import forward, inference_device
+    from cbedtdc.train import forward
 
-    device = inference_device(device)
+    device = check_device(device)
     plan, models, thresholds = load_run(run_dir, device)
     size = int(models[0][1]["image_size"])
     if any(int(m["image_size"]) != size for _, m in models):
         raise ValueError(f"{run_dir}: levels trained at different image sizes")
-    predictions, rejected = [], []
+    files, rejected = find_inputs(inputs)
+    predictions = []
 
     def run_batch(batch):
         x = torch.from_numpy(np.stack([b[1] for b in batch])).to(device)
@@ -135,13 +213,14 @@ def classify_files(run_dir, inputs, *, batch_size: int = 64, top: int = 5, devic
         predictions.extend(_prediction_rows(plan, probs, route(plan, probs, thresholds), batch, top))
 
     batch = []
-    for path in find_inputs(inputs):
+    for path, key in files:
         for group, img, truth, reason in read_samples(path, size):
             if reason:
-                log.warning("rejected %s/%s: %s", path.name, group, reason)
-                rejected.append({"file": str(path), "group": group, "reason": reason})
+                log.warning("rejected %s/%s: %s", key, group, reason)
+                rejected.append({"key": f"{key}/{group}" if group else key, "file": key, "group": group,
+                                 "reason": reason})
                 continue
-            batch.append((f"{path.name}/{group}", img, truth))
+            batch.append((f"{key}/{group}", img, truth))
             if len(batch) == batch_size:
                 run_batch(batch)
                 batch = []

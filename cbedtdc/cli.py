@@ -5,8 +5,11 @@ HDF5 files (or folders of them) with a trained run: ``RUN_DIR`` is a TDC folder
 (``results/tdc``: levels.json, routing.json, level_K/best.pt), the results folder that holds
 it, or one flat model folder (``results/flat/ce``). The CSV has one row per sample: key,
 predicted space group, the level that kept it, its probability, the top-5 of that level with
-probabilities, and the true space group when the file holds one. Bad files and samples are
-listed in ``--rejected`` (file, group, reason), as the data stage's quarantine, never crashed on.
+probabilities, and the true space group when the file holds one. Bad inputs, files and samples
+are listed in ``--rejected`` (key, file, group, reason), never crashed on: a missing path or an
+empty folder among good inputs is one rejected row, and the exit code is 2 only when nothing was
+classified. Keys are the file's path relative to the input that named it (its name for a file,
+the path inside a folder), then ``/<group>``.
 
 ``cbedtdc table SUMMARY...`` prints the markdown results table of one or more ``summary.json``
 files (flat baselines, chance rates, the TDC end to end and estimated), as in docs/results.md.
@@ -100,20 +103,28 @@ def table(args) -> int:
 
 
 def classify(args) -> int:
-    from cbedtdc.classify import classify_files, prediction_fields
+    from cbedtdc.classify import REJECTED_FIELDS, check_device, check_output, classify_files, prediction_fields
     from cbedtdc.io import write_csv
 
+    try:  # bad arguments fail here, in one line, before the run is loaded or any sample read
+        out = check_output(args.out, "--out")
+        rej = check_output(args.rejected or out.with_name(out.stem + ".rejected.csv"), "--rejected")
+        if rej.absolute() == out.absolute():
+            raise ValueError(f"--rejected {rej} is the --out file: give another name")
+        device = check_device(args.device)
+        if args.batch_size < 1:
+            raise ValueError(f"--batch-size {args.batch_size}: give a positive number of samples (default: 64)")
+    except ValueError as err:
+        log.error("%s", err)
+        return 2
     set_torch_threads(args.threads)
     try:
-        preds, rejected = classify_files(args.run_dir, args.inputs, batch_size=args.batch_size,
-                                          device=args.device)
+        preds, rejected = classify_files(args.run_dir, args.inputs, batch_size=args.batch_size, device=device)
     except (OSError, ValueError, KeyError) as err:
         log.error("%s", err)
         return 2
-    out = Path(args.out)
-    rej = Path(args.rejected) if args.rejected else out.with_name(out.stem + ".rejected.csv")
     write_csv(out, preds, prediction_fields())
-    write_csv(rej, rejected, ["file", "group", "reason"])
+    write_csv(rej, rejected, REJECTED_FIELDS)
     log.info("%d samples classified -> %s; %d rejected -> %s", len(preds), out, len(rejected), rej)
     if not preds:
         log.error("no sample could be classified (see %s)", rej)

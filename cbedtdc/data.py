@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections import Counter, OrderedDict, defaultdict
 from pathlib import Path
 
@@ -49,6 +50,7 @@ MANIFEST_FIELDS = (
 QUARANTINE_FIELDS = ("file", "group", "reason")
 SPLIT_FIELDS = ("key", "file", "group", "split", "file_split", "space_group", "material", "energy_keV")
 SHARD_INDEX_FIELDS = ("key", "shard", "row", "space_group", "material", "energy_keV")
+QUARANTINE_KEPT = "logs/manifest/quarantine.csv"  # where rule manifest (rules/data.smk) keeps it when the job fails
 
 
 class DataError(RuntimeError):
@@ -128,19 +130,82 @@ def build_manifest(indexes, *, min_side: int = 0) -> tuple[list[dict], list[dict
 
 
 def _reason_kind(reason: str) -> str:
-    """Reason without sample-specific details, for the summary counts."""
+    """Reason without sample-specific details, for the summary counts.
+
+    A shape stays whole (its dimensions are the problem); counts in parentheses and error texts
+    after a colon are cut.
+
+    >>> _reason_kind("shape (3, 128, 128) not (3, 512, 512)"), _reason_kind("non-finite values (1 NaN, 0 inf)")
+    ('shape (3, 128, 128) not (3, 512, 512)', 'non-finite values')
+    >>> _reason_kind("cannot open: truncated file")
+    'cannot open'
+    """
+    if reason.startswith("shape "):
+        return reason
     for cut in (" (", ": "):
         if cut in reason:
             reason = reason.split(cut)[0]
     return reason
 
 
+_SIDE = re.compile(r"side (\d+) smaller than image_size (\d+)")
+_SHAPE = re.compile(r"shape \(3, (\d+), \1\) not \(3, (\d+), \2\)")
+
+
+def _size_advice(quarantine, generated: bool | None) -> str:
+    """What to set when every quarantined sample is only too small for ``image_size`` or not of
+    ``data.expected_side``: a setting, not the files, is wrong; "" otherwise."""
+    sides = [_SIDE.fullmatch(q["reason"]) for q in quarantine]
+    shapes = [_SHAPE.fullmatch(q["reason"]) for q in quarantine]
+    if all(sides):
+        have = max(int(m[1]) for m in sides)
+        want = int(sides[0][2])
+        if generated:
+            return (f"every sample is smaller than image_size {want} (largest side {have}): the generated data "
+                    f"are too small, not bad: set synth.image_size to at least {want} or image_size to at most "
+                    f"{have}")
+        fix = f"set image_size to at most {have}"
+        if generated is None:
+            fix += f", or for generated data (no raw_dir) synth.image_size to at least {want}"
+        return (f"every sample is smaller than image_size {want} (largest side {have}): the files are not "
+                f"bad, the setting is: {fix}")
+    if all(shapes):
+        have = sorted({int(m[1]) for m in shapes})
+        want = int(shapes[0][2])
+        text = (f"every sample has a side other than data.expected_side {want} "
+                f"(found {', '.join(map(str, have))}): set data.expected_side to 0 (any square side)")
+        if generated is not False:
+            text += f" or {'' if generated else 'for generated data '}synth.image_size to {want}"
+        return text
+    return ""
+
+
+def _reason_summary(quarantine, n: int = 3) -> str:
+    """The ``n`` most common quarantine reasons with counts; a reason whose details vary keeps one
+    example in full (``'cannot open': 4, e.g. 'cannot open: truncated file'``)."""
+    by_kind = defaultdict(Counter)
+    for q in quarantine:
+        by_kind[_reason_kind(q["reason"])][q["reason"]] += 1
+    parts = []
+    for kind, full in sorted(by_kind.items(), key=lambda kv: (-kv[1].total(), kv[0]))[:n]:
+        text = f"{kind!r}: {full.total()}"
+        example = full.most_common(1)[0][0]
+        parts.append(text if example == kind else f"{text}, e.g. {example!r}")
+    return "; ".join(parts)
+
+
 def write_manifest(indexes, manifest_path, quarantine_path, report_path, *, max_fraction: float,
-                   min_side: int = 0) -> dict:
+                   min_side: int = 0, generated: bool | None = None) -> dict:
     """Build and write the manifest; raise :class:`DataError` above ``max_fraction`` quarantined.
 
-    On failure nothing is written, the message names the fraction, the threshold and the most
-    common reasons, and every quarantined entry has been logged.
+    ``quarantine_path`` is written first, also when the threshold stops the stage, so the rejected
+    samples can be read (the rule keeps it as ``logs/manifest/quarantine.csv``, since Snakemake
+    deletes a failed job's outputs); the manifest and the report are then not written. The
+    message names the fraction, the threshold and its setting (``data.quarantine_max_fraction``),
+    the most common reasons in full and the quarantine file; when every sample only failed on its
+    side or shape, it names the setting to change instead (``image_size``, ``synth.image_size``
+    when ``generated`` is true or unknown (None), ``data.expected_side``). Every quarantined
+    entry has been logged.
     """
     manifest, quarantine, report = build_manifest(indexes, min_side=min_side)
     for q in quarantine:
@@ -151,14 +216,17 @@ def write_manifest(indexes, manifest_path, quarantine_path, report_path, *, max_
         log.warning("material %s carries several space groups", m)
     if report["seen"] == 0:
         raise DataError("no samples found: every raw file is empty")
+    write_csv(quarantine_path, quarantine, QUARANTINE_FIELDS)
     if report["quarantined_fraction"] > max_fraction:
-        top = ", ".join(f"{k!r}: {v}" for k, v in Counter(report["reasons"]).most_common(3))
+        advice = _size_advice(quarantine, generated) if len(quarantine) == report["seen"] else ""
         raise DataError(
             f"{report['quarantined']} of {report['seen']} samples quarantined "
             f"({report['quarantined_fraction']:.1%} > data.quarantine_max_fraction={max_fraction}); "
-            f"most common reasons: {top}; fix the files or raise the threshold"
+            f"most common reasons: {_reason_summary(quarantine)}; every rejected sample is listed in "
+            f"{quarantine_path} (in a pipeline run: {QUARANTINE_KEPT}, as Snakemake deletes a failed job's "
+            "outputs); "
+            + (advice or "fix or remove those files, or raise data.quarantine_max_fraction")
         )
-    write_csv(quarantine_path, quarantine, QUARANTINE_FIELDS)
     write_json(report_path, report)
     write_csv(manifest_path, manifest, MANIFEST_FIELDS)
     log.info("manifest: %d accepted, %d quarantined of %d seen; %d materials, %d space groups",

@@ -159,6 +159,65 @@ def _fixed_bytes(values) -> np.ndarray:
     return np.array(encoded, dtype=f"S{width}")
 
 
+def _create_datasets(dst, samples, keys, source: str, s: int):
+    """Write a shard's attributes and per-sample datasets (this order keeps the bytes fixed); return
+    the empty ``images`` dataset, one (3, s, s) chunk per sample."""
+    dst.attrs["format_version"] = FORMAT_VERSION
+    dst.attrs["source_file"] = source
+    dst.attrs["image_size"] = s
+    dst.attrs["preprocessing"] = "clip(10*(max(log(I),-17)+17),0,255), area resize, rint, uint8"
+    common = dict(track_times=False)
+    n = len(samples)
+    images = dst.create_dataset(
+        "images", shape=(n, 3, s, s), dtype=np.uint8, chunks=(1, 3, s, s) if n else None, **common
+    )
+    dst.create_dataset("labels", data=np.array([r["space_group"] for r in samples], dtype=np.int16), **common)
+    dst.create_dataset("keys", data=_fixed_bytes(keys), **common)
+    dst.create_dataset("material", data=_fixed_bytes([r["material"] for r in samples]), **common)
+    dst.create_dataset(
+        "energy_keV", data=np.array([r["energy_keV"] for r in samples], dtype=np.float32), **common
+    )
+    return images
+
+
+def _read_stack(src, raw_path: Path, samples, row: int, buf, prefetch) -> np.ndarray:
+    """The raw float32 stack of ``samples[row]`` read into ``buf`` (reused while the side stays the
+    same), with the next sample's stack hinted to ``prefetch``; ``RuntimeError`` when the file no
+    longer holds what the index accepted."""
+    rec = samples[row]
+    if buf is None or buf.shape[-1] != rec["side"]:
+        buf = np.empty((3, rec["side"], rec["side"]), dtype=np.float32)
+    try:
+        if row + 1 < len(samples):
+            prefetch.hint(src[samples[row + 1]["group"]][STACK])
+        dset = src[rec["group"]][STACK]
+        if dset.shape != buf.shape or dset.dtype != np.float32:
+            raise ValueError(f"shape {dset.shape} dtype {dset.dtype}, the index saw side {rec['side']}")
+        dset.read_direct(buf)
+    except Exception as err:
+        raise RuntimeError(
+            f"{raw_path}: sample {rec['group']} was accepted by the index but cannot be read now "
+            f"({err}); the raw file changed: rerun index_raw"
+        ) from err
+    return buf
+
+
+def _sidecar(raw_path: Path, out_path: Path, s: int, keys, samples, sample_sha, file_sha: str) -> dict:
+    return {
+        "format_version": FORMAT_VERSION,
+        "source_file": raw_path.name,
+        "shard": out_path.name,
+        "image_size": s,
+        "n": len(samples),
+        "sha256": file_sha,
+        "samples": [
+            {"key": k, "row": i, "space_group": r["space_group"], "material": r["material"],
+             "energy_keV": r["energy_keV"], "sha256": h}
+            for i, (k, r, h) in enumerate(zip(keys, samples, sample_sha))
+        ],
+    }
+
+
 def write_shard(raw_path, index: dict, out_path, *, image_size: int, progress: bool = False) -> dict:
     """Convert the accepted samples of one raw file into a shard, atomically.
 
@@ -205,54 +264,14 @@ def write_shard(raw_path, index: dict, out_path, *, image_size: int, progress: b
         src_ctx = h5py.File(raw_path, "r") if n else contextlib.nullcontext()
         with src_ctx as src, h5py.File(tmp, "x", libver=_LIBVER, track_order=False) as dst, \
                 Prefetcher(raw_path) as prefetch:
-            dst.attrs["format_version"] = FORMAT_VERSION
-            dst.attrs["source_file"] = raw_path.name
-            dst.attrs["image_size"] = s
-            dst.attrs["preprocessing"] = "clip(10*(max(log(I),-17)+17),0,255), area resize, rint, uint8"
-            common = dict(track_times=False)
-            images = dst.create_dataset(
-                "images", shape=(n, 3, s, s), dtype=np.uint8, chunks=(1, 3, s, s) if n else None, **common
-            )
-            dst.create_dataset("labels", data=np.array([r["space_group"] for r in samples], dtype=np.int16), **common)
-            dst.create_dataset("keys", data=_fixed_bytes(keys), **common)
-            dst.create_dataset("material", data=_fixed_bytes([r["material"] for r in samples]), **common)
-            dst.create_dataset(
-                "energy_keV", data=np.array([r["energy_keV"] for r in samples], dtype=np.float32), **common
-            )
+            images = _create_datasets(dst, samples, keys, raw_path.name, s)
             buf = None
             for row in iterator:
-                rec = samples[row]
-                if buf is None or buf.shape[-1] != rec["side"]:
-                    buf = np.empty((3, rec["side"], rec["side"]), dtype=np.float32)  # reused read buffer
-                try:
-                    if row + 1 < n:
-                        prefetch.hint(src[samples[row + 1]["group"]][STACK])
-                    dset = src[rec["group"]][STACK]
-                    if dset.shape != buf.shape or dset.dtype != np.float32:
-                        raise ValueError(f"shape {dset.shape} dtype {dset.dtype}, the index saw side {rec['side']}")
-                    dset.read_direct(buf)
-                except Exception as err:
-                    raise RuntimeError(
-                        f"{raw_path}: sample {rec['group']} was accepted by the index but cannot be read now "
-                        f"({err}); the raw file changed: rerun index_raw"
-                    ) from err
+                buf = _read_stack(src, raw_path, samples, row, buf, prefetch)
                 img = preprocess_stack(buf, s, overwrite=True)
                 images.id.write_direct_chunk((row, 0, 0, 0), img.tobytes())
                 sample_sha.append(hashlib.sha256(img.tobytes()).hexdigest())
-        file_sha = sha256_file(tmp)
-        sidecar = {
-            "format_version": FORMAT_VERSION,
-            "source_file": raw_path.name,
-            "shard": out_path.name,
-            "image_size": s,
-            "n": n,
-            "sha256": file_sha,
-            "samples": [
-                {"key": k, "row": i, "space_group": r["space_group"], "material": r["material"],
-                 "energy_keV": r["energy_keV"], "sha256": h}
-                for i, (k, r, h) in enumerate(zip(keys, samples, sample_sha))
-            ],
-        }
+        sidecar = _sidecar(raw_path, out_path, s, keys, samples, sample_sha, sha256_file(tmp))
         # Sidecar first: a shard under its final name always has a matching sidecar.
         write_json(out_path.with_suffix(".json"), sidecar)
     log.info("%s: %d samples -> %s (%d px)", raw_path.name, n, out_path, s)

@@ -180,7 +180,7 @@ def stale_lock(workdir=".") -> bool:
     return locks.is_dir() and any(locks.iterdir()) and not live_processes(workdir)
 
 
-def unlock_if_stale(workdir=".", snakemake: str | None = None) -> str:
+def unlock_if_stale(workdir=".", snakemake: str | None = None, snakefile=None) -> str:
     """Remove a stale lock (``snakemake --unlock``); refuse while the old run's processes live.
 
     Returns ``"none"`` (no lock), ``"unlocked"``, or raises :class:`RuntimeError` naming the live processes.
@@ -195,7 +195,11 @@ def unlock_if_stale(workdir=".", snakemake: str | None = None) -> str:
             f"{workdir}: Snakemake's lock is held and {len(alive)} process(es) of a run still work here ({listing}); "
             "wait for them to end or stop them (kill PID), then rerun")
     exe = snakemake or str(Path(sys.executable).with_name("snakemake"))
-    subprocess.run([exe, "--unlock", "--cores", "1"], cwd=workdir, check=True, stdout=subprocess.DEVNULL)
+    cmd = [exe, "--unlock", "--cores", "1", *(["-s", str(snakefile)] if snakefile else [])]
+    res = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
+    if res.returncode:
+        tail = (res.stderr or res.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise RuntimeError(f"{workdir}: `{' '.join(cmd)}` failed: {tail[0]}")
     log.info("removed the stale lock of a killed run in %s (snakemake --unlock); resuming", Path(workdir).resolve())
     return "unlocked"
 
@@ -220,6 +224,8 @@ def main(argv=None) -> int:
                    help="status: one line per training job; follow: a line per new epoch until --pid ends; "
                         "unlock-if-stale: remove the lock a killed run left")
     p.add_argument("--workdir", default=".", help="the pipeline's working directory (default: .)")
+    p.add_argument("--snakefile", default=None, help="unlock-if-stale: the Snakefile of the run (default: "
+                   "Snakemake's own search in --workdir)")
     p.add_argument("--pid", type=int, default=None, help="follow: stop when this process ends (default: never)")
     p.add_argument("--interval", type=float, default=20.0, help="follow: seconds between looks (default: 20)")
     args = p.parse_args(argv)
@@ -238,7 +244,7 @@ def main(argv=None) -> int:
             pass
         return 0
     try:
-        unlock_if_stale(args.workdir)
+        unlock_if_stale(args.workdir, snakefile=args.snakefile)
     except RuntimeError as err:
         log.error("Error: %s", err)
         return 2

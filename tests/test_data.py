@@ -76,13 +76,47 @@ def test_material_in_two_splits_and_small_sides_are_reported(tmp_path):
                            "reason": "side 8 smaller than image_size 16"}]
 
 
-def test_manifest_fails_above_threshold_and_writes_nothing(tmp_path):
+def test_manifest_fails_above_threshold_with_the_quarantine_list_written(tmp_path):
     out = tmp_path / "out"
-    with pytest.raises(DataError, match=r"3 of 7 samples quarantined \(42.9% > data.quarantine_max_fraction=0.2\)"):
+    with pytest.raises(DataError) as err:
         write_manifest(mixed_indexes(tmp_path), out / "m.csv", out / "q.csv", out / "r.json", max_fraction=0.2)
-    assert not out.exists() or list(out.iterdir()) == []
+    msg = str(err.value)
+    assert "3 of 7 samples quarantined (42.9% > data.quarantine_max_fraction=0.2)" in msg and "\n" not in msg
+    assert "'cannot open': 1, e.g. 'cannot open: " in msg and "'missing dataset cbed_stack': 1" in msg
+    assert f"listed in {out / 'q.csv'} (in a pipeline run: logs/manifest/quarantine.csv" in msg
+    assert msg.endswith("fix or remove those files, or raise data.quarantine_max_fraction")
+    # the rejected samples can be read although the stage stopped; no manifest or report
+    assert sorted(p.name for p in out.iterdir()) == ["q.csv"] and len(read_csv(out / "q.csv")) == 3
     write_manifest(mixed_indexes(tmp_path), out / "m.csv", out / "q.csv", out / "r.json", max_fraction=0.5)
     assert len(read_csv(out / "m.csv")) == 4 and len(read_csv(out / "q.csv")) == 3
+
+
+def test_every_sample_too_small_or_of_another_side_blames_the_setting(tmp_path):
+    small = write_challenge_file(tmp_path / "batch_train_0.h5", [sample(0, side=16), sample(1, side=16)])
+    out = tmp_path / "out"
+    args = ([index_file(small)], out / "m.csv", out / "q.csv", out / "r.json")
+    with pytest.raises(DataError) as err:
+        write_manifest(*args, max_fraction=0.05, min_side=32, generated=True)
+    msg = str(err.value)
+    assert "most common reasons: 'side 16 smaller than image_size 32': 2;" in msg  # in full, not 'side': 2
+    assert msg.endswith("every sample is smaller than image_size 32 (largest side 16): the generated data are too "
+                        "small, not bad: set synth.image_size to at least 32 or image_size to at most 16")
+    with pytest.raises(DataError, match=r"the files are not bad, the setting is: set image_size to at most 16$"):
+        write_manifest(*args, max_fraction=0.05, min_side=32, generated=False)
+    with pytest.raises(DataError, match=r"at most 16, or for generated data \(no raw_dir\) synth.image_size to at "
+                       r"least 32$"):
+        write_manifest(*args, max_fraction=0.05, min_side=32)
+    # the expected side of real files: the shape is the reason, shown whole
+    with pytest.raises(DataError) as err:
+        write_manifest([index_file(small, expected_side=512)], *args[1:], max_fraction=0.05, generated=False)
+    msg = str(err.value)
+    assert "'shape (3, 16, 16) not (3, 512, 512)': 2" in msg
+    assert msg.endswith("every sample has a side other than data.expected_side 512 (found 16): "
+                        "set data.expected_side to 0 (any square side)")
+    # one good sample among them: the files are at fault, the usual advice
+    mixed = write_challenge_file(tmp_path / "batch_dev_0.h5", [sample(2, side=32)])
+    with pytest.raises(DataError, match="fix or remove those files"):
+        write_manifest([index_file(small), index_file(mixed)], *args[1:], max_fraction=0.05, min_side=32)
 
 
 # ---------------------------------------------------------------- split

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
-import importlib
 import json
 import logging
-import pkgutil
 
 import numpy as np
 import pytest
@@ -131,16 +129,6 @@ def test_gloo_training_keeps_plain_batchnorm(tiny_shards, tmp_path, monkeypatch,
 # ------------------------------------------------------------------------- CPU-visible: AMP per device
 # Private helper of the training engine (cbedtdc/train.py today; issue 9 moves it into the cbedtdc/train/
 # package). Found by name in cbedtdc.train or any of its submodules, so the move needs no change here.
-def _engine_function(name: str):
-    if hasattr(cbedtdc.train, name):
-        return getattr(cbedtdc.train, name)
-    for info in pkgutil.iter_modules(getattr(cbedtdc.train, "__path__", [])):
-        mod = importlib.import_module(f"cbedtdc.train.{info.name}")
-        if hasattr(mod, name):
-            return getattr(mod, name)
-    raise AssertionError(f"{name} is neither in cbedtdc.train nor in one of its submodules")
-
-
 @pytest.mark.parametrize("amp, bf16_ok, expected", [
     ("auto", True, (torch.bfloat16, False)),   # Ampere and later: bf16, no loss scaling
     ("auto", False, (torch.float16, True)),    # V100 (Summit): fp16 with a GradScaler
@@ -150,12 +138,12 @@ def _engine_function(name: str):
 ])
 def test_amp_settings_on_a_gpu(amp, bf16_ok, expected, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16_ok)
-    assert _engine_function("_amp_setup")(amp, "cuda:0") == expected
+    assert cbedtdc.train.amp_setup(amp, "cuda:0") == expected
 
 
 @pytest.mark.parametrize("amp", ["auto", "bf16", "fp16", "none"])
 def test_amp_is_off_on_cpu(amp):
-    assert _engine_function("_amp_setup")(amp, "cpu") == (None, False)
+    assert cbedtdc.train.amp_setup(amp, "cpu") == (None, False)
 
 
 # ------------------------------------------------------------------------- GPU smoke tests

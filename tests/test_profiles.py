@@ -102,6 +102,24 @@ def test_summit_profile_submits_bsub_lines_and_runs_jobs(tmp_path):
         assert "-n" not in argv and "-R" not in argv
 
 
+def test_summit_status_command_runs_without_python_on_path(tmp_path):
+    """cluster-generic runs the status command through the shell in the workdir; with only the LSF commands and
+    the system's /usr/bin:/bin on PATH (no venv, no `python`) it still answers for a finished and a running job."""
+    cmd = yaml.safe_load((REPO / "profiles" / "summit" / "config.yaml").read_text())["cluster-generic-status-cmd"]
+    assert not cmd.split()[0].startswith("python"), cmd
+    state = tmp_path / "lsf"
+    state.mkdir()
+    for jobid, rc in (("1000", "0\n"), ("1001", None)):
+        (state / f"{jobid}.job").write_text("[]")
+        if rc is not None:
+            (state / f"{jobid}.rc").write_text(rc)
+    env = {"PATH": f"{SHIMS}{os.pathsep}/usr/bin{os.pathsep}/bin", "FAKELSF_STATE": str(state)}
+    for jobid, expected in (("1000", "success"), ("1001", "running")):
+        res = subprocess.run(f"{cmd} 'Job <{jobid}> is submitted to queue <batch>.'", shell=True, cwd=REPO, env=env,
+                             capture_output=True, text=True, timeout=60)
+        assert (res.returncode, res.stdout.strip()) == (0, expected), res.stderr
+
+
 # ---------------------------------------------------------------------------------------------- launchers
 def test_training_launchers_per_profile(tmp_path):
     wd = workdir_like_repo(tmp_path)

@@ -2,6 +2,9 @@
 """Snakemake cluster-generic status command for LSF: print success, failed or running for a job id.
 
 bsub prints "Job <123> is submitted to queue <batch>."; Snakemake passes that line (or the id) here.
+The profile runs this file directly (executable, ``#!/usr/bin/env python3``), so it does not depend on a
+``python`` of the caller's PATH; it uses the standard library of Python 3.6 or later (a login node's system
+``/usr/bin/python3``, e.g. RHEL 8's 3.6, is enough).
 """
 import re
 import subprocess
@@ -20,8 +23,8 @@ def main(argv) -> int:
         print("failed")
         return 0
     try:
-        out = subprocess.run(["bjobs", "-noheader", "-o", "stat", m.group(1)], capture_output=True,
-                             text=True, timeout=60, check=False).stdout.split()
+        out = subprocess.run(["bjobs", "-noheader", "-o", "stat", m.group(1)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, universal_newlines=True, timeout=60, check=False).stdout.split()
     except (OSError, subprocess.TimeoutExpired):
         print("running")  # bjobs unreachable: ask again later rather than fail a running job
         return 0
