@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cbedtdc.cascade import LevelPlan, load_levels, load_routing, route, softmax
+from cbedtdc.cascade import LevelPlan, load_levels, read_routing, route_tuned, softmax
 
 __all__ = ["find_inputs", "check_device", "check_output", "read_samples", "load_run", "classify_files",
            "prediction_fields", "REJECTED_FIELDS"]
@@ -145,7 +145,7 @@ def read_samples(path, image_size: int):
 
 
 def load_run(run_dir, device: str = "cpu"):
-    """``(plan, models, thresholds)`` of a TDC folder, or a one-level plan for a flat ``best.pt`` folder."""
+    """``(plan, models, tuned routing)`` of a TDC folder, or a one-level plan for a flat ``best.pt`` folder."""
     from cbedtdc.train import inference_device, load_model
 
     run = Path(run_dir)
@@ -155,7 +155,7 @@ def load_run(run_dir, device: str = "cpu"):
             routing = tdc / "routing.json"
             if not routing.exists():
                 raise FileNotFoundError(f"{routing} missing: finish the run (rule tune_routing) before classifying")
-            return plan, models, load_routing(routing, plan)
+            return plan, models, read_routing(routing, plan)
     if (run / "best.pt").exists():
         model, meta = load_model(run / "best.pt", device=inference_device(device))
         if meta.get("rest"):
@@ -199,7 +199,7 @@ def classify_files(run_dir, inputs, *, batch_size: int = 64, top: int = 5, devic
     from cbedtdc.train import forward
 
     device = check_device(device)
-    plan, models, thresholds = load_run(run_dir, device)
+    plan, models, tuned = load_run(run_dir, device)
     size = int(models[0][1]["image_size"])
     if any(int(m["image_size"]) != size for _, m in models):
         raise ValueError(f"{run_dir}: levels trained at different image sizes")
@@ -210,7 +210,7 @@ def classify_files(run_dir, inputs, *, batch_size: int = 64, top: int = 5, devic
         x = torch.from_numpy(np.stack([b[1] for b in batch])).to(device)
         with torch.inference_mode():
             probs = [softmax(forward(model, x, meta["orientation"]).float().cpu().numpy()) for model, meta in models]
-        predictions.extend(_prediction_rows(plan, probs, route(plan, probs, thresholds), batch, top))
+        predictions.extend(_prediction_rows(plan, probs, route_tuned(plan, probs, tuned or {}), batch, top))
 
     batch = []
     for path, key in files:
