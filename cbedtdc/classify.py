@@ -9,7 +9,10 @@ on; keys are paths relative to the input that named the file, in predictions and
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +20,7 @@ import numpy as np
 from cbedtdc.cascade import LevelPlan, load_levels, read_routing, route_tuned, softmax
 
 __all__ = ["find_inputs", "check_device", "check_output", "read_samples", "load_run", "classify_files",
-           "prediction_fields", "REJECTED_FIELDS"]
+           "prediction_fields", "REJECTED_FIELDS", "LoadedRun"]
 
 log = logging.getLogger(__name__)
 
@@ -144,23 +147,94 @@ def read_samples(path, image_size: int):
             yield group, result[0], result[1], ""
 
 
-def load_run(run_dir, device: str = "cpu"):
-    """``(plan, models, tuned routing)`` of a TDC folder, or a one-level plan for a flat ``best.pt`` folder."""
+@dataclass
+class LoadedRun:
+    """A trained run ready to classify: its plan, the levels' probabilities of a batch, the tuned routing."""
+
+    plan: LevelPlan
+    probs: Callable  # (B, 3, S, S) tensor on the device -> one (B, n_outputs_k) array per level
+    tuned: dict | None
+    image_size: int
+
+
+def _cnn_levels(plan, models, tuned) -> LoadedRun:
+    from cbedtdc.train import forward
+
+    size = int(models[0][1]["image_size"])
+    if any(int(m["image_size"]) != size for _, m in models):
+        raise ValueError("the run's levels were trained at different image sizes")
+
+    def probs(x):
+        return [softmax(forward(model, x, meta["orientation"]).float().cpu().numpy()) for model, meta in models]
+
+    return LoadedRun(plan, probs, tuned, size)
+
+
+def _shared_levels(results: Path, plan: LevelPlan, device: str) -> LoadedRun:
+    """The shared-backbone cascade: the flat backbone's pooled features, then every level's head."""
+    from cbedtdc.features import pooled_features
+    from cbedtdc.headjobs import load_tdc_heads, tdc_head_probs
+    from cbedtdc.train import inference_device, load_model
+
+    shared = results / "tdc_shared"
+    manifest, heads = load_tdc_heads(shared / "heads", plan)
+    routing = shared / "routing.json"
+    if not routing.exists():
+        raise FileNotFoundError(f"{routing} missing: finish the run (rule tune_routing_shared) before classifying")
+    tuned = read_routing(routing, plan)
+    backbone = Path(manifest["backbone"])
+    if not backbone.is_absolute():
+        backbone = results.parent / backbone  # recorded relative to the run's working directory
+    if not backbone.exists():
+        raise FileNotFoundError(f"{shared}/heads/heads.json: its backbone {backbone} is missing; rerun the run")
+    digest = hashlib.sha256(backbone.read_bytes()).hexdigest()
+    if manifest.get("backbone_sha256") and digest != manifest["backbone_sha256"]:
+        raise ValueError(f"{backbone} changed after the level heads were fitted on its features; rerun the run "
+                         "(snakemake reruns features and heads)")
+    model, meta = load_model(backbone, device=inference_device(device))
+
+    def probs(x):
+        feats = pooled_features(model, x, meta["orientation"]).float().cpu().numpy()
+        return tdc_head_probs(heads, feats)
+
+    return LoadedRun(plan, probs, tuned, int(meta["image_size"]))
+
+
+def _shared_is_current(results: Path) -> bool:
+    """True when the run in ``results`` uses the shared-backbone cascade (its saved config says so, or only the
+    shared cascade was tuned)."""
+    shared = (results / "tdc_shared" / "routing.json").exists()
+    saved = results / "run_config.yaml"
+    if shared and saved.exists():
+        import yaml
+
+        cfg = yaml.safe_load(saved.read_text()) or {}
+        return (cfg.get("tdc") or {}).get("backbone") == "shared"
+    return shared and not (results / "tdc" / "routing.json").exists()
+
+
+def load_run(run_dir, device: str = "cpu") -> LoadedRun:
+    """A TDC run (``results``, or its ``tdc`` folder; own or shared backbone), or a flat ``best.pt`` folder."""
     from cbedtdc.train import inference_device, load_model
 
     run = Path(run_dir)
+    if (run / "tdc" / "levels.json").exists() and _shared_is_current(run):
+        plan = LevelPlan.load(run / "tdc" / "levels.json")
+        return _shared_levels(run, plan, device)
     for tdc in (run, run / "tdc"):
         if (tdc / "levels.json").exists():
+            if tdc == run and _shared_is_current(run.parent):
+                return _shared_levels(run.parent, LevelPlan.load(tdc / "levels.json"), device)
             plan, models = load_levels(tdc, device=device)
             routing = tdc / "routing.json"
             if not routing.exists():
                 raise FileNotFoundError(f"{routing} missing: finish the run (rule tune_routing) before classifying")
-            return plan, models, read_routing(routing, plan)
+            return _cnn_levels(plan, models, read_routing(routing, plan))
     if (run / "best.pt").exists():
         model, meta = load_model(run / "best.pt", device=inference_device(device))
         if meta.get("rest"):
             raise ValueError(f"{run}/best.pt has a 'rest' output: classify its whole TDC folder instead")
-        return LevelPlan([[int(c) for c in meta["classes"]]]), [(model, meta)], None
+        return _cnn_levels(LevelPlan([[int(c) for c in meta["classes"]]]), [(model, meta)], None)
     raise FileNotFoundError(f"{run}: neither a TDC folder (levels.json) nor a model folder (best.pt); "
                             "give results/tdc or results/flat/<loss>")
 
@@ -196,21 +270,17 @@ def classify_files(run_dir, inputs, *, batch_size: int = 64, top: int = 5, devic
     """
     import torch
 
-    from cbedtdc.train import forward
-
     device = check_device(device)
-    plan, models, tuned = load_run(run_dir, device)
-    size = int(models[0][1]["image_size"])
-    if any(int(m["image_size"]) != size for _, m in models):
-        raise ValueError(f"{run_dir}: levels trained at different image sizes")
+    run = load_run(run_dir, device)
+    plan, size = run.plan, run.image_size
     files, rejected = find_inputs(inputs)
     predictions = []
 
     def run_batch(batch):
         x = torch.from_numpy(np.stack([b[1] for b in batch])).to(device)
         with torch.inference_mode():
-            probs = [softmax(forward(model, x, meta["orientation"]).float().cpu().numpy()) for model, meta in models]
-        predictions.extend(_prediction_rows(plan, probs, route_tuned(plan, probs, tuned or {}), batch, top))
+            probs = run.probs(x)
+        predictions.extend(_prediction_rows(plan, probs, route_tuned(plan, probs, run.tuned or {}), batch, top))
 
     batch = []
     for path, key in files:

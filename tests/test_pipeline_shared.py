@@ -3,6 +3,7 @@ routing, flat heads beside the flat CNN; then changing a head or the routing rer
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 
@@ -53,6 +54,23 @@ def test_shared_backbone_run_writes_a_valid_summary(run):
                            capture_output=True, text=True, timeout=60)
     assert table.returncode == 0, table.stderr
     assert "tdc/shared-ce/rest/posterior/xgboost" in table.stdout and "paired 95 % interval" in table.stdout
+
+
+def test_classify_a_shared_backbone_run_agrees_with_the_evaluation(run, tmp_path):
+    """`cbedtdc classify results ...` on a shared-backbone run: backbone features, level heads, tuned routing."""
+    out = tmp_path / "preds.csv"
+    res = subprocess.run([str(BIN / "cbedtdc"), "classify", str(run / "results"),
+                          str(run / "results" / "raw" / "batch_test_0.h5"), "--out", str(out)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    with open(out, newline="") as fh:
+        preds = list(csv.DictReader(fh))
+    with open(run / "results" / "metrics" / "predictions.csv", newline="") as fh:
+        evaluated = {r["key"]: r for r in csv.DictReader(fh)}
+    common = [r for r in preds if r["key"] in evaluated]
+    assert common, "no classified sample is in the evaluated test split"
+    for r in common:
+        assert (r["space_group"], r["level"]) == (evaluated[r["key"]]["tdc_pred"], evaluated[r["key"]]["tdc_level"])
 
 
 @pytest.mark.parametrize("override, reruns", [
