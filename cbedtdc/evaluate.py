@@ -41,17 +41,30 @@ class _TestSet:
     kw: dict  # score() keywords: materials, bootstrap, Friedel groups
 
 
-def flat_probs(model, meta, shard_root, split, keys, classes, batch_size):
+def check_flat_classes(meta, classes, source="flat model") -> list[int]:
+    """The flat model's class order, or a one-line error naming the file and the command that retrains it.
+
+    >>> check_flat_classes({"classes": [1, 2, 3, 4, 5]}, [14, 225], "results/flat/ce/best.pt")
+    Traceback (most recent call last):
+    ...
+    ValueError: results/flat/ce/best.pt outputs [1, 2, 3, 4, 5] (rest=None), not the run's classes [14, 225]: it was replaced or trained for another run; retrain it with `snakemake --profile local -R train_flat` (the same command as the run, plus -R train_flat)
+    """
+    order = [int(c) for c in meta["classes"]]
+    if sorted(order) != sorted(classes) or meta.get("rest"):
+        raise ValueError(f"{source} outputs {order} (rest={meta.get('rest')}), not the run's classes {list(classes)}: "
+                         "it was replaced or trained for another run; retrain it with "
+                         "`snakemake --profile local -R train_flat` (the same command as the run, plus -R train_flat)")
+    return order
+
+
+def flat_probs(model, meta, shard_root, split, keys, classes, batch_size, source="flat model"):
     """Softmax over ``classes`` (columns reordered to ``classes``) of a flat model."""
     from cbedtdc.train import predict
 
+    order = check_flat_classes(meta, classes, source)
     got, logits = predict(model, meta, shard_root, split, keys=keys, batch_size=batch_size)
     if list(got) != list(keys):
         raise RuntimeError(f"predict returned the {split} samples in another order")
-    order = [int(c) for c in meta["classes"]]
-    if sorted(order) != sorted(classes) or meta.get("rest"):
-        raise ValueError(f"flat model outputs {order} (rest={meta.get('rest')}) differ from the run's classes "
-                         f"{list(classes)}; retrain it")
     p = cascade.softmax(logits)
     return p[:, [order.index(c) for c in classes]]
 
@@ -76,7 +89,7 @@ def _score_flat(flat_models: dict, ts: _TestSet, shard_root, classes, batch_size
     flat_by_loss, flat_pred = {}, {}
     for loss, path in flat_models.items():
         model, meta = load_model(path, device=device)
-        p = flat_probs(model, meta, shard_root, "test", ts.keys, classes, batch_size)
+        p = flat_probs(model, meta, shard_root, "test", ts.keys, classes, batch_size, source=str(path))
         pred = np.asarray(classes)[np.argmax(p, axis=1)]
         s = score(ts.labels, pred, classes, scores=p, **ts.kw)
         if len(ts.dev):
