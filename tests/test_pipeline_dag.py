@@ -55,7 +55,7 @@ def test_shared_backbone_trains_no_level_resnet(workdir):
 
 
 def test_ratio_levels_need_the_shared_backbone(workdir):
-    res = dry_run(workdir, "--config", "tdc={levels: ratio}")
+    res = dry_run(workdir, "--config", "tdc={levels: ratio, backbone: own}")
     assert res.returncode != 0
     assert "config error at tdc.levels: ratio plans the number of levels" in res.stdout + res.stderr
     res = dry_run(workdir, "--config", "tdc={levels: ratio, backbone: shared}")
