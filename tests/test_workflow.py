@@ -33,9 +33,13 @@ def test_dry_run_lists_every_stage():
     res = snakemake("-n", "--quiet", "rules")
     out = res.stdout + res.stderr
     assert res.returncode == 0, out
-    for rule in ["synthesize", "index_raw", "manifest", "shard", "train_flat", "plan_levels", "train_level",
-                 "collect_missed", "evaluate"]:
+    # the default TDC is the shared-backbone cascade: level heads on the flat model's features
+    for rule in ["synthesize", "index_raw", "manifest", "shard", "check_classes", "train_flat", "plan_levels",
+                 "features", "head", "tdc_heads", "tune_routing_shared", "evaluate", "plots"]:
         assert rule in out, f"{rule} missing from the default DAG:\n{out}"
+    own = snakemake("-n", "--quiet", "rules", "--config", "tdc={backbone: own}")
+    for rule in ["train_level", "collect_missed", "tune_routing"]:
+        assert rule in own.stdout + own.stderr, f"{rule} missing from the own-backbone DAG"
 
 
 def test_every_rule_has_log_and_benchmark():
