@@ -24,10 +24,11 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 def known_errors() -> tuple[type[BaseException], ...]:
     """Errors that mean bad input, config or checkpoint (the message names the file and what to do)."""
     from cbedtdc.data import DataError
+    from cbedtdc.features import FeaturesError
     from cbedtdc.synth import CrystalError
     from cbedtdc.train import CheckpointError
 
-    return (OSError, KeyError, ValueError, DataError, CheckpointError, CrystalError)
+    return (OSError, KeyError, ValueError, DataError, CheckpointError, CrystalError, FeaturesError)
 
 
 def run_cli(get_parser, run, argv=None, *, setup=None, on_error=None) -> int:

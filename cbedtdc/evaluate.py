@@ -143,25 +143,39 @@ def _score_tdc(plan, probs, tuned, ts: _TestSet, tdc_dir, shared_images=None):
     return t, r, oracle
 
 
-def _score_xgb(xgb_dir, flat_models, plan, models, ts: _TestSet, shard_root, batch_size) -> dict:
-    """``flat_xgb_by_loss`` and ``tdc_xgb``: the heads in place of the linear layers, routed the same way."""
-    from cbedtdc.train import load_model
+def _xgb_probs(head, fdir: Path, split: str, wanted) -> np.ndarray:
+    """A head's probabilities on ``fdir/{split}.h5``, rows aligned to ``wanted`` (keys)."""
     from cbedtdc.xgbhead import head_probs
+
+    keys, p = head_probs(head, fdir / f"{split}.h5", split)
+    return p[_align(keys, wanted, fdir / f"{split}.h5", split)]
+
+
+def _score_xgb(xgb_dir: Path, features_root: Path, flat_models, plan, ts: _TestSet) -> dict:
+    """``flat_xgb_by_loss`` and ``tdc_xgb``: the heads in place of the linear layers, routed the same way.
+
+    Every head is scored on the features files of its job's model (``features_root/flat/{loss}/`` or
+    ``features_root/level_{k}/``), the rows taken by key in the order of the test (dev) set.
+    """
+    from cbedtdc.xgbhead import load_head
 
     classes, y, keys, dev = plan.classes, ts.labels, ts.keys, ts.dev
     out = {"flat_xgb_by_loss": {}}
-    for loss, path in flat_models.items():
-        model, meta = load_model(path, device=str(next(models[0][0].parameters()).device))
-        order = [int(c) for c in meta["classes"]]
-        p = head_probs(xgb_dir / "flat" / loss / "head.json", model, meta, shard_root, "test", keys, batch_size)
+    for loss in flat_models:
+        head = xgb_dir / "flat" / loss / "head.json"
+        info = load_head(head)[1]
+        order = [int(c) for c in info["classes"]]
+        if sorted(order) != sorted(classes) or info["rest"]:
+            raise ValueError(f"{head} outputs {order} (rest={info['rest']}), not the run's classes {list(classes)}: "
+                             "it was fitted for another run; rerun it with `snakemake --profile local -R xgboost_flat`")
+        p = _xgb_probs(head, features_root / "flat" / loss, "test", keys)
         p = p[:, [order.index(c) for c in classes]]
         pred = np.asarray(classes)[p.argmax(1)]
         out["flat_xgb_by_loss"][loss] = score(y, pred, classes, scores=p, **ts.kw)
-    heads = [xgb_dir / f"level_{k + 1}" / "head.json" for k in range(plan.n_levels)]
-    probs = [head_probs(h, m, meta, shard_root, "test", keys, batch_size) for h, (m, meta) in zip(heads, models)]
+    jobs = [(xgb_dir / f"level_{k + 1}" / "head.json", features_root / f"level_{k + 1}") for k in range(plan.n_levels)]
+    probs = [_xgb_probs(h, fdir, "test", keys) for h, fdir in jobs]
     if len(dev):
-        dprobs = [head_probs(h, m, meta, shard_root, "dev", list(dev.keys), batch_size)
-                  for h, (m, meta) in zip(heads, models)]
+        dprobs = [_xgb_probs(h, fdir, "dev", list(dev.keys)) for h, fdir in jobs]
         tuned = cascade.tune_routing_on(plan, dprobs, dev.labels, plan.routing)
     else:
         tuned = {"thresholds": [0.5] * (plan.n_levels - 1) if plan.uses_thresholds() else [], "temperatures": None,
@@ -230,14 +244,16 @@ def evaluate_run(shard_root, flat_models: dict, tdc_dir, out_dir, *, n_boot: int
     xgb_dir : path-like, optional
         Folder of the CNN-XGBoost heads (``flat/{loss}/head.json``, ``level_{k}/head.json``): adds
         ``flat_xgb_by_loss`` and ``tdc_xgb`` (routed like the CNN cascade; routing re-tuned on dev
-        on the heads' probabilities).
+        on the heads' probabilities) They are scored on the dev and test features files under
+        ``features_root`` (``flat/{loss}/``, ``level_{k}/``).
     heads : dict, optional
         Flat heads ``{name: (backbone loss, head file)}`` on ``features_root/flat/{loss}/{split}.h5``.
     shared : dict, optional
         Shared-backbone cascade ``{"loss", "heads" (folder with heads.json), "routing" (routing.json)}``:
         it is then the headline ``tdc`` (no level ResNet is loaded).
     features_root : path-like, optional
-        Folder of the features files (``flat/{loss}/{split}.h5``); needed with ``heads`` or ``shared``.
+        Folder of the features files (``flat/{loss}/{split}.h5``, ``level_{k}/{split}.h5``); needed with
+        ``heads``, ``shared`` or ``xgb_dir``.
 
     Besides the headline keys, ``variants`` lists every flat variant (loss x head) and TDC variant
     with test and dev scores, many/medium/few-shot balanced accuracy and the budgets (backbone and
@@ -263,7 +279,6 @@ def evaluate_run(shard_root, flat_models: dict, tdc_dir, out_dir, *, n_boot: int
     for loss, s in flat_by_loss.items():
         variants.add(f"flat/{loss}/cnn", "flat", s, flat_pred[loss], dev_ba=s.get("dev_balanced_accuracy"),
                      backbone=loss, head="cnn", backbone_images=s.get("images_seen"), head_images=0)
-    models = None
     if shared is None:
         tuned = cascade.read_routing(tdc_dir / "routing.json", plan)
         _, models = cascade.load_levels(tdc_dir, plan, device=device)
@@ -299,10 +314,13 @@ def evaluate_run(shard_root, flat_models: dict, tdc_dir, out_dir, *, n_boot: int
         _score_flat_head(variants, hname, loss, path, Path(features_root) / "flat" / loss, ts, classes,
                          flat_by_loss.get(loss, {}).get("images_seen"))
     if xgb_dir is not None:
-        if models is None:
+        if shared is not None:
             raise ValueError("xgboost.activate scores the own-backbone levels; with tdc.backbone: shared use an "
                              "xgboost head in heads.variants or tdc.head instead")
-        summary.update(_score_xgb(Path(xgb_dir), flat_models, plan, models, ts, shard_root, batch_size))
+        if features_root is None:
+            raise ValueError("the CNN-XGBoost heads (xgb_dir) are scored on features files: pass features_root "
+                             "(--features-root results/features)")
+        summary.update(_score_xgb(Path(xgb_dir), Path(features_root), flat_models, plan, ts))
     summary["variants"] = variants.rows
     summary["best"] = variants.best_difference(n_boot, seed)
     _write_tables(out_dir, plan, ts, flat_pred, best, r, oracle, t["per_level"])
@@ -380,12 +398,13 @@ def _dev_ba(routing_path):
     return (d.get("dev_tuned") or {}).get("balanced_accuracy")
 
 
-def _align(keys, wanted, source) -> np.ndarray:
+def _align(keys, wanted, source, split: str = "test") -> np.ndarray:
     """Row index into ``keys`` of every key of ``wanted`` (the test set's order)."""
     pos = {k: i for i, k in enumerate(keys)}
     missing = [k for k in wanted if k not in pos]
     if missing:
-        raise ValueError(f"{source}: {len(missing)} test samples missing (e.g. {missing[0]}); rerun its features rule")
+        raise ValueError(f"{source}: {len(missing)} {split} samples missing (e.g. {missing[0]}); rerun its features "
+                         "rule")
     return np.array([pos[k] for k in wanted], dtype=np.int64)
 
 

@@ -3,8 +3,10 @@
 A head is fitted on the features of a trained job (flat baseline or TDC level) over that job's own training
 samples and outputs (its classes, plus "rest" for a rest-reading level), so its probabilities can replace the
 softmax of the linear layer anywhere: in the flat baseline, and level by level in the cascade, which is then
-routed exactly like the CNN one. xgboost is imported lazily; the booster is saved as JSON next to a small
-metadata file, both written atomically.
+routed exactly like the CNN one. The features are those of the features stage (:mod:`cbedtdc.features`,
+rules ``features`` and ``features_level``: the model's own pooled penultimate activations of every sample of
+a split); a level's samples are selected from them by key. xgboost is imported lazily; the booster is saved
+as JSON next to a small metadata file, both written atomically.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
+from cbedtdc.features import FeaturesError, read_features
 from cbedtdc.io import atomic_path, atomic_write_text
 from cbedtdc.train.sampling import job_targets
 
-__all__ = ["DEFAULT_PARAMS", "job_targets", "fit_booster", "predict_booster", "fit_head", "load_head",
+__all__ = ["DEFAULT_PARAMS", "job_targets", "job_rows", "fit_booster", "predict_booster", "fit_head", "load_head",
            "head_probs"]
 
 log = logging.getLogger(__name__)
@@ -61,32 +64,61 @@ def predict_booster(booster, features) -> np.ndarray:
     return np.asarray(booster.predict(d, **kw), dtype=np.float64).reshape(len(features), -1)
 
 
-def _features(model, meta, shard_root, split, keys, batch_size):
-    from cbedtdc.data import ShardDataset
-    from cbedtdc.train import extract_features
+def job_rows(fs, keys, source, keys_source=None) -> np.ndarray:
+    """Row index into the features file ``fs`` of the job's ``keys``, in the file's (the split's) order.
 
-    ds = ShardDataset(shard_root, split, keys=keys)
-    got, feats = extract_features(model, meta, shard_root, split, keys=keys, batch_size=batch_size)
-    if list(got) != list(ds.keys):
-        raise RuntimeError(f"extract_features returned the {split} samples in another order")
-    return feats, ds.labels
+    ``keys=None``: every row. A key that the file lacks raises, naming both files and the key (the
+    features then come from other shards than the job). Duplicate keys count once, as in the job's
+    :class:`cbedtdc.data.ShardDataset`.
+    """
+    if keys is None:
+        return np.arange(len(fs), dtype=np.int64)
+    wanted = set(keys)
+    present = set(fs.keys)
+    missing = [k for k in dict.fromkeys(keys) if k not in present]
+    if missing:
+        raise FeaturesError(f"{source}: {len(missing)} of the {len(wanted)} keys of {keys_source or 'the job'} are "
+                            f"not in it (e.g. {missing[0]}); the features come from other shards than the job: "
+                            "delete the features file and rerun its features rule")
+    return np.array([i for i, k in enumerate(fs.keys) if k in wanted], dtype=np.int64)
 
 
-def fit_head(model_path, shard_root, out_path, *, train_keys=None, dev_keys=None, params=None, seed: int = 0,
-             batch_size: int = 64, device: str = "cpu", threads: int = 0) -> dict:
-    """Fit the head of one trained job on its training samples; write ``out_path`` (+ ``.meta.json``)."""
-    from cbedtdc.train import inference_device, load_model
+def _job_features(path, split, keys, keys_source):
+    fs = read_features(path, split=split)
+    rows = job_rows(fs, keys, Path(path), keys_source)
+    return fs, fs.features[rows], fs.labels[rows]
 
-    model, meta = load_model(model_path, device=inference_device(device))
+
+def fit_head(train_path, dev_path, out_path, *, train_keys=None, dev_keys=None, params=None, seed: int = 0,
+             threads: int = 0, train_keys_source=None, dev_keys_source=None) -> dict:
+    """Fit the head of one trained job on its features; write ``out_path`` (+ ``.meta.json``).
+
+    Parameters
+    ----------
+    train_path, dev_path : path-like
+        ``train.h5`` and ``dev.h5`` written by :func:`cbedtdc.features.extract_to_file` through the
+        job's model (``results/features/flat/{loss}/`` or ``results/features/level_{k}/``); the job's
+        outputs (classes, "rest") are read from the file's ``model_meta``.
+    train_keys, dev_keys : list of str, optional
+        The job's samples (a TDC level's ``job/train_keys.csv``, ``job/dev_keys.csv``); ``None``: every
+        row of the file (a flat model), of which the samples of the job's outputs are kept. An empty
+        ``dev_keys`` turns early stopping off.
+    train_keys_source, dev_keys_source : str, optional
+        Where the keys came from, for error messages.
+    """
+    fs, xtr, ytr = _job_features(train_path, "train", train_keys, train_keys_source)
+    meta = fs.model_meta
     classes, rest = [int(c) for c in meta["classes"]], bool(meta.get("rest", False))
     n_out = len(classes) + int(rest)
-    xtr, ytr = _features(model, meta, shard_root, "train", train_keys, batch_size)
     ttr, keep = job_targets(ytr, classes, rest)
     if not keep.any():
-        raise ValueError(f"{model_path}: no training sample of its outputs {classes} for the XGBoost head")
+        raise ValueError(f"{train_path}: no training sample of the job's outputs {classes} for the XGBoost head")
     dev = None
     if dev_keys is None or len(dev_keys):
-        xdv, ydv = _features(model, meta, shard_root, "dev", dev_keys, batch_size)
+        dfs, xdv, ydv = _job_features(dev_path, "dev", dev_keys, dev_keys_source)
+        if dfs.model_sha256 != fs.model_sha256:
+            raise FeaturesError(f"{dev_path} was extracted through another model than {train_path} ({dfs.model} vs "
+                                f"{fs.model}); rerun the features rule of the older one")
         tdv, kdv = job_targets(ydv, classes, rest)
         dev = (xdv[kdv], tdv[kdv])
     booster = fit_booster(xtr[keep], ttr[keep], n_out, params=params, seed=seed, dev=dev, threads=threads)
@@ -95,14 +127,15 @@ def fit_head(model_path, shard_root, out_path, *, train_keys=None, dev_keys=None
         booster.save_model(str(tmp))
     info = {"classes": classes, "rest": rest, "n_outputs": n_out, "n_train": int(keep.sum()),
             "n_dev": 0 if dev is None else int(len(dev[1])), "features": int(xtr.shape[1]),
-            "params": {**DEFAULT_PARAMS, **(params or {})}, "seed": int(seed), "model": str(model_path),
+            "params": {**DEFAULT_PARAMS, **(params or {})}, "seed": int(seed), "model": fs.model,
+            "model_sha256": fs.model_sha256, "train_features": str(train_path),
             "best_iteration": getattr(booster, "best_iteration", None)}
     if dev is not None and len(dev[1]):
         p = predict_booster(booster, dev[0])
         info["dev_accuracy"] = float((p.argmax(1) == dev[1]).mean())
     atomic_write_text(out_path.with_suffix(".meta.json"), json.dumps(info, indent=2) + "\n")
-    log.info("XGBoost head of %s: %d outputs, %d train / %d dev samples, %d features -> %s", model_path, n_out,
-             info["n_train"], info["n_dev"], info["features"], out_path)
+    log.info("XGBoost head of %s: %d outputs, %d train / %d dev samples, %d features from %s -> %s", fs.model,
+             n_out, info["n_train"], info["n_dev"], info["features"], train_path, out_path)
     return info
 
 
@@ -122,15 +155,20 @@ def load_head(path):
     return booster, info
 
 
-def head_probs(head_path, model, meta, shard_root, split, keys, batch_size: int = 64) -> np.ndarray:
-    """Head probabilities of ``keys`` of ``split`` through ``model``'s features, checked against its job."""
-    from cbedtdc.train import extract_features
+def head_probs(head_path, features_path, split: str):
+    """``(keys, probabilities)`` of a head on every row of a features file, checked against its job.
 
+    The file must come from the model the head was fitted on (same checkpoint hash); align the rows
+    to the samples you score by key.
+    """
     booster, info = load_head(head_path)
+    fs = read_features(features_path, split=split)
+    meta = fs.model_meta
     if [int(c) for c in meta["classes"]] != info["classes"] or bool(meta.get("rest", False)) != info["rest"]:
-        raise ValueError(f"{head_path} was fitted for outputs {info['classes']} rest={info['rest']}, the model has "
-                         f"{meta['classes']} rest={meta.get('rest')}; rerun its xgboost rule")
-    got, feats = extract_features(model, meta, shard_root, split, keys=keys, batch_size=batch_size)
-    if list(got) != list(keys):
-        raise RuntimeError(f"extract_features returned the {split} samples in another order")
-    return predict_booster(booster, feats)
+        raise ValueError(f"{head_path} was fitted for outputs {info['classes']} rest={info['rest']}, "
+                         f"{features_path} holds features of a model with {meta['classes']} rest={meta.get('rest')}; "
+                         "rerun its xgboost rule")
+    if info.get("model_sha256") and info["model_sha256"] != fs.model_sha256:
+        raise ValueError(f"{features_path} was extracted through another checkpoint of {fs.model} than {head_path} "
+                         "was fitted on; rerun its features and xgboost rules")
+    return fs.keys, predict_booster(booster, fs.features)

@@ -300,13 +300,15 @@ def tdc_variant():
 
 
 def get_xgb_heads(wildcards=None):
-    """CNN-XGBoost heads evaluated beside the CNNs (xgboost.activate), else none."""
+    """CNN-XGBoost heads evaluated beside the CNNs (xgboost.activate) and the dev and test features they
+    are scored on, else none."""
     if not is_activated("xgboost"):
         return []
-    flat = expand(
-        "results/xgboost/flat/{loss}/head.json", loss=config["flat"]["losses"]
-    )
-    return flat + expand("results/xgboost/level_{level}/head.json", level=LEVELS)
+    jobs = [f"flat/{loss}" for loss in config["flat"]["losses"]]
+    jobs += [f"level_{level}" for level in LEVELS]
+    return [f"results/xgboost/{j}/head.json" for j in jobs] + [
+        f"results/features/{j}/{s}.h5" for j in jobs for s in ("dev", "test")
+    ]
 
 
 def xgb_flags():

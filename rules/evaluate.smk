@@ -134,14 +134,14 @@ rule report_files:
 
 
 # Optional CNN-XGBoost heads (xgboost.activate): one per flat model and per TDC level, on that job's own
-# training samples; rule evaluate then scores the flat models and the cascade with the heads as well.
+# training samples, fitted on the features files of the features stage (rules/heads.smk), so the network is
+# not run again; rule evaluate then scores the flat models and the cascade with the heads as well.
 
 
 rule xgboost_flat:
     input:
-        model="results/flat/{loss}/best.pt",
-        train="results/shards/train.csv",
-        dev="results/shards/dev.csv",
+        train="results/features/flat/{loss}/train.h5",
+        dev="results/features/flat/{loss}/dev.h5",
     output:
         head="results/xgboost/flat/{loss}/head.json",
         meta="results/xgboost/flat/{loss}/head.meta.json",
@@ -153,20 +153,18 @@ rule xgboost_flat:
         "../envs/cbedtdc.yaml"
     threads: config["train"]["ranks"] * config["train"]["threads_per_rank"]
     params:
-        shards=lambda wc, input: Path(input.train).parent,  # shard root
         booster=xgb_flags(),  # every value already shell-quoted
         seed=config["seed"],
-        batch=config["train"]["eval_batch_size"],
     shell:
-        "{PYTHON} workflow_scripts/xgboost_head.py --model {input.model:q} --shards {params.shards:q}"
-        " --out {output.head:q} --seed {params.seed} --batch-size {params.batch} --threads {threads}"
-        " {params.booster} 2> {log:q}"
+        "{PYTHON} workflow_scripts/xgboost_head.py --train {input.train:q} --dev {input.dev:q}"
+        " --out {output.head:q} --seed {params.seed:q} --threads {threads} {params.booster} 2> {log:q}"
 
 
 rule xgboost_level:
     input:
-        model="results/tdc/level_{level}/best.pt",
-        train="results/shards/train.csv",
+        # every sample of the split; the level's own samples are selected by key
+        train="results/features/level_{level}/train.h5",
+        dev="results/features/level_{level}/dev.h5",
         train_keys="results/tdc/level_{level}/job/train_keys.csv",
         dev_keys="results/tdc/level_{level}/job/dev_keys.csv",
     output:
@@ -180,11 +178,9 @@ rule xgboost_level:
         "../envs/cbedtdc.yaml"
     threads: config["train"]["ranks"] * config["train"]["threads_per_rank"]
     params:
-        shards=lambda wc, input: Path(input.train).parent,  # shard root
         booster=xgb_flags(),  # every value already shell-quoted
         seed=config["seed"],
-        batch=config["train"]["eval_batch_size"],
     shell:
-        "{PYTHON} workflow_scripts/xgboost_head.py --model {input.model:q} --shards {params.shards:q}"
+        "{PYTHON} workflow_scripts/xgboost_head.py --train {input.train:q} --dev {input.dev:q}"
         " --train-keys {input.train_keys:q} --dev-keys {input.dev_keys:q} --out {output.head:q}"
-        " --seed {params.seed} --batch-size {params.batch} --threads {threads} {params.booster} 2> {log:q}"
+        " --seed {params.seed:q} --threads {threads} {params.booster} 2> {log:q}"

@@ -60,3 +60,37 @@ def test_ratio_levels_need_the_shared_backbone(workdir):
     assert "config error at tdc.levels: ratio plans the number of levels" in res.stdout + res.stderr
     res = dry_run(workdir, "--config", "tdc={levels: ratio, backbone: shared}")
     assert res.returncode == 0 and job_stats(res.stdout)["tdc_heads"] == 1, res.stdout + res.stderr
+
+
+def job_files(output: str) -> dict[str, tuple[str, set[str]]]:
+    """``{first output: (rule, input files)}`` of every job a dry run lists."""
+    jobs = {}
+    for block in output.split("\nrule ")[1:]:
+        rule = block.split(":", 1)[0]
+        fields = {ln.strip().split(":", 1)[0]: ln.split(":", 1)[1].strip() for ln in block.splitlines()[1:]
+                  if ln.startswith("    ") and ":" in ln}
+        if "output" in fields:
+            inputs = {f.strip() for f in fields.get("input", "").split(",") if f.strip()}
+            jobs[fields["output"].split(",")[0].strip()] = (rule, inputs)
+    return jobs
+
+
+def test_xgboost_heads_read_the_features_files_not_the_models(workdir):
+    res = dry_run(workdir, "results/metrics/summary.json", "--config", "xgboost={activate: true}",
+                  "tdc={backbone: own, level_sizes: [10, 10]}")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    stats = job_stats(res.stdout)
+    assert stats["xgboost_flat"] == 1 and stats["xgboost_level"] == 2, stats
+    # train, dev, test of the flat ce model and of each level: the heads' train/dev, evaluate's dev/test
+    assert stats["features"] == 3 and stats["features_level"] == 6, stats
+    jobs = job_files(res.stdout)
+    assert jobs["results/xgboost/flat/ce/head.json"] == (
+        "xgboost_flat", {"results/features/flat/ce/train.h5", "results/features/flat/ce/dev.h5"})
+    assert jobs["results/xgboost/level_2/head.json"] == ("xgboost_level", {
+        "results/features/level_2/train.h5", "results/features/level_2/dev.h5",
+        "results/tdc/level_2/job/train_keys.csv", "results/tdc/level_2/job/dev_keys.csv"})
+    assert jobs["results/features/level_2/train.h5"] == ("features_level", {
+        "results/tdc/level_2/best.pt", "results/shards/train.csv"})
+    rule, evaluated = jobs["results/metrics/summary.json"]
+    assert rule == "evaluate" and {"results/features/level_1/test.h5", "results/features/level_2/dev.h5",
+                                   "results/features/flat/ce/test.h5", "results/xgboost/level_1/head.json"} <= evaluated

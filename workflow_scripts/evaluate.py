@@ -46,12 +46,12 @@ def get_parser(add_help=True):
     p.add_argument("--tdc", required=True, help="TDC folder: levels.json, routing.json, level_K/best.pt (required)")
     p.add_argument("--summary", required=True, help="summary.json to write; its folder gets the tables (required)")
     p.add_argument("--xgb-dir", help="folder of the CNN-XGBoost heads (flat/{loss}/head.json, level_{k}/head.json); "
-                   "adds their scores (default: none)")
+                   "adds their scores on the features of --features-root (default: none)")
     p.add_argument("--head", nargs="*", type=_head, default=[], metavar="NAME=LOSS=HEAD_FILE",
                    help="flat heads on the features of flat model LOSS (default: none)")
     p.add_argument("--features-root", default=None,
-                   help="folder of the features files, flat/{loss}/{split}.h5 (default: none; needed with "
-                   "--head or --shared-loss)")
+                   help="folder of the features files, flat/{loss}/{split}.h5 and level_{k}/{split}.h5 "
+                   "(default: none; needed with --head, --shared-loss or --xgb-dir)")
     p.add_argument("--shared-loss", default=None, help="shared-backbone TDC: the flat model whose features the "
                    "level heads use; it is then the headline TDC (default: none, own-backbone levels)")
     p.add_argument("--shared-heads", default=None, help="folder of the shared TDC's level heads with heads.json "

@@ -1,8 +1,10 @@
 """xgboost_head: fit a CNN-XGBoost head on the penultimate features of one trained job (flat or TDC level).
 
 The head learns the job's own outputs (its classes, plus "rest" for a rest-reading level) from the job's
-training samples (``--train-keys``/``--dev-keys`` of a TDC level; all samples of its classes for a flat
-model), with early stopping on dev. Writes ``--out`` (booster JSON) and ``<out>.meta.json``.
+features files (``--train``/``--dev``, written by the features rules through the job's model) over the job's
+training samples (``--train-keys``/``--dev-keys`` of a TDC level, selected by key; all samples of its
+classes for a flat model), with early stopping on dev. Writes ``--out`` (booster JSON) and
+``<out>.meta.json``. The network is not run.
 """
 
 from __future__ import annotations
@@ -13,17 +15,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cbedtdc.cliutil import inference_parser, run_cli, set_torch_threads  # noqa: E402
+from cbedtdc.cliutil import run_cli  # noqa: E402
 
 
 def get_parser(add_help=True):
     from cbedtdc.xgbhead import DEFAULT_PARAMS as D
 
-    # --batch-size (feature extraction), --threads (torch and xgboost), --device
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], add_help=add_help, parents=[inference_parser()])
-    p.add_argument("--model", required=True, help="best.pt of the job (required)")
-    p.add_argument("--shards", required=True, help="shard root with train.csv and dev.csv (required)")
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], add_help=add_help)
+    p.add_argument("--train", required=True, help="train.h5 features file of the job's model (required)")
+    p.add_argument("--dev", required=True, help="dev.h5 features file of the job's model (required)")
     p.add_argument("--out", required=True, help="head.json to write (required)")
+    p.add_argument("--threads", type=int, default=0, help="xgboost threads, 0 = all cores (default: 0)")
     p.add_argument("--train-keys", help="CSV (key column) of the job's training samples (default: all)")
     p.add_argument("--dev-keys", help="CSV (key column) of the job's dev samples (default: all)")
     p.add_argument("--n-estimators", type=int, default=D["n_estimators"], help=f"boosting rounds (default: "
@@ -47,11 +49,11 @@ def run(args):
 
     params = {k: getattr(args, k) for k in ("n_estimators", "max_depth", "learning_rate", "subsample",
                                             "colsample_bytree", "early_stopping")}
-    set_torch_threads(args.threads)
     train_keys = read_keys(args.train_keys) if args.train_keys else None
     dev_keys = read_keys(args.dev_keys) if args.dev_keys else None
-    fit_head(args.model, args.shards, args.out, train_keys=train_keys, dev_keys=dev_keys, params=params,
-             seed=args.seed, batch_size=args.batch_size, device=args.device, threads=args.threads)
+    fit_head(args.train, args.dev, args.out, train_keys=train_keys, dev_keys=dev_keys, params=params,
+             seed=args.seed, threads=args.threads, train_keys_source=args.train_keys,
+             dev_keys_source=args.dev_keys)
 
 
 def main(argv=None) -> int:
