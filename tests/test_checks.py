@@ -66,7 +66,7 @@ def test_bad_classes_say_what_is_wrong(workdir, classes, message):
 
 
 def test_image_size_above_the_generated_stacks_fails_at_parse_time(workdir):
-    line = one_error_line(snakemake(workdir, "-n", "--config", "image_size=256"))
+    line = one_error_line(snakemake(workdir, "-n", "--config", "image_size=256", "synth={image_size: 128}"))
     assert "256 px shards from 128 px generated stacks; set synth.image_size to at least 256" in line
 
 
