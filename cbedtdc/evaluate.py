@@ -41,8 +41,9 @@ class _TestSet:
     kw: dict  # score() keywords: materials, bootstrap, Friedel groups
 
 
-def check_flat_classes(meta, classes, source="flat model") -> list[int]:
-    """The flat model's class order, or a one-line error naming the file and the command that retrains it.
+def check_flat_classes(meta, classes, source="flat model", rule: str = "train_flat") -> list[int]:
+    """The flat model's (or flat head's) class order, or a one-line error naming the file and the command that
+    redoes it (``rule``).
 
     >>> check_flat_classes({"classes": [1, 2, 3, 4, 5]}, [14, 225], "results/flat/ce/best.pt")
     Traceback (most recent call last):
@@ -53,7 +54,7 @@ def check_flat_classes(meta, classes, source="flat model") -> list[int]:
     if sorted(order) != sorted(classes) or meta.get("rest"):
         raise ValueError(f"{source} outputs {order} (rest={meta.get('rest')}), not the run's classes {list(classes)}: "
                          "it was replaced or trained for another run; retrain it with "
-                         "`snakemake --profile local -R train_flat` (the same command as the run, plus -R train_flat)")
+                         f"`snakemake --profile local -R {rule}` (the same command as the run, plus -R {rule})")
     return order
 
 
@@ -163,11 +164,7 @@ def _score_xgb(xgb_dir: Path, features_root: Path, flat_models, plan, ts: _TestS
     out = {"flat_xgb_by_loss": {}}
     for loss in flat_models:
         head = xgb_dir / "flat" / loss / "head.json"
-        info = load_head(head)[1]
-        order = [int(c) for c in info["classes"]]
-        if sorted(order) != sorted(classes) or info["rest"]:
-            raise ValueError(f"{head} outputs {order} (rest={info['rest']}), not the run's classes {list(classes)}: "
-                             "it was fitted for another run; rerun it with `snakemake --profile local -R xgboost_flat`")
+        order = check_flat_classes(load_head(head)[1], classes, head, rule="xgboost_flat")
         p = _xgb_probs(head, features_root / "flat" / loss, "test", keys)
         p = p[:, [order.index(c) for c in classes]]
         pred = np.asarray(classes)[p.argmax(1)]
@@ -244,7 +241,7 @@ def evaluate_run(shard_root, flat_models: dict, tdc_dir, out_dir, *, n_boot: int
     xgb_dir : path-like, optional
         Folder of the CNN-XGBoost heads (``flat/{loss}/head.json``, ``level_{k}/head.json``): adds
         ``flat_xgb_by_loss`` and ``tdc_xgb`` (routed like the CNN cascade; routing re-tuned on dev
-        on the heads' probabilities) They are scored on the dev and test features files under
+        on the heads' probabilities). They are scored on the dev and test features files under
         ``features_root`` (``flat/{loss}/``, ``level_{k}/``).
     heads : dict, optional
         Flat heads ``{name: (backbone loss, head file)}`` on ``features_root/flat/{loss}/{split}.h5``.

@@ -61,6 +61,7 @@ rule head:
         ext="pt|json",
     conda:
         "../envs/cbedtdc.yaml"
+    threads: config["train"]["ranks"] * config["train"]["threads_per_rank"]
     params:
         features=lambda wc, input: Path(input.train).parent,
         classes=" ".join(map(str, CLASSES)),
@@ -68,7 +69,8 @@ rule head:
         seed=config["seed"],
     shell:
         "{PYTHON} workflow_scripts/head.py --features {params.features:q} --out {output.head:q}"
-        " --classes {params.classes:q} --spec {params.spec:q} --seed {params.seed:q} 2> {log:q}"
+        " --classes {params.classes:q} --spec {params.spec:q} --seed {params.seed:q} --threads {threads}"
+        " 2> {log:q}"
 
 
 rule tdc_heads:
@@ -84,6 +86,7 @@ rule tdc_heads:
         "benchmarks/tdc_heads/tdc_heads.tsv"
     conda:
         "../envs/cbedtdc.yaml"
+    threads: config["train"]["ranks"] * config["train"]["threads_per_rank"]
     params:
         features=lambda wc, input: Path(input.train).parent,
         out=lambda wc, output: Path(output.heads).parent,
@@ -91,7 +94,8 @@ rule tdc_heads:
         seed=config["seed"],
     shell:
         "{PYTHON} workflow_scripts/head.py --features {params.features:q} --levels {input.levels:q}"
-        " --out {params.out:q} --spec {params.spec:q} --seed {params.seed:q} 2> {log:q}"
+        " --out {params.out:q} --spec {params.spec:q} --seed {params.seed:q} --threads {threads}"
+        " 2> {log:q}"
 
 
 rule tune_routing_shared:

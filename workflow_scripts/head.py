@@ -27,6 +27,8 @@ def get_parser(add_help=True):
     p.add_argument("--levels", default=None, help="levels.json: fit the shared-backbone TDC (default: a flat head)")
     p.add_argument("--spec", default="{}", help="head options as a JSON object (default: {}, cbedtdc.heads.DEFAULTS)")
     p.add_argument("--seed", type=int, default=0, help="seed of the head's initialisation and sampling (default: 0)")
+    p.add_argument("--threads", type=int, default=0, help="torch / XGBoost threads while fitting, 0 = their default "
+                   "(default: 0; the rules pass their threads)")
     return p
 
 
@@ -37,6 +39,10 @@ def run(args):
         spec = json.loads(args.spec)
     except ValueError as err:
         raise ValueError(f"--spec {args.spec!r}: not a JSON object ({err})") from err
+    if not isinstance(spec, dict):
+        raise ValueError(f"--spec {args.spec!r}: not a JSON object")
+    if args.threads:
+        spec["threads"] = args.threads
     if args.levels:
         train_tdc_heads(args.levels, args.features, args.out, spec=spec, seed=args.seed)
     else:
