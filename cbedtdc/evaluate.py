@@ -193,12 +193,16 @@ def _score_xgb(xgb_dir: Path, features_root: Path, flat_models, plan, ts: _TestS
     return out
 
 
-def _write_tables(out_dir: Path, plan, ts: _TestSet, flat_pred: dict, best: str, r, oracle, levels) -> None:
-    """per_class.csv, levels.csv, confusion_{flat,tdc}.csv and predictions.csv."""
+def _write_tables(out_dir: Path, plan, ts: _TestSet, flat_recall: dict, flat_best, r, oracle, levels) -> None:
+    """per_class.csv, levels.csv, confusion_{flat,tdc}.csv and predictions.csv.
+
+    ``flat_recall`` maps a column suffix (``ce``, ``ce_crt``) to the test predictions of that flat model;
+    ``flat_best`` are the predictions of the headline flat model (confusion matrix, predictions.csv).
+    """
     classes, y = plan.classes, ts.labels
     owner = dict(zip(classes, (plan.level_of(classes) + 1).tolist()))
     n_train = {c: int((ts.train_labels == c).sum()) for c in classes}
-    recall_cols = {f"recall_flat_{lo}": per_class_recall(y, pred, classes) for lo, pred in flat_pred.items()}
+    recall_cols = {f"recall_flat_{lo}": per_class_recall(y, pred, classes) for lo, pred in flat_recall.items()}
     recall_cols["recall_tdc"] = per_class_recall(y, r.pred, classes)
     recall_cols["recall_tdc_estimated"] = per_class_recall(y, oracle, classes)
     rows = []
@@ -210,13 +214,13 @@ def _write_tables(out_dir: Path, plan, ts: _TestSet, flat_pred: dict, best: str,
     write_csv(out_dir / "levels.csv", [{**lv, "classes": " ".join(map(str, lv["classes"]))} for lv in levels],
               LEVEL_FIELDS)
     header = ["true\\pred"] + [str(c) for c in classes] + ["other"]
-    for name, pred in (("flat", flat_pred[best]), ("tdc", r.pred)):
+    for name, pred in (("flat", flat_best), ("tdc", r.pred)):
         cm = confusion_matrix(y, pred, classes)
         write_csv(out_dir / f"confusion_{name}.csv",
                   [dict(zip(header, [str(c)] + row.tolist())) for c, row in zip(classes, cm)], header)
     pred_rows = [{"key": k, "material": m, "space_group": int(t_), "flat_pred": int(fp), "tdc_pred": int(tp),
                   "tdc_level": int(lv) + 1, "tdc_prob": round(float(cf), 6)}
-                 for k, m, t_, fp, tp, lv, cf in zip(ts.keys, ts.materials, y, flat_pred[best], r.pred, r.kept,
+                 for k, m, t_, fp, tp, lv, cf in zip(ts.keys, ts.materials, y, flat_best, r.pred, r.kept,
                                                      r.conf)]
     write_csv(out_dir / "predictions.csv", pred_rows, list(pred_rows[0]))
 
@@ -229,8 +233,9 @@ def evaluate_run(shard_root, flat_models: dict, tdc_dir, out_dir, *, n_boot: int
     Parameters
     ----------
     flat_models : dict
-        ``{loss: path of best.pt}``; the headline ``flat`` is the one with the best dev balanced
-        accuracy (chosen on dev, never on test); every loss is under ``flat_by_loss``.
+        ``{loss: path of best.pt}``; every loss is under ``flat_by_loss``. The headline ``flat`` is the
+        flat variant (one of these CNNs, or one of ``heads`` on their features) with the best dev balanced
+        accuracy (chosen on dev, never on test); ``flat["model"]`` names it (``flat/ce/cnn``, ``flat/ce/crt``).
     tdc_dir : path-like
         Folder with ``levels.json`` and, for own-backbone levels, ``routing.json`` and ``level_K/best.pt``.
     out_dir : path-like
@@ -269,13 +274,18 @@ def evaluate_run(shard_root, flat_models: dict, tdc_dir, out_dir, *, n_boot: int
                "data": data_kind, "bootstrap": {"resamples": int(n_boot), "over": "materials", "level": 0.95},
                "chance": chance_rates(ts.train_labels, ts.labels, classes)}
     flat_by_loss, flat_pred, best = _score_flat(flat_models, ts, shard_root, classes, batch_size, device)
-    summary["flat"] = {**flat_by_loss[best], "selected_by": "dev balanced_accuracy among flat.losses"}
     summary["flat_by_loss"] = flat_by_loss
     train_counts = {c: int((ts.train_labels == c).sum()) for c in classes}
     variants = _Variants(ts, classes, train_counts)
     for loss, s in flat_by_loss.items():
         variants.add(f"flat/{loss}/cnn", "flat", s, flat_pred[loss], dev_ba=s.get("dev_balanced_accuracy"),
                      backbone=loss, head="cnn", backbone_images=s.get("images_seen"), head_images=0)
+    flat_heads = {}
+    for hname, (loss, path) in (heads or {}).items():
+        flat_heads[f"flat/{loss}/{hname}"] = _score_flat_head(
+            variants, hname, loss, path, Path(features_root) / "flat" / loss, ts, classes,
+            flat_by_loss.get(loss, {}).get("images_seen"))
+    summary["flat"], flat_recall = _headline_flat(variants, flat_by_loss, flat_pred, best, flat_heads)
     if shared is None:
         tuned = cascade.read_routing(tdc_dir / "routing.json", plan)
         _, models = cascade.load_levels(tdc_dir, plan, device=device)
@@ -307,9 +317,6 @@ def evaluate_run(shard_root, flat_models: dict, tdc_dir, out_dir, *, n_boot: int
     if shared is not None:
         summary["budget"]["tdc_images_planned"] = plan.flat_images  # the shared backbone is the flat model
         summary["budget"]["tdc_head_images"] = t["head_images"]
-    for hname, (loss, path) in (heads or {}).items():
-        _score_flat_head(variants, hname, loss, path, Path(features_root) / "flat" / loss, ts, classes,
-                         flat_by_loss.get(loss, {}).get("images_seen"))
     if xgb_dir is not None:
         if shared is not None:
             raise ValueError("xgboost.activate scores the own-backbone levels; with tdc.backbone: shared use an "
@@ -320,7 +327,7 @@ def evaluate_run(shard_root, flat_models: dict, tdc_dir, out_dir, *, n_boot: int
         summary.update(_score_xgb(Path(xgb_dir), Path(features_root), flat_models, plan, ts))
     summary["variants"] = variants.rows
     summary["best"] = variants.best_difference(n_boot, seed)
-    _write_tables(out_dir, plan, ts, flat_pred, best, r, oracle, t["per_level"])
+    _write_tables(out_dir, plan, ts, flat_recall, variants.pred[summary["flat"]["model"]], r, oracle, t["per_level"])
     write_json(out_dir / "summary.json", _jsonable(summary))
     return summary
 
@@ -362,13 +369,13 @@ class _Variants:
         self.rows.append(row)
         self.pred[name] = np.asarray(pred)
 
-    def _best(self, family):
+    def best(self, family):
         rows = [r for r in self.rows if r["family"] == family and r["dev_balanced_accuracy"] is not None]
         return max(rows, key=lambda r: r["dev_balanced_accuracy"]) if rows else None
 
     def best_difference(self, n_boot: int, seed: int) -> dict:
         """Best flat and best TDC variant by dev balanced accuracy; paired bootstrap of TDC minus flat."""
-        f, t = self._best("flat"), self._best("tdc")
+        f, t = self.best("flat"), self.best("tdc")
         out = {"selected_by": "dev balanced_accuracy", "flat": f and f["name"], "tdc": t and t["name"]}
         if f is None or t is None:
             return out
@@ -418,10 +425,32 @@ def _score_flat_head(variants: _Variants, name, loss, path, fdir: Path, ts: _Tes
         dev_labels = dict(zip(ts.dev.keys, ts.dev.labels))
         yd = np.array([dev_labels[k] for k in dkeys])
         dev_ba = balanced_accuracy(yd, np.asarray(classes)[pd_.argmax(1)], classes)
+    n_head = int(head.info.get("head_images", head_images(head)))
     variants.add(f"flat/{loss}/{name}", "flat", s, pred, dev_ba=dev_ba, backbone=loss, head=name,
-                 head_spec=head.spec, backbone_images=backbone_images,
-                 head_images=int(head.info.get("head_images", head_images(head))))
+                 head_spec=head.spec, backbone_images=backbone_images, head_images=n_head)
     log.info("flat %s + head %s: test balanced accuracy %.4f (dev %s)", loss, name, s["balanced_accuracy"], dev_ba)
+    return {**s, "dev_balanced_accuracy": dev_ba, "images_seen": backbone_images, "loss": loss, "head": name,
+            "head_images": n_head}
+
+
+def _headline_flat(variants: _Variants, flat_by_loss: dict, flat_pred: dict, best_cnn: str, flat_heads: dict):
+    """``(summary["flat"], per-class recall columns)``: the flat model the TDC is compared with.
+
+    It is the best flat variant on dev balanced accuracy, the flat CNNs (``flat.losses``) and the heads on
+    their features (``heads.variants``) alike: with ``tdc.backbone: shared`` the cascade's levels are heads
+    on the same backbone, so a flat head (cRT, logit adjustment) is the flat model of equal backbone budget.
+    A CNN wins ties; without dev scores the headline is the CNN of ``_score_flat``.
+    """
+    chosen = variants.best("flat")
+    name = chosen["name"] if chosen is not None else f"flat/{best_cnn}/cnn"
+    recall = dict(flat_pred)
+    if name in flat_heads:
+        s = flat_heads[name]
+        recall[f"{s['loss']}_{s['head']}"] = variants.pred[name]
+    else:
+        s = {**flat_by_loss[name.split("/")[1]], "head": "cnn", "head_images": 0}
+    what = "the flat CNNs (flat.losses) and their heads (heads.variants)" if flat_heads else "flat.losses"
+    return {**s, "model": name, "selected_by": f"dev balanced_accuracy among {what}"}, recall
 
 
 def _jsonable(obj):

@@ -266,6 +266,11 @@ def results_table(summaries) -> str:
     for loss, s in first.get("flat_by_loss", {"flat": first["flat"]}).items():
         lines.append(f"| flat, {loss} | {s.get('images_seen') or '-'} | {cell(s, 'top1')} | "
                      f"{cell(s, 'balanced_accuracy')} | {cell(s, 'macro_f1')} | {cell(s, 'top5')} | {friedel(s)} |")
+    f = first["flat"]
+    if f.get("head") not in (None, "cnn"):  # the headline flat model is a head on a flat CNN's features
+        lines.append(f"| flat, {f['loss']} + {f['head']} head (best flat on dev) | {f.get('images_seen') or '-'} | "
+                     f"{cell(f, 'top1')} | {cell(f, 'balanced_accuracy')} | {cell(f, 'macro_f1')} | {cell(f, 'top5')} "
+                     f"| {friedel(f)} |")
     for loss, s in first.get("flat_xgb_by_loss", {}).items():
         lines.append(f"| flat, {loss} + XGBoost head | same | {cell(s, 'top1')} | {cell(s, 'balanced_accuracy')} | "
                      f"{cell(s, 'macro_f1')} | {cell(s, 'top5')} | {friedel(s)} |")

@@ -59,7 +59,16 @@ def _legend_below(fig, ax_or_axes, ncol: int = 2) -> None:
 
 
 def _models(summary: dict) -> list[tuple[str, dict]]:
+    """Every flat CNN, the headline flat model when it is a head on their features, then the TDC.
+
+    >>> s = {"flat_by_loss": {"ce": {}}, "flat": {"loss": "ce", "head": "crt"}, "tdc": {"mode": "rest"}}
+    >>> [name for name, _ in _models(s)]
+    ['flat ce', 'flat ce + crt head (best flat on dev)', 'TDC rest']
+    """
     models = [(f"flat {lo}", s) for lo, s in summary["flat_by_loss"].items()]
+    head = summary.get("flat", {}).get("head")
+    if head and head != "cnn":
+        models.append((f"flat {summary['flat']['loss']} + {head} head (best flat on dev)", summary["flat"]))
     models.append((f"TDC {summary['tdc']['mode']}", summary["tdc"]))
     return models
 

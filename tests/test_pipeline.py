@@ -43,6 +43,7 @@ def check_summary(path, mode):
             assert 0.0 <= s[model][key] <= 1.0, f"summary[{model}][{key}] = {s[model].get(key)}"
     assert s["tdc"]["mode"] == mode
     assert 0.0 <= s["flat"]["top5"] <= 1.0
+    assert s["flat"]["model"] == s["best"]["flat"], "the headline flat model is the one the TDC is compared with"
     for model in ("flat", "tdc"):
         lo, hi = s[model]["ci95"]["balanced_accuracy"]
         assert lo <= s[model]["balanced_accuracy"] <= hi

@@ -48,6 +48,10 @@ def test_shared_backbone_run_writes_a_valid_summary(run):
         assert set(v["shots"]) == {"many", "medium", "few"}
     best = s["best"]
     assert best["flat"] in names and best["tdc"].startswith("tdc/")
+    # the headline flat model is the flat variant the TDC is compared with (a head may beat the CNN on dev)
+    chosen = next(v for v in s["variants"] if v["name"] == best["flat"])
+    assert s["flat"]["model"] == best["flat"] and s["flat"]["balanced_accuracy"] == chosen["balanced_accuracy"]
+    assert s["flat"]["images_seen"] == s["flat_by_loss"]["ce"]["images_seen"]
     lo, hi = best["difference_ci95"]
     assert lo <= best["balanced_accuracy_difference"] <= hi
     table = subprocess.run([str(BIN / "cbedtdc"), "table", str(run / "results" / "metrics" / "summary.json")],
