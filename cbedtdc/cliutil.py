@@ -24,7 +24,7 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 def known_errors() -> tuple[type[BaseException], ...]:
     """Errors that mean bad input, config or checkpoint (the message names the file and what to do)."""
     from cbedtdc.data import DataError
-    from cbedtdc.features import FeaturesError
+    from cbedtdc.features.store import FeaturesError
     from cbedtdc.synth import CrystalError
     from cbedtdc.train import CheckpointError
 

@@ -27,7 +27,7 @@ import numpy as np
 from cbedtdc.cascade.jobs import tune_routing_on
 from cbedtdc.cascade.plan import LevelPlan, level_training_mask, trickle
 from cbedtdc.cascade.routing import level_targets
-from cbedtdc.features import read_features
+from cbedtdc.features.store import read_features
 from cbedtdc.heads import fit_head, load_head, resolve_spec
 from cbedtdc.io import atomic_write_text
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cbedtdc.features import FeaturesError, read_features
+from cbedtdc.features.store import FeaturesError, read_features
 from cbedtdc.io import atomic_path, atomic_write_text
 from cbedtdc.train.sampling import job_targets
 

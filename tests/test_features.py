@@ -75,7 +75,7 @@ def test_keys_subset_keeps_split_order(job, tiny_shards, tmp_path):
 
 
 def test_failed_extraction_leaves_no_file_and_rerun_replaces_stale(job, tiny_shards, tmp_path, monkeypatch):
-    import cbedtdc.features as F
+    import cbedtdc.features.cnn as F
 
     out = tmp_path / "train.h5"
     (tmp_path / ".train.h5.4242.h5").write_bytes(b"left by a killed run")
