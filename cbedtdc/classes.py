@@ -11,7 +11,7 @@ import csv
 from functools import lru_cache
 from importlib import resources
 
-__all__ = ["real_counts", "resolve_classes", "TOP20"]
+__all__ = ["real_counts", "resolve_classes", "read_run_classes", "TOP20"]
 
 
 @lru_cache(maxsize=1)
@@ -77,3 +77,26 @@ def resolve_classes(spec) -> list[int]:
     if dup:
         raise ValueError(f"classes: duplicate space group {', '.join(map(str, dup))} in {groups}; list each once")
     return _by_frequency(groups)
+
+
+def read_run_classes(path) -> list[int]:
+    """The run's one class order, from ``run_classes.json`` (rule ``check_classes``: the checked counts per
+    class, keyed by space group in the run's order). Every head, level, evaluation and ``classify`` reads it.
+
+    >>> import json, tempfile, os
+    >>> f = os.path.join(tempfile.mkdtemp(), "run_classes.json")
+    >>> _ = open(f, "w").write(json.dumps({"225": {"train": 3}, "14": {"train": 9}}))
+    >>> read_run_classes(f)
+    [225, 14]
+    """
+    import json
+    from pathlib import Path
+
+    try:
+        d = json.loads(Path(path).read_text())
+        classes = [int(k) for k in d]
+    except (OSError, ValueError, TypeError) as err:
+        raise ValueError(f"{path}: not a readable run_classes.json ({err}); rerun rule check_classes") from err
+    if not classes:
+        raise ValueError(f"{path}: no class; rerun rule check_classes")
+    return classes

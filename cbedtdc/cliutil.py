@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 
-__all__ = ["run_cli", "known_errors", "int_list", "classes_arg", "inference_parser", "level_parser", "setup_logging",
+__all__ = ["run_cli", "known_errors", "int_list", "classes_arg", "inference_parser", "level_parser", "add_routing_arg", "setup_logging",
            "set_torch_threads"]
 
 log = logging.getLogger("cbedtdc.workflow")
@@ -110,6 +110,17 @@ def level_parser() -> argparse.ArgumentParser:
                    help="missed.csv of the previous level (hard reading, level > 1); "
                    "given with no file = none (default: none)")
     return p
+
+
+def add_routing_arg(p: argparse.ArgumentParser) -> None:
+    """``--routing``, the rest reading's rule; its allowed values are :data:`cbedtdc.cascade.routing.ROUTINGS`
+    (the schema's enum of ``tdc.routing`` is checked against them in the tests). Required: the rules pass
+    ``tdc.routing``, whose default lives in the schema only."""
+    from cbedtdc.cascade.routing import ROUTINGS
+
+    p.add_argument("--routing", required=True, choices=ROUTINGS,
+                   help="rest reading's routing rule (config tdc.routing); the hard reading always thresholds "
+                   "(required)")
 
 
 def setup_logging(verbose: bool = False, *, rank_tag: bool = False) -> None:

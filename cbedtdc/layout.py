@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["RAW_NAME", "SPLITS", "discover_raw", "split_of", "synth_file_plan", "SynthFile", "n_levels",
-           "rule_interpreter"]
+           "shell_prefix", "feature_dir", "FEATURES_ROOT"]
 
 SPLITS = ("train", "dev", "test")
 #: Challenge file names: batch_{train|dev|test}_{N}.h5 (N = rank of the simulation job).
@@ -122,21 +122,41 @@ def n_levels(tdc: dict) -> int:
     return int(tdc.get("n_levels", 3))
 
 
-def rule_interpreter(executable, conda: bool) -> tuple[str, str]:
-    """``(python, env_path)`` shell fragments for the rules: the interpreter, and a ``PATH=...`` prefix that puts
-    its environment's ``bin/`` (hence its ``mpiexec``) first for the MPI launcher.
+def shell_prefix(executable, conda: bool) -> str:
+    """The prefix of every rule's shell command (``shell.prefix``): bash strict mode, ``$CBEDTDC_PYTHON`` the
+    interpreter of the rules and that environment's ``bin/`` first on ``PATH`` (hence its ``mpiexec``).
 
     ``executable`` is the interpreter Snakemake runs in (``sys.executable``), so a venv's snakemake called by path
-    needs no activated venv. Under ``--software-deployment-method conda`` (``conda=True``) the rule's own env is
-    activated: plain ``python`` and no prefix.
+    needs no activated venv and the caller's PATH does not matter. Under ``--software-deployment-method conda``
+    (``conda=True``) the rule's own env is activated: plain ``python``, PATH untouched.
 
-    >>> python, env_path = rule_interpreter("/opt/my env/bin/python3", conda=False)
-    >>> print(env_path + "mpiexec -n 2 " + python)
-    PATH='/opt/my env/bin':"$PATH" mpiexec -n 2 '/opt/my env/bin/python3'
-    >>> rule_interpreter("/opt/venv/bin/python3", conda=True)
-    ('python', '')
+    >>> print(shell_prefix("/opt/my env/bin/python3", conda=False))
+    set -euo pipefail; export CBEDTDC_PYTHON='/opt/my env/bin/python3' PATH='/opt/my env/bin':"$PATH"; 
+    >>> print(shell_prefix("/opt/venv/bin/python3", conda=True))
+    set -euo pipefail; export CBEDTDC_PYTHON=python; 
     """
     if conda:
-        return "python", ""
+        return "set -euo pipefail; export CBEDTDC_PYTHON=python; "
     path = Path(executable)
-    return shlex.quote(str(path)), f'PATH={shlex.quote(str(path.parent))}:"$PATH" '
+    return (f"set -euo pipefail; export CBEDTDC_PYTHON={shlex.quote(str(path))} "
+            f'PATH={shlex.quote(str(path.parent))}:"$PATH"; ')
+
+
+#: Where each feature source of a head is written (``results/features/<source>/<split>.h5``).
+FEATURES_ROOT = "results/features"
+
+
+def feature_dir(source: str, backbone: str | None = None) -> str:
+    """Folder of a feature source: ``cnn`` is the flat model of ``backbone`` (a flat loss), ``symmetry`` the
+    physics descriptors.
+
+    >>> feature_dir("cnn", "ce"), feature_dir("symmetry")
+    ('results/features/flat/ce', 'results/features/symmetry')
+    """
+    if source == "cnn":
+        if not backbone:
+            raise ValueError("feature source cnn needs the flat model (backbone) it comes from")
+        return f"{FEATURES_ROOT}/flat/{backbone}"
+    if source == "symmetry":
+        return f"{FEATURES_ROOT}/symmetry"
+    raise ValueError(f"feature source {source!r}: must be cnn or symmetry")

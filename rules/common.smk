@@ -9,11 +9,13 @@ from snakemake.utils import validate
 
 from cbedtdc.checks import check_classes_config, check_lsf_submission, check_run_config
 from cbedtdc.config import ConfigError, check_config, coerce_types, load_schema
+from cbedtdc.heads.options import DEFAULTS as HEAD_DEFAULTS, XGBOOST_DEFAULTS
 from cbedtdc.layout import (
     SPLITS,
     discover_raw,
     n_levels,
-    rule_interpreter,
+    feature_dir,
+    shell_prefix,
     synth_file_plan,
 )
 
@@ -26,9 +28,10 @@ def uses_conda():
 
 # Interpreter and MPI launcher of the rules: those of the environment Snakemake runs in (a venv's snakemake
 # called by path needs no activated venv), or the rule's conda env under --software-deployment-method conda.
-# ENV_PATH puts that environment's bin/ first for the launcher, so the default resources.mpi "mpiexec" is its
-# own; the srun/jsrun of the cluster profiles are found further along PATH.
-PYTHON, ENV_PATH = rule_interpreter(sys.executable, conda=uses_conda())
+# The prefix of every shell command sets $CBEDTDC_PYTHON and puts that environment's bin/ first on PATH (so the
+# default resources.mpi "mpiexec" is its own; the srun/jsrun of the cluster profiles are found further along).
+# A prefix is not part of a rule's code: moving the venv reruns nothing.
+shell.prefix(shell_prefix(sys.executable, conda=uses_conda()))
 
 SCHEMA = Path(workflow.basedir) / "config" / "schema.yaml"
 # --config train='{epochs: 3}' arrives as strings: give leaves the types the schema asks for
@@ -59,6 +62,8 @@ except (ConfigError, OSError, ValueError) as err:
     prefix = "" if str(err).startswith("config error") else where
     raise SystemExit(f"Error: {prefix}{err}") from None
 STEMS = sorted(RAW)
+# options of a head that the heads.variants entries and tdc.head may set (name, backbone, features are the rules')
+HEAD_OPTIONS = set(HEAD_DEFAULTS) - {"xgboost"}
 
 
 wildcard_constraints:
@@ -66,6 +71,12 @@ wildcard_constraints:
     split="train|dev|test",
     level=r"\d+",
     loss="ce|weighted_ce|logit_adjusted|balanced_softmax",
+    source=r"flat/(ce|weighted_ce|logit_adjusted|balanced_softmax)|level_\d+",
+    job=r"flat/(ce|weighted_ce|logit_adjusted|balanced_softmax)|level_\d+",
+
+
+# Threads of every job that runs torch or XGBoost: what one training job uses (ranks x threads per rank).
+THREADS = config["train"]["ranks"] * config["train"]["threads_per_rank"]
 
 
 def get_raw(wildcards):
@@ -203,74 +214,66 @@ def get_tdc_final_output():
     ]
 
 
-# --- HEADS: features of the flat models, flat heads, the shared-backbone TDC -------------
-HEAD_KEYS = [
-    "kind",
-    "loss",
-    "sampler",
-    "resample",
-    "tau_norm",
-    "posthoc_tau",
-    "epochs",
-    "temperature",
-]
-HEADS = {v["name"]: v for v in config.get("heads", {}).get("variants", [])}
+# --- HEADS: feature sources, flat heads, the shared-backbone TDC ------------------------------
+HEADS = {v["name"]: v for v in config["heads"]["variants"]}
 
 
 def is_shared():
-    """tdc.backbone: shared (every level a head on the features of one flat model)."""
+    """tdc.backbone: shared (every level a head on the same feature sources)."""
     return config["tdc"]["backbone"] == "shared"
 
 
 def head_spec(options):
-    """The cbedtdc.heads options of a heads.variants entry or tdc.head, as JSON (a rule param, quoted :q)."""
+    """The cbedtdc.heads options of a heads.variants entry or tdc.head as JSON, a param of the rules (quoted);
+    the booster settings of the xgboost: section go with an xgboost head."""
     import json
 
-    spec = {k: options[k] for k in HEAD_KEYS if k in options}
-    if spec.get("kind") == "xgboost":  # the booster settings of the xgboost: section
-        keys = [
-            "n_estimators",
-            "max_depth",
-            "learning_rate",
-            "subsample",
-            "colsample_bytree",
-            "early_stopping",
-        ]
-        spec["xgboost"] = {k: config["xgboost"][k] for k in keys}
+    spec = {k: v for k, v in options.items() if k in HEAD_OPTIONS}
+    if spec.get("kind") == "xgboost":
+        spec["xgboost"] = {k: config["xgboost"][k] for k in XGBOOST_DEFAULTS}
     return json.dumps(spec, sort_keys=True)
+
+
+def head_feature_dirs(options, backbone=None):
+    """Folders of the feature sources of a head (``cnn``: the flat model of its backbone)."""
+    return [feature_dir(s, backbone or options["backbone"]) for s in options["features"]]
+
+
+def feature_files(dirs, splits):
+    return [f"{d}/{s}.h5" for d in dirs for s in splits]
+
+
+# the sources of the shared-backbone TDC's level heads
+TDC_SOURCES = head_feature_dirs(config["tdc"]["head"], config["tdc"]["shared_loss"])
 
 
 def head_file(name):
     """results/heads/flat/NAME/head.{pt|json} of one heads.variants entry."""
-    ext = "json" if HEADS[name].get("kind", "linear") == "xgboost" else "pt"
+    ext = "json" if HEADS[name]["kind"] == "xgboost" else "pt"
     return f"results/heads/flat/{name}/head.{ext}"
 
 
-def head_backbone(name):
-    return HEADS[name].get("backbone", "ce")
-
-
 def get_head_features(wildcards):
-    """Train and dev features of the flat model a head re-trains on."""
-    loss = head_backbone(wildcards.head)
-    return {s: f"results/features/flat/{loss}/{s}.h5" for s in ("train", "dev")}
+    """Train and dev files of every feature source of a flat head."""
+    return feature_files(head_feature_dirs(HEADS[wildcards.head]), ("train", "dev"))
+
+
+def get_features_model(wildcards):
+    """The checkpoint whose activations a features file holds: a flat model or an own-backbone level."""
+    if wildcards.source.startswith("level_"):
+        return f"results/tdc/{wildcards.source}/best.pt"
+    return f"results/{wildcards.source}/best.pt"
 
 
 def get_eval_heads(wildcards=None):
-    """Every flat head file and the test features it is scored on (rule evaluate)."""
-    out = [head_file(n) for n in HEADS]
-    losses = {head_backbone(n) for n in HEADS}
-    if is_shared():
-        losses.add(config["tdc"]["shared_loss"])
-    return out + [
-        f"results/features/flat/{loss}/{s}.h5"
-        for loss in sorted(losses)
-        for s in ("dev", "test")
-    ]
+    """Every flat head file and the dev/test files of the sources it and the shared TDC are scored on."""
+    dirs = {d for n in HEADS for d in head_feature_dirs(HEADS[n])}
+    dirs |= set(TDC_SOURCES) if is_shared() else set()
+    return [head_file(n) for n in HEADS] + feature_files(sorted(dirs), ("dev", "test"))
 
 
 def get_eval_tdc(wildcards=None):
-    """The cascade rule evaluate scores: the level ResNets and routing.json, or the shared TDC's heads."""
+    """What evaluate scores as the cascade: the level ResNets and routing.json, or the shared TDC's heads."""
     if is_shared():
         return [
             "results/tdc_shared/heads/heads.json",
@@ -279,16 +282,38 @@ def get_eval_tdc(wildcards=None):
     return ["results/tdc/routing.json", *level_outputs("best.pt")]
 
 
-def eval_head_args():
-    """--head NAME=LOSS=FILE per flat head and the shared TDC's flags (each value shell-quoted)."""
-    import shlex
+def eval_heads_json():
+    """The flat heads for workflow_scripts/evaluate.py --heads (JSON, a param quoted with q)."""
+    import json
 
-    args = [shlex.quote(f"{n}={head_backbone(n)}={head_file(n)}") for n in HEADS]
-    out = ("--head " + " ".join(args)) if args else ""
-    if is_shared():
-        out += " --shared-loss " + shlex.quote(config["tdc"]["shared_loss"])
-        out += " --shared-heads results/tdc_shared/heads --shared-routing results/tdc_shared/routing.json"
-    return out + " --features-root results/features"
+    return json.dumps(
+        {
+            n: {
+                "path": head_file(n),
+                "backbone": v["backbone"],
+                "features": v["features"],
+                "dirs": head_feature_dirs(v),
+            }
+            for n, v in HEADS.items()
+        }
+    )
+
+
+def eval_shared_json():
+    """The shared-backbone TDC for workflow_scripts/evaluate.py --shared (JSON; {} with own backbones)."""
+    import json
+
+    if not is_shared():
+        return "{}"
+    return json.dumps(
+        {
+            "backbone": config["tdc"]["shared_loss"],
+            "features": config["tdc"]["head"]["features"],
+            "dirs": TDC_SOURCES,
+            "heads": "results/tdc_shared/heads",
+            "routing": "results/tdc_shared/routing.json",
+        }
+    )
 
 
 def tdc_variant():
@@ -299,33 +324,49 @@ def tdc_variant():
     return tdc["mode"]
 
 
+def xgb_jobs():
+    """The trained jobs of xgboost.activate: every flat model and own-backbone level."""
+    return [f"flat/{loss}" for loss in config["flat"]["losses"]] + [
+        f"level_{level}" for level in LEVELS
+    ]
+
+
 def get_xgb_heads(wildcards=None):
     """CNN-XGBoost heads evaluated beside the CNNs (xgboost.activate) and the dev and test features they
     are scored on, else none."""
     if not is_activated("xgboost"):
         return []
-    jobs = [f"flat/{loss}" for loss in config["flat"]["losses"]]
-    jobs += [f"level_{level}" for level in LEVELS]
+    jobs = xgb_jobs()
     return [f"results/xgboost/{j}/head.json" for j in jobs] + [
         f"results/features/{j}/{s}.h5" for j in jobs for s in ("dev", "test")
     ]
+
+
+def get_xgb_inputs(wildcards):
+    """Features of one trained job and, for a TDC level, its own samples (selected by key)."""
+    out = {s: f"results/features/{wildcards.job}/{s}.h5" for s in ("train", "dev")}
+    if wildcards.job.startswith("level_"):
+        for s in ("train", "dev"):
+            out[f"{s}_keys"] = f"results/tdc/{wildcards.job}/job/{s}_keys.csv"
+    return out
+
+
+def xgb_keys_args(wildcards, input):
+    """--train-keys/--dev-keys of a TDC level's XGBoost head (shell-quoted), nothing for a flat model."""
+    import shlex
+
+    if "train_keys" not in input.keys():
+        return ""
+    return f"--train-keys {shlex.quote(input.train_keys)} --dev-keys {shlex.quote(input.dev_keys)}"
 
 
 def xgb_flags():
     """Booster flags of workflow_scripts/xgboost_head.py from config["xgboost"], shell-quoted."""
     import shlex
 
-    keys = [
-        "n_estimators",
-        "max_depth",
-        "learning_rate",
-        "subsample",
-        "colsample_bytree",
-    ]
-    keys.append("early_stopping")
     return " ".join(
         f"--{k.replace('_', '-')} {shlex.quote(str(config['xgboost'][k]))}"
-        for k in keys
+        for k in XGBOOST_DEFAULTS
     )
 
 

@@ -22,7 +22,7 @@ rule index_raw:
     params:
         expected_side=config["data"]["expected_side"],
     shell:
-        "{PYTHON} workflow_scripts/index_raw.py --raw {input.raw:q} --out {output.index:q}"
+        '"$CBEDTDC_PYTHON" workflow_scripts/index_raw.py --raw {input.raw:q} --out {output.index:q}'
         " --expected-side {params.expected_side} 2> {log:q}"
 
 
@@ -46,7 +46,7 @@ rule manifest:
         max_fraction=config["data"]["quarantine_max_fraction"],
         image_size=config["image_size"],
     shell:
-        "{PYTHON} workflow_scripts/manifest.py --indexes {input.indexes:q} --manifest {output.manifest:q}"
+        '"$CBEDTDC_PYTHON" workflow_scripts/manifest.py --indexes {input.indexes:q} --manifest {output.manifest:q}'
         " --quarantine {output.quarantine:q} --report {output.report:q}"
         " --max-fraction {params.max_fraction} --image-size {params.image_size} 2> {log.log:q}"
         # snakemake deletes the outputs of a failed job: keep the quarantine list beside the log
@@ -70,7 +70,7 @@ rule split:
         fractions=config["data"]["split_fractions"],
         seed=config["seed"],
     shell:
-        "{PYTHON} workflow_scripts/split.py --manifest {input.manifest:q} --splits {output.splits:q}"
+        '"$CBEDTDC_PYTHON" workflow_scripts/split.py --manifest {input.manifest:q} --splits {output.splits:q}'
         " --counts {output.counts:q} {params.resplit} --fractions {params.fractions:q}"
         " --seed {params.seed} 2> {log:q}"
 
@@ -90,7 +90,7 @@ rule check_classes:
         classes=",".join(map(str, CLASSES)),  # nothing else: a TDC setting must not retrain the flat models
     shell:
         # before any training job: every class of the run has training samples, dev and test are not empty
-        "{PYTHON} workflow_scripts/check_classes.py --counts {input.counts:q} --classes {params.classes:q}"
+        '"$CBEDTDC_PYTHON" workflow_scripts/check_classes.py --counts {input.counts:q} --classes {params.classes:q}'
         " --out {output.checked:q} 2> {log:q}"
 
 
@@ -115,7 +115,7 @@ rule shard:
     params:
         image_size=config["image_size"],
     shell:
-        "{PYTHON} workflow_scripts/shard.py --raw {input.raw:q} --index {input.index:q}"
+        '"$CBEDTDC_PYTHON" workflow_scripts/shard.py --raw {input.raw:q} --index {input.index:q}'
         " --shard {output.shard:q} --image-size {params.image_size} 2> {log:q}"
 
 
@@ -135,7 +135,7 @@ rule shard_index:
     params:
         shard_root=lambda wc, output: Path(output.lists[0]).parent,
     shell:
-        "{PYTHON} workflow_scripts/shard_index.py --splits {input.splits:q} --sidecars {input.sidecars:q}"
+        '"$CBEDTDC_PYTHON" workflow_scripts/shard_index.py --splits {input.splits:q} --sidecars {input.sidecars:q}'
         " --shard-root {params.shard_root:q} 2> {log:q}"
 
 

@@ -10,6 +10,7 @@ rule evaluate:
         train="results/shards/train.csv",
         dev="results/shards/dev.csv",
         test="results/shards/test.csv",
+        run_classes="results/data/run_classes.json",  # the run's one class order
         heads=get_xgb_heads,
     output:
         summary="results/metrics/summary.json",
@@ -36,7 +37,7 @@ rule evaluate:
         "benchmarks/evaluate/evaluate.tsv"
     conda:
         "../envs/cbedtdc.yaml"
-    threads: config["train"]["ranks"] * config["train"]["threads_per_rank"]
+    threads: THREADS
     params:
         flat=lambda wc, input: [
             f"{loss}={path}"
@@ -49,15 +50,22 @@ rule evaluate:
         # Friedel pairs are indistinguishable only in kinematic patterns
         friedel=friedel_groups_json(),
         data=data_kind(),
-        xgb="--xgb-dir results/xgboost" if is_activated("xgboost") else "",  # fixed literal flag
+        # fixed literal flags
+        xgb=(
+            "--xgb-dir results/xgboost --features-root results/features"
+            if is_activated("xgboost")
+            else ""
+        ),
         batch=config["train"]["eval_batch_size"],
-        head_args=eval_head_args(),  # every value already shell-quoted
+        heads=eval_heads_json(),  # JSON: file, backbone, feature sources of every flat head
+        shared=eval_shared_json(),  # JSON: the shared-backbone TDC, {} with own backbones
     shell:
-        "{PYTHON} workflow_scripts/evaluate.py --shards {params.shards:q} --flat {params.flat:q}"
+        '"$CBEDTDC_PYTHON" workflow_scripts/evaluate.py --shards {params.shards:q} --flat {params.flat:q}'
         " --tdc {params.tdc:q} --summary {output.summary:q} --copy {output.by_mode:q}"
-        " --bootstrap {params.bootstrap:q}"
+        " --run-classes {input.run_classes:q} --bootstrap {params.bootstrap:q}"
         " --seed {params.seed:q} --friedel-groups {params.friedel:q} --data {params.data:q}"
-        " --batch-size {params.batch:q} --threads {threads} {params.xgb} {params.head_args} 2> {log:q}"
+        " --batch-size {params.batch:q} --threads {threads} --heads {params.heads:q} --shared {params.shared:q}"
+        " {params.xgb} 2> {log:q}"
 
 
 rule plots:
@@ -104,7 +112,7 @@ rule plots:
         metrics=lambda wc, input: Path(input.summary).parent,
         out=lambda wc, output: Path(output.headline).parent,
     shell:
-        "{PYTHON} workflow_scripts/plots.py --metrics {params.metrics:q} --out {params.out:q} 2> {log:q}"
+        '"$CBEDTDC_PYTHON" workflow_scripts/plots.py --metrics {params.metrics:q} --out {params.out:q} 2> {log:q}'
 
 
 rule run_config:
@@ -123,7 +131,7 @@ rule run_config:
     params:
         config=run_config_json(),  # any change of the config rewrites it: it is always the last run's
     shell:
-        "{PYTHON} workflow_scripts/run_config.py --config {params.config:q} --out {output.config:q} 2> {log:q}"
+        '"$CBEDTDC_PYTHON" workflow_scripts/run_config.py --config {params.config:q} --out {output.config:q} 2> {log:q}'
 
 
 # Target of `make report`: every file the report shows. Run with --allowed-rules run_config plots gallery
@@ -133,54 +141,29 @@ rule report_files:
         get_report_files(),
 
 
-# Optional CNN-XGBoost heads (xgboost.activate): one per flat model and per TDC level, on that job's own
-# training samples, fitted on the features files of the features stage (rules/heads.smk), so the network is
-# not run again; rule evaluate then scores the flat models and the cascade with the heads as well.
+# Optional CNN-XGBoost heads (xgboost.activate): one per flat model and per own-backbone TDC level, on that
+# job's own training samples, fitted on the features files of rule features (rules/heads.smk), so the network
+# is not run again; rule evaluate then scores the flat models and the cascade with the heads as well.
 
 
-rule xgboost_flat:
+rule xgboost_head:
     input:
-        train="results/features/flat/{loss}/train.h5",
-        dev="results/features/flat/{loss}/dev.h5",
+        unpack(get_xgb_inputs),  # train/dev features of the job; a level's own samples by key
     output:
-        head="results/xgboost/flat/{loss}/head.json",
-        meta="results/xgboost/flat/{loss}/head.meta.json",
+        head="results/xgboost/{job}/head.json",
+        meta="results/xgboost/{job}/head.meta.json",
     log:
-        "logs/xgboost_flat/{loss}.log",
+        "logs/xgboost_head/{job}.log",
     benchmark:
-        "benchmarks/xgboost_flat/{loss}.tsv"
+        "benchmarks/xgboost_head/{job}.tsv"
     conda:
         "../envs/cbedtdc.yaml"
-    threads: config["train"]["ranks"] * config["train"]["threads_per_rank"]
+    threads: THREADS
     params:
+        job_keys=xgb_keys_args,  # --train-keys/--dev-keys of a level, already shell-quoted
         booster=xgb_flags(),  # every value already shell-quoted
         seed=config["seed"],
     shell:
-        "{PYTHON} workflow_scripts/xgboost_head.py --train {input.train:q} --dev {input.dev:q}"
-        " --out {output.head:q} --seed {params.seed:q} --threads {threads} {params.booster} 2> {log:q}"
-
-
-rule xgboost_level:
-    input:
-        # every sample of the split; the level's own samples are selected by key
-        train="results/features/level_{level}/train.h5",
-        dev="results/features/level_{level}/dev.h5",
-        train_keys="results/tdc/level_{level}/job/train_keys.csv",
-        dev_keys="results/tdc/level_{level}/job/dev_keys.csv",
-    output:
-        head="results/xgboost/level_{level}/head.json",
-        meta="results/xgboost/level_{level}/head.meta.json",
-    log:
-        "logs/xgboost_level/{level}.log",
-    benchmark:
-        "benchmarks/xgboost_level/{level}.tsv"
-    conda:
-        "../envs/cbedtdc.yaml"
-    threads: config["train"]["ranks"] * config["train"]["threads_per_rank"]
-    params:
-        booster=xgb_flags(),  # every value already shell-quoted
-        seed=config["seed"],
-    shell:
-        "{PYTHON} workflow_scripts/xgboost_head.py --train {input.train:q} --dev {input.dev:q}"
-        " --train-keys {input.train_keys:q} --dev-keys {input.dev_keys:q} --out {output.head:q}"
-        " --seed {params.seed:q} --threads {threads} {params.booster} 2> {log:q}"
+        '"$CBEDTDC_PYTHON" workflow_scripts/xgboost_head.py --train {input.train:q} --dev {input.dev:q}'
+        " {params.job_keys} --out {output.head:q} --seed {params.seed:q} --threads {threads} {params.booster}"
+        " 2> {log:q}"

@@ -1,55 +1,34 @@
-# Features -> heads: penultimate activations of every flat model, flat heads re-trained on them, and the
-# shared-backbone TDC (tdc.backbone: shared), whose levels are heads on one flat model's features.
-# Changing a head or the routing reruns only these jobs and evaluate, never a backbone.
+# Features -> heads: feature sources (results/features/<source>/<split>.h5), flat heads re-trained on them, and
+# the shared-backbone TDC (tdc.backbone: shared), whose levels are heads on the same sources.
+# Changing a head, its feature set or the routing reruns only these jobs and evaluate, never a backbone.
 
 
 rule features:
     input:
-        model="results/flat/{loss}/best.pt",
+        model=get_features_model,  # results/flat/{loss}/best.pt or results/tdc/level_{k}/best.pt
         split="results/shards/{split}.csv",
     output:
-        features="results/features/flat/{loss}/{split}.h5",
+        features="results/features/{source}/{split}.h5",
     log:
-        "logs/features/flat_{loss}_{split}.log",
+        "logs/features/{source}/{split}.log",
     benchmark:
-        "benchmarks/features/flat_{loss}_{split}.tsv"
+        "benchmarks/features/{source}/{split}.tsv"
     conda:
         "../envs/cbedtdc.yaml"
-    threads: config["train"]["ranks"] * config["train"]["threads_per_rank"]
+    threads: THREADS
     params:
         shards=lambda wc, input: Path(input.split).parent,  # shard root
         batch=config["train"]["eval_batch_size"],
     shell:
-        "{PYTHON} workflow_scripts/features.py --model {input.model:q} --shards {params.shards:q}"
-        " --split {wildcards.split:q} --out {output.features:q} --batch-size {params.batch}"
-        " --threads {threads} 2> {log:q}"
-
-
-rule features_level:
-    input:
-        model="results/tdc/level_{level}/best.pt",
-        split="results/shards/{split}.csv",
-    output:
-        features="results/features/level_{level}/{split}.h5",
-    log:
-        "logs/features/level_{level}_{split}.log",
-    benchmark:
-        "benchmarks/features/level_{level}_{split}.tsv"
-    conda:
-        "../envs/cbedtdc.yaml"
-    threads: config["train"]["ranks"] * config["train"]["threads_per_rank"]
-    params:
-        shards=lambda wc, input: Path(input.split).parent,  # shard root
-        batch=config["train"]["eval_batch_size"],
-    shell:
-        "{PYTHON} workflow_scripts/features.py --model {input.model:q} --shards {params.shards:q}"
+        '"$CBEDTDC_PYTHON" workflow_scripts/features.py --model {input.model:q} --shards {params.shards:q}'
         " --split {wildcards.split:q} --out {output.features:q} --batch-size {params.batch}"
         " --threads {threads} 2> {log:q}"
 
 
 rule head:
     input:
-        unpack(get_head_features),
+        unpack(get_head_features),  # train and dev files of every feature source of the head
+        run_classes="results/data/run_classes.json",  # the run's one class order
     output:
         head="results/heads/flat/{head}/head.{ext}",
         meta="results/heads/flat/{head}/head.{ext}.meta.json",
@@ -61,23 +40,21 @@ rule head:
         ext="pt|json",
     conda:
         "../envs/cbedtdc.yaml"
-    threads: config["train"]["ranks"] * config["train"]["threads_per_rank"]
+    threads: THREADS
     params:
-        features=lambda wc, input: Path(input.train).parent,
-        classes=" ".join(map(str, CLASSES)),
+        features=lambda wc: head_feature_dirs(HEADS[wc.head]),
         spec=lambda wc: head_spec(HEADS[wc.head]),  # JSON of the head's options
         seed=config["seed"],
     shell:
-        "{PYTHON} workflow_scripts/head.py --features {params.features:q} --out {output.head:q}"
-        " --classes {params.classes:q} --spec {params.spec:q} --seed {params.seed:q} --threads {threads}"
+        '"$CBEDTDC_PYTHON" workflow_scripts/head.py --features {params.features:q} --out {output.head:q}'
+        " --run-classes {input.run_classes:q} --spec {params.spec:q} --seed {params.seed:q} --threads {threads}"
         " 2> {log:q}"
 
 
 rule tdc_heads:
     input:
         levels="results/tdc/levels.json",
-        train=f"results/features/flat/{config['tdc']['shared_loss']}/train.h5",
-        dev=f"results/features/flat/{config['tdc']['shared_loss']}/dev.h5",
+        features=feature_files(TDC_SOURCES, ("train", "dev")),
     output:
         heads="results/tdc_shared/heads/heads.json",
     log:
@@ -86,14 +63,14 @@ rule tdc_heads:
         "benchmarks/tdc_heads/tdc_heads.tsv"
     conda:
         "../envs/cbedtdc.yaml"
-    threads: config["train"]["ranks"] * config["train"]["threads_per_rank"]
+    threads: THREADS
     params:
-        features=lambda wc, input: Path(input.train).parent,
+        features=TDC_SOURCES,
         out=lambda wc, output: Path(output.heads).parent,
         spec=head_spec(config["tdc"]["head"]),  # JSON of the level heads' options
         seed=config["seed"],
     shell:
-        "{PYTHON} workflow_scripts/head.py --features {params.features:q} --levels {input.levels:q}"
+        '"$CBEDTDC_PYTHON" workflow_scripts/head.py --features {params.features:q} --levels {input.levels:q}'
         " --out {params.out:q} --spec {params.spec:q} --seed {params.seed:q} --threads {threads}"
         " 2> {log:q}"
 
@@ -102,7 +79,7 @@ rule tune_routing_shared:
     input:
         levels="results/tdc/levels.json",
         heads="results/tdc_shared/heads/heads.json",
-        dev=f"results/features/flat/{config['tdc']['shared_loss']}/dev.h5",
+        features=feature_files(TDC_SOURCES, ("dev",)),
     output:
         routing="results/tdc_shared/routing.json",
     log:
@@ -114,10 +91,11 @@ rule tune_routing_shared:
     params:
         routing=config["tdc"]["routing"],
         heads=lambda wc, input: Path(input.heads).parent,
-        features=lambda wc, input: Path(input.dev).parent,
+        features=TDC_SOURCES,
     shell:
-        "{PYTHON} workflow_scripts/tune_routing_shared.py --levels {input.levels:q} --heads {params.heads:q}"
-        " --features {params.features:q} --out {output.routing:q} --routing {params.routing:q} 2> {log:q}"
+        '"$CBEDTDC_PYTHON" workflow_scripts/tune_routing_shared.py --levels {input.levels:q}'
+        " --heads {params.heads:q} --features {params.features:q} --out {output.routing:q}"
+        " --routing {params.routing:q} 2> {log:q}"
 
 
 # Named partial target: the features of every trained backbone the config uses (each flat loss and, with
@@ -129,8 +107,10 @@ rule features_all:
             loss=config["flat"]["losses"],
             split=SPLITS,
         ),
-        []
-        if is_shared()
-        else expand(
-            "results/features/level_{level}/{split}.h5", level=LEVELS, split=SPLITS
+        (
+            []
+            if is_shared()
+            else expand(
+                "results/features/level_{level}/{split}.h5", level=LEVELS, split=SPLITS
+            )
         ),

@@ -31,7 +31,7 @@ rule synthesize:
         mode=config["synth"]["mode"],
         seed=config["seed"],
     shell:
-        "{PYTHON} workflow_scripts/synthesize.py --out {output.raw:q} --first-material {params.first}"
+        '"$CBEDTDC_PYTHON" workflow_scripts/synthesize.py --out {output.raw:q} --first-material {params.first}'
         " --file-materials {params.n_file} {params.materials} --classes {params.classes:q}"
         " --energies {params.energies} --image-size {params.size} --frequency {params.frequency:q}"
         " --floor {params.floor} --zone-axes {params.zone_axes:q} {params.noise} {params.holz}"
@@ -58,5 +58,5 @@ rule gallery:
     params:
         classes=",".join(map(str, CLASSES)),
     shell:
-        "{PYTHON} workflow_scripts/gallery.py --raw {input.raw:q} --out {output.png:q}"
+        '"$CBEDTDC_PYTHON" workflow_scripts/gallery.py --raw {input.raw:q} --out {output.png:q}'
         " --classes {params.classes:q} 2> {log:q}"

@@ -26,7 +26,7 @@ rule plan_levels:
         epochs=config["train"]["epochs"],  # the flat baseline's epochs fix the shared budget
         budget_split=config["tdc"]["budget_split"],
     shell:
-        "{PYTHON} workflow_scripts/plan_levels.py --train {input.train:q} --classes {params.classes:q}"
+        '"$CBEDTDC_PYTHON" workflow_scripts/plan_levels.py --train {input.train:q} --classes {params.classes:q}'
         " --levels {output.levels:q} --mode {params.mode:q} --how {params.how:q}"
         " --level-sizes {params.sizes:q} --n-levels {params.n_levels} --max-ratio {params.max_ratio}"
         " --hard-outputs {params.hard_outputs:q}"
@@ -54,7 +54,7 @@ rule level_job:
     params:
         out_dir=lambda wc, output: str(Path(output.args).parent),
     shell:
-        "{PYTHON} workflow_scripts/level_job.py --levels {input.levels:q} --level {wildcards.level}"
+        '"$CBEDTDC_PYTHON" workflow_scripts/level_job.py --levels {input.levels:q} --level {wildcards.level}'
         " --train {input.train:q} --dev {input.dev:q} --missed {input.missed:q}"
         " --prev-runs {input.prev_runs:q}"
         " --out-dir {params.out_dir:q} 2> {log:q}"
@@ -78,9 +78,9 @@ rule train_level:
         "benchmarks/train_level/{level}.tsv"
     conda:
         "../envs/cbedtdc.yaml"
-    threads: config["train"]["ranks"] * config["train"]["threads_per_rank"]
+    threads: THREADS
     resources:
-        mpi="mpiexec",  # the environment's (ENV_PATH); profiles override: srun, jsrun
+        mpi="mpiexec",  # the environment's (first on PATH, rules/common.smk); profiles override: srun, jsrun
         tasks=config["train"]["ranks"],
         runtime=lambda wc, attempt: 120 * attempt,
     params:
@@ -89,7 +89,7 @@ rule train_level:
         loss=config["tdc"]["loss"],
     shell:
         # args.txt holds --classes/--rest/--budget-images, one per line, read by argparse (@file), not by the shell
-        "{ENV_PATH}{resources.mpi} -n {resources.tasks} {PYTHON} workflow_scripts/train.py --shards {params.shards:q}"
+        '{resources.mpi} -n {resources.tasks} "$CBEDTDC_PYTHON" workflow_scripts/train.py --shards {params.shards:q}'
         " --model {output.model:q} --train-keys {input.train_keys:q} --dev-keys {input.dev_keys:q}"
         f" @{{input.args:q}} --loss {{params.loss:q}} --seed {{params.seed:q}} {TRAIN_FLAGS}"
         " > {log:q} 2>&1"
@@ -110,12 +110,12 @@ rule collect_missed:
         "benchmarks/collect_missed/{level}.tsv"
     conda:
         "../envs/cbedtdc.yaml"
-    threads: config["train"]["ranks"] * config["train"]["threads_per_rank"]
+    threads: THREADS
     params:
         shards=lambda wc, input: Path(input.train).parent,  # shard root
         batch=config["train"]["eval_batch_size"],
     shell:
-        "{PYTHON} workflow_scripts/collect_missed.py --levels {input.levels:q} --level {wildcards.level}"
+        '"$CBEDTDC_PYTHON" workflow_scripts/collect_missed.py --levels {input.levels:q} --level {wildcards.level}'
         " --model {input.model:q} --shards {params.shards:q} --missed {input.missed:q}"
         " --out {output.missed:q} --batch-size {params.batch} --threads {threads} 2> {log:q}"
 
@@ -134,14 +134,14 @@ rule tune_routing:
         "benchmarks/tune_routing/tune_routing.tsv"
     conda:
         "../envs/cbedtdc.yaml"
-    threads: config["train"]["ranks"] * config["train"]["threads_per_rank"]
+    threads: THREADS
     params:
         routing=config["tdc"]["routing"],  # not in levels.json: changing it retrains nothing
         tdc=lambda wc, input: Path(input.levels).parent,
         shards=lambda wc, input: Path(input.dev).parent,  # shard root
         batch=config["train"]["eval_batch_size"],
     shell:
-        "{PYTHON} workflow_scripts/tune_routing.py --tdc {params.tdc:q} --shards {params.shards:q}"
+        '"$CBEDTDC_PYTHON" workflow_scripts/tune_routing.py --tdc {params.tdc:q} --shards {params.shards:q}'
         " --out {output.routing:q} --routing {params.routing:q} --batch-size {params.batch}"
         " --threads {threads} 2> {log:q}"
 

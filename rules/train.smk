@@ -18,16 +18,16 @@ rule train_flat:
         "benchmarks/train_flat/{loss}.tsv"
     conda:
         "../envs/cbedtdc.yaml"
-    threads: config["train"]["ranks"] * config["train"]["threads_per_rank"]
+    threads: THREADS
     resources:
-        mpi="mpiexec",  # the environment's (ENV_PATH); profiles override: srun (SLURM), jsrun (LSF)
+        mpi="mpiexec",  # the environment's (first on PATH, rules/common.smk); profiles override: srun (SLURM), jsrun (LSF)
         tasks=config["train"]["ranks"],
     params:
         **train_params(),
         shards=lambda wc, input: Path(input.train).parent,  # shard root: {split}.csv and files/
         classes=",".join(str(c) for c in CLASSES),
     shell:
-        "{ENV_PATH}{resources.mpi} -n {resources.tasks} {PYTHON} workflow_scripts/train.py"
+        '{resources.mpi} -n {resources.tasks} "$CBEDTDC_PYTHON" workflow_scripts/train.py'
         " --shards {params.shards:q} --model {output.model:q} --classes {params.classes:q}"
         f" --loss {{wildcards.loss:q}} --seed {{params.seed:q}} {TRAIN_FLAGS} > {{log:q}} 2>&1"
 

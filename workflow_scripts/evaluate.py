@@ -30,12 +30,14 @@ def _flat(text: str):
     return loss, path
 
 
-def _head(text: str):
-    name, _, rest = text.partition("=")
-    loss, sep, path = rest.partition("=")
-    if not sep or not name or not loss or not path:
-        raise argparse.ArgumentTypeError(f"expected NAME=LOSS=HEAD_FILE, got {text!r}")
-    return name, (loss, path)
+def _json_object(text: str):
+    try:
+        value = json.loads(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"not JSON ({err}): {text!r}") from err
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"not a JSON object: {text!r}")
+    return value
 
 
 def get_parser(add_help=True):
@@ -47,16 +49,17 @@ def get_parser(add_help=True):
     p.add_argument("--summary", required=True, help="summary.json to write; its folder gets the tables (required)")
     p.add_argument("--xgb-dir", help="folder of the CNN-XGBoost heads (flat/{loss}/head.json, level_{k}/head.json); "
                    "adds their scores on the features of --features-root (default: none)")
-    p.add_argument("--head", nargs="*", type=_head, default=[], metavar="NAME=LOSS=HEAD_FILE",
-                   help="flat heads on the features of flat model LOSS (default: none)")
+    p.add_argument("--run-classes", default=None, help="run_classes.json of rule check_classes: the run's one class "
+                   "order (default: the plan's level order)")
+    p.add_argument("--heads", type=_json_object, default={}, metavar="JSON",
+                   help='flat heads, {"NAME": {"path": HEAD_FILE, "backbone": LOSS, "features": [SOURCE, ...], '
+                   '"dirs": [FOLDER of {split}.h5, ...]}} (default: {})')
+    p.add_argument("--shared", type=_json_object, default=None, metavar="JSON",
+                   help='shared-backbone TDC, {"backbone": LOSS, "features": [...], "dirs": [...], "heads": FOLDER, '
+                   '"routing": routing.json}; it is then the headline TDC (default: none, own-backbone levels)')
     p.add_argument("--features-root", default=None,
-                   help="folder of the features files, flat/{loss}/{split}.h5 and level_{k}/{split}.h5 "
-                   "(default: none; needed with --head, --shared-loss or --xgb-dir)")
-    p.add_argument("--shared-loss", default=None, help="shared-backbone TDC: the flat model whose features the "
-                   "level heads use; it is then the headline TDC (default: none, own-backbone levels)")
-    p.add_argument("--shared-heads", default=None, help="folder of the shared TDC's level heads with heads.json "
-                   "(default: none)")
-    p.add_argument("--shared-routing", default=None, help="routing.json of the shared TDC (default: none)")
+                   help="folder of the features files flat/{loss}/{split}.h5 and level_{k}/{split}.h5 of the "
+                   "CNN-XGBoost heads (default: none; needed with --xgb-dir)")
     p.add_argument("--copy", help="also write the summary here, e.g. summary_rest.json (default: none)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples over materials (default: 1000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
@@ -68,6 +71,7 @@ def get_parser(add_help=True):
 
 
 def run(args):
+    from cbedtdc.classes import read_run_classes
     from cbedtdc.evaluate import evaluate_run
     from cbedtdc.io import atomic_path
 
@@ -76,24 +80,15 @@ def run(args):
         raise ValueError(f"--summary {summary}: must name summary.json (its folder receives the tables)")
     groups = json.loads(args.friedel_groups)
     set_torch_threads(args.threads)
-    evaluate_run(args.shards, dict(args.flat), args.tdc, summary.parent, n_boot=args.bootstrap, seed=args.seed,
-                 friedel_groups=groups or None, batch_size=args.batch_size, data_kind=args.data,
-                 device=args.device, xgb_dir=args.xgb_dir, heads=dict(args.head),
-                 features_root=args.features_root, shared=_shared(args))
+    classes = read_run_classes(args.run_classes) if args.run_classes else None
+    evaluate_run(args.shards, dict(args.flat), args.tdc, summary.parent, classes=classes, n_boot=args.bootstrap,
+                 seed=args.seed, friedel_groups=groups or None, batch_size=args.batch_size, data_kind=args.data,
+                 device=args.device, xgb_dir=args.xgb_dir, heads=args.heads, features_root=args.features_root,
+                 shared=args.shared or None)
     if args.copy:
         with atomic_path(args.copy) as tmp:
             shutil.copyfile(summary, tmp)
     log.info("wrote %s", summary)
-
-
-def _shared(args):
-    given = [args.shared_loss, args.shared_heads, args.shared_routing]
-    if not any(given):
-        return None
-    if not all(given) or not args.features_root:
-        raise ValueError("a shared-backbone TDC needs --shared-loss, --shared-heads, --shared-routing and "
-                         "--features-root")
-    return {"loss": args.shared_loss, "heads": args.shared_heads, "routing": args.shared_routing}
 
 
 def main(argv=None) -> int:

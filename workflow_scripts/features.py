@@ -27,7 +27,7 @@ def get_parser(add_help=True):
 
 
 def run(args):
-    from cbedtdc.features import extract_to_file
+    from cbedtdc.features.cnn import extract_to_file
 
     extract_to_file(args.model, args.shards, args.split, args.out, batch_size=args.batch_size, device=args.device,
                     workers=args.workers, threads=args.threads, progress=False)

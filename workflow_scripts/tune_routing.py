@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cbedtdc.cliutil import inference_parser, run_cli, set_torch_threads  # noqa: E402
+from cbedtdc.cliutil import add_routing_arg, inference_parser, run_cli, set_torch_threads  # noqa: E402
 
 
 def get_parser(add_help=True):
@@ -22,9 +22,7 @@ def get_parser(add_help=True):
     p.add_argument("--tdc", required=True, help="TDC folder with levels.json and level_K/best.pt (required)")
     p.add_argument("--shards", required=True, help="shard root with dev.csv (required)")
     p.add_argument("--out", required=True, help="routing.json to write (required)")
-    p.add_argument("--routing", default="argmax", choices=["argmax", "threshold", "posterior"],
-                   help="rest reading: forward when 'rest' wins, or when p(rest) exceeds a threshold tuned on dev; "
-                   "ignored in the hard reading (default: argmax)")
+    add_routing_arg(p)
     return p
 
 

@@ -12,22 +12,22 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cbedtdc.cliutil import run_cli  # noqa: E402
+from cbedtdc.cliutil import add_routing_arg, run_cli  # noqa: E402
 
 
 def get_parser(add_help=True):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], add_help=add_help)
     p.add_argument("--levels", required=True, help="levels.json (required)")
     p.add_argument("--heads", required=True, help="folder of the level heads with heads.json (required)")
-    p.add_argument("--features", required=True, help="folder with dev.h5 of the shared backbone (required)")
+    p.add_argument("--features", required=True, nargs="+", help="folders with dev.h5 of the feature sources of "
+                   "the level heads (required)")
     p.add_argument("--out", required=True, help="routing.json to write (required)")
-    p.add_argument("--routing", default="argmax", choices=["argmax", "threshold", "posterior"],
-                   help="rest reading's routing rule; the hard reading uses thresholds (default: argmax)")
+    add_routing_arg(p)
     return p
 
 
 def run(args):
-    from cbedtdc.headjobs import tune_shared_routing
+    from cbedtdc.cascade.shared import tune_shared_routing
 
     tune_shared_routing(args.levels, args.heads, args.features, args.out, routing=args.routing)
 

@@ -19,7 +19,7 @@ from cbedtdc.cliutil import run_cli  # noqa: E402
 
 
 def get_parser(add_help=True):
-    from cbedtdc.xgbhead import DEFAULT_PARAMS as D
+    from cbedtdc.heads import XGBOOST_DEFAULTS as D
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], add_help=add_help)
     p.add_argument("--train", required=True, help="train.h5 features file of the job's model (required)")
@@ -45,13 +45,13 @@ def get_parser(add_help=True):
 
 def run(args):
     from cbedtdc.train import read_keys
-    from cbedtdc.xgbhead import fit_head
+    from cbedtdc.heads.jobs import fit_job_head
 
     params = {k: getattr(args, k) for k in ("n_estimators", "max_depth", "learning_rate", "subsample",
                                             "colsample_bytree", "early_stopping")}
     train_keys = read_keys(args.train_keys) if args.train_keys else None
     dev_keys = read_keys(args.dev_keys) if args.dev_keys else None
-    fit_head(args.train, args.dev, args.out, train_keys=train_keys, dev_keys=dev_keys, params=params,
+    fit_job_head(args.train, args.dev, args.out, train_keys=train_keys, dev_keys=dev_keys, params=params,
              seed=args.seed, threads=args.threads, train_keys_source=args.train_keys,
              dev_keys_source=args.dev_keys)
 

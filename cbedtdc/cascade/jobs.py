@@ -10,13 +10,15 @@ import csv
 import json
 import logging
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from cbedtdc import metrics
 from cbedtdc.cascade.plan import LevelPlan, check_trainable, level_budgets, level_job, plan_levels, trickle
-from cbedtdc.cascade.routing import calibrate, fit_temperatures, forward_mask, route, softmax, tune_thresholds
+from cbedtdc.cascade.routing import (TunedRouting, calibrate, effective_rule, fit_temperatures, forward_mask, softmax,
+                                     tune_thresholds)
 from cbedtdc.io import atomic_write_text, read_csv, write_csv
 
 __all__ = [
@@ -33,8 +35,8 @@ __all__ = [
     "tune_routing",
     "tune_routing_on",
     "read_routing",
+    "routing_from_json",
     "route_tuned",
-    "load_routing",
 ]
 
 log = logging.getLogger(__name__)
@@ -147,7 +149,8 @@ def collect_missed(levels_path, level: int, model_path, shard_root, *, missed_pa
         mask, reasons = trickle(plan, k, sel_labels, probs)
         cls = probs[:, : len(outs)]
         best = np.argmax(cls, axis=1) if len(cls) else np.zeros(0, dtype=int)
-        routed = forward_mask(plan, k, probs) if plan.mode == "rest" and plan.routing == "argmax" else None
+        # diagnostic of the rest reading: would "rest" win the argmax (the routing is tuned later, on dev)
+        routed = forward_mask(plan, k, probs, rule="argmax") if plan.mode == "rest" else None
         for i in np.flatnonzero(mask):
             rows.append({
                 "key": sel_keys[i], "split": split, "space_group": int(sel_labels[i]), "reason": reasons[i],
@@ -170,42 +173,42 @@ def collect_missed(levels_path, level: int, model_path, shard_root, *, missed_pa
 def tune_routing_on(plan: LevelPlan, probs, labels, routing: str = "argmax") -> dict:
     """The content of ``routing.json`` from the levels' dev probabilities (pure; no file read).
 
-    One temperature per level is fitted on dev (:func:`~cbedtdc.cascade.routing.fit_temperatures`)
-    and the thresholds are tuned on the calibrated probabilities. Posterior routing is scored on dev
-    with and without the training-prior correction, and the better one (balanced accuracy) is kept.
+    ``routing`` is the rest reading's rule (:data:`~cbedtdc.cascade.routing.ROUTINGS`); the hard reading
+    always thresholds. One temperature per level is fitted on dev
+    (:func:`~cbedtdc.cascade.routing.fit_temperatures`) and the thresholds are tuned on the calibrated
+    probabilities. Posterior routing is scored on dev with and without the training-prior correction, and
+    the better one (balanced accuracy) is kept. :func:`read_routing` turns the file into a
+    :class:`~cbedtdc.cascade.routing.TunedRouting`.
     """
-    if plan.mode == "rest":
-        plan.routing = routing
-        plan.__post_init__()
-    rule = plan.routing if plan.mode == "rest" else "threshold"
+    rule = effective_rule(plan.mode, routing)
     out = {"mode": plan.mode, "routing": rule, "thresholds": [], "levels": plan.levels,
            "temperatures": [1.0] * plan.n_levels, "prior": False}
     labels = np.asarray(labels)
     if not len(labels):
         return out
     temps = fit_temperatures(plan, probs, labels)
-    cal = calibrate(probs, temps)
     out["temperatures"] = temps
     out["n_dev"] = int(len(labels))
 
-    def score(r):
+    def score(tuned: TunedRouting):
+        r = tuned.apply(plan, probs)
         return {"balanced_accuracy": metrics.balanced_accuracy(labels, r.pred, plan.classes),
                 "top1": metrics.top1(labels, r.pred),
                 "kept_fraction": [float((r.kept == k).mean()) for k in range(plan.n_levels)]}
 
-    if plan.uses_posterior():
-        plain = score(route(plan, cal))
-        corrected = score(route(plan, cal, prior=plan.counts))
+    base = TunedRouting(rule, temperatures=tuple(temps))
+    if rule == "posterior":
+        plain, corrected = score(base), score(replace(base, prior=True))
         out["prior"] = corrected["balanced_accuracy"] > plain["balanced_accuracy"]
         out["dev_tuned"] = corrected if out["prior"] else plain
         out["dev_without_prior"], out["dev_with_prior"] = plain, corrected
-    elif plan.uses_thresholds() and plan.n_levels > 1:
-        th = tune_thresholds(plan, cal, labels)
+    elif rule == "threshold" and plan.n_levels > 1:
+        th = tune_thresholds(plan, calibrate(probs, temps), labels)
         out["thresholds"] = th
-        out["dev_tuned"] = score(route(plan, cal, th))
-        out["dev_default_0.5"] = score(route(plan, cal, [0.5] * (plan.n_levels - 1)))
+        out["dev_tuned"] = score(replace(base, thresholds=tuple(th)))
+        out["dev_default_0.5"] = score(replace(base, thresholds=(0.5,) * (plan.n_levels - 1)))
     else:
-        out["dev_tuned"] = score(route(plan, cal))
+        out["dev_tuned"] = score(base)
     log.info("routing %s tuned on %d dev samples: thresholds %s, temperatures %s, prior %s (dev balanced "
              "accuracy %.4f)", rule, len(labels), out["thresholds"], [round(t, 3) for t in temps], out["prior"],
              out["dev_tuned"]["balanced_accuracy"])
@@ -236,45 +239,34 @@ def tune_routing(tdc_dir, shard_root, out_path, *, routing: str = "argmax", batc
     return out
 
 
-def read_routing(path, plan: LevelPlan) -> dict:
-    """``routing.json`` checked against the plan; sets ``plan.routing`` to the file's rule.
+def routing_from_json(d: dict, plan: LevelPlan, source="routing.json") -> TunedRouting:
+    """The :class:`~cbedtdc.cascade.routing.TunedRouting` of a ``routing.json`` dict, checked against the plan."""
+    if d.get("mode") != plan.mode or d.get("levels") != plan.levels:
+        raise ValueError(f"{source} was tuned for mode {d.get('mode')} levels {d.get('levels')}, levels.json has "
+                         f"{plan.mode} {plan.levels}; rerun rule tune_routing")
+    rule = effective_rule(plan.mode, d.get("routing", "argmax"))
+    temps = d.get("temperatures")
+    tuned = TunedRouting(rule, thresholds=tuple(float(t) for t in d.get("thresholds") or []) if rule == "threshold"
+                         else (), temperatures=None if temps is None else tuple(float(t) for t in temps),
+                         prior=bool(d.get("prior")) and rule == "posterior")
+    try:
+        return tuned.check(plan, str(source))
+    except ValueError as err:
+        raise ValueError(f"{err}; rerun rule tune_routing") from err
 
-    Returns ``{"thresholds": list or None, "temperatures": list or None, "prior": dict or None}``,
-    the arguments :func:`route_tuned` applies.
-    """
+
+def read_routing(path, plan: LevelPlan) -> TunedRouting:
+    """``routing.json`` as a :class:`~cbedtdc.cascade.routing.TunedRouting`, checked against the plan."""
     try:
         d = json.loads(Path(path).read_text())
     except (OSError, ValueError) as err:
         raise ValueError(f"{path}: not a readable routing.json ({err}); rerun rule tune_routing") from err
-    if d.get("mode") != plan.mode or d.get("levels") != plan.levels:
-        raise ValueError(f"{path} was tuned for mode {d.get('mode')} levels {d.get('levels')}, levels.json has "
-                         f"{plan.mode} {plan.levels}; rerun rule tune_routing")
-    if plan.mode == "rest":
-        plan.routing = d.get("routing", "argmax")
-        plan.__post_init__()
-    th = None
-    if plan.uses_thresholds():
-        th = [float(t) for t in d.get("thresholds", [])]
-        if len(th) != plan.n_levels - 1:
-            raise ValueError(f"{path}: {len(th)} thresholds for {plan.n_levels} levels; rerun rule tune_routing")
-    temps = d.get("temperatures")
-    if temps is not None and len(temps) != plan.n_levels:
-        raise ValueError(f"{path}: {len(temps)} temperatures for {plan.n_levels} levels; rerun rule tune_routing")
-    prior = dict(plan.counts) if plan.uses_posterior() and d.get("prior") else None
-    return {"thresholds": th, "temperatures": temps, "prior": prior}
+    return routing_from_json(d, plan, path)
 
 
-def route_tuned(plan: LevelPlan, probs, tuned: dict):
-    """Route with what :func:`read_routing` returned: calibrate, then threshold / argmax / posterior."""
-    return route(plan, calibrate(probs, tuned.get("temperatures")), tuned.get("thresholds"), prior=tuned.get("prior"))
-
-
-def load_routing(path, plan: LevelPlan) -> list[float] | None:
-    """Thresholds of ``routing.json`` checked against the plan (``None`` without thresholds).
-
-    Sets ``plan.routing`` to the file's rule. :func:`read_routing` also gives the temperatures and prior.
-    """
-    return read_routing(path, plan)["thresholds"]
+def route_tuned(plan: LevelPlan, probs, tuned: TunedRouting):
+    """Route with a tuned routing: calibrate, then threshold / argmax / posterior."""
+    return tuned.apply(plan, probs)
 
 
 def write_plan(train_csv, classes, out_path, *, mode: str = "rest", how: str = "explicit", level_sizes=None,
@@ -293,8 +285,7 @@ def write_plan(train_csv, classes, out_path, *, mode: str = "rest", how: str = "
         raise ValueError(f"{train_csv}: no training sample of the run's classes {list(classes)}")
     levels = plan_levels(counts, classes, how=how, level_sizes=level_sizes, n_levels=n_levels,
                          max_ratio=max_ratio)
-    plan = LevelPlan(levels, mode=mode, hard_outputs=hard_outputs,
-                     routing="threshold" if mode == "hard" else "argmax", counts=dict(counts))
+    plan = LevelPlan(levels, mode=mode, hard_outputs=hard_outputs, counts=dict(counts))
     check_trainable(plan)
     plan.n_train = len(labels)
     plan.flat_images = epochs * len(labels)

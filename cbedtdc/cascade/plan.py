@@ -226,7 +226,6 @@ class LevelPlan:
     levels: list[list[int]]
     mode: str = "rest"
     hard_outputs: str = "cumulative"
-    routing: str = "argmax"  # rest mode: argmax | threshold | posterior; hard mode: always threshold
     counts: dict = field(default_factory=dict)  # training samples per class (str keys in JSON)
     budgets: list[int] = field(default_factory=list)  # budget_images per level
     flat_images: int = 0  # images the flat baseline sees (train.epochs x n_train)
@@ -237,8 +236,6 @@ class LevelPlan:
             raise ValueError(f"tdc.mode={self.mode!r}: must be one of {', '.join(MODES)}")
         if self.hard_outputs not in ("cumulative", "own"):
             raise ValueError(f"tdc.hard_outputs={self.hard_outputs!r}: must be 'cumulative' or 'own'")
-        if self.routing not in ("argmax", "threshold", "posterior"):
-            raise ValueError(f"tdc.routing={self.routing!r}: must be 'argmax', 'threshold' or 'posterior'")
         self.levels = [[int(c) for c in lv] for lv in self.levels]
         flat = [c for lv in self.levels for c in lv]
         if not self.levels or any(not lv for lv in self.levels) or len(set(flat)) != len(flat):
@@ -277,12 +274,6 @@ class LevelPlan:
         owner = {c: k for k, lv in enumerate(self.levels) for c in lv}
         return np.array([owner.get(int(v), -1) for v in np.asarray(labels).ravel()], dtype=np.int64)
 
-    def uses_thresholds(self) -> bool:
-        return self.mode == "hard" or self.routing == "threshold"
-
-    def uses_posterior(self) -> bool:
-        return self.mode == "rest" and self.routing == "posterior"
-
     def to_json(self) -> dict:
         d = asdict(self)
         d["counts"] = {str(k): v for k, v in self.counts.items()}
@@ -292,7 +283,7 @@ class LevelPlan:
 
     @classmethod
     def from_json(cls, d: dict) -> "LevelPlan":
-        keys = {"levels", "mode", "hard_outputs", "routing", "counts", "budgets", "flat_images", "n_train"}
+        keys = {"levels", "mode", "hard_outputs", "counts", "budgets", "flat_images", "n_train"}
         return cls(**{k: v for k, v in d.items() if k in keys})
 
     def save(self, path) -> None:

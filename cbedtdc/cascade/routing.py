@@ -27,16 +27,18 @@ Routing rules (``tdc.routing``; the hard reading always uses thresholds):
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from cbedtdc import metrics
+from cbedtdc.calibration import calibrate, fit_temperature, softmax
 from cbedtdc.cascade.plan import LevelPlan
 
 __all__ = [
     "ROUTINGS",
+    "effective_rule",
+    "TunedRouting",
     "Routing",
     "forward_mask",
     "route",
@@ -54,7 +56,54 @@ __all__ = [
 ]
 
 
+#: The routing rules of the rest reading (``tdc.routing``); the hard reading always uses ``threshold``.
 ROUTINGS = ("argmax", "threshold", "posterior")
+
+
+def effective_rule(mode: str, rule: str) -> str:
+    """The rule a cascade of reading ``mode`` routes with: ``rule`` (rest reading) or ``threshold`` (hard).
+
+    >>> effective_rule("rest", "posterior"), effective_rule("hard", "posterior")
+    ('posterior', 'threshold')
+    """
+    if rule not in ROUTINGS:
+        raise ValueError(f"tdc.routing={rule!r}: must be one of {', '.join(ROUTINGS)}")
+    return rule if mode == "rest" else "threshold"
+
+
+@dataclass(frozen=True)
+class TunedRouting:
+    """How a cascade routes, tuned on dev (``routing.json``): a value, never part of the plan.
+
+    ``rule``: the effective rule (:func:`effective_rule`); ``thresholds``: one per level but the last
+    (threshold rule); ``temperatures``: one per level (``None``: uncalibrated); ``prior``: posterior
+    rule divides by the training prior (the plan's class counts).
+    """
+
+    rule: str = "argmax"
+    thresholds: tuple = ()
+    temperatures: tuple | None = None
+    prior: bool = False
+
+    def __post_init__(self):
+        if self.rule not in ROUTINGS:
+            raise ValueError(f"routing rule {self.rule!r}: must be one of {', '.join(ROUTINGS)}")
+
+    def check(self, plan: LevelPlan, source="routing") -> "TunedRouting":
+        """This value, checked against ``plan`` (number of thresholds and temperatures, rule of the reading)."""
+        if effective_rule(plan.mode, self.rule) != self.rule:
+            raise ValueError(f"{source}: rule {self.rule} for a {plan.mode}-reading cascade (which routes with "
+                             f"{effective_rule(plan.mode, self.rule)})")
+        if self.rule == "threshold" and len(self.thresholds) != plan.n_levels - 1:
+            raise ValueError(f"{source}: {len(self.thresholds)} thresholds for {plan.n_levels} levels")
+        if self.temperatures is not None and len(self.temperatures) != plan.n_levels:
+            raise ValueError(f"{source}: {len(self.temperatures)} temperatures for {plan.n_levels} levels")
+        return self
+
+    def apply(self, plan: LevelPlan, probs) -> "Routing":
+        """Calibrate the levels' probabilities, then route them by this rule."""
+        return route(plan, calibrate(probs, self.temperatures), list(self.thresholds) or None,
+                     prior=dict(plan.counts) if self.prior and self.rule == "posterior" else None, rule=self.rule)
 
 
 @dataclass
@@ -91,7 +140,7 @@ def _check_probs(plan: LevelPlan, probs) -> list[np.ndarray]:
     return out
 
 
-def forward_mask(plan: LevelPlan, k: int, p: np.ndarray, threshold=None) -> np.ndarray:
+def forward_mask(plan: LevelPlan, k: int, p: np.ndarray, threshold=None, rule: str = "argmax") -> np.ndarray:
     """Pure decision: which samples level ``k`` (0-based) forwards, given its probabilities.
 
     rest + argmax: "rest" has the largest probability; rest + threshold: ``p(rest) > threshold``;
@@ -108,7 +157,7 @@ def forward_mask(plan: LevelPlan, k: int, p: np.ndarray, threshold=None) -> np.n
     if k >= plan.n_levels - 1:
         return np.zeros(len(p), dtype=bool)
     if plan.mode == "rest":
-        if plan.routing == "argmax":
+        if rule == "argmax":
             return np.argmax(p, axis=1) == p.shape[1] - 1
         return p[:, -1] > _threshold(threshold, k)
     return p.max(axis=1) < _threshold(threshold, k)
@@ -120,13 +169,13 @@ def _threshold(threshold, k):
     return float(threshold)
 
 
-def route(plan: LevelPlan, probs, thresholds=None, prior=None) -> Routing:
+def route(plan: LevelPlan, probs, thresholds=None, prior=None, rule: str = "argmax") -> Routing:
     """Send every sample down the levels until one keeps it; the last level keeps the rest.
 
-    ``thresholds``: one per level except the last (ignored in rest + argmax routing). The
-    prediction of the keeping level is its most probable class output ("rest" excluded). With
-    ``plan.routing == "posterior"`` (rest reading) the samples are routed by :func:`posterior`
-    instead, with the optional class ``prior``.
+    ``rule`` (:data:`ROUTINGS`; the hard reading always thresholds): ``thresholds``, one per level except
+    the last, are ignored by the rest reading's ``argmax``. The prediction of the keeping level is its
+    most probable class output ("rest" excluded). With ``rule="posterior"`` (rest reading) the samples
+    are routed by :func:`posterior` instead, with the optional class ``prior``.
 
     >>> plan = LevelPlan([[1, 2], [3, 4]])
     >>> p1 = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])
@@ -136,7 +185,8 @@ def route(plan: LevelPlan, probs, thresholds=None, prior=None) -> Routing:
     ([0, 1], [1, 4])
     """
     probs = _check_probs(plan, probs)
-    if plan.mode == "rest" and plan.routing == "posterior":
+    rule = effective_rule(plan.mode, rule)
+    if rule == "posterior":
         return posterior(plan.levels, probs, prior=prior)
     n, K = len(probs[0]), plan.n_levels
     if thresholds is not None and len(thresholds) < K - 1:
@@ -148,7 +198,7 @@ def route(plan: LevelPlan, probs, thresholds=None, prior=None) -> Routing:
     active = np.ones(n, dtype=bool)
     for k, p in enumerate(probs):
         reached[:, k] = active
-        fwd = forward_mask(plan, k, p, None if thresholds is None or k >= K - 1 else thresholds[k])
+        fwd = forward_mask(plan, k, p, None if thresholds is None or k >= K - 1 else thresholds[k], rule)
         keep = active & ~fwd
         outs = np.asarray(plan.outputs(k))
         cls = p[:, : len(outs)]
@@ -286,56 +336,6 @@ def _prior_vector(prior, classes: np.ndarray) -> np.ndarray:
     return np.where(pr > 0, pr, pr[pr > 0].min()) / pr.sum()
 
 
-def _nll(z: np.ndarray, y: np.ndarray) -> float:
-    z = z - z.max(axis=1, keepdims=True)
-    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-    return float(-logp[np.arange(len(y)), y].mean())
-
-
-def fit_temperature(logits, y, bounds=(0.05, 20.0)) -> float:
-    """Temperature ``T`` minimising the log-loss of ``softmax(logits / T)`` on ``(logits, y)``.
-
-    Three of four samples right with logit margin 10: the calibrated probability 3/4 needs
-    ``10 / T = log 3``.
-
-    >>> z = np.array([[10.0, 0.0], [0.0, 10.0], [10.0, 0.0], [0.0, 10.0]])
-    >>> round(fit_temperature(z, np.array([0, 1, 0, 0])), 2), round(10 / math.log(3), 2)
-    (9.1, 9.1)
-    """
-    from scipy.optimize import minimize_scalar
-
-    z = np.asarray(logits, dtype=np.float64)
-    y = np.asarray(y, dtype=np.int64)
-    if len(y) == 0:
-        return 1.0
-    lo, hi = math.log(bounds[0]), math.log(bounds[1])
-    res = minimize_scalar(lambda t: _nll(z / math.exp(t), y), bounds=(lo, hi), method="bounded",
-                          options={"xatol": 1e-6})
-    return float(math.exp(res.x))
-
-
-def calibrate(probs, temperatures) -> list[np.ndarray]:
-    """Probabilities of every level re-tempered: ``softmax(log p / T_k)``.
-
-    ``log p`` are logits up to a constant per row, so this equals dividing the level's logits by
-    ``T_k``. ``temperatures=None`` returns the probabilities unchanged.
-
-    >>> calibrate([np.array([[0.8, 0.2]])], [2.0])[0].round(3).tolist()
-    [[0.667, 0.333]]
-    """
-    probs = [np.asarray(p, dtype=np.float64) for p in probs]
-    if temperatures is None:
-        return probs
-    if len(temperatures) != len(probs):
-        raise ValueError(f"{len(temperatures)} temperatures for {len(probs)} levels")
-    out = []
-    for p, t in zip(probs, temperatures):
-        if not float(t) > 0:
-            raise ValueError(f"temperature {t}: must be > 0")
-        out.append(softmax(np.log(np.clip(p, 1e-12, None)) / float(t)))
-    return out
-
-
 def level_targets(plan: LevelPlan, k: int, labels) -> np.ndarray:
     """Output index of each label at level ``k``: its class output, "rest" for a later class, -1 otherwise.
 
@@ -372,7 +372,7 @@ def tune_thresholds(plan: LevelPlan, probs, labels, *, grid=None, sweeps: int = 
 
     Coordinate ascent: each sweep sets one level's threshold at a time to the grid value with
     the best balanced accuracy (ties: best top-1, then the value closest to 0.5), the others
-    fixed. Returns ``K - 1`` thresholds (empty for one level, or rest + argmax routing).
+    fixed, routing by the ``threshold`` rule. Returns ``K - 1`` thresholds (empty for one level).
 
     >>> plan = LevelPlan([[1], [2, 3]], mode="hard", hard_outputs="own")
     >>> p1 = np.array([[1.0], [1.0], [1.0]])  # a 1-class level is always sure: cannot route
@@ -383,14 +383,14 @@ def tune_thresholds(plan: LevelPlan, probs, labels, *, grid=None, sweeps: int = 
     probs = _check_probs(plan, probs)
     labels = np.asarray(labels)
     K = plan.n_levels
-    if K == 1 or not plan.uses_thresholds() or plan.routing == "posterior":
+    if K == 1:
         return []
     grid = np.round(np.linspace(0.0, 1.0, 41), 4) if grid is None else np.asarray(grid, dtype=float)
     th = [0.5] * (K - 1)
     classes = plan.classes
 
     def objective(t):
-        r = route(plan, probs, t)
+        r = route(plan, probs, t, rule="threshold")
         return (metrics.balanced_accuracy(labels, r.pred, classes), metrics.top1(labels, r.pred))
 
     best_score = objective(th)
@@ -496,15 +496,3 @@ def level_report(plan: LevelPlan, routing: Routing, labels) -> list[dict]:
             "accuracy": correct / int(kept.sum()) if kept.any() else float("nan"),
         })
     return out
-
-
-def softmax(logits) -> np.ndarray:
-    """Row-wise softmax in float64.
-
-    >>> softmax(np.array([[0.0, 0.0]])).tolist()
-    [[0.5, 0.5]]
-    """
-    z = np.asarray(logits, dtype=np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)

@@ -1,8 +1,7 @@
-"""Classifier heads on frozen backbone features: trained in seconds to minutes on a CPU.
+"""A head: a classifier on frozen features, trained in seconds to minutes on a CPU.
 
-A head maps the penultimate activations of a trained backbone (see :mod:`cbedtdc.features`) to class
-probabilities. Two kinds:
-
+A head maps the rows of one or more feature sources (:mod:`cbedtdc.features`: a backbone's
+penultimate activations, the symmetry descriptors) to class probabilities. Two kinds:
 ``linear``
     A softmax layer trained with AdamW (mini-batches, cosine schedule, zero initialisation, so the
     same seed gives the same weights on CPU). Losses (the long-tail baselines of Zhang et al., "Bag
@@ -28,7 +27,7 @@ optional resampling of the standardised training features with imbalanced-learn 
 :attr:`Head.prior`); and a temperature fitted on dev by minimising the log-loss (Guo et al., "On
 calibration of modern neural networks", ICML 2017), applied last.
 
-Files: a linear head is ``torch.save`` of a plain dict of tensors and metadata, read back with
+Options: :mod:`cbedtdc.heads.options`. Files: a linear head is ``torch.save`` of a plain dict of tensors and metadata, read back with
 ``torch.load(weights_only=True)``; an XGBoost head is XGBoost's own JSON model with the head's
 metadata in a booster attribute. Both are written atomically and predict identically after reloading.
 """
@@ -43,88 +42,18 @@ from pathlib import Path
 
 import numpy as np
 
-from cbedtdc.cascade.routing import fit_temperature
+from cbedtdc.calibration import fit_temperature, softmax
+from cbedtdc.heads.booster import booster_probs, fit_booster
+from cbedtdc.heads.options import HEAD_FORMAT, HeadError, resolve_spec
+from cbedtdc.heads.resample import resample
 
-__all__ = ["HEAD_FORMAT", "KINDS", "LINEAR_LOSSES", "SAMPLERS", "RESAMPLERS", "DEFAULTS", "HeadError",
-           "resolve_spec", "standardisation", "resample", "fit_temperature", "Head", "fit_head", "load_head"]
+__all__ = ["standardisation", "Head", "fit_head", "load_head"]
+
+_XGB_ATTR = "cbedtdc_head"
 
 log = logging.getLogger(__name__)
 
-HEAD_FORMAT = "cbedtdc-head/1"
-KINDS = ("linear", "xgboost")
-LINEAR_LOSSES = ("ce", "weighted_ce", "drw", "logit_adjusted", "balanced_softmax")
-SAMPLERS = ("instance", "class_balanced")
-RESAMPLERS = ("none", "smote", "borderline_smote", "cluster_centroids")
-_XGB_ATTR = "cbedtdc_head"
-
-#: Head options (one head of the config); ``xgboost`` holds the booster settings of ``kind: xgboost``.
-DEFAULTS = {
-    "kind": "linear",
-    "loss": "ce",
-    "sampler": "instance",
-    "resample": "none",
-    "resample_k": 5,  # neighbours of SMOTE / BorderlineSMOTE (fewer when a class is smaller)
-    "resample_to": 0,  # samples per class the resampler aims at (0: largest class / smallest for cluster_centroids)
-    "epochs": 30,
-    "batch_size": 512,
-    "lr": 0.01,
-    "weight_decay": 5e-4,
-    "la_tau": 1.0,
-    "weight_cap": 10.0,
-    "drw_start": 0.5,
-    "tau_norm": 0.0,
-    "posthoc_tau": 0.0,
-    "temperature": True,
-    "threads": 0,  # torch / XGBoost threads while fitting (0: their default)
-    "xgboost": {"n_estimators": 200, "max_depth": 4, "learning_rate": 0.1, "subsample": 0.8,
-                "colsample_bytree": 0.5, "early_stopping": 20},
-}
-
-
-class HeadError(ValueError):
-    """A head file or head input that cannot be used (the message names the file or input)."""
-
-
-# --------------------------------------------------------------------------- options
-def resolve_spec(spec: dict | None = None) -> dict:
-    """Head options: :data:`DEFAULTS` updated with ``spec``, checked.
-
-    >>> s = resolve_spec({"loss": "drw", "xgboost": {"max_depth": 6}})
-    >>> s["kind"], s["loss"], s["xgboost"]["max_depth"], s["xgboost"]["n_estimators"]
-    ('linear', 'drw', 6, 200)
-    """
-    spec = dict(spec or {})
-    unknown = sorted(set(spec) - set(DEFAULTS))
-    if unknown:
-        raise HeadError(f"unknown head option(s) {unknown}; allowed: {', '.join(sorted(DEFAULTS))}")
-    xgb = dict(spec.pop("xgboost", None) or {})
-    bad = sorted(set(xgb) - set(DEFAULTS["xgboost"]))
-    if bad:
-        raise HeadError(f"unknown xgboost option(s) {bad}; allowed: {', '.join(sorted(DEFAULTS['xgboost']))}")
-    out = {**DEFAULTS, **spec, "xgboost": {**DEFAULTS["xgboost"], **xgb}}
-    losses = LINEAR_LOSSES if out["kind"] == "linear" else ("ce", "weighted_ce")
-    for key, allowed in (("kind", KINDS), ("loss", losses), ("sampler", SAMPLERS), ("resample", RESAMPLERS)):
-        if out[key] not in allowed:
-            raise HeadError(f"head {key}={out[key]!r}: must be one of {', '.join(allowed)}"
-                            + (f" for a {out['kind']} head" if key == "loss" else ""))
-    if out["kind"] == "xgboost" and (out["sampler"] != "instance" or float(out["tau_norm"])):
-        raise HeadError("an xgboost head takes neither sampler: class_balanced nor tau_norm (linear heads only)")
-    for key in ("epochs", "batch_size", "resample_k"):
-        if int(out[key]) < 1:
-            raise HeadError(f"head {key}={out[key]}: must be >= 1")
-    for key in ("lr", "weight_cap"):
-        if not float(out[key]) > 0:
-            raise HeadError(f"head {key}={out[key]}: must be > 0")
-    if int(out["resample_to"]) < 0:
-        raise HeadError(f"head resample_to={out['resample_to']}: must be >= 0 (0: the resampler's default)")
-    for key in ("weight_decay", "tau_norm", "posthoc_tau", "la_tau"):
-        if not float(out[key]) >= 0:
-            raise HeadError(f"head {key}={out[key]}: must be >= 0")
-    if not 0.0 <= float(out["drw_start"]) <= 1.0:
-        raise HeadError(f"head drw_start={out['drw_start']}: must be a fraction of the epochs in [0, 1]")
-    return out
-
-
+# --------------------------------------------------------------------------- pure helpers
 def _check_xy(X, y, n_classes: int, what: str):
     """``X`` as C-contiguous float32 (N, D), ``y`` as int64 in ``[0, n_classes)``; HeadError otherwise."""
     X = np.ascontiguousarray(X, dtype=np.float32)
@@ -144,7 +73,6 @@ def _check_xy(X, y, n_classes: int, what: str):
     return X, y.astype(np.int64)
 
 
-# --------------------------------------------------------------------------- pure helpers
 def standardisation(X) -> tuple[np.ndarray, np.ndarray]:
     """Per-feature mean and std (float32); a constant feature gets std 1.
 
@@ -156,64 +84,6 @@ def standardisation(X) -> tuple[np.ndarray, np.ndarray]:
     mean, std = X.mean(axis=0), X.std(axis=0)
     std = np.where(std > 1e-6, std, 1.0)
     return mean.astype(np.float32), std.astype(np.float32)
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = np.asarray(z, dtype=np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def _class_weights(counts, cap: float) -> np.ndarray:
-    from cbedtdc.losses import class_weights
-
-    return class_weights(counts, cap)
-
-
-# --------------------------------------------------------------------------- resampling
-def resample(X, y, method: str, *, n_classes: int, seed: int = 0, k_neighbors: int = 5, target: int = 0):
-    """Resample ``(X, y)`` with imbalanced-learn; returns new ``(X, y)`` (float32, int64).
-
-    ``smote`` and ``borderline_smote`` over-sample every class with at least two samples and fewer than
-    ``target`` samples up to ``target`` (0: the largest class); ``k_neighbors`` is reduced to the
-    smallest such class minus one, and classes with one sample are left as they are (logged).
-    ``cluster_centroids`` replaces every class with more than ``target`` samples (0: the smallest
-    class) by ``target`` k-means centroids. ``none`` returns the input. On a long tail a ``target``
-    well below the largest class keeps the over-sampled set small (230 classes x the largest count
-    would not fit in memory).
-    """
-    if method not in RESAMPLERS:
-        raise HeadError(f"resample={method!r}: must be one of {', '.join(RESAMPLERS)}")
-    y = np.asarray(y, dtype=np.int64)
-    X = np.asarray(X, dtype=np.float32)
-    present, cnt = np.unique(y, return_counts=True)
-    if method == "none" or len(present) < 2:
-        if method != "none":
-            log.warning("resample=%s: only %d class present, nothing to resample", method, len(present))
-        return X, y
-    from imblearn.over_sampling import SMOTE, BorderlineSMOTE
-    from imblearn.under_sampling import ClusterCentroids
-
-    if method == "cluster_centroids":
-        goal = int(target) or int(cnt.min())
-        strategy = {int(c): goal for c, m in zip(present, cnt) if m > goal}
-        sampler = ClusterCentroids(sampling_strategy=strategy, random_state=int(seed)) if strategy else None
-    else:
-        goal = int(target) or int(cnt.max())
-        lone = present[cnt < 2].tolist()
-        if lone:
-            log.warning("resample=%s: classes %s have one training sample and are not over-sampled", method, lone)
-        grow = (cnt >= 2) & (cnt < goal)
-        strategy = {int(c): goal for c in present[grow]}
-        k = int(min(k_neighbors, cnt[grow].min() - 1)) if grow.any() else 1
-        cls = SMOTE if method == "smote" else BorderlineSMOTE
-        sampler = cls(sampling_strategy=strategy, k_neighbors=k, random_state=int(seed)) if strategy else None
-    if sampler is None:
-        return X, y
-    Xr, yr = sampler.fit_resample(X, y)
-    log.info("resample=%s: %d -> %d training samples over %d classes", method, len(y), len(yr), n_classes)
-    return np.ascontiguousarray(Xr, dtype=np.float32), np.asarray(yr, dtype=np.int64)
 
 
 # --------------------------------------------------------------------------- the head
@@ -272,7 +142,7 @@ class Head:
                 w = (self.weight / norm[:, None] ** tau).astype(np.float32)
                 return (Xs @ w.T).astype(np.float64)
             return (Xs @ self.weight.T + self.bias).astype(np.float64)
-        return np.log(np.maximum(_booster_probs(self.booster, Xs), 1e-12))
+        return np.log(np.maximum(booster_probs(self.booster, Xs), 1e-12))
 
     @property
     def prior(self) -> np.ndarray:
@@ -295,7 +165,7 @@ class Head:
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities ``(N, n_classes)``, float64, rows summing to one."""
-        return _softmax(self.logits(X))
+        return softmax(self.logits(X))
 
     def predict(self, X) -> np.ndarray:
         """Most probable class index of each row."""
@@ -330,15 +200,6 @@ class Head:
                 self.booster.save_model(str(tmp))
         log.info("%s head (%d classes, %d features) -> %s", self.kind, self.n_classes, self.dim, path)
         return path
-
-
-def _booster_probs(booster, Xs) -> np.ndarray:
-    import xgboost as xgb
-
-    best = getattr(booster, "best_iteration", None)
-    kw = {"iteration_range": (0, int(best) + 1)} if best is not None else {}
-    p = booster.predict(xgb.DMatrix(np.asarray(Xs, dtype=np.float32)), **kw)
-    return np.asarray(p, dtype=np.float64).reshape(len(Xs), -1)
 
 
 # --------------------------------------------------------------------------- fitting
@@ -388,26 +249,6 @@ def _fit_linear(X: np.ndarray, y: np.ndarray, counts: np.ndarray, spec: dict, se
     return weight.detach().numpy().copy(), bias.detach().numpy().copy(), mean_loss
 
 
-def _fit_xgboost(X, y, counts, spec: dict, seed: int, dev):
-    """Multi-class booster; sample weights for ``loss: weighted_ce``; early stopping on ``dev``."""
-    import xgboost as xgb
-
-    p = spec["xgboost"]
-    params = {"objective": "multi:softprob", "num_class": len(counts), "max_depth": int(p["max_depth"]),
-              "eta": float(p["learning_rate"]), "subsample": float(p["subsample"]),
-              "colsample_bytree": float(p["colsample_bytree"]), "tree_method": "hist", "seed": int(seed),
-              "eval_metric": "mlogloss"}
-    if int(spec["threads"]):
-        params["nthread"] = int(spec["threads"])
-    w = _class_weights(counts, float(spec["weight_cap"]))[y] if spec["loss"] == "weighted_ce" else None
-    dtrain = xgb.DMatrix(X, label=y, weight=w)
-    evals, stop = [], None
-    if dev is not None and len(dev[1]) and int(p["early_stopping"]) > 0:
-        evals, stop = [(xgb.DMatrix(dev[0], label=dev[1]), "dev")], int(p["early_stopping"])
-    return xgb.train(params, dtrain, num_boost_round=int(p["n_estimators"]), evals=evals,
-                     early_stopping_rounds=stop, verbose_eval=False)
-
-
 def fit_head(X, y, n_classes: int, *, spec: dict | None = None, dev=None, seed: int = 0, info=None,
              source: str = "train features") -> Head:
     """Fit one head on features.
@@ -454,14 +295,18 @@ def fit_head(X, y, n_classes: int, *, spec: dict | None = None, dev=None, seed: 
     record = {"n_train": int(len(y)), "n_fit": int(len(yr)), "counts": counts.tolist(), "seed": int(seed),
               "n_dev": 0 if devs is None else int(len(devs[1]))}
     if spec["kind"] == "linear":
-        from cbedtdc.features import torch_threads
+        from cbedtdc.features.cnn import torch_threads
 
         with torch_threads(int(spec["threads"])):
             w, b, loss = _fit_linear(Xr, yr, fit_counts, spec, seed)
         head = Head(spec, n_classes, mean, std, fit_counts, weight=w, bias=b, info={**info, **record,
                                                                                    "train_loss": loss})
     else:
-        booster = _fit_xgboost(Xr, yr, fit_counts, spec, seed, devs)
+        from cbedtdc.losses import class_weights
+
+        w = (class_weights(fit_counts, float(spec["weight_cap"]))[yr] if spec["loss"] == "weighted_ce" else None)
+        booster = fit_booster(Xr, yr, n_classes, params=spec["xgboost"], seed=seed, dev=devs,
+                              threads=int(spec["threads"]), weight=w)
         record["best_iteration"] = getattr(booster, "best_iteration", None)
         head = Head(spec, n_classes, mean, std, fit_counts, booster=booster, info={**info, **record})
     if spec["temperature"] and devs is not None and len(devs[1]):

@@ -1,0 +1,151 @@
+"""evaluate_run: score every flat model and the cascade of a trained run on test, write summary and tables."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from cbedtdc.cascade.load import load_cascade
+from cbedtdc.evaluate.score import (dev_ba_of_routing, score_cascade, score_flat_cnns, score_flat_head, score_xgb,
+                                    source_label)
+from cbedtdc.evaluate.tables import jsonable, write_tables
+from cbedtdc.evaluate.variants import TestSet, Variants, headline_flat
+from cbedtdc.features.sources import align_rows
+from cbedtdc.io import read_csv, write_json
+from cbedtdc.metrics import chance_rates
+
+__all__ = ["evaluate_run", "test_set"]
+
+log = logging.getLogger(__name__)
+
+
+def test_set(shard_root, classes, *, n_boot, seed, friedel_groups) -> TestSet:
+    """The test split of the run's ``classes`` with its dev split and training labels."""
+    from cbedtdc.data import ShardDataset
+
+    test = ShardDataset(shard_root, "test", classes=classes)
+    dev = ShardDataset(shard_root, "dev", classes=classes)
+    n_all_test = len(read_csv(Path(shard_root) / "test.csv"))
+    if not len(test):
+        raise ValueError(f"{shard_root}/test.csv has no sample of the run's classes {classes}")
+    train_labels = np.array([int(r["space_group"]) for r in read_csv(Path(shard_root) / "train.csv")])
+    kw = dict(materials=test.materials, n_boot=n_boot, seed=seed, friedel_groups=friedel_groups)
+    return TestSet(list(test.keys), test.labels, test.materials, dev, train_labels, n_all_test - len(test), kw)
+
+
+def _cascade_probs(cas, ts: TestSet, shard_root, shared, batch_size):
+    """The cascade's level probabilities on the test samples (rows in ``ts.keys`` order)."""
+    from cbedtdc import cascade
+    from cbedtdc.cascade.shared import tdc_head_probs
+    from cbedtdc.heads.jobs import run_features
+
+    if cas.backbone == "own":
+        return cascade.predict_levels(cas.models, shard_root, "test", keys=ts.keys, batch_size=batch_size)[1]
+    keys, X, _ = run_features(shared["dirs"], "test", cas.plan.classes)
+    return [p[align_rows(keys, ts.keys, shared["dirs"][0], "test")] for p in tdc_head_probs(cas.heads, X)]
+
+
+def evaluate_run(shard_root, flat_models: dict, tdc_dir, out_dir, *, classes=None, n_boot: int = 1000,
+                 seed: int = 0, friedel_groups=None, batch_size: int = 64, data_kind: str = "generated",
+                 device: str = "cpu", xgb_dir=None, heads=None, shared=None, features_root=None) -> dict:
+    """Evaluate the flat baselines and the TDC on the test split; write the tables; return the summary.
+
+    Parameters
+    ----------
+    flat_models : dict
+        ``{loss: path of best.pt}``; every loss is under ``flat_by_loss``. The headline ``flat`` is the
+        flat variant (one of these CNNs, or one of ``heads``) with the best dev balanced accuracy (chosen
+        on dev, never on test); ``flat["model"]`` names it (``flat/ce/cnn``, ``flat/ce/crt``).
+    tdc_dir : path-like
+        Folder with ``levels.json`` and, for own-backbone levels, ``routing.json`` and ``level_K/best.pt``.
+    out_dir : path-like
+        Receives ``summary.json``, ``per_class.csv``, ``levels.csv``, ``confusion_flat.csv``,
+        ``confusion_tdc.csv`` and ``predictions.csv``.
+    classes : list of int, optional
+        The run's class order (``results/data/run_classes.json``); every table and score uses it.
+        Default: the plan's classes in level order.
+    friedel_groups : list of lists, optional
+        Groups merged in the Friedel score (pass them for kinematic data only).
+    xgb_dir : path-like, optional
+        Folder of the CNN-XGBoost heads (``flat/{loss}/head.json``, ``level_{k}/head.json``) scored on
+        the features files under ``features_root``: adds ``flat_xgb_by_loss`` and ``tdc_xgb``.
+    heads : dict, optional
+        Flat heads ``{name: {"path", "backbone", "features", "dirs"}}``: the head file, the flat loss of its
+        ``cnn`` source, its source names and their folders of ``{split}.h5``.
+    shared : dict, optional
+        Shared-backbone cascade ``{"backbone", "features", "dirs", "heads" (folder with heads.json),
+        "routing" (routing.json)}``: it is then the headline ``tdc`` (no level ResNet is loaded).
+
+    Besides the headline keys, ``variants`` lists every flat and TDC variant with test and dev scores,
+    many/medium/few-shot balanced accuracy and the budgets; ``best`` names the best flat and best TDC
+    variant chosen on dev balanced accuracy with a paired bootstrap of their test balanced-accuracy difference.
+    """
+    from cbedtdc.train import inference_device
+
+    tdc_dir, out_dir = Path(tdc_dir), Path(out_dir)
+    device = inference_device(device)
+    if shared is None:
+        cas = load_cascade(tdc_dir / "levels.json", tdc_dir / "routing.json", device=device)
+    else:
+        cas = load_cascade(tdc_dir / "levels.json", shared["routing"], heads_dir=shared["heads"])
+    plan = cas.plan
+    classes = [int(c) for c in (classes or plan.classes)]
+    if sorted(classes) != sorted(plan.classes):
+        raise ValueError(f"{tdc_dir}/levels.json plans classes {sorted(plan.classes)}, the run has {sorted(classes)}; "
+                         "rerun rule plan_levels")
+    ts = test_set(shard_root, classes, n_boot=n_boot, seed=seed, friedel_groups=friedel_groups)
+    summary = {"n_test": int(len(ts.labels)), "n_test_materials": int(len(np.unique(ts.materials))),
+               "n_test_excluded_other_classes": int(ts.n_excluded), "classes": classes,
+               "data": data_kind, "bootstrap": {"resamples": int(n_boot), "over": "materials", "level": 0.95},
+               "chance": chance_rates(ts.train_labels, ts.labels, classes)}
+    flat_by_loss, flat_pred, best = score_flat_cnns(flat_models, ts, shard_root, classes, batch_size, device)
+    summary["flat_by_loss"] = flat_by_loss
+    variants = Variants(ts, classes, {c: int((ts.train_labels == c).sum()) for c in classes})
+    for loss, s in flat_by_loss.items():
+        variants.add(f"flat/{loss}/cnn", "flat", s, flat_pred[loss], dev_ba=s.get("dev_balanced_accuracy"),
+                     backbone=loss, head="cnn", features=["cnn"], backbone_images=s.get("images_seen"), head_images=0)
+    flat_heads = {}
+    for hname, h in (heads or {}).items():
+        name, s = score_flat_head(variants, hname, h, ts, classes,
+                                  flat_by_loss.get(h["backbone"], {}).get("images_seen"))
+        flat_heads[name] = s
+    summary["flat"], flat_recall = headline_flat(variants, flat_by_loss, flat_pred, best, flat_heads)
+    probs = _cascade_probs(cas, ts, shard_root, shared, batch_size)
+    if cas.backbone == "own":
+        t, r, oracle = score_cascade(cas, probs, ts, classes)
+        dev_ba, head_images = dev_ba_of_routing(tdc_dir / "routing.json"), 0
+        name = f"tdc/own/{plan.mode}/{t['routing']}/cnn"
+    else:
+        uses_cnn = "cnn" in shared["features"]
+        backbone_images = flat_by_loss.get(shared["backbone"], {}).get("images_seen") if uses_cnn else 0
+        t, r, oracle = score_cascade(cas, probs, ts, classes, shared_images=backbone_images or 0)
+        label = source_label(shared["backbone"], shared["features"])
+        t.update({"shared_loss": shared["backbone"], "features": list(shared["features"]), "head": cas.manifest["spec"],
+                  "head_images": int(sum(cas.manifest["head_images"]))})
+        dev_ba, head_images = dev_ba_of_routing(shared["routing"]), t["head_images"]
+        name = f"tdc/shared-{label}/{plan.mode}/{t['routing']}/{cas.manifest['spec']['kind']}"
+    summary["tdc"] = t
+    variants.add(name, "tdc", t, r.pred, dev_ba=dev_ba, backbone=t["backbone"], head=name.rsplit("/", 1)[1],
+                 features=t.get("features", ["cnn"]), mode=plan.mode, routing=t["routing"],
+                 backbone_images=t["images_seen"], head_images=head_images)
+    summary["budget"] = {"flat_images_planned": plan.flat_images, "tdc_images_planned": int(sum(plan.budgets)),
+                         "flat_images_seen": summary["flat"]["images_seen"], "tdc_images_seen": t["images_seen"]}
+    if shared is not None:
+        summary["budget"]["tdc_images_planned"] = plan.flat_images  # the shared backbone is the flat model
+        summary["budget"]["tdc_head_images"] = t["head_images"]
+    if xgb_dir is not None:
+        if shared is not None:
+            raise ValueError("xgboost.activate scores the own-backbone levels; with tdc.backbone: shared use an "
+                             "xgboost head in heads.variants or tdc.head instead")
+        if features_root is None:
+            raise ValueError("the CNN-XGBoost heads (xgb_dir) are scored on features files: pass features_root "
+                             "(--features-root results/features)")
+        summary.update(score_xgb(Path(xgb_dir), Path(features_root), flat_models, cas, ts, classes))
+    summary["variants"] = variants.rows
+    summary["best"] = variants.best_difference(n_boot, seed)
+    write_tables(out_dir, plan, classes, ts, flat_recall, variants.pred[summary["flat"]["model"]], r, oracle,
+                 t["per_level"])
+    write_json(out_dir / "summary.json", jsonable(summary))
+    return summary

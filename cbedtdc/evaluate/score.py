@@ -1,0 +1,206 @@
+"""Scores of the trained models on the test split (and their dev balanced accuracy, the selection key).
+
+Every function takes the run's one class order (``classes``, from ``results/data/run_classes.json``):
+a model's columns are put in that order before anything is scored, whatever order it was trained in.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from cbedtdc import cascade
+from cbedtdc.calibration import softmax
+from cbedtdc.evaluate.variants import TestSet, Variants
+from cbedtdc.features.sources import align_rows
+from cbedtdc.metrics import balanced_accuracy, bootstrap_materials, score, top1
+
+__all__ = ["check_flat_classes", "flat_probs", "score_flat_cnns", "score_flat_head", "score_cascade",
+           "score_xgb", "dev_ba_of_routing", "source_label"]
+
+log = logging.getLogger(__name__)
+
+
+def source_label(backbone: str, features) -> str:
+    """How a variant's feature sources are named in ``summary.json``: the backbone loss for ``[cnn]``
+    (``ce``), the source names otherwise, joined by ``+``.
+
+    >>> source_label("ce", ["cnn"]), source_label("ce", ["cnn", "symmetry"]), source_label("ce", ["symmetry"])
+    ('ce', 'ce+symmetry', 'symmetry')
+    """
+    return "+".join(backbone if f == "cnn" else f for f in features)
+
+
+def check_flat_classes(meta, classes, source="flat model", rule: str = "train_flat") -> list[int]:
+    """The flat model's (or flat head's) class order, or a one-line error naming the file and the command that
+    redoes it (``rule``).
+
+    >>> check_flat_classes({"classes": [1, 2, 3, 4, 5]}, [14, 225], "results/flat/ce/best.pt")
+    Traceback (most recent call last):
+    ...
+    ValueError: results/flat/ce/best.pt outputs [1, 2, 3, 4, 5] (rest=None), not the run's classes [14, 225]: it was replaced or trained for another run; retrain it with `snakemake --profile local -R train_flat` (the same command as the run, plus -R train_flat)
+    """
+    order = [int(c) for c in meta["classes"]]
+    if sorted(order) != sorted(classes) or meta.get("rest"):
+        raise ValueError(f"{source} outputs {order} (rest={meta.get('rest')}), not the run's classes {list(classes)}: "
+                         "it was replaced or trained for another run; retrain it with "
+                         f"`snakemake --profile local -R {rule}` (the same command as the run, plus -R {rule})")
+    return order
+
+
+def flat_probs(model, meta, shard_root, split, keys, classes, batch_size, source="flat model"):
+    """Softmax over ``classes`` (columns reordered to ``classes``) of a flat model."""
+    from cbedtdc.train import predict
+
+    order = check_flat_classes(meta, classes, source)
+    got, logits = predict(model, meta, shard_root, split, keys=keys, batch_size=batch_size)
+    if list(got) != list(keys):
+        raise RuntimeError(f"predict returned the {split} samples in another order")
+    return softmax(logits)[:, [order.index(c) for c in classes]]
+
+
+def score_flat_cnns(flat_models: dict, ts: TestSet, shard_root, classes, batch_size, device):
+    """``(flat_by_loss, test predictions by loss, loss selected on dev)``."""
+    from cbedtdc.train import images_seen, load_model
+
+    flat_by_loss, flat_pred = {}, {}
+    for loss, path in flat_models.items():
+        model, meta = load_model(path, device=device)
+        p = flat_probs(model, meta, shard_root, "test", ts.keys, classes, batch_size, source=str(path))
+        pred = np.asarray(classes)[np.argmax(p, axis=1)]
+        s = score(ts.labels, pred, classes, scores=p, **ts.kw)
+        if len(ts.dev):
+            pd_ = flat_probs(model, meta, shard_root, "dev", list(ts.dev.keys), classes, batch_size)
+            s["dev_balanced_accuracy"] = balanced_accuracy(ts.dev.labels, np.asarray(classes)[pd_.argmax(1)], classes)
+        s["images_seen"] = images_seen(Path(path).parent / "train.json")
+        s["loss"] = loss
+        flat_by_loss[loss], flat_pred[loss] = s, pred
+        log.info("flat %s: test top-1 %.4f, balanced accuracy %.4f, macro-F1 %.4f", loss, s["top1"],
+                 s["balanced_accuracy"], s["macro_f1"])
+    best = max(flat_by_loss, key=lambda lo: (flat_by_loss[lo].get("dev_balanced_accuracy", 0.0), -list(
+        flat_models).index(lo)))
+    return flat_by_loss, flat_pred, best
+
+
+def score_flat_head(variants: Variants, hname: str, h: dict, ts: TestSet, classes, backbone_images):
+    """Score one flat head ``h`` (``path``, ``backbone``, ``features``: source names, ``dirs``: their folders)."""
+    from cbedtdc.heads.jobs import flat_head_probs, head_images
+
+    keys, p, head = flat_head_probs(h["path"], h["dirs"], "test", classes)
+    p = p[align_rows(keys, ts.keys, h["dirs"][0], "test")]
+    pred = np.asarray(classes)[p.argmax(1)]
+    s = score(ts.labels, pred, classes, scores=p, **ts.kw)
+    dev_ba = None
+    if len(ts.dev):
+        dkeys, pd_, _ = flat_head_probs(h["path"], h["dirs"], "dev", classes)
+        dev_labels = dict(zip(ts.dev.keys, ts.dev.labels))
+        yd = np.array([dev_labels[k] for k in dkeys])
+        dev_ba = balanced_accuracy(yd, np.asarray(classes)[pd_.argmax(1)], classes)
+    label = source_label(h["backbone"], h["features"])
+    uses_cnn = "cnn" in h["features"]
+    n_head = int(head.info.get("head_images", head_images(head)))
+    name = f"flat/{label}/{hname}"
+    variants.add(name, "flat", s, pred, dev_ba=dev_ba, backbone=h["backbone"] if uses_cnn else None, head=hname,
+                 features=list(h["features"]), head_spec=head.spec,
+                 backbone_images=backbone_images if uses_cnn else 0, head_images=n_head)
+    log.info("flat head %s on %s: test balanced accuracy %.4f (dev %s)", hname, label, s["balanced_accuracy"], dev_ba)
+    return name, {**s, "dev_balanced_accuracy": dev_ba, "images_seen": backbone_images if uses_cnn else 0,
+                  "loss": label, "head": hname, "features": list(h["features"]), "head_images": n_head}
+
+
+def dev_ba_of_routing(routing_path):
+    """Dev balanced accuracy of a tuned cascade, from its routing.json (``None`` when not recorded)."""
+    try:
+        d = json.loads(Path(routing_path).read_text())
+    except (OSError, ValueError):
+        return None
+    return (d.get("dev_tuned") or {}).get("balanced_accuracy")
+
+
+def score_cascade(cas, probs, ts: TestSet, classes, shared_images=None):
+    """``(tdc summary, routing, oracle predictions)`` of a cascade on the test split.
+
+    ``probs``: the levels' test probabilities (own ResNets or shared heads), rows in ``ts.keys`` order;
+    ``shared_images``: images seen by the shared backbone (``None``: own-backbone levels).
+    """
+    from cbedtdc.train import images_seen
+
+    plan, tuned = cas.plan, cas.tuned
+    y, mats, n_boot, seed = ts.labels, ts.materials, ts.kw["n_boot"], ts.kw["seed"]
+    r = cas.route(probs)
+    t = score(y, r.pred, classes, **ts.kw)
+    est = cascade.estimated_accuracy(plan, probs, y)
+    oracle = cascade.oracle_predictions(plan, probs, y)
+    est_ci = {"top1": list(bootstrap_materials(lambda i: top1(y[i], oracle[i]), mats, n_boot, seed))}
+    levels = cascade.level_report(plan, r, y)
+    for row, e in zip(levels, est["per_level"]):
+        row["share_of_test"] = e["share"]
+        row["oracle_accuracy"] = e["accuracy"]
+        row["images_seen"] = (None if shared_images is not None
+                              else images_seen(cascade.level_dir(cas.folder, row["level"]) / "train.json"))
+    seen = [lv["images_seen"] for lv in levels]
+    t.update({
+        "mode": plan.mode, "routing": tuned.rule,
+        "thresholds": list(tuned.thresholds), "temperatures": None if tuned.temperatures is None
+        else list(tuned.temperatures), "prior": tuned.prior,
+        "levels": plan.levels,
+        "estimated_top1": est["top1"], "estimated_balanced_accuracy": est["balanced_accuracy"],
+        "estimated_ci95": est_ci,
+        "images_seen": (shared_images if shared_images is not None
+                        else sum(seen) if all(s is not None for s in seen) else None),
+        "backbone": cas.backbone,
+        "per_level": levels,
+    })
+    log.info("TDC (%s): test top-1 %.4f, balanced accuracy %.4f, macro-F1 %.4f; estimated top-1 %.4f", plan.mode,
+             t["top1"], t["balanced_accuracy"], t["macro_f1"], t["estimated_top1"])
+    return t, r, oracle
+
+
+def _xgb_probs(head, fdir: Path, split: str, wanted) -> np.ndarray:
+    """A job head's probabilities on ``fdir/{split}.h5``, rows aligned to ``wanted`` (keys)."""
+    from cbedtdc.heads.jobs import job_head_probs
+
+    keys, p = job_head_probs(head, fdir / f"{split}.h5", split)
+    return p[align_rows(keys, wanted, fdir / f"{split}.h5", split)]
+
+
+def score_xgb(xgb_dir: Path, features_root: Path, flat_models, cas, ts: TestSet, classes) -> dict:
+    """``flat_xgb_by_loss`` and ``tdc_xgb``: the CNN-XGBoost heads of ``xgboost.activate`` in place of the
+    linear layers, the cascade routed by its rule re-tuned on the heads' dev probabilities.
+
+    Every head is scored on the features files of its job's model (``features_root/flat/{loss}/`` or
+    ``features_root/level_{k}/``), the rows taken by key in the order of the test (dev) set.
+    """
+    from cbedtdc.heads import load_head
+    from cbedtdc.heads.jobs import reorder_columns
+
+    plan, y, keys, dev = cas.plan, ts.labels, ts.keys, ts.dev
+    out = {"flat_xgb_by_loss": {}}
+    for loss in flat_models:
+        head = xgb_dir / "flat" / loss / "head.json"
+        check_flat_classes(load_head(head).info, classes, head, rule="xgboost_head")
+        p = _xgb_probs(head, features_root / "flat" / loss, "test", keys)
+        p = reorder_columns(p, load_head(head).info["classes"], classes, head, rule="xgboost_head")
+        pred = np.asarray(classes)[p.argmax(1)]
+        out["flat_xgb_by_loss"][loss] = score(y, pred, classes, scores=p, **ts.kw)
+    jobs = [(xgb_dir / f"level_{k + 1}" / "head.json", features_root / f"level_{k + 1}") for k in range(plan.n_levels)]
+    probs = [_xgb_probs(h, fdir, "test", keys) for h, fdir in jobs]
+    rule = cas.tuned.rule
+    if len(dev):
+        dprobs = [_xgb_probs(h, fdir, "dev", list(dev.keys)) for h, fdir in jobs]
+        tuned = cascade.routing_from_json(cascade.tune_routing_on(plan, dprobs, dev.labels, rule), plan)
+    else:
+        tuned = cascade.TunedRouting(rule, thresholds=(0.5,) * (plan.n_levels - 1) if rule == "threshold" else ())
+    r = tuned.apply(plan, probs)
+    t = score(y, r.pred, classes, **ts.kw)
+    est = cascade.estimated_accuracy(plan, probs, y)
+    t.update({"mode": plan.mode, "routing": rule, "thresholds": list(tuned.thresholds), "levels": plan.levels,
+              "estimated_top1": est["top1"], "estimated_balanced_accuracy": est["balanced_accuracy"],
+              "per_level": cascade.level_report(plan, r, y)})
+    out["tdc_xgb"] = t
+    log.info("TDC + XGBoost heads: test top-1 %.4f, balanced accuracy %.4f; estimated top-1 %.4f", t["top1"],
+             t["balanced_accuracy"], t["estimated_top1"])
+    return out
