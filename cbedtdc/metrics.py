@@ -37,6 +37,7 @@ __all__ = [
     "hierarchy_scores",
     "expected_calibration_error",
     "reliability_bins",
+    "ece_from_bins",
 ]
 
 log = logging.getLogger(__name__)
@@ -361,8 +362,19 @@ def expected_calibration_error(probs, y_index, n_bins: int = 15) -> float:
     >>> round(expected_calibration_error([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7]], [0, 1, 1], n_bins=2), 6)  # |2/3 - 0.8|
     0.133333
     """
-    bins = reliability_bins(probs, y_index, n_bins)
-    n = sum(b["count"] for b in bins)
+    return ece_from_bins(reliability_bins(probs, y_index, n_bins))
+
+
+def ece_from_bins(bins) -> float:
+    """Expected calibration error of the bins of :func:`reliability_bins` (e.g. read back from a JSON file).
+
+    >>> ece_from_bins([{"count": 3, "confidence": 0.8, "accuracy": 0.5}, {"count": 1, "confidence": 0.9,
+    ...                "accuracy": 1.0}, {"count": 0, "confidence": None, "accuracy": None}])
+    0.25
+    """
+    n = sum(int(b["count"]) for b in bins)
+    if not n:
+        raise ValueError("ece_from_bins: every bin is empty; give the bins of at least one sample")
     return float(sum(b["count"] / n * abs(b["accuracy"] - b["confidence"]) for b in bins if b["count"]))
 
 
