@@ -4,6 +4,7 @@ Modules, one room per concern (import what you need; torch, h5py and xgboost are
 docs/architecture.md says what each room may import; tests/test_architecture.py enforces it.
 
 - :mod:`cbedtdc.classes`     class sets and the real class frequencies (``cbedtdc/tables/``)
+- :mod:`cbedtdc.crystallography`  the space-group hierarchy and extinction classes, derived from spglib
 - :mod:`cbedtdc.layout`      raw-file discovery and the static file plan
 - :mod:`cbedtdc.io`          defensive reading of challenge-layout HDF5, atomic writers, CSV/JSON
 - :mod:`cbedtdc.synth`       built-in physics-based CBED generator

@@ -6,6 +6,12 @@ predicted still has its row in the tables. A prediction outside ``classes`` coun
 
 Headline numbers come with 95 % bootstrap intervals over *materials* (all samples of a material
 are drawn together), because the energies of one material are not independent samples.
+
+The confusion matrix, per-class recall, balanced accuracy, macro-F1 and top-k agree with scikit-learn's
+(``tests/test_metrics.py`` checks them on random labels); they stay numpy here for the extra "outside the
+classes" column and the NaN of an absent class. :func:`hierarchy_scores` scores the same predictions at every
+level of :data:`cbedtdc.crystallography.LEVELS`; :func:`expected_calibration_error` and
+:func:`reliability_bins` measure how well the top-label probability matches the accuracy.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+
+from cbedtdc import crystallography
 
 __all__ = [
     "confusion_matrix",
@@ -26,6 +34,10 @@ __all__ = [
     "bootstrap_materials",
     "score",
     "results_table",
+    "hierarchy_scores",
+    "expected_calibration_error",
+    "reliability_bins",
+    "ece_from_bins",
 ]
 
 log = logging.getLogger(__name__)
@@ -232,6 +244,138 @@ def score(y_true, y_pred, classes, *, scores=None, materials=None, n_boot: int =
         out["friedel"] = {"top1": top1(mt, mp), "balanced_accuracy": balanced_accuracy(mt, mp, mc),
                           "n_classes": len(mc)}
     return out
+
+
+def hierarchy_scores(y_true, y_pred, classes, *, materials=None, n_boot: int = 0, seed: int = 0) -> dict:
+    """Top-1 and balanced accuracy at every level of the crystallographic hierarchy.
+
+    Truth and prediction are both mapped to the level (:func:`cbedtdc.crystallography.hierarchy_labels`);
+    the level's classes are the images of ``classes``, so balanced accuracy averages over e.g. the crystal
+    systems present among the run's true labels. A prediction that is no space group (0, -1) is wrong at every
+    level.
+
+    Parameters
+    ----------
+    y_true, y_pred : array_like of int
+        Space-group numbers; every true label must be in ``classes``.
+    classes : list of int
+        The run's classes.
+    materials : array_like, optional
+        Material of each sample; with ``n_boot`` > 0 adds ``ci95`` (the material bootstrap of :func:`score`,
+        same resamples for every level).
+    n_boot, seed : int
+        Bootstrap resamples and seed.
+
+    Returns
+    -------
+    dict
+        ``{level: {"top1", "balanced_accuracy", "n_classes"[, "ci95": {"top1": [lo, hi], ...}]}}`` in the order
+        of :data:`cbedtdc.crystallography.LEVELS` (coarsest first).
+
+    P2_1/c read as P-1 is wrong from the crystal system down; Fm-3m read as F-43m is right down to the
+    extinction class (Laue class, centring and absences they share) but wrong at the point group:
+
+    >>> s = hierarchy_scores([14, 14, 225], [2, 14, 216], [14, 225, 2, 216])
+    >>> {level: round(v["top1"], 2) for level, v in s.items()}
+    {'crystal_system': 0.67, 'bravais_lattice': 0.67, 'laue_class': 0.67, 'point_group': 0.33,
+     'extinction_class': 0.67, 'space_group': 0.33}
+    """
+    y_true = np.asarray(y_true).ravel()
+    y_pred = np.asarray(y_pred).ravel()
+    if len(y_true) != len(y_pred):
+        raise ValueError(f"hierarchy_scores: {len(y_true)} true labels but {len(y_pred)} predictions")
+    confusion_matrix(y_true, y_true, classes)  # true labels outside the classes raise here, named
+    out = {}
+    for level in crystallography.LEVELS:
+        t = crystallography.hierarchy_labels(y_true, level)
+        p = crystallography.hierarchy_labels(y_pred, level)
+        lc = list(dict.fromkeys(crystallography.hierarchy_labels(classes, level).tolist()))
+        s = {"top1": top1(t, p), "balanced_accuracy": balanced_accuracy(t, p, lc), "n_classes": len(lc)}
+        if materials is not None and n_boot > 0:
+            s["ci95"] = {
+                "top1": list(bootstrap_materials(lambda i: top1(t[i], p[i]), materials, n_boot, seed)),
+                "balanced_accuracy": list(bootstrap_materials(lambda i: balanced_accuracy(t[i], p[i], lc),
+                                                              materials, n_boot, seed)),
+            }
+        out[level] = s
+    return out
+
+
+def _top_label(probs, y_index) -> tuple[np.ndarray, np.ndarray]:
+    """``(confidence, correct)`` of the top label, after checking the shapes and values."""
+    probs = np.asarray(probs, dtype=float)
+    y = np.asarray(y_index)
+    if probs.ndim != 2 or probs.shape[1] < 1:
+        raise ValueError(f"probs must be a 2-D array (samples, classes), got shape {probs.shape}")
+    if y.ndim != 1 or len(y) != len(probs):
+        raise ValueError(f"y_index must be 1-D with one entry per row of probs ({len(probs)}), got shape {y.shape}")
+    if not len(y):
+        raise ValueError("calibration of no samples: probs and y_index are empty")
+    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= probs.shape[1]:
+        raise ValueError(f"y_index must be integer column indices 0..{probs.shape[1] - 1} of probs (not space-group "
+                         f"numbers), got values {np.unique(y)[:10].tolist()}")
+    if not np.isfinite(probs).all() or probs.min() < 0 or probs.max() > 1:
+        raise ValueError("probs must be probabilities in [0, 1] (apply a softmax to logits first)")
+    return probs.max(axis=1), (probs.argmax(axis=1) == y).astype(float)
+
+
+def _bins(conf: np.ndarray, n_bins: int) -> np.ndarray:
+    """Bin of each confidence: equal-width ``(lo, hi]`` bins of [0, 1], 0 counted in the first (as scikit-learn's
+    ``calibration_curve``)."""
+    if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
+        raise ValueError(f"n_bins={n_bins!r}: give a positive integer number of bins (e.g. 15)")
+    return np.searchsorted(np.linspace(0.0, 1.0, n_bins + 1)[1:-1], conf, side="left")
+
+
+def reliability_bins(probs, y_index, n_bins: int = 15) -> list[dict]:
+    """The reliability diagram of the top label: per equal-width confidence bin, its edges, the number of
+    samples, their mean confidence and their accuracy (``None`` for an empty bin; JSON-ready).
+
+    Parameters
+    ----------
+    probs : array_like, shape (n, k)
+        Predicted probabilities (rows need not sum to 1, e.g. a cascade's joint posterior).
+    y_index : array_like of int, shape (n,)
+        Column of the true class of each sample.
+    n_bins : int
+        Number of equal-width bins of [0, 1]; bin ``b`` holds confidences in ``(b/n, (b+1)/n]``.
+
+    >>> bins = reliability_bins([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7]], [0, 1, 1], n_bins=2)
+    >>> [(b["upper"], b["count"], b["confidence"] and round(b["confidence"], 3), b["accuracy"]) for b in bins]
+    [(0.5, 0, None, None), (1.0, 3, 0.8, 0.6666666666666666)]
+    """
+    conf, correct = _top_label(probs, y_index)
+    b = _bins(conf, n_bins)
+    count = np.bincount(b, minlength=n_bins)
+    conf_sum = np.bincount(b, weights=conf, minlength=n_bins)
+    right = np.bincount(b, weights=correct, minlength=n_bins)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    return [{"lower": float(edges[i]), "upper": float(edges[i + 1]), "count": int(count[i]),
+             "confidence": float(conf_sum[i] / count[i]) if count[i] else None,
+             "accuracy": float(right[i] / count[i]) if count[i] else None} for i in range(n_bins)]
+
+
+def expected_calibration_error(probs, y_index, n_bins: int = 15) -> float:
+    """Top-label expected calibration error (Guo et al. 2017): ``sum_b n_b / n * |accuracy_b - confidence_b|``
+    over equal-width confidence bins (:func:`reliability_bins`); 0 for a calibrated model, up to 1.
+
+    >>> round(expected_calibration_error([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7]], [0, 1, 1], n_bins=2), 6)  # |2/3 - 0.8|
+    0.133333
+    """
+    return ece_from_bins(reliability_bins(probs, y_index, n_bins))
+
+
+def ece_from_bins(bins) -> float:
+    """Expected calibration error of the bins of :func:`reliability_bins` (e.g. read back from a JSON file).
+
+    >>> ece_from_bins([{"count": 3, "confidence": 0.8, "accuracy": 0.5}, {"count": 1, "confidence": 0.9,
+    ...                "accuracy": 1.0}, {"count": 0, "confidence": None, "accuracy": None}])
+    0.25
+    """
+    n = sum(int(b["count"]) for b in bins)
+    if not n:
+        raise ValueError("ece_from_bins: every bin is empty; give the bins of at least one sample")
+    return float(sum(b["count"] / n * abs(b["accuracy"] - b["confidence"]) for b in bins if b["count"]))
 
 
 def results_table(summaries) -> str:

@@ -1,7 +1,9 @@
 """Figures of the evaluation, drawn from the tables of ``results/metrics`` (no model needed).
 
-Each function reads what :func:`cbedtdc.metrics.evaluate_run` wrote and saves one PNG
-atomically; matplotlib is imported lazily with the Agg backend.
+Each function reads what :func:`cbedtdc.evaluate.evaluate_run` wrote and saves one PNG
+atomically; matplotlib is imported lazily with the Agg backend. :func:`plot_hierarchy` and
+:func:`plot_reliability` draw the dicts of :func:`cbedtdc.metrics.hierarchy_scores` and
+:func:`cbedtdc.metrics.reliability_bins`.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["plot_all", "headline", "recall", "confusion", "routing", "headline_table", "headline_rows",
-           "headline_figure", "recall_figure", "confusion_figure", "routing_figure"]
+           "headline_figure", "recall_figure", "confusion_figure", "routing_figure", "hierarchy_figure",
+           "plot_hierarchy", "reliability_figure", "plot_reliability"]
 
 log = logging.getLogger(__name__)
 
@@ -279,6 +282,127 @@ def headline_table(summary: dict, out) -> None:
     from cbedtdc.io import write_csv
 
     write_csv(out, headline_rows(summary), TABLE_FIELDS)
+
+
+def _check_fraction(v, where: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.number)) or not 0 <= float(v) <= 1:
+        raise ValueError(f"{where} = {v!r}: give a fraction in [0, 1]")
+    return float(v)
+
+
+def _check_hierarchy(scores_by_model) -> None:
+    """Raise ``ValueError`` naming the model and level when the input is not ``{model: hierarchy_scores()}``."""
+    from cbedtdc.crystallography import LEVELS
+
+    if not isinstance(scores_by_model, dict) or not scores_by_model:
+        raise ValueError("scores_by_model: give {model name: metrics.hierarchy_scores(...)} with at least one model")
+    for model, scores in scores_by_model.items():
+        missing = [lv for lv in LEVELS if not isinstance(scores, dict) or lv not in scores]
+        if missing:
+            raise ValueError(f"scores_by_model[{model!r}] lacks the levels {missing}; give the dict of "
+                             f"metrics.hierarchy_scores (levels {', '.join(LEVELS)})")
+        for lv in LEVELS:
+            for m in ("top1", "balanced_accuracy"):
+                _check_fraction(scores[lv].get(m), f"scores_by_model[{model!r}][{lv!r}][{m!r}]")
+
+
+def hierarchy_figure(scores_by_model: dict):
+    """Top-1 and balanced accuracy at every level of the crystallographic hierarchy (crystal system ... space
+    group), one bar per model (e.g. flat vs TDC), with the 95 % interval where the scores carry ``ci95``.
+
+    ``scores_by_model``: ``{model name: metrics.hierarchy_scores(...)}``, drawn in the dict's order.
+    """
+    from cbedtdc.crystallography import LEVELS
+
+    _check_hierarchy(scores_by_model)
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), layout="constrained")
+    x = np.arange(len(LEVELS))
+    width = 0.8 / len(scores_by_model)
+    first = next(iter(scores_by_model.values()))
+    ticks = [lv.replace("_", "\n") + (f"\n({first[lv]['n_classes']})" if "n_classes" in first[lv] else "")
+             for lv in LEVELS]
+    for ax, metric in zip(axes, ("top1", "balanced_accuracy")):
+        for i, (model, scores) in enumerate(scores_by_model.items()):
+            vals = np.array([scores[lv][metric] for lv in LEVELS], dtype=float)
+            cis = [(scores[lv].get("ci95") or {}).get(metric) for lv in LEVELS]
+            err = None
+            if all(ci is not None and None not in ci for ci in cis):
+                err = np.array([[v - lo for v, (lo, _) in zip(vals, cis)], [hi - v for v, (_, hi) in zip(vals, cis)]])
+            ax.bar(x - 0.4 + (i + 0.5) * width, vals, width, yerr=err, capsize=2, label=model, color=f"C{i}")
+        ax.set_xticks(x, ticks, fontsize=TICK_PT)
+        ax.tick_params(axis="y", labelsize=TICK_PT)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("hierarchy level (classes of the run), coarse to fine", fontsize=TICK_PT + 1)
+        ax.set_ylabel(f"test {METRICS[metric]}", fontsize=TICK_PT + 1)
+        ax.set_title(f"{METRICS[metric].capitalize()} by crystallographic level")
+    # under the three-line level names and the axis labels (constrained layout makes room)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=min(len(scores_by_model), 3),
+               fontsize=TICK_PT, frameon=False)
+    return fig
+
+
+def plot_hierarchy(scores_by_model: dict, out) -> None:
+    """Write :func:`hierarchy_figure` to ``out`` (PNG)."""
+    _save(hierarchy_figure(scores_by_model), out)
+
+
+def _check_reliability(bins_by_model) -> None:
+    """Raise ``ValueError`` naming the model and reading when the input is not ``{model: {reading: bins}}``."""
+    example = "{'flat': {'before temperature scaling': bins, 'after temperature scaling': bins}}"
+    if not isinstance(bins_by_model, dict) or not bins_by_model:
+        raise ValueError(f"bins_by_model: give {{model: {{reading: metrics.reliability_bins(...)}}}}, e.g. {example}")
+    for model, readings in bins_by_model.items():
+        if not isinstance(readings, dict) or not readings:
+            raise ValueError(f"bins_by_model[{model!r}] is a {type(readings).__name__}: give {{reading: bins}}, "
+                             f"e.g. {example}")
+        for reading, bins in readings.items():
+            where = f"bins_by_model[{model!r}][{reading!r}]"
+            if not isinstance(bins, (list, tuple)) or not all(isinstance(b, dict) for b in bins):
+                raise ValueError(f"{where}: give the list of bin dicts of metrics.reliability_bins")
+            full = [b for b in bins if b.get("count")]
+            if not full:
+                raise ValueError(f"{where}: every bin is empty (no samples)")
+            for k, b in enumerate(full):
+                for key in ("confidence", "accuracy"):
+                    _check_fraction(b.get(key), f"{where}[{k}][{key!r}]")
+
+
+def reliability_figure(bins_by_model: dict):
+    """Reliability diagram: accuracy against mean confidence of the top label per confidence bin, one panel per
+    model, one curve per reading (e.g. before and after temperature scaling, ECE in the legend), and the
+    diagonal of perfect calibration.
+
+    ``bins_by_model``: ``{model: {reading: metrics.reliability_bins(...)}}``; empty bins are left out.
+    """
+    from cbedtdc.metrics import ece_from_bins
+
+    _check_reliability(bins_by_model)
+    plt = _plt()
+    n = len(bins_by_model)
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n + 0.8, 4.2), squeeze=False)
+    styles = ["o-", "s--", "^-.", "d:"]
+    for ax, (model, readings) in zip(axes[0], bins_by_model.items()):
+        ax.plot([0, 1], [0, 1], color="grey", lw=1, ls=":", label="perfect calibration")
+        for i, (reading, bins) in enumerate(readings.items()):
+            full = [b for b in bins if b["count"]]
+            ax.plot([b["confidence"] for b in full], [b["accuracy"] for b in full], styles[i % len(styles)],
+                    color=f"C{i}", ms=4, label=f"{reading} (ECE {ece_from_bins(bins):.3f})")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_aspect("equal")
+        ax.tick_params(labelsize=TICK_PT)
+        ax.set_xlabel("mean confidence of the top label in the bin", fontsize=TICK_PT + 1)
+        ax.set_ylabel("accuracy in the bin", fontsize=TICK_PT + 1)
+        ax.set_title(f"Calibration: {model}")
+        # each panel its own legend, under its axes: the ECE belongs to that model
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize=TICK_PT, frameon=False)
+    return fig
+
+
+def plot_reliability(bins_by_model: dict, out) -> None:
+    """Write :func:`reliability_figure` to ``out`` (PNG)."""
+    _save(reliability_figure(bins_by_model), out)
 
 
 def plot_all(metrics_dir, out_dir) -> list[Path]:

@@ -2,8 +2,8 @@
 
 Every ``import`` counts, at module level and inside functions (lazy imports are still dependencies):
 no import cycle inside ``cbedtdc``, every import goes to a room of the same or a lower layer, the pure
-rooms (``metrics``, ``plots``, ``cascade.plan``, ``cascade.routing``) import no torch, h5py or xgboost
-at all, and nothing imports Snakemake.
+rooms (``metrics``, ``plots``, ``crystallography``, ``cascade.plan``, ``cascade.routing``) import no torch, h5py or
+xgboost at all, and nothing imports Snakemake.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ LIB = Path(__file__).resolve().parents[1] / "cbedtdc"
 #: Layers, lowest first; a module may import modules of its own layer or a lower one.
 #: A new module goes here and into the table of docs/architecture.md.
 LAYERS = [
-    # base: file formats, class sets, config, pure scores, the network pieces
+    # base: file formats, class sets, config, pure scores, the crystallographic hierarchy, the network pieces
     ["cbedtdc", "cbedtdc.io", "cbedtdc.layout", "cbedtdc.classes", "cbedtdc.config", "cbedtdc.checks", "cbedtdc.metrics",
-     "cbedtdc.losses", "cbedtdc.model", "cbedtdc.distributed"],
+     "cbedtdc.losses", "cbedtdc.model", "cbedtdc.distributed", "cbedtdc.crystallography"],
     # data: generator, shards, the dataset, figures from tables
     ["cbedtdc.synth", "cbedtdc.synth.scattering", "cbedtdc.synth.crystal", "cbedtdc.synth.zone_axes",
      "cbedtdc.synth.render", "cbedtdc.synth.generate", "cbedtdc.synth.gallery", "cbedtdc.preprocess",
@@ -37,7 +37,8 @@ LAYERS = [
     # entry points
     ["cbedtdc.cli", "cbedtdc.cliutil", "cbedtdc.runstate"],
 ]
-PURE = ["cbedtdc.metrics", "cbedtdc.plots", "cbedtdc.cascade.plan", "cbedtdc.cascade.routing"]
+PURE = ["cbedtdc.metrics", "cbedtdc.plots", "cbedtdc.crystallography", "cbedtdc.cascade.plan",
+        "cbedtdc.cascade.routing"]
 HEAVY = {"torch", "torchvision", "h5py", "xgboost"}
 
 

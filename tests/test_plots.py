@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from fixtures import make_sample, write_challenge_file
 
-from cbedtdc import plots
+from cbedtdc import metrics, plots
 from cbedtdc.classes import TOP20
 
 LEVELS = [list(TOP20[:5]), list(TOP20[5:10]), list(TOP20[10:])]
@@ -43,12 +43,41 @@ def levels_3() -> list[dict]:
             for k, kept, b, own in [(1, 300, 250, 280), (2, 100, 60, 110), (3, 50, 40, 60)]]
 
 
+def hierarchy_by_model(n_boot: int = 50) -> dict:
+    """``metrics.hierarchy_scores`` of a weaker flat and a stronger TDC on 200 samples of the top-20 classes."""
+    rng = np.random.default_rng(0)
+    y = rng.choice(TOP20, size=200)
+    mats = np.arange(200) // 4
+    out = {}
+    for name, skill in [("flat (best on dev)", 0.3), ("TDC", 0.5)]:
+        pred = np.where(rng.random(200) < skill, y, rng.choice(TOP20, size=200))
+        out[name] = metrics.hierarchy_scores(y, pred, list(TOP20), materials=mats, n_boot=n_boot)
+    return out
+
+
+def reliability_by_model() -> dict:
+    """Reliability bins of two models, each before (overconfident) and after temperature scaling."""
+    rng = np.random.default_rng(1)
+    out = {}
+    for model in ("flat", "TDC"):
+        conf = rng.uniform(0.3, 1.0, 500)
+        probs = np.column_stack([conf, 1 - conf])
+        readings = {}
+        for reading, gap in [("before temperature scaling", 0.25), ("after temperature scaling", 0.0)]:
+            y = np.where(rng.random(500) < conf - gap, 0, 1)
+            readings[reading] = metrics.reliability_bins(probs, y, n_bins=10)
+        out[model] = readings
+    return out
+
+
 def figures():
     return {
         "headline": lambda: plots.headline_figure(summary_20()),
         "recall": lambda: plots.recall_figure(per_class_20()),
         "confusion": lambda: plots.confusion_figure(confusion_20(0), confusion_20(1)),
         "routing": lambda: plots.routing_figure(levels_3()),
+        "hierarchy": lambda: plots.hierarchy_figure(hierarchy_by_model()),
+        "reliability": lambda: plots.reliability_figure(reliability_by_model()),
     }
 
 
@@ -141,3 +170,85 @@ def test_gallery_titles_are_readable(tmp_path):
     assert titles and all(t.get_fontsize() >= 8 for t in titles)
     assert fig._suptitle.get_fontsize() >= 10
     plt.close(fig)
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def assert_png(path):
+    import matplotlib.image
+
+    assert path.read_bytes()[:8] == PNG_SIGNATURE, f"{path} is not a PNG"
+    height, width, _ = matplotlib.image.imread(path).shape
+    assert height > 200 and width > 300
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp file left behind
+
+
+def test_hierarchy_figure_has_a_bar_per_model_and_level_with_intervals(tmp_path):
+    from cbedtdc.crystallography import LEVELS
+
+    scores = hierarchy_by_model()
+    fig = plots.hierarchy_figure(scores)
+    for ax, metric in zip(fig.axes, ("top1", "balanced_accuracy")):
+        heights = [p.get_height() for p in ax.patches]
+        assert len(heights) == 2 * len(LEVELS)
+        assert heights[len(LEVELS):] == pytest.approx([scores["TDC"][lv][metric] for lv in LEVELS])
+        assert len([c for c in ax.containers if getattr(c, "errorbar", None) is not None]) == 2
+        ticks = [t.get_text() for t in ax.get_xticklabels()]
+        assert ticks[0] == "crystal\nsystem\n(7)" and ticks[-1] == "space\ngroup\n(20)"
+    fig.canvas.draw()
+    boxes = [t.get_window_extent() for t in fig.axes[0].get_xticklabels()]
+    assert not any(a.overlaps(b) for a, b in zip(boxes, boxes[1:])), "level names run into each other"
+    legend = fig.legends[0].get_window_extent()
+    for ax in fig.axes:
+        assert not legend.overlaps(ax.xaxis.label.get_window_extent()), "legend over the axis label"
+        assert not any(legend.overlaps(t.get_window_extent()) for t in ax.get_xticklabels())
+    out = tmp_path / "hierarchy.png"
+    plots.plot_hierarchy(scores, out)
+    assert_png(out)
+
+
+def test_hierarchy_figure_draws_without_intervals():
+    fig = plots.hierarchy_figure(hierarchy_by_model(n_boot=0))
+    assert all(c.errorbar is None for ax in fig.axes for c in ax.containers)
+
+
+def test_reliability_figure_draws_the_diagonal_and_each_reading_with_its_ece(tmp_path):
+    bins = reliability_by_model()
+    fig = plots.reliability_figure(bins)
+    assert [ax.get_title() for ax in fig.axes] == ["Calibration: flat", "Calibration: TDC"]
+    for ax, model in zip(fig.axes, bins):
+        lines = {ln.get_label(): ln for ln in ax.get_lines()}
+        assert lines["perfect calibration"].get_xydata().tolist() == [[0, 0], [1, 1]]
+        for reading, b in bins[model].items():
+            label = f"{reading} (ECE {metrics.ece_from_bins(b):.3f})"
+            assert len(lines[label].get_xdata()) == sum(1 for x in b if x["count"])
+    out = tmp_path / "reliability.png"
+    plots.plot_reliability(bins, out)
+    assert_png(out)
+
+
+def test_hierarchy_plot_rejects_bad_input_and_writes_nothing(tmp_path):
+    good = hierarchy_by_model(n_boot=0)
+    out = tmp_path / "h.png"
+    with pytest.raises(ValueError, match=r"give \{model name: metrics.hierarchy_scores\(...\)\}"):
+        plots.plot_hierarchy({}, out)
+    with pytest.raises(ValueError, match=r"scores_by_model\['TDC'\] lacks the levels \['space_group'\]"):
+        plots.plot_hierarchy({"TDC": {k: v for k, v in good["TDC"].items() if k != "space_group"}}, out)
+    bad = {**good["TDC"], "laue_class": {"top1": 1.5, "balanced_accuracy": 0.2}}
+    with pytest.raises(ValueError, match=r"\['laue_class'\]\['top1'\] = 1.5: give a fraction in \[0, 1\]"):
+        plots.plot_hierarchy({"TDC": bad}, out)
+    assert not out.exists()
+
+
+def test_reliability_plot_rejects_bad_input_and_writes_nothing(tmp_path):
+    bins = reliability_by_model()["flat"]["after temperature scaling"]
+    out = tmp_path / "r.png"
+    with pytest.raises(ValueError, match=r"bins_by_model\['flat'\] is a list: give \{reading: bins\}"):
+        plots.plot_reliability({"flat": bins}, out)
+    empty = [{**b, "count": 0, "confidence": None, "accuracy": None} for b in bins]
+    with pytest.raises(ValueError, match=r"\['flat'\]\['after'\]: every bin is empty"):
+        plots.plot_reliability({"flat": {"after": empty}}, out)
+    with pytest.raises(ValueError, match="give the list of bin dicts of metrics.reliability_bins"):
+        plots.plot_reliability({"flat": {"after": "bins.json"}}, out)
+    assert not out.exists()
