@@ -5,16 +5,16 @@ from __future__ import annotations
 import numpy as np
 
 from cbedtdc import metrics
-from cbedtdc.evaluate import _headline_flat, _TestSet, _Variants
+from cbedtdc.evaluate import TestSet, Variants, headline_flat
 
 CLASSES = [1, 2, 3]
 Y = np.array([1, 1, 2, 2, 3, 3])
 
 
 def _variants():
-    ts = _TestSet(keys=[f"k{i}" for i in range(6)], labels=Y, materials=np.arange(6), dev=[],
+    ts = TestSet(keys=[f"k{i}" for i in range(6)], labels=Y, materials=np.arange(6), dev=[],
                   train_labels=np.array([1] * 50 + [2] * 30 + [3] * 5), n_excluded=0, kw={})
-    return _Variants(ts, CLASSES, {1: 50, 2: 30, 3: 5})
+    return Variants(ts, CLASSES, {1: 50, 2: 30, 3: 5})
 
 
 def _score(pred):
@@ -34,7 +34,7 @@ def _setup(cnn_dev, head_dev):
 
 def test_a_head_that_wins_on_dev_is_the_headline_flat_model():
     v, by_loss, preds, heads = _setup(cnn_dev=0.30, head_dev=0.40)
-    flat, recall = _headline_flat(v, by_loss, preds, "ce", heads)
+    flat, recall = headline_flat(v, by_loss, preds, "ce", heads)
     assert flat["model"] == "flat/ce/crt" and flat["head"] == "crt" and flat["loss"] == "ce"
     assert flat["balanced_accuracy"] == heads["flat/ce/crt"]["balanced_accuracy"]
     assert flat["images_seen"] == 1000, "the budget of a head is its backbone's images"
@@ -44,18 +44,18 @@ def test_a_head_that_wins_on_dev_is_the_headline_flat_model():
 
 def test_the_cnn_wins_ties_and_is_the_headline_without_heads():
     v, by_loss, preds, heads = _setup(cnn_dev=0.40, head_dev=0.40)
-    flat, recall = _headline_flat(v, by_loss, preds, "ce", heads)
+    flat, recall = headline_flat(v, by_loss, preds, "ce", heads)
     assert flat["model"] == "flat/ce/cnn" and flat["head"] == "cnn" and set(recall) == {"ce"}
     v = _variants()
     cnn = {**_score([1] * 6), "dev_balanced_accuracy": 0.2, "images_seen": 10, "loss": "ce"}
     v.add("flat/ce/cnn", "flat", cnn, [1] * 6, dev_ba=0.2)
-    flat, _ = _headline_flat(v, {"ce": cnn}, {"ce": np.ones(6)}, "ce", {})
+    flat, _ = headline_flat(v, {"ce": cnn}, {"ce": np.ones(6)}, "ce", {})
     assert flat["model"] == "flat/ce/cnn" and flat["selected_by"] == "dev balanced_accuracy among flat.losses"
 
 
 def test_results_table_names_a_headline_head():
     v, by_loss, preds, heads = _setup(cnn_dev=0.30, head_dev=0.40)
-    flat, _ = _headline_flat(v, by_loss, preds, "ce", heads)
+    flat, _ = headline_flat(v, by_loss, preds, "ce", heads)
     tdc = {"mode": "rest", "levels": [[1], [2, 3]], "routing": "posterior", **_score([1] * 6),
            "estimated_top1": 0.5, "images_seen": 1000}
     text = metrics.results_table([{"chance": {"majority": 0.3, "prior": 0.3, "balanced": 1 / 3}, "flat": flat,

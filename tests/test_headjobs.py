@@ -11,8 +11,9 @@ import pytest
 from cbedtdc.cascade import LevelPlan
 from cbedtdc.cascade.jobs import read_routing, route_tuned
 from cbedtdc.features import FEATURES_FORMAT
-from cbedtdc.headjobs import (fit_level_heads, flat_head_probs, load_tdc_heads, run_features, tdc_head_probs,
-                              train_flat_head, train_tdc_heads, tune_shared_routing)
+from cbedtdc.cascade.shared import (fit_level_heads, load_tdc_heads, tdc_head_probs, train_tdc_heads,
+                                    tune_shared_routing)
+from cbedtdc.heads.jobs import flat_head_probs, run_features, train_flat_head
 from cbedtdc.metrics import balanced_accuracy
 
 CLASSES = [14, 225, 1, 2]
@@ -55,11 +56,17 @@ def test_flat_head_beats_chance_and_reloads(features, tmp_path):
     assert balanced_accuracy(y, np.asarray(CLASSES)[p.argmax(1)], CLASSES) > 0.9
     with pytest.raises(ValueError, match="fitted on classes"):
         flat_head_probs(out, features, "test", [14, 225, 1])
+    # another class order (the data's count order, say): the same probabilities, columns in that order
+    order = [2, 1, 225, 14]
+    keys2, p2, _ = flat_head_probs(out, features, "test", order)
+    assert keys2 == keys
+    np.testing.assert_array_equal(p2, p[:, [CLASSES.index(c) for c in order]])
 
 
 @pytest.mark.parametrize("mode", ["rest", "hard"])
 def test_shared_backbone_levels_route_to_the_right_class(features, mode):
-    plan = LevelPlan([[14, 225], [1, 2]], mode=mode, routing="posterior" if mode == "rest" else "threshold")
+    plan = LevelPlan([[14, 225], [1, 2]], mode=mode)
+    rule = "posterior" if mode == "rest" else "threshold"
     _, X, y = run_features(features, "train", CLASSES)
     _, Xd, yd = run_features(features, "dev", CLASSES)
     heads = fit_level_heads(plan, (X, y), (Xd, yd), spec={"epochs": 50, "lr": 0.1}, seed=0)
@@ -69,7 +76,7 @@ def test_shared_backbone_levels_route_to_the_right_class(features, mode):
 
     probs = tdc_head_probs(heads, Xt)
     th = tune_thresholds(plan, tdc_head_probs(heads, Xd), yd) if mode == "hard" else None
-    r = route(plan, probs, th)
+    r = route(plan, probs, th, rule=rule)
     assert sorted(np.concatenate(r.kept_sets()).tolist()) == list(range(len(yt)))
     assert balanced_accuracy(yt, r.pred, CLASSES) > 0.8  # chance: 0.25
 

@@ -10,8 +10,11 @@ import h5py
 import numpy as np
 import pytest
 
-from cbedtdc import xgbhead
 from cbedtdc.features import FEATURES_FORMAT, FeaturesError
+from cbedtdc.heads import fit_head
+from cbedtdc.heads.booster import booster_probs, fit_booster
+from cbedtdc.heads.jobs import fit_job_head, job_head_probs
+from cbedtdc.train.sampling import job_targets
 from cbedtdc.train import read_keys
 
 CLI = Path(__file__).resolve().parents[1] / "workflow_scripts" / "xgboost_head.py"
@@ -20,9 +23,9 @@ pytest.importorskip("xgboost")
 
 
 def test_targets_follow_the_job_outputs():
-    t, keep = xgbhead.job_targets([14, 225, 62, 1], [225, 14], rest=True)
+    t, keep = job_targets([14, 225, 62, 1], [225, 14], rest=True)
     assert t.tolist() == [1, 0, 2, 2] and keep.all()
-    t, keep = xgbhead.job_targets([14, 225, 62], [225, 14], rest=False)
+    t, keep = job_targets([14, 225, 62], [225, 14], rest=False)
     assert keep.tolist() == [True, True, False]
 
 
@@ -31,12 +34,12 @@ def test_booster_learns_separable_features_with_an_absent_class():
     centers = np.eye(4, 8) * 5
     y = np.repeat([0, 1, 3], 30)  # output 2 never occurs in training (e.g. a class without samples)
     x = centers[y] + rng.normal(size=(len(y), 8))
-    booster = xgbhead.fit_booster(x, y, 4, params={"n_estimators": 30}, seed=0, dev=(x[::3], y[::3]), threads=1)
-    p = xgbhead.predict_booster(booster, x)
+    booster = fit_booster(x, y, 4, params={"n_estimators": 30}, seed=0, dev=(x[::3], y[::3]), threads=1)
+    p = booster_probs(booster, x)
     assert p.shape == (90, 4)
     assert np.allclose(p.sum(axis=1), 1.0, atol=1e-5)
     assert (p.argmax(1) == y).mean() > 0.95
-    again = xgbhead.predict_booster(xgbhead.fit_booster(x, y, 4, params={"n_estimators": 30}, seed=0,
+    again = booster_probs(fit_booster(x, y, 4, params={"n_estimators": 30}, seed=0,
                                                         dev=(x[::3], y[::3]), threads=1), x)
     assert np.array_equal(p, again), "same seed, same head"
 
@@ -75,27 +78,30 @@ def test_head_from_features_selects_exactly_the_jobs_keys(level_features, tmp_pa
     shuffled = [keys[i] for i in rng.permutation(job)]  # key order of the CSV does not matter, the split's does
     dev_job = list(range(0, len(dkeys), 2))
     params = {"n_estimators": 15, "subsample": 1.0}
-    info = xgbhead.fit_head(d / "train.h5", d / "dev.h5", tmp_path / "head.json", train_keys=shuffled,
-                            dev_keys=[dkeys[i] for i in dev_job], params=params, seed=0, threads=1)
-    assert info["classes"] == [225, 14] and info["rest"] and info["n_outputs"] == 3
+    meta = fit_job_head(d / "train.h5", d / "dev.h5", tmp_path / "head.json", train_keys=shuffled,
+                        dev_keys=[dkeys[i] for i in dev_job], params=params, seed=0, threads=1)
+    info = meta["info"]
+    assert info["classes"] == [225, 14] and info["rest"] and meta["n_classes"] == 3
     assert info["n_train"] == 37 and info["n_dev"] == len(dev_job)  # rest reading: every sample is a target
-    # the same booster fitted by hand on exactly those rows: same predictions (any other row would change them)
-    t, _ = xgbhead.job_targets(labels[job], [225, 14], True)
-    td, _ = xgbhead.job_targets(dlabels[dev_job], [225, 14], True)
-    ref = xgbhead.fit_booster(feats[job], t, 3, params=params, seed=0, dev=(dfeats[dev_job], td), threads=1)
-    got_keys, p = xgbhead.head_probs(tmp_path / "head.json", d / "train.h5", "train")
+    # the same head fitted by hand on exactly those rows: same predictions (any other row would change them)
+    t, _ = job_targets(labels[job], [225, 14], True)
+    td, _ = job_targets(dlabels[dev_job], [225, 14], True)
+    ref = fit_head(feats[job], t, 3, spec={"kind": "xgboost", "xgboost": params, "threads": 1, "temperature": False},
+                   dev=(dfeats[dev_job], td), seed=0)
+    got_keys, p = job_head_probs(tmp_path / "head.json", d / "train.h5", "train")
     assert got_keys == keys
-    np.testing.assert_array_equal(p, xgbhead.predict_booster(ref, feats))
+    np.testing.assert_array_equal(p, ref.predict_proba(feats))
 
 
 def test_flat_head_from_features_keeps_the_samples_of_its_classes(tmp_path):
     d = tmp_path / "features" / "flat" / "ce"
     write_features(d / "train.h5", "train", np.repeat([14, 225, 99], 15), classes=[225, 14], rest=False)
     write_features(d / "dev.h5", "dev", np.repeat([14, 225, 99], 5), classes=[225, 14], rest=False, seed=1)
-    info = xgbhead.fit_head(d / "train.h5", d / "dev.h5", tmp_path / "head.json", params={"n_estimators": 50},
-                            threads=1)
-    assert (info["n_train"], info["n_dev"], info["n_outputs"]) == (30, 10, 2)  # group 99: not an output
-    _, p = xgbhead.head_probs(tmp_path / "head.json", d / "dev.h5", "dev")
+    meta = fit_job_head(d / "train.h5", d / "dev.h5", tmp_path / "head.json", params={"n_estimators": 50},
+                        threads=1)
+    info = meta["info"]
+    assert (info["n_train"], info["n_dev"], meta["n_classes"]) == (30, 10, 2)  # group 99: not an output
+    _, p = job_head_probs(tmp_path / "head.json", d / "dev.h5", "dev")
     assert p.shape == (15, 2)  # every row of the file; rows of group 99 are the caller's to drop
     assert (p[:10].argmax(1) == [1] * 5 + [0] * 5).mean() >= 0.9  # 14 is output 1 of [225, 14]
 
@@ -104,9 +110,9 @@ def test_a_key_missing_from_the_features_fails_naming_file_and_key(level_feature
     d, (keys, _, _), _ = level_features
     csv = tmp_path / "train_keys.csv"
     csv.write_text("key\n" + "\n".join(keys[:5] + ["other.h5/7"]) + "\n")
-    with pytest.raises(FeaturesError, match=r"level_1/train\.h5: 1 of the 6 keys of .*train_keys\.csv are not in "
-                                            r"it \(e\.g\. other\.h5/7\).*rerun its features rule"):
-        xgbhead.fit_head(d / "train.h5", d / "dev.h5", tmp_path / "head.json", train_keys=read_keys(csv),
+    with pytest.raises(FeaturesError, match=r"level_1/train\.h5: 1 of the 6 keys asked for are not in it "
+                                            r"\(e\.g\. other\.h5/7\).*rerun its features rule.*train_keys\.csv"):
+        fit_job_head(d / "train.h5", d / "dev.h5", tmp_path / "head.json", train_keys=read_keys(csv),
                          train_keys_source=str(csv), threads=1)
     assert not (tmp_path / "head.json").exists()
     # the CLI: one line naming the file and the key, exit status 2
@@ -121,12 +127,12 @@ def test_a_key_missing_from_the_features_fails_naming_file_and_key(level_feature
 
 def test_head_refuses_features_of_another_checkpoint(level_features, tmp_path):
     d, _, _ = level_features
-    xgbhead.fit_head(d / "train.h5", d / "dev.h5", tmp_path / "head.json", params={"n_estimators": 5}, threads=1)
+    fit_job_head(d / "train.h5", d / "dev.h5", tmp_path / "head.json", params={"n_estimators": 5}, threads=1)
     other = tmp_path / "other" / "test.h5"
     write_features(other, "test", np.repeat([14, 225], 3), classes=[225, 14], rest=True, sha="b" * 64)
     with pytest.raises(ValueError, match=r"test\.h5 was extracted through another checkpoint.*rerun its features"):
-        xgbhead.head_probs(tmp_path / "head.json", other, "test")
+        job_head_probs(tmp_path / "head.json", other, "test")
     stale = tmp_path / "stale" / "test.h5"
     write_features(stale, "test", np.repeat([14, 225], 3), classes=[14, 225, 1], rest=False)
     with pytest.raises(ValueError, match=r"fitted for outputs \[225, 14\] rest=True.*rerun its xgboost rule"):
-        xgbhead.head_probs(tmp_path / "head.json", stale, "test")
+        job_head_probs(tmp_path / "head.json", stale, "test")

@@ -117,7 +117,10 @@ def flat_head_probs(head_path, dirs, split: str, classes, keys=None):
 
 # --------------------------------------------------------------------------- CNN-XGBoost of one trained job
 def _job_rows(path, split, keys, keys_source):
-    ss = load_sources([path], split, keys=keys)
+    try:
+        ss = load_sources([path], split, keys=keys)
+    except FeaturesError as err:
+        raise FeaturesError(f"{err} (the keys of {keys_source or 'the job'})") from err
     if keys is not None and len(set(keys)) != len(ss):
         raise FeaturesError(f"{path}: holds {len(ss)} of the {len(set(keys))} keys of {keys_source or 'the job'}")
     return ss
