@@ -22,9 +22,13 @@ def get_parser(add_help=True):
     p.add_argument("--tdc", required=True, help="TDC folder with levels.json and level_K/best.pt (required)")
     p.add_argument("--shards", required=True, help="shard root with dev.csv (required)")
     p.add_argument("--out", required=True, help="routing.json to write (required)")
-    p.add_argument("--routing", default="argmax", choices=["argmax", "threshold", "posterior"],
-                   help="rest reading: forward when 'rest' wins, or when p(rest) exceeds a threshold tuned on dev; "
-                   "ignored in the hard reading (default: argmax)")
+    from cbedtdc.config import schema_property
+
+    routing = schema_property("tdc", "routing")  # config/schema.yaml: the allowed values and the default
+    p.add_argument("--routing", default=routing["default"], choices=routing["enum"],
+                   help="rest reading (tdc.routing): forward when 'rest' wins (argmax), when p(rest) exceeds a "
+                   "threshold tuned on dev (threshold), or by the hierarchical posterior (posterior); ignored in "
+                   f"the hard reading (default: {routing['default']})")
     return p
 
 

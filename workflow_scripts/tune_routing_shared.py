@@ -21,8 +21,12 @@ def get_parser(add_help=True):
     p.add_argument("--heads", required=True, help="folder of the level heads with heads.json (required)")
     p.add_argument("--features", required=True, help="folder with dev.h5 of the shared backbone (required)")
     p.add_argument("--out", required=True, help="routing.json to write (required)")
-    p.add_argument("--routing", default="argmax", choices=["argmax", "threshold", "posterior"],
-                   help="rest reading's routing rule; the hard reading uses thresholds (default: argmax)")
+    from cbedtdc.config import schema_property
+
+    routing = schema_property("tdc", "routing")  # config/schema.yaml: the allowed values and the default
+    p.add_argument("--routing", default=routing["default"], choices=routing["enum"],
+                   help="rest reading's routing rule (tdc.routing); the hard reading uses thresholds "
+                   f"(default: {routing['default']})")
     return p
 
 
