@@ -1,6 +1,7 @@
 """Checks that stop a run before the expensive work, each with one line naming what is wrong and what to set.
 
 - :func:`check_run_config` at parse time (``rules/common.smk``): class list, raw file names, image sizes;
+- :func:`check_tdc_config` at parse time: TDC levels, backbones of the heads and the shared TDC;
 - :func:`check_class_counts` in rule ``check_classes``, right after ``split`` and before any training job:
   the run's classes against the samples the data really hold.
 """
@@ -14,8 +15,8 @@ from pathlib import Path
 from .config import ConfigError
 from .layout import SPLITS, split_of
 
-__all__ = ["check_classes_config", "check_run_config", "check_class_counts", "check_lsf_submission",
-           "ClassCheckError"]
+__all__ = ["check_classes_config", "check_run_config", "check_tdc_config", "check_class_counts",
+           "check_lsf_submission", "ClassCheckError"]
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,62 @@ def check_run_config(config: dict, raw_files: dict | None) -> None:
             raise ConfigError(
                 f"config error at raw_dir: only {have} files (no {', '.join(absent)} split); "
                 "set data.resplit: true to split them by material")
+
+
+def check_tdc_config(config: dict, classes) -> None:
+    """Parse-time checks of a validated config's ``tdc``, ``heads`` and ``xgboost`` sections against the run's
+    ``classes`` (:func:`check_classes_config`'s answer): level sizes that cannot cover the classes, backbones
+    that are not trained. Raises :class:`ConfigError` with one line naming the key and what to set.
+
+    >>> tdc = {"levels": "explicit", "level_sizes": [5, 5], "mode": "rest", "hard_outputs": "cumulative",
+    ...        "n_levels": 2, "backbone": "own", "shared_loss": "ce"}
+    >>> check_tdc_config({"tdc": tdc, "flat": {"losses": ["ce"]}}, list(range(1, 12)))
+    Traceback (most recent call last):
+    ...
+    cbedtdc.config.ConfigError: config error at tdc.level_sizes: [5, 5] add up to 10, the run has 11 classes; change tdc.level_sizes or set tdc.levels: auto
+    """
+    _check_tdc_backbones(config)
+    tdc, n = config["tdc"], len(classes)
+    if tdc["levels"] == "explicit":
+        sizes = tdc["level_sizes"]
+        if sum(sizes) != n:
+            raise ConfigError(
+                f"config error at tdc.level_sizes: {sizes} add up to {sum(sizes)}, the run has {n} classes; "
+                "change tdc.level_sizes or set tdc.levels: auto")
+        if tdc["mode"] == "rest":
+            smallest = sizes[-1]  # the other levels add a "rest" output
+        else:
+            smallest = min(sizes) if tdc["hard_outputs"] == "own" else sizes[0]
+        if smallest < 2:
+            raise ConfigError(
+                f"config error at tdc.level_sizes: {sizes} leaves a level with one output; a classifier needs at "
+                "least 2")
+    elif tdc["n_levels"] > n:
+        raise ConfigError(f"config error at tdc.n_levels: {tdc['n_levels']} levels for {n} classes")
+
+
+def _check_tdc_backbones(config: dict) -> None:
+    """The backbone every head and level needs is trained, and the level count is known where the DAG needs it."""
+    tdc, losses = config["tdc"], config["flat"]["losses"]
+    shared = tdc["backbone"] == "shared"
+    if tdc["levels"] == "ratio" and not shared:
+        raise ConfigError(
+            "config error at tdc.levels: ratio plans the number of levels from the data, which the own-backbone DAG "
+            "needs at parse time; set tdc.backbone: shared, or tdc.levels: explicit or auto")
+    if shared and tdc["shared_loss"] not in losses:
+        raise ConfigError(
+            f"config error at tdc.shared_loss: {tdc['shared_loss']} is not among flat.losses {losses}; add it there "
+            "or pick one of them")
+    if shared and config.get("xgboost", {}).get("activate", False):
+        raise ConfigError(
+            "config error at xgboost.activate: its heads sit on the own-backbone level ResNets; with "
+            "tdc.backbone: shared set tdc.head.kind: xgboost (or add an xgboost entry to heads.variants) instead")
+    for v in config.get("heads", {}).get("variants", []):
+        backbone = v.get("backbone", "ce")
+        if backbone not in losses:
+            raise ConfigError(
+                f"config error at heads.variants: head {v['name']} uses backbone {backbone}, not among flat.losses "
+                f"{losses}; add it there or change the head's backbone")
 
 
 def check_class_counts(counts_path, classes) -> dict:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import copy
+from functools import lru_cache
 from pathlib import Path
 
-__all__ = ["ConfigError", "check_config", "coerce_types", "write_run_config"]
+__all__ = ["ConfigError", "check_config", "coerce_types", "load_schema", "schema_defaults", "schema_path",
+           "schema_property", "write_run_config"]
 
 
 class ConfigError(ValueError):
@@ -69,11 +72,66 @@ def coerce_types(value, schema: dict):
     return value
 
 
-def load_schema(schema_path) -> dict:
-    """Read the YAML JSON-schema file."""
+def load_schema(schema_path=None) -> dict:
+    """Read the YAML JSON-schema file (default: the repository's ``config/schema.yaml``, :func:`schema_path`)."""
     import yaml
 
-    return yaml.safe_load(Path(schema_path).read_text())
+    return yaml.safe_load(Path(schema_path or _schema_file()).read_text())
+
+
+def schema_path() -> Path:
+    """``config/schema.yaml`` of the checkout this package is imported from (the package is installed editable,
+    ``pip install -e .``; the workflow's rules validate against the same file).
+
+    >>> schema_path().name
+    'schema.yaml'
+    """
+    path = Path(__file__).resolve().parents[1] / "config" / "schema.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{path}: no config schema next to the cbedtdc package; install cbedtdc from a checkout "
+                          "of the repository (pip install -e .), which holds config/schema.yaml")
+    return path
+
+
+@lru_cache(maxsize=1)
+def _schema_file() -> Path:
+    return schema_path()
+
+
+@lru_cache(maxsize=1)
+def _schema() -> dict:
+    return load_schema(_schema_file())
+
+
+def _defaults(node: dict) -> dict:
+    out = {}
+    for key, prop in node.get("properties", {}).items():
+        if "properties" in prop:
+            out[key] = _defaults(prop)
+        elif "default" in prop:
+            out[key] = copy.deepcopy(prop["default"])
+    return out
+
+
+def schema_defaults(*path: str) -> dict:
+    """The defaults of the config schema, the single source of every setting's default, as a nested dict;
+    ``path`` selects a section (``schema_defaults("train")``).
+
+    >>> schema_defaults("train")["arch"], schema_defaults()["seed"]
+    ('resnet18', 0)
+    """
+    node = _schema()
+    for key in path:
+        node = node["properties"][key]
+    return _defaults(node)
+
+
+def schema_property(*path: str) -> dict:
+    """The schema of one key (``schema_property("train", "arch")``: type, enum, minimum, default, description)."""
+    node = _schema()
+    for key in path:
+        node = node["properties"][key]
+    return copy.deepcopy(node)
 
 
 def check_config(config: dict, schema_path) -> None:

@@ -77,7 +77,7 @@ def test_level_job_uses_the_previous_levels_misses_in_hard_mode():
     job = cascade.level_job(plan, 2, keys, [1, 2, 1, 2], ["e", "f"], [1, 2],
                             missed={"train": ["c", "d"], "dev": ["e"]})
     assert job == {"classes": [1, 2], "rest": False, "train_keys": ["c", "d"], "dev_keys": ["e"],
-                   "budget_images": 20}
+                   "epochs": 10}  # 20 planned images over 2 samples
     with pytest.raises(ValueError, match="needs missed.csv of level 1"):
         cascade.level_job(plan, 2, keys, [1, 2, 1, 2], [], [])
 
@@ -232,19 +232,43 @@ def test_level_budgets_in_whole_epochs_stay_close_to_the_flat_budget():
     labels = np.array([1] * 50 + [2] * 25 + [3] * 25)
     plan.budgets = cascade.level_budgets(plan, labels, 400)
     keys = [f"k{i}" for i in range(100)]
-    budgets = [cascade.level_job(plan, k, keys, labels, [], [])["budget_images"] for k in (1, 2, 3)]
+    epochs = [cascade.level_job(plan, k, keys, labels, [], [])["epochs"] for k in (1, 2, 3)]
     sizes = [100, 50, 25]
-    assert all(b % n == 0 for b, n in zip(budgets, sizes)), "budgets must be whole epochs"
+    assert all(isinstance(e, int) and e >= 1 for e in epochs), "a level's budget is whole epochs"
+    budgets = [e * n for e, n in zip(epochs, sizes)]
     assert abs(sum(budgets) - 400) <= max(sizes) / 2
     # without the carry each level would round 400/175*n the same way: 2 epochs each = 350
     assert sum(budgets) != 350
+
+
+def test_level_job_without_budgets_asks_to_rerun_the_plan():
+    plan = LevelPlan([[1], [2, 3]])
+    with pytest.raises(ValueError, match=r"budgets \[\] for 2 levels; rerun rule plan_levels"):
+        cascade.level_job(plan, 1, ["a", "b", "c"], [1, 2, 3], [], [])
+
+
+def test_write_level_job_gives_the_budget_once_as_epochs(tmp_path):
+    """args.txt holds the level's budget once, as --epochs (no --budget-images for the engine to convert)."""
+    from cbedtdc.io import write_csv
+
+    rows = [{"key": f"k{i}", "space_group": g} for i, g in enumerate([1] * 6 + [2] * 3 + [3] * 3)]
+    write_csv(tmp_path / "train.csv", rows, ["key", "space_group"])
+    write_csv(tmp_path / "dev.csv", rows[:2], ["key", "space_group"])
+    plan = cascade.write_plan(tmp_path / "train.csv", [1, 2, 3], tmp_path / "levels.json", level_sizes=[1, 2],
+                              epochs=4)
+    assert plan.flat_images == 48 and sum(plan.budgets) == 48
+    job = cascade.write_level_job(tmp_path / "levels.json", 1, tmp_path / "train.csv", tmp_path / "dev.csv",
+                                  tmp_path / "job")
+    args = (tmp_path / "job" / "args.txt").read_text().split()
+    assert args == ["--classes", "1", "--rest", "--epochs", str(job["epochs"])]
+    assert job["epochs"] == round(plan.budgets[0] / 12)
 
 
 def test_hard_reading_carries_what_earlier_levels_actually_saw():
     plan = LevelPlan([[1], [2]], mode="hard", budgets=[200, 100])
     keys, labels = ["a", "b", "c", "d"], [1, 2, 2, 2]
     job = cascade.level_job(plan, 2, keys, labels, [], [], missed={"train": ["b", "c", "d"]}, seen_before=[260])
-    assert job["budget_images"] == 3 * 13  # 100 planned - 60 overspent by level 1 = 40 -> 13 epochs of 3
+    assert job["epochs"] == 13  # 100 planned - 60 overspent by level 1 = 40 images -> 13 epochs of 3
 
 
 # posterior routing and ratio levels

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from fixtures import make_sample, write_challenge_file
 
-from cbedtdc.checks import ClassCheckError, check_class_counts, check_lsf_submission
-from cbedtdc.config import ConfigError
+from cbedtdc.checks import ClassCheckError, check_class_counts, check_lsf_submission, check_tdc_config
+from cbedtdc.config import ConfigError, schema_defaults
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -136,3 +136,58 @@ def test_lsf_check_leaves_other_executors_alone():
     check_lsf_submission("bsub -P MAT1", "MAT1", {}, lambda _: "/usr/bin/bsub")  # project written in the profile
     with pytest.raises(ConfigError, match="not on PATH"):
         check_lsf_submission("bsub -P {resources.lsf_project}", "MAT1", {}, lambda _: None)
+
+
+# check_tdc_config: the parse-time TDC checks (rules/common.smk calls it), one test per message
+TWENTY = list(range(1, 21))
+
+
+def tdc_config(tdc=None, **sections) -> dict:
+    """The schema's defaults (= config/config.yaml) with ``tdc`` keys and whole sections replaced."""
+    cfg = schema_defaults()
+    cfg["tdc"].update(tdc or {})
+    cfg.update(sections)
+    return cfg
+
+
+def test_tdc_config_defaults_pass():
+    check_tdc_config(tdc_config(), TWENTY)
+    check_tdc_config(tdc_config({"backbone": "own", "mode": "hard", "level_sizes": [2, 8, 10]}), TWENTY)
+    check_tdc_config(tdc_config({"levels": "auto", "n_levels": 20}), TWENTY)
+
+
+@pytest.mark.parametrize("tdc, sections, message", [
+    ({"levels": "ratio", "backbone": "own"}, {},
+     "config error at tdc.levels: ratio plans the number of levels from the data, which the own-backbone DAG needs "
+     "at parse time; set tdc.backbone: shared, or tdc.levels: explicit or auto"),
+    ({"shared_loss": "weighted_ce"}, {},
+     "config error at tdc.shared_loss: weighted_ce is not among flat.losses ['ce']; add it there or pick one of them"),
+    ({}, {"xgboost": {"activate": True}},
+     "config error at xgboost.activate: its heads sit on the own-backbone level ResNets; with tdc.backbone: shared "
+     "set tdc.head.kind: xgboost (or add an xgboost entry to heads.variants) instead"),
+    ({"backbone": "own"}, {"heads": {"variants": [{"name": "crt", "backbone": "ce"}, {"name": "w",
+                                                                                     "backbone": "weighted_ce"}]}},
+     "config error at heads.variants: head w uses backbone weighted_ce, not among flat.losses ['ce']; add it there "
+     "or change the head's backbone"),
+    ({"level_sizes": [5, 5, 5]}, {},
+     "config error at tdc.level_sizes: [5, 5, 5] add up to 15, the run has 20 classes; change tdc.level_sizes or "
+     "set tdc.levels: auto"),
+    ({"level_sizes": [5, 14, 1]}, {},
+     "config error at tdc.level_sizes: [5, 14, 1] leaves a level with one output; a classifier needs at least 2"),
+    ({"mode": "hard", "level_sizes": [1, 10, 9]}, {},  # cumulative: level 1 has one output
+     "config error at tdc.level_sizes: [1, 10, 9] leaves a level with one output"),
+    ({"mode": "hard", "hard_outputs": "own", "level_sizes": [9, 1, 10]}, {},  # own: the middle level has one
+     "config error at tdc.level_sizes: [9, 1, 10] leaves a level with one output"),
+    ({"levels": "auto", "n_levels": 21}, {}, "config error at tdc.n_levels: 21 levels for 20 classes"),
+])
+def test_tdc_config_errors_name_the_key(tdc, sections, message):
+    with pytest.raises(ConfigError) as info:
+        check_tdc_config(tdc_config(tdc, **sections), TWENTY)
+    assert str(info.value).startswith(message) and "\n" not in str(info.value)
+
+
+def test_tdc_config_level_checks_follow_the_reading():
+    """A one-class level is fine where another output joins it: rest levels before the last, hard cumulative
+    levels after the first."""
+    check_tdc_config(tdc_config({"level_sizes": [1, 1, 18]}), TWENTY)
+    check_tdc_config(tdc_config({"mode": "hard", "level_sizes": [2, 1, 17]}), TWENTY)

@@ -24,9 +24,10 @@ ROOT = Path(__file__).resolve().parents[1]
 CLI = ROOT / "workflow_scripts" / "train.py"
 CLASSES = [14, 225, 1]
 # 18 train samples, batch 4 -> 5 steps per epoch; checkpoints at steps 2 and 4 and at each epoch end
-CFG = {"arch": "resnet18", "epochs": 2, "batch_size": 4, "lr": 0.002, "lr_scaling": "none", "workers": 0,
-       "checkpoint_every": 2, "threads_per_rank": 1, "timeout_s": 60, "seed": 3, "loss": "ce"}
-CLI_ARGS = ["--classes", "14,225,1", "--arch", "resnet18", "--epochs", "2", "--batch-size", "4", "--lr", "0.002",
+CFG = {"arch": "resnet18", "orientation": "random", "epochs": 2, "batch_size": 4, "lr": 0.002, "lr_scaling": "none",
+       "workers": 0, "checkpoint_every": 2, "threads_per_rank": 1, "timeout_s": 60, "seed": 3, "loss": "ce"}
+CLI_ARGS = ["--classes", "14,225,1", "--arch", "resnet18", "--orientation", "random", "--epochs", "2",
+            "--batch-size", "4", "--lr", "0.002",
             "--lr-scaling", "none", "--workers", "0", "--checkpoint-every", "2", "--threads-per-rank", "1",
             "--timeout-s", "60", "--seed", "3", "--loss", "ce"]
 
@@ -87,10 +88,10 @@ def test_same_seed_same_weights_other_seed_differs(reference, tiny_shards, tmp_p
 
 @pytest.mark.slow
 def test_rest_output_and_excluded_count(tiny_shards, tmp_path):
-    cfg = {**CFG, "epochs": 1, "orientation": "stack", "budget_images": 40}
+    cfg = {**CFG, "epochs": 2, "orientation": "stack"}
     s = T.fit(cfg, shard_root=tiny_shards, out_dir=tmp_path / "rest", classes=[14], rest=True)
     assert s["output_names"] == ["14", "rest"] and s["n_excluded_train"] == 0
-    assert s["train_counts"] == [6, 12] and s["epochs"] == 2  # round(40 / 18)
+    assert s["train_counts"] == [6, 12] and s["epochs"] == 2
     _, meta = T.load_model(tmp_path / "rest" / "best.pt")
     assert meta["in_channels"] == 3 and meta["rest"] is True
     s = T.fit({**cfg, "loss": "weighted_ce"}, shard_root=tiny_shards, out_dir=tmp_path / "two",
@@ -252,6 +253,48 @@ def test_cli_rejects_bad_model_path_and_missing_shards(tmp_path):
     assert cli.main(["--shards", str(tmp_path / "nope"), "--model", str(tmp_path / "o" / "best.pt"),
                      "--classes", "1,2"]) == 2
     assert not (tmp_path / "o" / "best.pt").exists()
+
+
+def load_cli():
+    from importlib import util
+
+    spec = util.spec_from_file_location("train_cli", CLI)
+    cli = util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    return cli
+
+
+def test_cli_flags_are_the_engine_options():
+    """One table: a flag per engine option except the launcher's ranks, with the engine's default and choices."""
+    parser = load_cli().get_parser()
+    args = parser.parse_args(["--shards", "s", "--model", "m/best.pt", "--classes", "1,2"])
+    options = {k for k in T.OPTIONS if k not in T.LAUNCHER_KEYS}
+    flags = {a.dest for a in parser._actions if a.option_strings and a.dest in T.OPTIONS}
+    assert flags == options and "ranks" not in flags
+    for key in options:
+        assert getattr(args, key) == T.DEFAULTS[key], f"--{key.replace('_', '-')}: default differs from DEFAULTS"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--shards", "s", "--model", "m", "--classes", "1", "--arch", "vgg"])
+
+
+def test_cli_refuses_a_budget_given_twice(tmp_path, capsys):
+    """A TDC level's args.txt sets --epochs; a second --epochs on the command line would silently win."""
+    (tmp_path / "args.txt").write_text("--classes\n1\n--rest\n--epochs\n7\n")
+    parser = load_cli().get_parser()
+    base = ["--shards", "s", "--model", "m/best.pt"]
+    assert parser.parse_args([*base, f"@{tmp_path / 'args.txt'}"]).epochs == 7
+    with pytest.raises(SystemExit):
+        parser.parse_args([*base, f"@{tmp_path / 'args.txt'}", "--epochs", "3"])
+    assert "--epochs given twice" in capsys.readouterr().err
+
+
+def test_resolve_config_checks_the_schema_bounds():
+    with pytest.raises(ValueError, match=r"train.label_smoothing=0.7: must be <= 0.5"):
+        T.resolve_config({"label_smoothing": 0.7})
+    with pytest.raises(ValueError, match=r"train.lr=0: must be > 0"):
+        T.resolve_config({"lr": 0})
+    with pytest.raises(ValueError, match=r"train.batch_size=0: must be >= 1"):
+        T.resolve_config({"batch_size": 0})
 
 
 @pytest.mark.slow

@@ -1,8 +1,8 @@
 """level_job: the training set, outputs and budget of one TDC level, for workflow_scripts/train.py.
 
 Writes into ``--out-dir``: ``train_keys.csv`` and ``dev_keys.csv`` (column ``key``) and ``args.txt``
-(``--classes 14,225,... [--rest] --budget-images N``: integers and flags only, generated here,
-never a config string). Rest reading: the samples of the classes of levels k..K. Hard reading:
+(``--classes 14,225,... [--rest] --epochs E``: integers and flags only, generated here,
+never a config string; ``--epochs`` is the level's budget, given to the engine once). Rest reading: the samples of the classes of levels k..K. Hard reading:
 level 1 all samples of its outputs, level k > 1 the samples in ``--missed`` (level k-1's
 ``missed.csv``) whose class is among its outputs.
 """

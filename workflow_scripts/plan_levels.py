@@ -17,25 +17,36 @@ from cbedtdc.cliutil import int_list, run_cli  # noqa: E402
 
 
 def get_parser(add_help=True):
+    from cbedtdc.config import schema_defaults, schema_property
+
+    d, epochs = schema_defaults("tdc"), schema_defaults("train")["epochs"]  # config/schema.yaml: one source
+
+    def choices(key):
+        return schema_property("tdc", key)["enum"]
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], add_help=add_help)
     p.add_argument("--train", required=True, help="shard list of the training split, results/shards/train.csv "
                    "(required)")
     p.add_argument("--classes", required=True, type=int_list, help="space groups of the run (required)")
     p.add_argument("--levels", required=True, help="levels.json to write (required)")
-    p.add_argument("--mode", default="rest", choices=["rest", "hard"], help="reading of the cascade (default: rest)")
-    p.add_argument("--how", default="explicit", choices=["explicit", "auto", "ratio"],
-                   help="explicit level sizes, equal sample mass or a bound on the count ratio within a level "
-                   "(default: explicit)")
-    p.add_argument("--level-sizes", type=int_list, default=[5, 5, 10], help="classes per level (default: 5 5 10)")
-    p.add_argument("--n-levels", type=int, default=3, help="number of levels with --how auto (default: 3)")
-    p.add_argument("--max-ratio", type=float, default=10.0,
-                   help="with --how ratio: largest / smallest training count within a level (default: 10)")
-    p.add_argument("--hard-outputs", default="cumulative", choices=["cumulative", "own"],
+    p.add_argument("--mode", default=d["mode"], choices=choices("mode"),
+                   help=f"reading of the cascade, tdc.mode (default: {d['mode']})")
+    p.add_argument("--how", default=d["levels"], choices=choices("levels"),
+                   help="tdc.levels: explicit level sizes, equal sample mass or a bound on the count ratio within a "
+                   f"level (default: {d['levels']})")
+    p.add_argument("--level-sizes", type=int_list, default=d["level_sizes"],
+                   help=f"classes per level (default: {' '.join(map(str, d['level_sizes']))})")
+    p.add_argument("--n-levels", type=int, default=d["n_levels"],
+                   help=f"number of levels with --how auto (default: {d['n_levels']})")
+    p.add_argument("--max-ratio", type=float, default=d["max_ratio"],
+                   help=f"with --how ratio: largest / smallest training count within a level (default: {d['max_ratio']})")
+    p.add_argument("--hard-outputs", default=d["hard_outputs"], choices=choices("hard_outputs"),
                    help="hard mode: outputs of level k are the classes of levels 1..k or of level k "
-                   "(default: cumulative)")
-    p.add_argument("--epochs", type=int, default=4, help="epochs of the flat baseline, sets the budget (default: 4)")
-    p.add_argument("--budget-split", default="proportional", choices=["proportional", "equal"],
-                   help="how the budget is shared by the levels (default: proportional)")
+                   f"(default: {d['hard_outputs']})")
+    p.add_argument("--epochs", type=int, default=epochs,
+                   help=f"epochs of the flat baseline (train.epochs), sets the budget (default: {epochs})")
+    p.add_argument("--budget-split", default=d["budget_split"], choices=choices("budget_split"),
+                   help=f"how the budget is shared by the levels (default: {d['budget_split']})")
     return p
 
 

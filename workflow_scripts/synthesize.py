@@ -17,34 +17,39 @@ from cbedtdc.cliutil import classes_arg, run_cli  # noqa: E402
 
 
 def get_parser(add_help=True):
+    from cbedtdc.config import schema_defaults
+
+    d, seed = schema_defaults("synth"), schema_defaults()["seed"]  # config/schema.yaml: the defaults' one source
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], add_help=add_help)
     p.add_argument("--out", required=True, help="output file results/raw/batch_{train,dev,test}_N.h5 (required)")
     p.add_argument("--first-material", type=int, default=0,
                    help="index (within the split) of the file's first material (default: 0)")
     p.add_argument("--file-materials", type=int, required=True, help="materials in this file (required)")
-    p.add_argument("--n-materials", type=int, default=1000,
-                   help="materials in total over the three splits (default: 1000)")
+    p.add_argument("--n-materials", type=int, default=d["n_materials"],
+                   help=f"materials in total over the three splits (default: {d['n_materials']})")
     p.add_argument("--split-materials", type=int, nargs=3, metavar=("TRAIN", "DEV", "TEST"), default=None,
                    help="materials per split, overriding the 79/11/10 %% split of --n-materials (default: none)")
     p.add_argument("--classes", type=classes_arg, default="top20",
                    help="top20, all, or comma-separated space groups (default: top20)")
-    p.add_argument("--energies", type=int, default=3,
-                   help="samples (energies 100, 110, ... keV) per material (default: 3)")
-    p.add_argument("--image-size", type=int, default=128, help="side of the written cbed_stack (default: 128)")
-    p.add_argument("--frequency", choices=["real", "balanced"], default="real",
-                   help="materials per class: real frequencies or equal (default: real)")
-    p.add_argument("--floor", type=int, default=2, help="minimum materials per class and split (default: 2)")
-    p.add_argument("--zone-axes", choices=["lowindex", "namsa"], default="lowindex",
-                   help="zone-axis policy (default: lowindex)")
-    p.add_argument("--noise", action=argparse.BooleanOptionalAction, default=True,
-                   help="detector blur, background and Poisson noise (default: on)")
-    p.add_argument("--holz", action=argparse.BooleanOptionalAction, default=True,
-                   help="higher-order Laue zone reflections (default: on)")
-    p.add_argument("--mistilt", type=float, default=0.1,
-                   help="beam mistilt s.d. as a fraction of the disk radius (default: 0.1)")
-    p.add_argument("--mode", choices=["kinematic", "bloch"], default="kinematic",
-                   help="intensity model: kinematic two-beam, or dynamical Bloch waves (default: kinematic)")
-    p.add_argument("--seed", type=int, default=0, help="master seed (default: 0)")
+    p.add_argument("--energies", type=int, default=d["energies_per_material"],
+                   help=f"samples (energies 100, 110, ... keV) per material (default: {d['energies_per_material']})")
+    p.add_argument("--image-size", type=int, default=d["image_size"],
+                   help=f"side of the written cbed_stack (default: {d['image_size']})")
+    p.add_argument("--frequency", choices=["real", "balanced"], default=d["frequency"],
+                   help=f"materials per class: real frequencies or equal (default: {d['frequency']})")
+    p.add_argument("--floor", type=int, default=d["floor"],
+                   help=f"minimum materials per class and split (default: {d['floor']})")
+    p.add_argument("--zone-axes", choices=["lowindex", "namsa"], default=d["zone_axes"],
+                   help=f"zone-axis policy (default: {d['zone_axes']})")
+    p.add_argument("--noise", action=argparse.BooleanOptionalAction, default=d["noise"],
+                   help=f"detector blur, background and Poisson noise (default: {d['noise']})")
+    p.add_argument("--holz", action=argparse.BooleanOptionalAction, default=d["holz"],
+                   help=f"higher-order Laue zone reflections (default: {d['holz']})")
+    p.add_argument("--mistilt", type=float, default=d["mistilt"],
+                   help=f"beam mistilt s.d. as a fraction of the disk radius (default: {d['mistilt']})")
+    p.add_argument("--mode", choices=["kinematic", "bloch"], default=d["mode"],
+                   help=f"intensity model: kinematic two-beam, or dynamical Bloch waves (default: {d['mode']})")
+    p.add_argument("--seed", type=int, default=seed, help=f"master seed (default: {seed})")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                    help="tqdm progress bar on stderr (default: on)")
     return p

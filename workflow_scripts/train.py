@@ -21,14 +21,45 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cbedtdc.cliutil import int_list, run_cli, setup_logging  # noqa: E402
-from cbedtdc.train import DEFAULTS, read_keys  # noqa: E402
+from cbedtdc.train import DEFAULTS, LAUNCHER_KEYS, OPTIONS, read_keys  # noqa: E402
+from cbedtdc.train.engine import RUNTIME_KEYS  # noqa: E402
 
 log = logging.getLogger("cbedtdc.workflow.train")
 
 
+_TYPES = {"integer": int, "number": float, "string": str}
+
+
+class _Once(argparse.Action):
+    """Store a training option, refusing a second value: a TDC level's ``@args.txt`` sets its ``--epochs`` (the
+    level's budget), and a second ``--epochs`` (e.g. ``train.epochs`` from the rule) would silently replace it."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        given = getattr(namespace, "_given", set())
+        if self.dest in given:
+            parser.error(f"{option_string} given twice (a TDC level's args.txt sets --epochs and its classes); "
+                         "pass each training option once")
+        namespace._given = given | {self.dest}
+        setattr(namespace, self.dest, values)
+
+
+def add_option_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per engine option (``cbedtdc.train.OPTIONS``, generated from config/schema.yaml) except the
+    launcher's ``ranks``: type, choices, default and help come from that one table."""
+    groups = {False: p.add_argument_group("training (config 'train' section, plus the job's loss and seed)")}
+    groups[True] = p.add_argument_group("runtime (does not change the weights)")
+    for key, opt in OPTIONS.items():
+        if key in LAUNCHER_KEYS:
+            continue
+        default = DEFAULTS[key]
+        desc = opt.get("description", "").rstrip(".")
+        groups[key in RUNTIME_KEYS].add_argument(
+            f"--{key.replace('_', '-')}", dest=key, type=_TYPES[opt.get("type", "string")], action=_Once,
+            choices=opt.get("enum"), default=default, help=f"{desc} (default: {default})".replace("%", "%%"))
+
+
 def get_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    d = DEFAULTS
-    # fromfile: `@args.txt` reads one argument per line (the TDC level job writes its class flags so)
+    # fromfile: `@args.txt` reads one argument per line (the TDC level job writes its classes and epochs so)
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], add_help=add_help, fromfile_prefix_chars="@")
     io = p.add_argument_group("inputs and outputs")
     io.add_argument("--shards", required=True, help="shard root holding {train,dev}.csv (required)")
@@ -39,51 +70,9 @@ def get_parser(add_help: bool = True) -> argparse.ArgumentParser:
                     "samples of other groups are excluded)")
     io.add_argument("--train-keys", help="CSV (key, or file+group) restricting the training samples (default: all)")
     io.add_argument("--dev-keys", help="CSV restricting the dev samples (default: all)")
-    t = p.add_argument_group("training (config 'train' section)")
-    t.add_argument("--loss", default=d["loss"], help=f"ce | weighted_ce | logit_adjusted | balanced_softmax "
-                   f"(default: {d['loss']})")
-    t.add_argument("--seed", type=int, default=d["seed"], help=f"seed (default: {d['seed']})")
-    t.add_argument("--budget-images", type=int, help="total training images; sets epochs = "
-                   "max(1, round(budget / n_train)) (default: use --epochs)")
-    t.add_argument("--arch", default=d["arch"], help=f"resnet18 | resnet34 | resnet50 (default: {d['arch']})")
-    t.add_argument("--orientation", default=d["orientation"], help=f"random | stack (default: {d['orientation']})")
-    t.add_argument("--epochs", type=int, default=d["epochs"], help=f"epochs (default: {d['epochs']})")
-    t.add_argument("--batch-size", type=int, default=d["batch_size"], help=f"batch per rank (default: "
-                   f"{d['batch_size']})")
-    t.add_argument("--accum-steps", type=int, default=d["accum_steps"], help="micro-batches per optimizer step "
-                   f"(default: {d['accum_steps']})")
-    t.add_argument("--lr", type=float, default=d["lr"], help=f"peak lr at global batch 64 (default: {d['lr']})")
-    t.add_argument("--lr-scaling", default=d["lr_scaling"], help=f"linear | sqrt | none (default: {d['lr_scaling']})")
-    t.add_argument("--weight-decay", type=float, default=d["weight_decay"], help=f"AdamW weight decay (default: "
-                   f"{d['weight_decay']})")
-    t.add_argument("--schedule", default=d["schedule"], help=f"onecycle | cosine (default: {d['schedule']})")
-    t.add_argument("--label-smoothing", type=float, default=d["label_smoothing"], help="label smoothing (default: "
-                   f"{d['label_smoothing']})")
-    t.add_argument("--grad-clip", type=float, default=d["grad_clip"], help=f"gradient-norm clip, 0 = off (default: "
-                   f"{d['grad_clip']})")
-    t.add_argument("--amp", default=d["amp"], help=f"auto | bf16 | fp16 | none, GPU only (default: {d['amp']})")
-    t.add_argument("--la-tau", type=float, default=d["la_tau"], help=f"logit_adjusted temperature (default: "
-                   f"{d['la_tau']})")
-    t.add_argument("--weight-cap", type=float, default=d["weight_cap"], help="largest weighted_ce class weight "
-                   f"(default: {d['weight_cap']})")
-    r = p.add_argument_group("runtime (does not change the weights)")
-    r.add_argument("--threads-per-rank", type=int, default=d["threads_per_rank"], help="torch threads per rank on "
-                   f"CPU (default: {d['threads_per_rank']})")
-    r.add_argument("--workers", type=int, default=d["workers"], help=f"DataLoader workers per rank (default: "
-                   f"{d['workers']})")
-    r.add_argument("--checkpoint-every", type=int, default=d["checkpoint_every"], help="steps between resumable "
-                   f"checkpoints (default: {d['checkpoint_every']})")
-    r.add_argument("--timeout-s", type=int, default=d["timeout_s"], help="collective timeout in seconds (default: "
-                   f"{d['timeout_s']})")
-    r.add_argument("--eval-batch-size", type=int, default=d["eval_batch_size"], help="evaluation batch (default: "
-                   f"{d['eval_batch_size']})")
+    add_option_flags(p)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging (default: info)")
     return p
-
-
-CFG_KEYS = ("loss", "seed", "budget_images", "arch", "orientation", "epochs", "batch_size", "accum_steps", "lr",
-            "lr_scaling", "weight_decay", "schedule", "label_smoothing", "grad_clip", "amp", "la_tau", "weight_cap",
-            "threads_per_rank", "workers", "checkpoint_every", "timeout_s", "eval_batch_size")
 
 
 def run(args, held: dict) -> None:
@@ -93,7 +82,7 @@ def run(args, held: dict) -> None:
     model = Path(args.model)
     if model.name != "best.pt":
         raise ValueError(f"--model {model}: must name the job's best.pt (its folder receives all outputs)")
-    cfg = {k: getattr(args, k) for k in CFG_KEYS}
+    cfg = {k: getattr(args, k) for k in OPTIONS if k not in LAUNCHER_KEYS}
     train_keys = read_keys(args.train_keys) if args.train_keys else None
     dev_keys = read_keys(args.dev_keys) if args.dev_keys else None
     held["ctx"] = init_distributed(timeout_s=args.timeout_s)

@@ -269,14 +269,23 @@ def route_tuned(plan: LevelPlan, probs, tuned: TunedRouting):
     return tuned.apply(plan, probs)
 
 
-def write_plan(train_csv, classes, out_path, *, mode: str = "rest", how: str = "explicit", level_sizes=None,
-               n_levels=None, max_ratio=None, hard_outputs: str = "cumulative", epochs: int = 4,
-               budget_split: str = "proportional") -> LevelPlan:
+def write_plan(train_csv, classes, out_path, *, mode=None, how=None, level_sizes=None, n_levels=None,
+               max_ratio=None, hard_outputs=None, epochs=None, budget_split=None) -> LevelPlan:
     """Plan the levels from the training split's counts and write ``levels.json`` (rule plan_levels).
 
     The budget is that of the flat baseline, ``epochs`` x the training samples of the run's
-    classes, shared by the levels (:func:`~cbedtdc.cascade.plan.level_budgets`).
+    classes, shared by the levels (:func:`~cbedtdc.cascade.plan.level_budgets`). An option left ``None``
+    takes the config schema's default (``tdc.mode``, ``tdc.levels`` for ``how``, ..., ``train.epochs``).
     """
+    from cbedtdc.config import schema_defaults
+
+    tdc = schema_defaults("tdc")
+    mode, how, hard_outputs, budget_split = (tdc[k] if v is None else v for k, v in (
+        ("mode", mode), ("levels", how), ("hard_outputs", hard_outputs), ("budget_split", budget_split)))
+    level_sizes = tdc["level_sizes"] if level_sizes is None else level_sizes
+    n_levels = tdc["n_levels"] if n_levels is None else n_levels
+    max_ratio = tdc["max_ratio"] if max_ratio is None else max_ratio
+    epochs = schema_defaults("train")["epochs"] if epochs is None else int(epochs)
     rows = read_csv(train_csv)
     wanted = {int(c) for c in classes}
     labels = [int(r["space_group"]) for r in rows if int(r["space_group"]) in wanted]
@@ -304,9 +313,11 @@ def write_level_job(levels_path, level: int, train_csv, dev_csv, out_dir, *, mis
     """Write a level's training job into ``out_dir`` (rule level_job); return :func:`level_job`'s dict.
 
     ``train_keys.csv`` and ``dev_keys.csv`` (column ``key``) and ``args.txt``: ``--classes 14,225,...
-    [--rest] --budget-images N``, one argument per line, integers and flags only (read by
-    ``workflow_scripts/train.py`` as ``@args.txt``, never by a shell). ``prev_runs``: ``train.json``
-    of the earlier levels (hard reading), whose images seen set the rounding carried into the budget.
+    [--rest] --epochs E``, one argument per line, integers and flags only (read by
+    ``workflow_scripts/train.py`` as ``@args.txt``, never by a shell). ``--epochs`` is the level's budget, given
+    once: its planned images rounded to whole epochs over its training set (:func:`level_job`); the rule passes
+    no other ``--epochs``. ``prev_runs``: ``train.json`` of the earlier levels (hard reading), whose images seen
+    set the rounding carried into the budget.
     """
     from cbedtdc.train import images_seen
 
@@ -326,10 +337,10 @@ def write_level_job(levels_path, level: int, train_csv, dev_csv, out_dir, *, mis
     flags = ["--classes", ",".join(str(int(c)) for c in job["classes"])]
     if job["rest"]:
         flags.append("--rest")
-    if job["budget_images"]:
-        flags += ["--budget-images", str(int(job["budget_images"]))]
+    flags += ["--epochs", str(int(job["epochs"]))]
     atomic_write_text(out / "args.txt", "\n".join(flags) + "\n")
-    log.info("level %d (%s reading): outputs %s%s, %d train / %d dev samples, budget %s images", level,
-             plan.mode, job["classes"], " + rest" if job["rest"] else "", len(job["train_keys"]),
-             len(job["dev_keys"]), job["budget_images"])
+    n = len(job["train_keys"])
+    log.info("level %d (%s reading): outputs %s%s, %d train / %d dev samples, budget %d epochs = %d images "
+             "(planned %d)", level, plan.mode, job["classes"], " + rest" if job["rest"] else "", n,
+             len(job["dev_keys"]), job["epochs"], job["epochs"] * n, plan.budgets[level - 1])
     return job

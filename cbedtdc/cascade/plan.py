@@ -227,7 +227,7 @@ class LevelPlan:
     mode: str = "rest"
     hard_outputs: str = "cumulative"
     counts: dict = field(default_factory=dict)  # training samples per class (str keys in JSON)
-    budgets: list[int] = field(default_factory=list)  # budget_images per level
+    budgets: list[int] = field(default_factory=list)  # planned training images per level
     flat_images: int = 0  # images the flat baseline sees (train.epochs x n_train)
     n_train: int = 0
 
@@ -345,22 +345,22 @@ def level_budgets(plan: LevelPlan, train_labels, total_images: int, split: str =
 
 
 def whole_epochs(planned: float, n: int, carry: float = 0.0) -> tuple[int, float]:
-    """Round a level's budget to whole epochs over its ``n`` samples (the engine trains whole epochs).
+    """Round a level's budget (images) to whole epochs over its ``n`` samples (the engine trains whole epochs).
 
-    Returns ``(budget, carry)``: ``budget = epochs x n`` with ``epochs = max(1, round((planned +
-    carry) / n))``, and the rounding error to pass on to the next level, so that the levels'
-    total stays within one level's rounding of the flat budget.
+    Returns ``(epochs, carry)``: ``epochs = max(1, round((planned + carry) / n))``, and the rounding error in
+    images (``planned + carry - epochs x n``) to pass on to the next level, so that the levels' total stays
+    within one level's rounding of the flat budget.
 
     >>> whole_epochs(250, 100)
-    (200, 50.0)
+    (2, 50.0)
     >>> whole_epochs(250, 100, carry=50.0)
-    (300, 0.0)
+    (3, 0.0)
     """
     if n < 1:
         raise ValueError("a level needs at least one training sample")
     target = float(planned) + float(carry)
-    budget = max(1, round(target / n)) * int(n)
-    return int(budget), target - budget
+    epochs = max(1, round(target / n))
+    return int(epochs), target - epochs * int(n)
 
 
 # --------------------------------------------------------------------------------------------
@@ -431,15 +431,17 @@ def level_job(plan: LevelPlan, level: int, train_keys, train_labels, dev_keys, d
               missed=None, seen_before=None) -> dict:
     """Arguments of :func:`cbedtdc.train.fit` for level ``level`` (1-based).
 
-    Returns ``{"classes", "rest", "train_keys", "dev_keys", "budget_images"}``. ``missed`` is
-    ``read_missed()`` of the previous level (hard mode, level > 1). The budget is the planned
-    share rounded to whole epochs, carrying the rounding of the earlier levels: in the rest
-    reading their training sets are known from the plan; in the hard reading ``seen_before``
-    gives the images the earlier levels actually saw (their ``train.json``).
+    Returns ``{"classes", "rest", "train_keys", "dev_keys", "epochs"}``. ``missed`` is ``read_missed()`` of the
+    previous level (hard mode, level > 1). The level's budget, its planned share of the flat images
+    (``plan.budgets``), is given to the engine once, as whole ``epochs`` over the level's training set, the
+    rounding of the earlier levels carried: in the rest reading their training sets are known from the plan; in
+    the hard reading ``seen_before`` gives the images the earlier levels actually saw (their ``train.json``).
     """
     k = level - 1
     if not 0 <= k < plan.n_levels:
         raise ValueError(f"level {level}: the plan has levels 1..{plan.n_levels}")
+    if len(plan.budgets) != plan.n_levels:
+        raise ValueError(f"the plan has budgets {plan.budgets} for {plan.n_levels} levels; rerun rule plan_levels")
     sets = {}
     for split, keys, labels in (("train", train_keys, train_labels), ("dev", dev_keys, dev_labels)):
         keys = np.asarray(list(keys), dtype=object)
@@ -450,20 +452,20 @@ def level_job(plan: LevelPlan, level: int, train_keys, train_labels, dev_keys, d
             reached = np.isin(keys, np.asarray(missed.get(split, []), dtype=object))
         mask = level_training_mask(plan, k, labels, reached)
         sets[split] = [str(x) for x in keys[mask]]
-    budget = None
-    if plan.budgets and sets["train"]:
+    epochs = None
+    if sets["train"]:
         if plan.mode == "rest":
             labels = np.asarray(train_labels)
             carry = 0.0
             for j in range(k + 1):
                 n_j = max(1, int(level_training_mask(plan, j, labels).sum()))
-                budget, carry = whole_epochs(plan.budgets[j], n_j, carry)
+                epochs, carry = whole_epochs(plan.budgets[j], n_j, carry)
         else:
             carry = 0.0
             if k > 0 and seen_before is not None:
                 carry = float(sum(plan.budgets[:k]) - sum(seen_before))
             elif k > 0:
                 log.warning("level %d: images seen by the earlier levels unknown; no rounding carried", level)
-            budget, _ = whole_epochs(plan.budgets[k], len(sets["train"]), carry)
+            epochs, _ = whole_epochs(plan.budgets[k], len(sets["train"]), carry)
     return {"classes": plan.outputs(k), "rest": plan.has_rest(k), "train_keys": sets["train"],
-            "dev_keys": sets["dev"], "budget_images": budget}
+            "dev_keys": sets["dev"], "epochs": epochs}

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..classes import real_counts, resolve_classes
+from ..config import schema_defaults
 from ..io import atomic_path
 from ..layout import SPLITS, split_material_counts, split_of
 from .crystal import Crystal, random_crystal
@@ -36,9 +37,14 @@ THICKNESS = (100.0, 500.0)  # specimen thickness [A]
 _PLAN_TAG = 7  # separates the class-plan stream from the material streams
 
 
+#: Defaults of the ``synth`` section (config/schema.yaml), the defaults of :class:`SynthConfig`.
+_SYNTH = schema_defaults("synth")
+
+
 @dataclass(frozen=True)
 class SynthConfig:
-    """Settings of the generator (the ``synth`` config section plus ``classes`` and ``seed``).
+    """Settings of the generator (the ``synth`` config section plus ``classes`` and ``seed``; defaults: the
+    config schema's).
 
     ``mistilt`` is the standard deviation of the beam mistilt as a fraction of the disk radius;
     ``holz`` switches higher-order Laue zones on; ``mode`` is the intensity model (``kinematic``
@@ -46,17 +52,17 @@ class SynthConfig:
     """
 
     classes: tuple = ()
-    n_materials: int = 1000
-    energies_per_material: int = 3
-    image_size: int = 128
-    frequency: str = "real"
-    floor: int = 2
-    zone_axes: str = "lowindex"
-    noise: bool = True
-    seed: int = 0
-    holz: bool = True
-    mistilt: float = 0.1
-    mode: str = "kinematic"
+    n_materials: int = _SYNTH["n_materials"]
+    energies_per_material: int = _SYNTH["energies_per_material"]
+    image_size: int = _SYNTH["image_size"]
+    frequency: str = _SYNTH["frequency"]
+    floor: int = _SYNTH["floor"]
+    zone_axes: str = _SYNTH["zone_axes"]
+    noise: bool = _SYNTH["noise"]
+    seed: int = schema_defaults()["seed"]
+    holz: bool = _SYNTH["holz"]
+    mistilt: float = _SYNTH["mistilt"]
+    mode: str = _SYNTH["mode"]
     split_counts: dict = field(default=None, compare=False)
 
     def __post_init__(self):

@@ -11,14 +11,17 @@ torch is imported lazily, inside the functions that need it.
 """
 
 from cbedtdc.train.checkpoint import CheckpointError, load_model
-from cbedtdc.train.engine import (DEFAULTS, Job, amp_setup, bn_buffers, evaluate, fit, gpu_speed_settings,
-                                  images_seen, resolve_config, scores, train_one_epoch, train_step)
+from cbedtdc.train.engine import (DEFAULTS, LAUNCHER_KEYS, OPTIONS, Job, amp_setup, bn_buffers, evaluate, fit,
+                                  gpu_speed_settings, images_seen, resolve_config, scores, train_one_epoch,
+                                  train_step)
 from cbedtdc.train.infer import extract_features, forward, inference_device, predict
 from cbedtdc.train.sampling import EpochBatches, JobData, job_targets, read_keys, train_loader
 
 __all__ = [
     "CheckpointError",
     "DEFAULTS",
+    "LAUNCHER_KEYS",
+    "OPTIONS",
     "EpochBatches",
     "Job",
     "JobData",

@@ -33,37 +33,30 @@ from cbedtdc.train.checkpoint import (MODEL_FORMAT, STATE_FORMAT, load_checkpoin
 from cbedtdc.train.infer import run_eval
 from cbedtdc.train.sampling import EpochBatches, JobData, norm_stats, open_split, train_loader
 
-__all__ = ["DEFAULTS", "Job", "resolve_config", "fit", "train_one_epoch", "evaluate", "train_step", "scores",
+__all__ = ["DEFAULTS", "OPTIONS", "LAUNCHER_KEYS", "Job", "resolve_config", "fit", "train_one_epoch", "evaluate", "train_step", "scores",
            "images_seen", "amp_setup", "bn_buffers", "gpu_speed_settings"]
 
 log = logging.getLogger(__name__)
 
-#: Engine defaults (the ``train`` section of config/config.yaml plus the job's ``loss``/``seed``).
-DEFAULTS = {
-    "arch": "resnet50",
-    "orientation": "random",
-    "epochs": 4,
-    "batch_size": 32,
-    "accum_steps": 1,
-    "lr": 0.002,
-    "lr_scaling": "linear",
-    "weight_decay": 0.05,
-    "schedule": "onecycle",
-    "label_smoothing": 0.1,
-    "grad_clip": 1.0,
-    "amp": "auto",
-    "ranks": 1,
-    "threads_per_rank": 1,
-    "workers": 1,
-    "checkpoint_every": 100,
-    "timeout_s": 600,
-    "eval_batch_size": 64,
-    "la_tau": 1.0,
-    "weight_cap": 10.0,
-    "loss": "ce",
-    "seed": 0,
-    "budget_images": None,
-}
+def _options() -> dict:
+    """The engine's options, one table: the ``train`` section of ``config/schema.yaml`` (default, type, allowed
+    values, minimum, description) plus the job's ``loss`` (the schema's ``tdc.loss``) and ``seed``. ``DEFAULTS``,
+    :func:`resolve_config`'s checks and the flags of ``workflow_scripts/train.py`` are generated from it."""
+    from cbedtdc.config import schema_property
+
+    opts = dict(schema_property("train")["properties"])
+    opts["loss"] = {**schema_property("tdc", "loss"), "enum": list(LOSSES),
+                    "description": "Training loss of the job."}
+    opts["seed"] = schema_property("seed")
+    return opts
+
+
+#: Every engine option: its schema entry (``default``, ``type``, ``enum``, ``minimum``, ``description``).
+OPTIONS = _options()
+#: Engine defaults: the schema's ``train`` section plus the job's ``loss`` and ``seed`` (``OPTIONS``' defaults).
+DEFAULTS = {k: o["default"] for k, o in OPTIONS.items()}
+#: Options set by the launcher, not by a flag of the training CLI (``ranks``: mpiexec/srun/jsrun ``-n``).
+LAUNCHER_KEYS = ("ranks",)
 #: Global batch at which ``lr`` is given; ``lr_scaling`` scales it to the job's global batch.
 REF_BATCH = 64
 #: Keys that do not change the trained weights (a checkpoint stays valid when they change).
@@ -134,26 +127,27 @@ class Progress:
 
 # --------------------------------------------------------------------------- configuration
 def resolve_config(cfg: dict) -> dict:
-    """Engine configuration: ``DEFAULTS`` updated with ``cfg``, checked.
+    """Engine configuration: ``DEFAULTS`` updated with ``cfg`` (``None`` values keep the default), checked against
+    the allowed values and minima of ``OPTIONS``.
 
     >>> resolve_config({"epochs": 2})["epochs"], resolve_config({})["arch"]
-    (2, 'resnet50')
+    (2, 'resnet18')
+    >>> resolve_config({"epochs": 0})
+    Traceback (most recent call last):
+    ...
+    ValueError: train.epochs=0: must be >= 1
     """
     unknown = sorted(set(cfg) - set(DEFAULTS))
     if unknown:
         raise ValueError(f"unknown training option(s) {unknown}; allowed: {', '.join(sorted(DEFAULTS))}")
-    out = {**DEFAULTS, **{k: v for k, v in cfg.items() if v is not None or k == "budget_images"}}
-    choices = {"arch": ("resnet18", "resnet34", "resnet50"), "orientation": ("random", "stack"),
-               "lr_scaling": ("linear", "sqrt", "none"), "schedule": ("onecycle", "cosine"),
-               "amp": ("auto", "bf16", "fp16", "none"), "loss": LOSSES}
-    for key, allowed in choices.items():
-        if out[key] not in allowed:
-            raise ValueError(f"train.{key}={out[key]!r}: must be one of {', '.join(allowed)}")
-    for key in ("epochs", "batch_size", "accum_steps", "threads_per_rank", "checkpoint_every", "eval_batch_size"):
-        if int(out[key]) < 1:
-            raise ValueError(f"train.{key}={out[key]}: must be >= 1")
-    if out["budget_images"] is not None and int(out["budget_images"]) < 1:
-        raise ValueError(f"budget_images={out['budget_images']}: must be >= 1")
+    out = {**DEFAULTS, **{k: v for k, v in cfg.items() if v is not None}}
+    for key, opt in OPTIONS.items():
+        if "enum" in opt and out[key] not in opt["enum"]:
+            raise ValueError(f"train.{key}={out[key]!r}: must be one of {', '.join(map(str, opt['enum']))}")
+        for bound, ok, word in (("minimum", lambda v, b: v >= b, ">="), ("exclusiveMinimum", lambda v, b: v > b, ">"),
+                                ("maximum", lambda v, b: v <= b, "<=")):
+            if bound in opt and not ok(out[key], opt[bound]):
+                raise ValueError(f"train.{key}={out[key]}: must be {word} {opt[bound]}")
     return out
 
 
@@ -362,8 +356,6 @@ def plan_job(cfg: dict, ctx, shard_root, classes, rest: bool, train_keys, dev_ke
                            rank=ctx.rank, accum_steps=int(cfg["accum_steps"]), seed=seed)
     g = batches.global_batch
     epochs = int(cfg["epochs"])
-    if cfg["budget_images"] is not None:
-        epochs = max(1, round(int(cfg["budget_images"]) / len(train_ds)))
     lr = scaled_lr(cfg, g)
     fp = fingerprint(cfg, classes, rest, train_ds.keys, g, epochs)
     mean, std = norm_stats(train_ds)
@@ -557,8 +549,8 @@ def fit(cfg: dict, *, shard_root, out_dir, classes, rest: bool = False, train_ke
     Parameters
     ----------
     cfg : dict
-        Keys of ``config["train"]`` plus ``loss``, ``seed`` and optionally ``budget_images`` (total
-        training images over all epochs: ``epochs = max(1, round(budget_images / n_train))``).
+        Keys of ``config["train"]`` plus ``loss`` and ``seed`` (``DEFAULTS`` fills the others). A TDC level's
+        budget arrives as its ``epochs`` (whole epochs over its training set, set by ``cascade.level_job``).
     shard_root : path-like
         ``results/shards``.
     out_dir : path-like
