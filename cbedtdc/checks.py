@@ -119,7 +119,8 @@ def _check_tdc_backbones(config: dict) -> None:
         raise ConfigError(
             "config error at tdc.levels: ratio plans the number of levels from the data, which the own-backbone DAG "
             "needs at parse time; set tdc.backbone: shared, or tdc.levels: explicit or auto")
-    if shared and tdc["shared_loss"] not in losses:
+    uses_cnn = "cnn" in tdc.get("head", {}).get("features", ["cnn"])
+    if shared and uses_cnn and tdc["shared_loss"] not in losses:
         raise ConfigError(
             f"config error at tdc.shared_loss: {tdc['shared_loss']} is not among flat.losses {losses}; add it there "
             "or pick one of them")
@@ -129,7 +130,7 @@ def _check_tdc_backbones(config: dict) -> None:
             "tdc.backbone: shared set tdc.head.kind: xgboost (or add an xgboost entry to heads.variants) instead")
     for v in config.get("heads", {}).get("variants", []):
         backbone = v.get("backbone", "ce")
-        if backbone not in losses:
+        if "cnn" in v.get("features", ["cnn"]) and backbone not in losses:
             raise ConfigError(
                 f"config error at heads.variants: head {v['name']} uses backbone {backbone}, not among flat.losses "
                 f"{losses}; add it there or change the head's backbone")

@@ -7,7 +7,12 @@ from pathlib import Path
 from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import validate
 
-from cbedtdc.checks import check_classes_config, check_lsf_submission, check_run_config
+from cbedtdc.checks import (
+    check_classes_config,
+    check_lsf_submission,
+    check_run_config,
+    check_tdc_config,
+)
 from cbedtdc.config import ConfigError, check_config, coerce_types, load_schema
 from cbedtdc.heads.options import DEFAULTS as HEAD_DEFAULTS, XGBOOST_DEFAULTS
 from cbedtdc.layout import (
@@ -189,6 +194,10 @@ def data_kind():
 TRAIN_KEYS = [k for k in config["train"] if k != "ranks"]
 # Shell fragment: "--arch {params.arch:q} --epochs {params.epochs:q} ..." for a rule whose params are train_params().
 TRAIN_FLAGS = " ".join(f"--{k.replace('_', '-')} {{params.{k}:q}}" for k in TRAIN_KEYS)
+# A TDC level gets its epochs (its budget) from its args.txt, once: the same flags without train.epochs.
+LEVEL_TRAIN_FLAGS = " ".join(
+    f"--{k.replace('_', '-')} {{params.{k}:q}}" for k in TRAIN_KEYS if k != "epochs"
+)
 
 
 def train_params():
@@ -236,7 +245,9 @@ def head_spec(options):
 
 def head_feature_dirs(options, backbone=None):
     """Folders of the feature sources of a head (``cnn``: the flat model of its backbone)."""
-    return [feature_dir(s, backbone or options["backbone"]) for s in options["features"]]
+    return [
+        feature_dir(s, backbone or options["backbone"]) for s in options["features"]
+    ]
 
 
 def feature_files(dirs, splits):
@@ -370,56 +381,10 @@ def xgb_flags():
     )
 
 
-def check_tdc_config():
-    """Fail at parse time, in one line, on level sizes that cannot cover the run's classes."""
-    tdc = config["tdc"]
-    if tdc["levels"] == "ratio" and tdc["backbone"] != "shared":
-        raise SystemExit(
-            "Error: config error at tdc.levels: ratio plans the number of levels from the data, which the "
-            "own-backbone DAG needs at parse time; set tdc.backbone: shared, or tdc.levels: explicit or auto"
-        )
-    if (
-        tdc["backbone"] == "shared"
-        and tdc["shared_loss"] not in config["flat"]["losses"]
-    ):
-        raise SystemExit(
-            f"Error: config error at tdc.shared_loss: {tdc['shared_loss']} is not among flat.losses "
-            f"{config['flat']['losses']}; add it there or pick one of them"
-        )
-    if tdc["backbone"] == "shared" and is_activated("xgboost"):
-        raise SystemExit(
-            "Error: config error at xgboost.activate: its heads sit on the own-backbone level ResNets; with "
-            "tdc.backbone: shared set tdc.head.kind: xgboost (or add an xgboost entry to heads.variants) instead"
-        )
-    for name, v in HEADS.items():
-        if v.get("backbone", "ce") not in config["flat"]["losses"]:
-            raise SystemExit(
-                f"Error: config error at heads.variants: head {name} uses backbone {v.get('backbone', 'ce')}, "
-                f"not among flat.losses {config['flat']['losses']}; add it there or change the head's backbone"
-            )
-    if tdc["levels"] == "explicit":
-        sizes = tdc["level_sizes"]
-        if sum(sizes) != len(CLASSES):
-            raise SystemExit(
-                f"Error: config error at tdc.level_sizes: {sizes} add up to {sum(sizes)}, the run has "
-                f"{len(CLASSES)} classes; change tdc.level_sizes or set tdc.levels: auto"
-            )
-        if tdc["mode"] == "rest":
-            smallest = sizes[-1]  # the other levels add a "rest" output
-        else:
-            smallest = min(sizes) if tdc["hard_outputs"] == "own" else sizes[0]
-        if smallest < 2:
-            raise SystemExit(
-                f"Error: config error at tdc.level_sizes: {sizes} leaves a level with one output; "
-                "a classifier needs at least 2"
-            )
-    elif tdc["n_levels"] > len(CLASSES):
-        raise SystemExit(
-            f"Error: config error at tdc.n_levels: {tdc['n_levels']} levels for {len(CLASSES)} classes"
-        )
-
-
-check_tdc_config()
+try:  # one line naming the key: level sizes that cannot cover the run's classes, untrained backbones
+    check_tdc_config(config, CLASSES)
+except ConfigError as err:
+    raise SystemExit(f"Error: {err}") from None
 
 
 def lsf_project_setting():

@@ -88,10 +88,10 @@ rule train_level:
         shards=lambda wc, input: Path(input.train).parent,  # shard root
         loss=config["tdc"]["loss"],
     shell:
-        # args.txt holds --classes/--rest/--budget-images, one per line, read by argparse (@file), not by the shell
+        # args.txt holds --classes/--rest/--epochs, one per line, read by argparse (@file), not by the shell
         '{resources.mpi} -n {resources.tasks} "$CBEDTDC_PYTHON" workflow_scripts/train.py --shards {params.shards:q}'
         " --model {output.model:q} --train-keys {input.train_keys:q} --dev-keys {input.dev_keys:q}"
-        f" @{{input.args:q}} --loss {{params.loss:q}} --seed {{params.seed:q}} {TRAIN_FLAGS}"
+        f" @{{input.args:q}} --loss {{params.loss:q}} --seed {{params.seed:q}} {LEVEL_TRAIN_FLAGS}"
         " > {log:q} 2>&1"
 
 

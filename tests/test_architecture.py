@@ -18,26 +18,31 @@ LIB = Path(__file__).resolve().parents[1] / "cbedtdc"
 #: Layers, lowest first; a module may import modules of its own layer or a lower one.
 #: A new module goes here and into the table of docs/architecture.md.
 LAYERS = [
-    # base: file formats, class sets, config, pure scores, the crystallographic hierarchy, the network pieces
-    ["cbedtdc", "cbedtdc.io", "cbedtdc.layout", "cbedtdc.classes", "cbedtdc.config", "cbedtdc.checks", "cbedtdc.metrics",
-     "cbedtdc.losses", "cbedtdc.model", "cbedtdc.distributed", "cbedtdc.crystallography"],
+    # base: file formats, class sets, config, pure scores, calibration, the network pieces
+    ["cbedtdc", "cbedtdc.io", "cbedtdc.layout", "cbedtdc.classes", "cbedtdc.config", "cbedtdc.checks",
+     "cbedtdc.crystallography", "cbedtdc.metrics", "cbedtdc.calibration", "cbedtdc.losses", "cbedtdc.model",
+     "cbedtdc.distributed"],
     # data: generator, shards, the dataset, figures from tables
     ["cbedtdc.synth", "cbedtdc.synth.scattering", "cbedtdc.synth.crystal", "cbedtdc.synth.zone_axes",
      "cbedtdc.synth.render", "cbedtdc.synth.generate", "cbedtdc.synth.gallery", "cbedtdc.preprocess",
      "cbedtdc.data", "cbedtdc.plots"],
     # one classifier, and the cascade's pure logic
     ["cbedtdc.train", "cbedtdc.train.sampling", "cbedtdc.train.checkpoint", "cbedtdc.train.infer",
-     "cbedtdc.train.engine", "cbedtdc.cascade.plan", "cbedtdc.cascade.routing",
-     "cbedtdc.routing_posterior"],  # phase 1 of the heads work; moves into cascade.routing
-    # jobs over trained models
-    ["cbedtdc.cascade", "cbedtdc.cascade.jobs", "cbedtdc.xgbhead", "cbedtdc.heads", "cbedtdc.features",
-     "cbedtdc.features.store", "cbedtdc.features.cnn", "cbedtdc.features.sources", "cbedtdc.headjobs"],
+     "cbedtdc.train.engine", "cbedtdc.cascade.plan", "cbedtdc.cascade.routing"],
+    # feature sources: a backbone's activations, the physics descriptors, several joined by key
+    ["cbedtdc.features", "cbedtdc.features.store", "cbedtdc.features.cnn", "cbedtdc.features.sources"],
+    # heads on features
+    ["cbedtdc.heads", "cbedtdc.heads.options", "cbedtdc.heads.booster", "cbedtdc.heads.resample",
+     "cbedtdc.heads.head", "cbedtdc.heads.jobs"],
+    # cascades of trained models
+    ["cbedtdc.cascade", "cbedtdc.cascade.jobs", "cbedtdc.cascade.shared", "cbedtdc.cascade.load"],
     # a whole run
-    ["cbedtdc.evaluate", "cbedtdc.classify"],
+    ["cbedtdc.evaluate", "cbedtdc.evaluate.variants", "cbedtdc.evaluate.score", "cbedtdc.evaluate.tables",
+     "cbedtdc.evaluate.run", "cbedtdc.classify"],
     # entry points
     ["cbedtdc.cli", "cbedtdc.cliutil", "cbedtdc.runstate"],
 ]
-PURE = ["cbedtdc.metrics", "cbedtdc.plots", "cbedtdc.crystallography", "cbedtdc.cascade.plan",
+PURE = ["cbedtdc.metrics", "cbedtdc.plots", "cbedtdc.crystallography", "cbedtdc.calibration", "cbedtdc.cascade.plan",
         "cbedtdc.cascade.routing"]
 HEAVY = {"torch", "torchvision", "h5py", "xgboost"}
 

@@ -131,17 +131,25 @@ def test_rest_routing_follows_the_argmax():
     assert r.reached.tolist() == [[True, False, False]] * 2 + [[True, True, False]] + [[True, True, True]] * 2
 
 
-def test_kept_sets_partition_the_samples():
+def test_threshold_routing_equals_a_per_sample_walk_down_the_levels():
+    """route() against a plain loop: each sample goes down until a level does not forward it."""
     rng = np.random.default_rng(0)
+    th = [0.7, 0.5]
     for mode in ("rest", "hard"):
         plan = LevelPlan([[1, 2], [3, 4], [5, 6, 7]], mode=mode)
         n = 200
         probs = [rng.dirichlet(np.ones(len(plan.outputs(k)) + plan.has_rest(k)), size=n) for k in range(3)]
-        r = cascade.route(plan, probs, thresholds=[0.7, 0.5])
-        sets = r.kept_sets()
-        joined = np.concatenate(sets)
-        assert len(joined) == n and sorted(joined.tolist()) == list(range(n)), "a sample lost or counted twice"
-        assert all(len(s) for s in sets), "every level should keep something on random probabilities"
+        r = cascade.route(plan, probs, thresholds=th, rule="threshold")
+        for i in range(n):
+            for k in range(3):
+                p = probs[k][i]
+                outs = plan.outputs(k)
+                forward = k < 2 and (p[-1] > th[k] if mode == "rest" else p[: len(outs)].max() < th[k])
+                if not forward:
+                    assert r.kept[i] == k and r.pred[i] == outs[int(np.argmax(p[: len(outs)]))], (mode, i)
+                    assert r.reached[i].tolist() == [j <= k for j in range(3)], (mode, i)
+                    break
+        assert all(len(s) for s in r.kept_sets()), "every level should keep something on random probabilities"
 
 
 def test_hard_routing_uses_the_thresholds():
@@ -181,13 +189,17 @@ def test_threshold_tuning_finds_the_known_best_cut():
 
 
 def test_rest_threshold_routing_is_tuned_on_p_rest():
-    plan = LevelPlan([[1], [2]], routing="threshold")
+    plan = LevelPlan([[1], [2]])
     labels = np.array([1, 1, 2, 2])
     p1 = np.array([[0.6, 0.4], [0.7, 0.3], [0.55, 0.45], [0.58, 0.42]])  # "rest" never wins the argmax
     p2 = np.ones((4, 1))
-    assert (cascade.route(LevelPlan([[1], [2]]), [p1, p2]).pred == 1).all()
+    assert (cascade.route(plan, [p1, p2]).pred == 1).all()
     th = cascade.tune_thresholds(plan, [p1, p2], labels)
-    assert (cascade.route(plan, [p1, p2], th).pred == labels).all()
+    assert (cascade.route(plan, [p1, p2], th, rule="threshold").pred == labels).all()
+    # the same thresholds as a tuned routing value, and the plan never holds a routing
+    tuned = cascade.TunedRouting("threshold", thresholds=tuple(th)).check(plan)
+    assert (tuned.apply(plan, [p1, p2]).pred == labels).all()
+    assert "routing" not in plan.to_json()
 
 
 # ------------------------------------------------------------------ the two accuracies
@@ -389,14 +401,15 @@ def test_ratio_levels_edge_cases():
 def test_route_with_posterior_routing_matches_posterior():
     rng = np.random.default_rng(5)
     probs = dirichlet_levels(rng, 300)
-    plan = LevelPlan(POST_LEVELS, routing="posterior")
-    r = route(plan, probs)
+    plan = LevelPlan(POST_LEVELS)
+    r = route(plan, probs, rule="posterior")
     direct = posterior(POST_LEVELS, probs)
     assert r.pred.tolist() == direct.pred.tolist() and r.kept.tolist() == direct.kept.tolist()
-    assert sorted(np.concatenate(r.kept_sets()).tolist()) == list(range(300))
-    assert tune_thresholds(plan, probs, r.pred) == []  # nothing to tune
+    assert (r.kept == plan.level_of(r.pred)).all(), "the level that keeps a sample owns its predicted class"
+    assert route(plan, probs).pred.tolist() != r.pred.tolist(), "argmax routing is another rule"
     prior = {c: 10 * (i + 1) for i, c in enumerate(plan.classes)}
-    assert route(plan, probs, prior=prior).pred.tolist() == posterior(POST_LEVELS, probs, prior=prior).pred.tolist()
+    assert route(plan, probs, prior=prior, rule="posterior").pred.tolist() == posterior(
+        POST_LEVELS, probs, prior=prior).pred.tolist()
 
 
 def test_calibration_fits_one_temperature_per_level_on_dev():

@@ -123,8 +123,17 @@ def test_tdc_and_routing_cli_defaults():
                                               "hard_outputs", "budget_split", "epochs"])
     assert plan.pop("epochs") == DEFAULTS["train"]["epochs"], "plan_levels.py --epochs: the flat train.epochs"
     assert_matches_schema(plan, "tdc", "workflow_scripts/plan_levels.py", {"how": "levels"})
+    from cbedtdc.cascade.routing import ROUTINGS
+    from cbedtdc.config import schema_property
+
+    assert tuple(schema_property("tdc", "routing")["enum"]) == ROUTINGS, "tdc.routing: schema enum vs ROUTINGS"
     for script in ("tune_routing.py", "tune_routing_shared.py"):
-        assert_matches_schema(parser_defaults(script, ["routing"]), "tdc", f"workflow_scripts/{script}")
+        spec = util.spec_from_file_location(f"cli_{Path(script).stem}", ROOT / "workflow_scripts" / script)
+        module = util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        action = next(a for a in module.get_parser()._actions if a.dest == "routing")
+        # no default of its own (the rules pass tdc.routing, whose default is the schema's), the allowed values once
+        assert action.required and tuple(action.choices) == ROUTINGS, script
 
 
 def test_data_and_evaluate_cli_defaults():
@@ -174,3 +183,17 @@ def test_docs_quote_the_schema_default(doc, key, value):
     assert yaml.safe_load(value.replace(",", "")) == default, (
         f"docs/{doc}: {key} quoted as {value!r} (default), config/schema.yaml (= config/config.yaml) says "
         f"{default!r}")
+
+
+def test_head_and_booster_defaults_equal_the_schema():
+    """cbedtdc.heads.options holds the one table of head options; the ones the config exposes (tdc.head, every
+    heads.variants entry) and the booster settings (xgboost:) default to the same values in the schema."""
+    from cbedtdc.heads.options import DEFAULTS as HEAD, XGBOOST_DEFAULTS
+
+    exposed = {k: v for k, v in DEFAULTS["tdc"]["head"].items() if k != "features"}
+    assert exposed, "the schema's tdc.head defaults"
+    assert_matches_schema({k: HEAD[k] for k in exposed}, "tdc.head", "cbedtdc/heads/options.py DEFAULTS")
+    xgb = {k: v for k, v in DEFAULTS["xgboost"].items() if k != "activate"}
+    assert_matches_schema({**XGBOOST_DEFAULTS, "activate": DEFAULTS["xgboost"]["activate"]}, "xgboost",
+                          "cbedtdc/heads/options.py XGBOOST_DEFAULTS")
+    assert set(XGBOOST_DEFAULTS) == set(xgb)

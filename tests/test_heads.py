@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from cbedtdc.heads import HeadError, fit_head, fit_temperature, load_head, resample, resolve_spec
+from cbedtdc.calibration import fit_temperature
+from cbedtdc.heads import HeadError, fit_head, load_head, resample, resolve_spec
 
 FAST_XGB = {"n_estimators": 40, "max_depth": 3}
 SPECS = {
@@ -116,7 +117,7 @@ def test_temperature_is_fitted_on_dev_and_keeps_the_argmax():
 
 def test_resamplers_balance_the_classes(caplog):
     X, y = blobs([50, 20, 6, 1], spread=2.0, seed=8)
-    with caplog.at_level(logging.WARNING, logger="cbedtdc.heads"):
+    with caplog.at_level(logging.WARNING, logger="cbedtdc.heads.resample"):
         Xs, ys = resample(X, y, "smote", n_classes=4, seed=0)
     assert np.bincount(ys).tolist() == [50, 50, 50, 1]
     assert "classes [3] have one training sample" in caplog.text

@@ -55,17 +55,24 @@ def test_bare_path_has_no_venv_tools():
     assert found.returncode != 0, found.stdout
 
 
-def test_every_rule_calls_the_venvs_python(clone):
+def test_every_rule_calls_the_environments_python(clone):
+    """Every rule runs "$CBEDTDC_PYTHON" (set with the venv's bin/ first on PATH by the shell prefix of
+    rules/common.smk, cbedtdc.layout.shell_prefix), never a bare python or mpiexec found on the caller's PATH; the
+    slow tests below run rules for real without the venv on PATH."""
     res = run(clone, DEFAULT, "-n", "-p", "all", *TINY, "--config", "xgboost={activate: true}")
     out = res.stdout + res.stderr
     assert res.returncode == 0, out
     commands = [ln.removeprefix("Shell command: ") for ln in out.splitlines() if "workflow_scripts/" in ln]
     assert len(commands) > 10, out
-    python = (BIN / "snakemake").read_text().splitlines()[0].removeprefix("#!")  # the interpreter snakemake runs in
     for cmd in commands:
-        assert f"{python} workflow_scripts/" in cmd, cmd
+        assert '"$CBEDTDC_PYTHON" workflow_scripts/' in cmd, cmd
     launches = [c for c in commands if "train.py" in c]
-    assert launches and all(c.startswith(f'PATH={Path(python).parent}:"$PATH" mpiexec -n 1 ') for c in launches), launches
+    assert launches and all(c.startswith('mpiexec -n 1 "$CBEDTDC_PYTHON" ') for c in launches), launches
+    python = (BIN / "snakemake").read_text().splitlines()[0].removeprefix("#!")  # the interpreter snakemake runs in
+    from cbedtdc.layout import shell_prefix
+
+    prefix = shell_prefix(python, conda=False)
+    assert f"CBEDTDC_PYTHON={python}" in prefix and f'PATH={Path(python).parent}:"$PATH"' in prefix, prefix
 
 
 def tiny_raw(root, classes=(14, 225, 1, 2), side=512):

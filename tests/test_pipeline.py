@@ -135,7 +135,7 @@ def test_deleting_level_2_reruns_level_2_and_after_only(run):
     res = run_dag(run, *TARGETS, "-n")
     stats = job_stats(res.stdout + res.stderr)
     assert stats.get("train_level") == 1 and stats.get("level_job") == 1, stats
-    assert set(stats) <= {"level_job", "train_level", "features_level", "xgboost_level", "tune_routing", "evaluate",
+    assert set(stats) <= {"level_job", "train_level", "features", "xgboost_head", "tune_routing", "evaluate",
                           "plots", "all", "tdc"}, stats
     res = run_dag(run, *TARGETS)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]

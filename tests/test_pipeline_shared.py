@@ -12,7 +12,7 @@ from conftest import BIN, REPO, SNAKEFILE, job_stats, link_workdir, snakemake
 
 pytestmark = pytest.mark.slow
 
-BACKBONE_RULES = {"synthesize", "shard", "manifest", "train_flat", "train_level", "features", "features_level"}
+BACKBONE_RULES = {"synthesize", "shard", "manifest", "train_flat", "train_level", "features"}
 
 
 def run_dag(workdir, *args, timeout=900):

@@ -22,7 +22,7 @@ SHIMS = REPO / "tests" / "shims"
 TINY = ["synth={n_materials: 3, materials_per_file: 3, energies_per_material: 1, image_size: 32, gallery: false}",
         "image_size=16", "train={ranks: 3}", "tdc={backbone: own}"]  # own: the train_level launcher too
 # the interpreter of a rule's command: bare `python` or an absolute (possibly quoted) path to it
-PY = r"'?\S*python[\d.]*'?"
+PY = r'"\$CBEDTDC_PYTHON"'  # the rules' interpreter, set by the shell prefix (rules/common.smk)
 
 
 def workdir_like_repo(tmp_path, *extra):
