@@ -9,7 +9,6 @@ on; keys are paths relative to the input that named the file, in predictions and
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cbedtdc.cascade import LevelPlan, load_levels, read_routing, route_tuned, softmax
+from cbedtdc.calibration import softmax
+from cbedtdc.cascade.plan import LevelPlan
+from cbedtdc.cascade.routing import TunedRouting
+from cbedtdc.crystallography import sg_name
 
 __all__ = ["find_inputs", "check_device", "check_output", "read_samples", "load_run", "classify_files",
            "prediction_fields", "REJECTED_FIELDS", "LoadedRun"]
@@ -149,105 +151,172 @@ def read_samples(path, image_size: int):
 
 @dataclass
 class LoadedRun:
-    """A trained run ready to classify: its plan, the levels' probabilities of a batch, the tuned routing."""
+    """A trained variant ready to classify: what it is, its plan (one level for a flat model), the levels'
+    probabilities of a batch of stacks, the tuned routing (``None``: a flat model), the image side it reads."""
 
+    kind: str  # "flat CNN", "flat head", "own-backbone TDC", "shared-backbone TDC"
+    folder: Path
     plan: LevelPlan
-    probs: Callable  # (B, 3, S, S) tensor on the device -> one (B, n_outputs_k) array per level
-    tuned: dict | None
+    probs: Callable  # (B, 3, S, S) uint8 tensor on the device -> one (B, n_outputs_k) array per level
+    tuned: TunedRouting | None
     image_size: int
 
 
-def _cnn_levels(plan, models, tuned) -> LoadedRun:
+def _resolve(path, folder: Path) -> Path:
+    """A path recorded relative to the run's working directory, found from ``folder`` upwards."""
+    path = Path(path)
+    if path.is_absolute():
+        return path
+    for base in [folder, *folder.resolve().parents]:
+        if (base / path).exists():
+            return base / path
+    raise FileNotFoundError(f"{folder}: {path} (recorded by the run) is missing; rerun the run")
+
+
+def _cnn_levels(kind, folder, plan, models, tuned) -> LoadedRun:
     from cbedtdc.train import forward
 
     size = int(models[0][1]["image_size"])
     if any(int(m["image_size"]) != size for _, m in models):
-        raise ValueError("the run's levels were trained at different image sizes")
+        raise ValueError(f"{folder}: the levels were trained at different image sizes")
 
     def probs(x):
         return [softmax(forward(model, x, meta["orientation"]).float().cpu().numpy()) for model, meta in models]
 
-    return LoadedRun(plan, probs, tuned, size)
+    return LoadedRun(kind, folder, plan, probs, tuned, size)
 
 
-def _shared_levels(results: Path, plan: LevelPlan, device: str) -> LoadedRun:
-    """The shared-backbone cascade: the flat backbone's pooled features, then every level's head."""
-    from cbedtdc.features import pooled_features
-    from cbedtdc.headjobs import load_tdc_heads, tdc_head_probs
-    from cbedtdc.train import inference_device, load_model
+def source_extractor(sources, folder: Path, device: str):
+    """``(features of a batch, image size)`` for the feature sources a head recorded (``info["sources"]``): a
+    ``cnn`` source runs its backbone (checked by sha256 against the one the head was fitted on), a ``symmetry``
+    source computes the descriptors; the blocks are concatenated in the recorded order."""
+    from cbedtdc.features.cnn import pooled_features
+    from cbedtdc.features.store import sha256_file
+    from cbedtdc.train import load_model
 
-    shared = results / "tdc_shared"
-    manifest, heads = load_tdc_heads(shared / "heads", plan)
-    routing = shared / "routing.json"
-    if not routing.exists():
-        raise FileNotFoundError(f"{routing} missing: finish the run (rule tune_routing_shared) before classifying")
-    tuned = read_routing(routing, plan)
-    backbone = Path(manifest["backbone"])
-    if not backbone.is_absolute():
-        backbone = results.parent / backbone  # recorded relative to the run's working directory
-    if not backbone.exists():
-        raise FileNotFoundError(f"{shared}/heads/heads.json: its backbone {backbone} is missing; rerun the run")
-    digest = hashlib.sha256(backbone.read_bytes()).hexdigest()
-    if manifest.get("backbone_sha256") and digest != manifest["backbone_sha256"]:
-        raise ValueError(f"{backbone} changed after the level heads were fitted on its features; rerun the run "
-                         "(snakemake reruns features and heads)")
-    model, meta = load_model(backbone, device=inference_device(device))
+    parts, size = [], None
+    for src in sources:
+        if src["source"] == "cnn":
+            backbone = _resolve(src["model"], folder)
+            if src.get("model_sha256") and sha256_file(backbone) != src["model_sha256"]:
+                raise ValueError(f"{backbone} changed after the heads of {folder} were fitted on its features; rerun "
+                                 "the run (snakemake reruns features and heads)")
+            model, meta = load_model(backbone, device=device)
+            size = int(meta["image_size"])
+            parts.append(lambda x, m=model, o=meta["orientation"]: pooled_features(m, x, o).float().cpu().numpy())
+        elif src["source"] == "symmetry":
+            from cbedtdc.features import symmetry
 
-    def probs(x):
-        feats = pooled_features(model, x, meta["orientation"]).float().cpu().numpy()
-        return tdc_head_probs(heads, feats)
+            desc = symmetry.descriptor_for(src)
+            size = size or int(src.get("image_size") or desc.image_size)
+            parts.append(lambda x, d=desc: d(x.cpu().numpy()))
+        else:
+            raise ValueError(f"{folder}: unknown feature source {src['source']!r} (cnn, symmetry)")
 
-    return LoadedRun(plan, probs, tuned, int(meta["image_size"]))
+    def features(x):
+        blocks = [f(x) for f in parts]
+        return blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)
+
+    return features, size
 
 
-def _shared_is_current(results: Path) -> bool:
-    """True when the run in ``results`` uses the shared-backbone cascade (its saved config says so, or only the
-    shared cascade was tuned)."""
-    shared = (results / "tdc_shared" / "routing.json").exists()
-    saved = results / "run_config.yaml"
-    if shared and saved.exists():
+def _flat_head(folder: Path, head_file: Path, device: str) -> LoadedRun:
+    from cbedtdc.heads import load_head
+
+    head = load_head(head_file)
+    sources = head.info.get("sources") or [{"source": "cnn", "model": head.info["backbone"],
+                                            "model_sha256": head.info.get("backbone_sha256")}]
+    features, size = source_extractor(sources, folder, device)
+    classes = [int(c) for c in head.info["classes"]]
+    return LoadedRun("flat head", folder, LevelPlan([classes]), lambda x: [head.predict_proba(features(x))], None,
+                     size)
+
+
+def _shared_tdc(folder: Path, device: str) -> LoadedRun:
+    """The shared-backbone cascade in ``folder`` (``results/tdc_shared``): its feature sources, then every level's
+    head; the plan is ``../tdc/levels.json``."""
+    from cbedtdc.cascade.load import load_cascade
+    from cbedtdc.cascade.shared import tdc_head_probs
+
+    cas = load_cascade(folder.parent / "tdc" / "levels.json", folder / "routing.json", heads_dir=folder / "heads")
+    m = cas.manifest
+    sources = m.get("sources") or [{"source": "cnn", "model": m["backbone"], "model_sha256": m.get("backbone_sha256")}]
+    features, size = source_extractor(sources, folder, device)
+    return LoadedRun("shared-backbone TDC", folder, cas.plan, lambda x: tdc_head_probs(cas.heads, features(x)),
+                     cas.tuned, size)
+
+
+def _own_tdc(folder: Path, device: str) -> LoadedRun:
+    from cbedtdc.cascade.load import load_cascade
+
+    cas = load_cascade(folder / "levels.json", folder / "routing.json", device=device)
+    return _cnn_levels("own-backbone TDC", folder, cas.plan, cas.models, cas.tuned)
+
+
+def _run_tdc(run: Path) -> Path:
+    """The TDC of a run folder (``results``): the one its saved config names, else the one that was tuned."""
+    saved = run / "run_config.yaml"
+    if saved.exists():
         import yaml
 
-        cfg = yaml.safe_load(saved.read_text()) or {}
-        return (cfg.get("tdc") or {}).get("backbone") == "shared"
-    return shared and not (results / "tdc" / "routing.json").exists()
+        backbone = ((yaml.safe_load(saved.read_text()) or {}).get("tdc") or {}).get("backbone")
+        if backbone in ("own", "shared"):
+            return run / ("tdc_shared" if backbone == "shared" else "tdc")
+    return run / ("tdc_shared" if (run / "tdc_shared" / "routing.json").exists() else "tdc")
 
 
 def load_run(run_dir, device: str = "cpu") -> LoadedRun:
-    """A TDC run (``results``, or its ``tdc`` folder; own or shared backbone), or a flat ``best.pt`` folder."""
+    """Any trained variant folder: a run (``results``: its TDC), an own-backbone TDC (``results/tdc``), the
+    shared-backbone TDC (``results/tdc_shared``), a flat CNN (``results/flat/<loss>``) or a flat head
+    (``results/heads/flat/<name>``)."""
     from cbedtdc.train import inference_device, load_model
 
-    run = Path(run_dir)
-    if (run / "tdc" / "levels.json").exists() and _shared_is_current(run):
-        plan = LevelPlan.load(run / "tdc" / "levels.json")
-        return _shared_levels(run, plan, device)
-    for tdc in (run, run / "tdc"):
-        if (tdc / "levels.json").exists():
-            if tdc == run and _shared_is_current(run.parent):
-                return _shared_levels(run.parent, LevelPlan.load(tdc / "levels.json"), device)
-            plan, models = load_levels(tdc, device=device)
-            routing = tdc / "routing.json"
-            if not routing.exists():
-                raise FileNotFoundError(f"{routing} missing: finish the run (rule tune_routing) before classifying")
-            return _cnn_levels(plan, models, read_routing(routing, plan))
-    if (run / "best.pt").exists():
-        model, meta = load_model(run / "best.pt", device=inference_device(device))
+    folder = Path(run_dir)
+    device = inference_device(device)
+    if (folder / "tdc" / "levels.json").exists():
+        folder = _run_tdc(folder)
+    if (folder / "heads" / "heads.json").exists():
+        run = _shared_tdc(folder, device)
+    elif (folder / "levels.json").exists():
+        run = _own_tdc(folder, device)
+    elif (folder / "best.pt").exists():
+        model, meta = load_model(folder / "best.pt", device=device)
         if meta.get("rest"):
-            raise ValueError(f"{run}/best.pt has a 'rest' output: classify its whole TDC folder instead")
-        return _cnn_levels(LevelPlan([[int(c) for c in meta["classes"]]]), [(model, meta)], None)
-    raise FileNotFoundError(f"{run}: neither a TDC folder (levels.json) nor a model folder (best.pt); "
-                            "give results/tdc or results/flat/<loss>")
+            raise ValueError(f"{folder}/best.pt has a 'rest' output: classify its whole TDC folder instead")
+        run = _cnn_levels("flat CNN", folder, LevelPlan([[int(c) for c in meta["classes"]]]), [(model, meta)], None)
+    elif any((folder / f"head.{ext}").exists() for ext in ("pt", "json")):
+        head_file = next(folder / f"head.{ext}" for ext in ("pt", "json") if (folder / f"head.{ext}").exists())
+        run = _flat_head(folder, head_file, device)
+    else:
+        raise FileNotFoundError(f"{folder}: not a trained variant; give a run folder (results), a TDC (results/tdc, "
+                                "results/tdc_shared), a flat CNN (results/flat/<loss>) or a flat head "
+                                "(results/heads/flat/<name>)")
+    log.info("classifying with the %s in %s (%d classes, %d level(s), %d px)", run.kind, run.folder,
+             len(run.plan.classes), run.plan.n_levels, run.image_size)
+    return run
 
 
 def _prediction_rows(plan, probs, routed, batch, top: int) -> list[dict]:
-    """One classify row per sample of ``batch`` from the levels' probabilities and the routing."""
+    """One classify row per sample of ``batch``: ``prob`` and the ``top`` columns on one scale.
+
+    Posterior routing: the hierarchical posterior ``P(c)`` over all classes, ranked like the prediction (after
+    the prior correction when the routing uses it), so ``top1`` is the prediction and ``top1_prob`` its ``prob``.
+    Argmax or threshold routing (and a flat model): the keeping level's calibrated softmax over its classes.
+    """
     rows = []
+    classes = np.asarray(plan.classes)
     for i, (key, _, truth) in enumerate(batch):
         k = int(routed.kept[i])
-        outs = plan.outputs(k)
-        cls = probs[k][i, : len(outs)]
-        order = np.argsort(-cls, kind="stable")[:top]
-        row = {"key": key, "space_group": int(routed.pred[i]), "level": k + 1, "prob": round(float(routed.conf[i]), 6),
+        if routed.joint is not None:
+            outs, cls = classes, routed.joint[i]
+            rank = routed.scores[i] if routed.scores is not None else cls
+        else:
+            outs = np.asarray(plan.outputs(k))
+            cls = probs[k][i, : len(outs)]
+            rank = cls
+        order = np.argsort(-rank, kind="stable")[:top]
+        row = {"key": key, "space_group": int(routed.pred[i]), "space_group_name": sg_name(int(routed.pred[i])),
+               "level": k + 1, "prob": round(float(routed.conf[i]), 6),
                "true_space_group": "" if truth is None else truth}
         for j in range(top):
             row[f"top{j + 1}_space_group"] = int(outs[order[j]]) if j < len(order) else ""
@@ -257,22 +326,22 @@ def _prediction_rows(plan, probs, routed, batch, top: int) -> list[dict]:
 
 
 def classify_files(run_dir, inputs, *, batch_size: int = 64, top: int = 5, device: str = "cpu"):
-    """Classify every sample of challenge-layout files with a trained TDC (or flat model).
+    """Classify every sample of challenge-layout files with a trained variant (:func:`load_run`).
 
     Returns ``(predictions, rejected)``: one dict per classified sample (``key``, ``space_group``,
-    ``level``, ``prob``, ``top1_space_group``/``top1_prob`` ... ``top5_*`` from the keeping
-    level's class outputs, ``true_space_group`` when the file has one) and one dict per bad
-    input, file or sample (:data:`REJECTED_FIELDS`: ``key``, ``file``, ``group``, ``reason``).
-    Sample keys are ``<file key>/<group>``, the file key being its path relative to the input
-    that named it (:func:`find_inputs`); a missing path or an empty folder is a rejected row and
-    the other inputs are classified. ``device`` is checked (:func:`check_device`) before the run
-    is loaded.
+    ``space_group_name`` such as ``P2_1/c (14)``, ``level``, ``prob``, ``top1_space_group``/``top1_prob`` ...
+    ``top5_*`` on the same scale as ``prob`` (:func:`_prediction_rows`), ``true_space_group`` when the file has
+    one) and one dict per bad input, file or sample (:data:`REJECTED_FIELDS`: ``key``, ``file``, ``group``,
+    ``reason``). Sample keys are ``<file key>/<group>``, the file key being its path relative to the input that
+    named it (:func:`find_inputs`); a missing path or an empty folder is a rejected row and the other inputs are
+    classified. ``device`` is checked (:func:`check_device`) before the run is loaded.
     """
     import torch
 
     device = check_device(device)
     run = load_run(run_dir, device)
     plan, size = run.plan, run.image_size
+    tuned = run.tuned or TunedRouting("argmax")
     files, rejected = find_inputs(inputs)
     predictions = []
 
@@ -280,7 +349,7 @@ def classify_files(run_dir, inputs, *, batch_size: int = 64, top: int = 5, devic
         x = torch.from_numpy(np.stack([b[1] for b in batch])).to(device)
         with torch.inference_mode():
             probs = run.probs(x)
-        predictions.extend(_prediction_rows(plan, probs, route_tuned(plan, probs, run.tuned or {}), batch, top))
+        predictions.extend(_prediction_rows(plan, probs, tuned.apply(plan, probs), batch, top))
 
     batch = []
     for path, key in files:
@@ -302,10 +371,13 @@ def classify_files(run_dir, inputs, *, batch_size: int = 64, top: int = 5, devic
 def prediction_fields(top: int = 5) -> list[str]:
     """Column order of the classify CSV.
 
+    ``prob`` is the probability of the predicted space group and ``topK_prob`` those of the ``K``-th
+    candidates, on one scale (:func:`_prediction_rows`).
+
     >>> prediction_fields(top=1)
-    ['key', 'space_group', 'level', 'prob', 'top1_space_group', 'top1_prob', 'true_space_group']
+    ['key', 'space_group', 'space_group_name', 'level', 'prob', 'top1_space_group', 'top1_prob', 'true_space_group']
     """
-    cols = ["key", "space_group", "level", "prob"]
+    cols = ["key", "space_group", "space_group_name", "level", "prob"]
     for j in range(1, top + 1):
         cols += [f"top{j}_space_group", f"top{j}_prob"]
     return cols + ["true_space_group"]

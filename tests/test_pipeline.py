@@ -127,7 +127,7 @@ def test_classify_new_files_reports_bad_ones(run, tmp_path):
     assert [r["reason"].split(":")[0] for r in rejected] == ["cannot open"] and "broken.h5" in rejected[0]["file"]
     bad = subprocess.run([str(BIN / "cbedtdc"), "classify", str(tmp_path), str(new), "--out", str(out)],
                          capture_output=True, text=True, timeout=300)
-    assert bad.returncode == 2 and "neither a TDC folder" in bad.stderr
+    assert bad.returncode == 2 and "not a trained variant" in bad.stderr
 
 
 def test_deleting_level_2_reruns_level_2_and_after_only(run):

@@ -7,6 +7,7 @@ import csv
 import json
 import subprocess
 
+import numpy as np
 import pytest
 from conftest import BIN, REPO, SNAKEFILE, job_stats, link_workdir, snakemake
 
@@ -75,6 +76,31 @@ def test_classify_a_shared_backbone_run_agrees_with_the_evaluation(run, tmp_path
     assert common, "no classified sample is in the evaluated test split"
     for r in common:
         assert (r["space_group"], r["level"]) == (evaluated[r["key"]]["tdc_pred"], evaluated[r["key"]]["tdc_level"])
+        # one scale: the best candidate is the prediction, with its probability
+        assert r["top1_space_group"] == r["space_group"] and r["top1_prob"] == r["prob"], r
+    assert "shared-backbone TDC" in res.stderr, "classify says which variant it used"
+
+
+def test_classify_the_headline_flat_head_agrees_with_the_evaluation(run, tmp_path):
+    """`cbedtdc classify results/heads/flat/<name>`: the flat head the report headlines, through its backbone."""
+    summary = json.loads((run / "results" / "metrics" / "summary.json").read_text())
+    head = next(v for v in summary["variants"] if v["family"] == "flat" and v["head"] != "cnn")
+    out = tmp_path / "preds.csv"
+    res = subprocess.run([str(BIN / "cbedtdc"), "classify", str(run / "results" / "heads" / "flat" / head["head"]),
+                          str(run / "results" / "raw" / "batch_test_0.h5"), "--out", str(out)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "flat head" in res.stderr
+    with open(out, newline="") as fh:
+        preds = {r["key"]: int(r["space_group"]) for r in csv.DictReader(fh)}
+    with open(run / "results" / "metrics" / "predictions.csv", newline="") as fh:
+        keys = [r["key"] for r in csv.DictReader(fh)]
+    common = [k for k in keys if k in preds]
+    assert len(common) == len(keys), "the raw test file holds every evaluated test sample"
+    with open(run / "results" / "metrics" / "predictions.csv", newline="") as fh:
+        truth = {r["key"]: int(r["space_group"]) for r in csv.DictReader(fh)}
+    acc = np.mean([preds[k] == truth[k] for k in common])
+    assert acc == pytest.approx(head["top1"], abs=1e-9), "classify reproduces the head's test top-1"
 
 
 @pytest.mark.parametrize("override, reruns", [

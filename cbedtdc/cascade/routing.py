@@ -110,13 +110,14 @@ class TunedRouting:
 class Routing:
     """Where each sample ended: ``kept`` (0-based level), ``pred`` (space group), ``conf``
     (its probability at the keeping level), ``reached`` (N, K) booleans and, for posterior
-    routing, ``joint`` (N, C): ``P(c)`` of every class in level order."""
+    routing, ``joint`` (N, C): ``P(c)`` of every class in level order, and ``scores``, what its argmax ranks."""
 
     kept: np.ndarray
     pred: np.ndarray
     conf: np.ndarray
     reached: np.ndarray
     joint: np.ndarray | None = None
+    scores: np.ndarray | None = None  # posterior routing: what the argmax ranks (joint / prior with the prior)
 
     def kept_sets(self) -> list[np.ndarray]:
         """Indices kept by each level: a partition of ``range(N)``."""
@@ -320,7 +321,7 @@ def posterior(levels, probs, prior=None) -> Routing:
     kept = level_of[best]
     reached = kept[:, None] >= np.arange(len(levels))[None, :]
     return Routing(kept=kept, pred=classes[best], conf=joint[np.arange(len(joint)), best], reached=reached,
-                   joint=joint)
+                   joint=joint, scores=score)
 
 
 def _prior_vector(prior, classes: np.ndarray) -> np.ndarray:
