@@ -9,6 +9,7 @@ xgboost at all, and nothing imports Snakemake.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -158,3 +159,21 @@ def test_the_walk_sees_lazy_and_relative_imports(tmp_path):
     found = imports("cbedtdc.synth.m", path, {"cbedtdc.io", "cbedtdc.cascade"})
     assert found == {"numpy", "torch", "cbedtdc.io", "cbedtdc.cascade"}
     assert imports("cbedtdc.synth.m", path, set(), module_level_only=True) == {"numpy"}
+
+
+def test_docs_architecture_table_lists_exactly_the_layers():
+    """docs/architecture.md draws the same table as LAYERS: every room in the row of its layer, nothing else."""
+    text = (LIB.parent / "docs" / "architecture.md").read_text()
+    rows = [ln for ln in text.splitlines() if ln.startswith("| ") and ln.split("|")[1].strip()[:1].isdigit()]
+    assert len(rows) == len(LAYERS), rows
+    for row, layer in zip(rows, LAYERS):
+        named = {f"cbedtdc.{m}" for m in re.findall(r"`([a-z_.]+)`", row.split("|")[2])}
+        want = set(layer) - {"cbedtdc"}
+        assert named == want, f"{row.split('|')[1].strip()}: docs only {sorted(named - want)}, " \
+                              f"LAYERS only {sorted(want - named)}"
+
+
+def test_every_module_named_in_layers_exists():
+    mods = modules()
+    missing = [m for layer in LAYERS for m in layer if m not in mods]
+    assert not missing, f"LAYERS names modules that do not exist: {missing}"
