@@ -29,6 +29,7 @@ __all__ = [
     "macro_f1",
     "top1",
     "top_k",
+    "confidence_bins",
     "chance_rates",
     "merge_labels",
     "bootstrap_materials",
@@ -345,6 +346,22 @@ def reliability_bins(probs, y_index, n_bins: int = 15) -> list[dict]:
     [(0.5, 0, None, None), (1.0, 3, 0.8, 0.6666666666666666)]
     """
     conf, correct = _top_label(probs, y_index)
+    return confidence_bins(conf, correct, n_bins)
+
+
+def confidence_bins(conf, correct, n_bins: int = 15) -> list[dict]:
+    """:func:`reliability_bins` from each sample's confidence in its prediction and whether it was right (for a
+    cascade, whose prediction comes with the probability of the keeping level or of the posterior).
+
+    >>> [b["count"] for b in confidence_bins([0.9, 0.6, 0.2], [1, 0, 1], n_bins=2)]
+    [1, 2]
+    """
+    conf = np.asarray(conf, dtype=float).ravel()
+    correct = np.asarray(correct, dtype=float).ravel()
+    if conf.shape != correct.shape or not len(conf):
+        raise ValueError(f"confidence_bins: {len(conf)} confidences, {len(correct)} outcomes (need equal, > 0)")
+    if not np.isfinite(conf).all() or conf.min() < 0 or conf.max() > 1:
+        raise ValueError("confidence_bins: confidences must be probabilities in [0, 1]")
     b = _bins(conf, n_bins)
     count = np.bincount(b, minlength=n_bins)
     conf_sum = np.bincount(b, weights=conf, minlength=n_bins)

@@ -405,6 +405,25 @@ def plot_reliability(bins_by_model: dict, out) -> None:
     _save(reliability_figure(bins_by_model), out)
 
 
+def _crystal_figures(summary: dict, out_dir: Path) -> dict:
+    """hierarchy.png (flat vs TDC at every hierarchy level) and calibration.png (reliability before and after
+    temperature scaling), from ``summary["flat"/"tdc"]["hierarchy"]`` and ``summary["calibration"]``."""
+    out = {"hierarchy": out_dir / "hierarchy.png", "calibration": out_dir / "calibration.png"}
+    scores = {f"flat ({summary['flat'].get('model', 'flat')})": summary["flat"].get("hierarchy"),
+              f"TDC ({summary['best'].get('tdc') or 'tdc'})": summary["tdc"].get("hierarchy")}
+    scores = {k: v for k, v in scores.items() if v}
+    if not scores:
+        raise ValueError("summary.json has no hierarchy scores: rerun rule evaluate")
+    plot_hierarchy(scores, out["hierarchy"])
+    cal = summary.get("calibration") or {}
+    if not cal:
+        raise ValueError("summary.json has no calibration: rerun rule evaluate")
+    plot_reliability({f"{key}: {c['model']}": {"before temperature scaling": c["before"]["bins"],
+                                               "after temperature scaling": c["after"]["bins"]}
+                      for key, c in cal.items()}, out["calibration"])
+    return out
+
+
 def plot_all(metrics_dir, out_dir) -> list[Path]:
     """Draw every figure and the headline table (``headline.csv``) from ``metrics_dir`` into ``out_dir``;
     return the written paths."""
@@ -418,6 +437,7 @@ def plot_all(metrics_dir, out_dir) -> list[Path]:
     confusion(_read_table(metrics_dir / "confusion_flat.csv"), _read_table(metrics_dir / "confusion_tdc.csv"),
               paths["confusion"])
     routing(_read_table(metrics_dir / "levels.csv"), paths["routing"])
+    paths.update(_crystal_figures(summary, out_dir))
     for p in paths.values():
         log.info("wrote %s", p)
     return list(paths.values())

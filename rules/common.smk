@@ -111,6 +111,8 @@ def get_report_files():
         "results/plots/recall.png",
         "results/plots/confusion.png",
         "results/plots/routing.png",
+        "results/plots/hierarchy.png",
+        "results/plots/calibration.png",
         "results/metrics/per_class.csv",
         "results/metrics/levels.csv",
     ]
@@ -176,10 +178,11 @@ def is_kinematic():
 
 
 def friedel_groups_json():
-    """Groups merged in the Friedel score, as JSON; none unless the data are kinematic."""
+    """Groups merged in the Friedel score: auto (derived by evaluate), JSON, or none unless the data are kinematic."""
     import json
 
-    return json.dumps(config["evaluate"]["friedel_groups"] if is_kinematic() else [])
+    groups = config["evaluate"]["friedel_groups"] if is_kinematic() else []
+    return groups if groups == "auto" else json.dumps(groups)
 
 
 def data_kind():

@@ -96,6 +96,16 @@ rule plots:
             caption="../report/routing.rst",
             category="Results",
         ),
+        hierarchy=report(
+            "results/plots/hierarchy.png",
+            caption="../report/hierarchy.rst",
+            category="Results",
+        ),
+        calibration=report(
+            "results/plots/calibration.png",
+            caption="../report/calibration.rst",
+            category="Results",
+        ),
         table=report(
             "results/plots/headline.csv",  # also the first table of the report's front page
             caption="../report/headline_table.rst",

@@ -39,6 +39,7 @@ LAYERS = [
     ["cbedtdc.cascade", "cbedtdc.cascade.jobs", "cbedtdc.cascade.shared", "cbedtdc.cascade.load"],
     # a whole run
     ["cbedtdc.evaluate", "cbedtdc.evaluate.variants", "cbedtdc.evaluate.score", "cbedtdc.evaluate.tables",
+     "cbedtdc.evaluate.crystal",
      "cbedtdc.evaluate.run", "cbedtdc.classify"],
     # entry points
     ["cbedtdc.cli", "cbedtdc.cliutil", "cbedtdc.runstate"],

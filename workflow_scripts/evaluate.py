@@ -64,7 +64,8 @@ def get_parser(add_help=True):
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples over materials (default: 1000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
     p.add_argument("--friedel-groups", default="[]",
-                   help="JSON list of groups merged in the Friedel score; [] = no such score (default: [])")
+                   help="JSON list of groups merged in the Friedel score, [] = no such score, or auto = the run's "
+                   "classes that share an extinction class (default: [])")
     p.add_argument("--data", default="generated", help="what the data are, recorded in the summary "
                    "(default: generated)")
     return p
@@ -78,7 +79,7 @@ def run(args):
     summary = Path(args.summary)
     if summary.name != "summary.json":
         raise ValueError(f"--summary {summary}: must name summary.json (its folder receives the tables)")
-    groups = json.loads(args.friedel_groups)
+    groups = args.friedel_groups if args.friedel_groups == "auto" else json.loads(args.friedel_groups)
     set_torch_threads(args.threads)
     classes = read_run_classes(args.run_classes) if args.run_classes else None
     evaluate_run(args.shards, dict(args.flat), args.tdc, summary.parent, classes=classes, n_boot=args.bootstrap,

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from cbedtdc.cascade.load import load_cascade
+from cbedtdc.crystallography import extinction_groups
+from cbedtdc.evaluate.crystal import calibration, hierarchy
 from cbedtdc.evaluate.score import (dev_ba_of_routing, score_cascade, score_flat_cnns, score_flat_head, score_xgb,
                                     source_label)
 from cbedtdc.evaluate.tables import jsonable, write_tables
@@ -47,6 +50,74 @@ def _cascade_probs(cas, ts: TestSet, shard_root, shared, batch_size):
     return [p[align_rows(keys, ts.keys, shared["dirs"][0], "test")] for p in tdc_head_probs(cas.heads, X)]
 
 
+def _flat_variants(flat_models, heads, ts, shard_root, classes, batch_size, device):
+    """Score every flat CNN and flat head: ``(flat_by_loss, variants, headline flat, recall columns)``."""
+    flat_by_loss, flat_pred, best, cnn_conf = score_flat_cnns(flat_models, ts, shard_root, classes, batch_size,
+                                                              device)
+    variants = Variants(ts, classes, {c: int((ts.train_labels == c).sum()) for c in classes})
+    for loss, s in flat_by_loss.items():
+        variants.add(f"flat/{loss}/cnn", "flat", s, flat_pred[loss], dev_ba=s.get("dev_balanced_accuracy"),
+                     backbone=loss, head="cnn", features=["cnn"], backbone_images=s.get("images_seen"), head_images=0)
+        variants.conf[f"flat/{loss}/cnn"] = cnn_conf[loss]
+    flat_heads = {}
+    for hname, h in (heads or {}).items():
+        name, s = score_flat_head(variants, hname, h, ts, classes,
+                                  flat_by_loss.get(h["backbone"], {}).get("images_seen"))
+        flat_heads[name] = s
+    flat, recall = headline_flat(variants, flat_by_loss, flat_pred, best, flat_heads)
+    return flat_by_loss, variants, flat, recall
+
+
+def _tdc_variant(cas, probs, ts, classes, variants, flat_by_loss, shared, tdc_dir):
+    """Score the cascade and add it to the variants: ``(summary["tdc"], routing, oracle predictions)``."""
+    plan = cas.plan
+    if cas.backbone == "own":
+        t, r, oracle = score_cascade(cas, probs, ts, classes)
+        dev_ba, head_images = dev_ba_of_routing(tdc_dir / "routing.json"), 0
+        name = f"tdc/own/{plan.mode}/{t['routing']}/cnn"
+    else:
+        uses_cnn = "cnn" in shared["features"]
+        backbone_images = flat_by_loss.get(shared["backbone"], {}).get("images_seen") if uses_cnn else 0
+        t, r, oracle = score_cascade(cas, probs, ts, classes, shared_images=backbone_images or 0)
+        label = source_label(shared["backbone"], shared["features"])
+        t.update({"shared_loss": shared["backbone"], "features": list(shared["features"]), "head": cas.manifest["spec"],
+                  "head_images": int(sum(cas.manifest["head_images"]))})
+        dev_ba, head_images = dev_ba_of_routing(shared["routing"]), t["head_images"]
+        name = f"tdc/shared-{label}/{plan.mode}/{t['routing']}/{cas.manifest['spec']['kind']}"
+    variants.add(name, "tdc", t, r.pred, dev_ba=dev_ba, backbone=t["backbone"], head=name.rsplit("/", 1)[1],
+                 features=t.get("features", ["cnn"]), mode=plan.mode, routing=t["routing"],
+                 backbone_images=t["images_seen"], head_images=head_images)
+    raw = replace(cas.tuned, temperatures=None).apply(plan, probs)  # the same routing on uncalibrated levels
+    variants.conf[name] = {"before": (raw.pred, raw.conf), "after": (r.pred, r.conf)}
+    return t, r, oracle
+
+
+def _crystal_readings(summary, variants, ts, classes, n_boot, seed) -> None:
+    """The hierarchy (with intervals) of the headline flat model and TDC, and their calibration."""
+    y = ts.labels
+    summary["calibration"] = {}
+    for key, name in (("flat", summary["flat"]["model"]), ("tdc", summary["best"].get("tdc"))):
+        if name is None:
+            continue
+        pred = variants.pred[name]
+        summary[key]["hierarchy"] = hierarchy(y, pred, classes, materials=ts.materials, n_boot=n_boot, seed=seed)
+        c = variants.conf.get(name)
+        if c is not None:
+            before = c["before"] if isinstance(c["before"], tuple) else (pred, c["before"])
+            after = c["after"] if isinstance(c["after"], tuple) else (pred, c["after"])
+            summary["calibration"][key] = {"model": name, **calibration(y, before, after)}
+
+
+def _budget(plan, summary, shared) -> dict:
+    t = summary["tdc"]
+    out = {"flat_images_planned": plan.flat_images, "tdc_images_planned": int(sum(plan.budgets)),
+           "flat_images_seen": summary["flat"]["images_seen"], "tdc_images_seen": t["images_seen"]}
+    if shared is not None:
+        out["tdc_images_planned"] = plan.flat_images  # the shared backbone is the flat model
+        out["tdc_head_images"] = t["head_images"]
+    return out
+
+
 def evaluate_run(shard_root, flat_models: dict, tdc_dir, out_dir, *, classes=None, n_boot: int = 1000,
                  seed: int = 0, friedel_groups=None, batch_size: int = 64, data_kind: str = "generated",
                  device: str = "cpu", xgb_dir=None, heads=None, shared=None, features_root=None) -> dict:
@@ -66,8 +137,9 @@ def evaluate_run(shard_root, flat_models: dict, tdc_dir, out_dir, *, classes=Non
     classes : list of int, optional
         The run's class order (``results/data/run_classes.json``); every table and score uses it.
         Default: the plan's classes in level order.
-    friedel_groups : list of lists, optional
-        Groups merged in the Friedel score (pass them for kinematic data only).
+    friedel_groups : list of lists or "auto", optional
+        Groups merged in the Friedel score (pass them for kinematic data only); ``"auto"``: the groups of the
+        run's classes that share an extinction class (:func:`cbedtdc.crystallography.extinction_groups`).
     xgb_dir : path-like, optional
         Folder of the CNN-XGBoost heads (``flat/{loss}/head.json``, ``level_{k}/head.json``) scored on
         the features files under ``features_root``: adds ``flat_xgb_by_loss`` and ``tdc_xgb``.
@@ -79,8 +151,10 @@ def evaluate_run(shard_root, flat_models: dict, tdc_dir, out_dir, *, classes=Non
         "routing" (routing.json)}``: it is then the headline ``tdc`` (no level ResNet is loaded).
 
     Besides the headline keys, ``variants`` lists every flat and TDC variant with test and dev scores,
-    many/medium/few-shot balanced accuracy and the budgets; ``best`` names the best flat and best TDC
-    variant chosen on dev balanced accuracy with a paired bootstrap of their test balanced-accuracy difference.
+    many/medium/few-shot balanced accuracy, the crystallographic hierarchy and the budgets; ``best`` names the
+    best flat and best TDC variant chosen on dev balanced accuracy with a paired bootstrap of their test
+    balanced-accuracy difference; ``flat`` and ``tdc`` carry the hierarchy with intervals and ``calibration`` their
+    reliability before and after temperature scaling.
     """
     from cbedtdc.train import inference_device
 
@@ -95,46 +169,20 @@ def evaluate_run(shard_root, flat_models: dict, tdc_dir, out_dir, *, classes=Non
     if sorted(classes) != sorted(plan.classes):
         raise ValueError(f"{tdc_dir}/levels.json plans classes {sorted(plan.classes)}, the run has {sorted(classes)}; "
                          "rerun rule plan_levels")
-    ts = test_set(shard_root, classes, n_boot=n_boot, seed=seed, friedel_groups=friedel_groups)
+    if friedel_groups == "auto":
+        friedel_groups = extinction_groups(classes)
+    ts = test_set(shard_root, classes, n_boot=n_boot, seed=seed, friedel_groups=friedel_groups or None)
     summary = {"n_test": int(len(ts.labels)), "n_test_materials": int(len(np.unique(ts.materials))),
                "n_test_excluded_other_classes": int(ts.n_excluded), "classes": classes,
                "data": data_kind, "bootstrap": {"resamples": int(n_boot), "over": "materials", "level": 0.95},
                "chance": chance_rates(ts.train_labels, ts.labels, classes)}
-    flat_by_loss, flat_pred, best = score_flat_cnns(flat_models, ts, shard_root, classes, batch_size, device)
+    flat_by_loss, variants, summary["flat"], flat_recall = _flat_variants(flat_models, heads, ts, shard_root,
+                                                                          classes, batch_size, device)
     summary["flat_by_loss"] = flat_by_loss
-    variants = Variants(ts, classes, {c: int((ts.train_labels == c).sum()) for c in classes})
-    for loss, s in flat_by_loss.items():
-        variants.add(f"flat/{loss}/cnn", "flat", s, flat_pred[loss], dev_ba=s.get("dev_balanced_accuracy"),
-                     backbone=loss, head="cnn", features=["cnn"], backbone_images=s.get("images_seen"), head_images=0)
-    flat_heads = {}
-    for hname, h in (heads or {}).items():
-        name, s = score_flat_head(variants, hname, h, ts, classes,
-                                  flat_by_loss.get(h["backbone"], {}).get("images_seen"))
-        flat_heads[name] = s
-    summary["flat"], flat_recall = headline_flat(variants, flat_by_loss, flat_pred, best, flat_heads)
     probs = _cascade_probs(cas, ts, shard_root, shared, batch_size)
-    if cas.backbone == "own":
-        t, r, oracle = score_cascade(cas, probs, ts, classes)
-        dev_ba, head_images = dev_ba_of_routing(tdc_dir / "routing.json"), 0
-        name = f"tdc/own/{plan.mode}/{t['routing']}/cnn"
-    else:
-        uses_cnn = "cnn" in shared["features"]
-        backbone_images = flat_by_loss.get(shared["backbone"], {}).get("images_seen") if uses_cnn else 0
-        t, r, oracle = score_cascade(cas, probs, ts, classes, shared_images=backbone_images or 0)
-        label = source_label(shared["backbone"], shared["features"])
-        t.update({"shared_loss": shared["backbone"], "features": list(shared["features"]), "head": cas.manifest["spec"],
-                  "head_images": int(sum(cas.manifest["head_images"]))})
-        dev_ba, head_images = dev_ba_of_routing(shared["routing"]), t["head_images"]
-        name = f"tdc/shared-{label}/{plan.mode}/{t['routing']}/{cas.manifest['spec']['kind']}"
+    t, r, oracle = _tdc_variant(cas, probs, ts, classes, variants, flat_by_loss, shared, tdc_dir)
     summary["tdc"] = t
-    variants.add(name, "tdc", t, r.pred, dev_ba=dev_ba, backbone=t["backbone"], head=name.rsplit("/", 1)[1],
-                 features=t.get("features", ["cnn"]), mode=plan.mode, routing=t["routing"],
-                 backbone_images=t["images_seen"], head_images=head_images)
-    summary["budget"] = {"flat_images_planned": plan.flat_images, "tdc_images_planned": int(sum(plan.budgets)),
-                         "flat_images_seen": summary["flat"]["images_seen"], "tdc_images_seen": t["images_seen"]}
-    if shared is not None:
-        summary["budget"]["tdc_images_planned"] = plan.flat_images  # the shared backbone is the flat model
-        summary["budget"]["tdc_head_images"] = t["head_images"]
+    summary["budget"] = _budget(plan, summary, shared)
     if xgb_dir is not None:
         if shared is not None:
             raise ValueError("xgboost.activate scores the own-backbone levels; with tdc.backbone: shared use an "
@@ -145,6 +193,7 @@ def evaluate_run(shard_root, flat_models: dict, tdc_dir, out_dir, *, classes=Non
         summary.update(score_xgb(Path(xgb_dir), Path(features_root), flat_models, cas, ts, classes))
     summary["variants"] = variants.rows
     summary["best"] = variants.best_difference(n_boot, seed)
+    _crystal_readings(summary, variants, ts, classes, n_boot, seed)
     write_tables(out_dir, plan, classes, ts, flat_recall, variants.pred[summary["flat"]["model"]], r, oracle,
                  t["per_level"])
     write_json(out_dir / "summary.json", jsonable(summary))

@@ -62,19 +62,34 @@ def flat_probs(model, meta, shard_root, split, keys, classes, batch_size, source
     return softmax(logits)[:, [order.index(c) for c in classes]]
 
 
+def _temperature_scaled(p_test, p_dev, dev_labels, classes):
+    """Test probabilities divided by a temperature fitted on dev (as the heads and the cascade levels are)."""
+    from cbedtdc.calibration import fit_temperature
+
+    pos = {c: i for i, c in enumerate(classes)}
+    t = fit_temperature(np.log(np.clip(p_dev, 1e-12, None)), np.array([pos[int(c)] for c in dev_labels]))
+    return softmax(np.log(np.clip(p_test, 1e-12, None)) / t)
+
+
 def score_flat_cnns(flat_models: dict, ts: TestSet, shard_root, classes, batch_size, device):
-    """``(flat_by_loss, test predictions by loss, loss selected on dev)``."""
+    """``(flat_by_loss, test predictions by loss, loss selected on dev, confidences)``.
+
+    ``confidences[loss]``: ``{"before": conf, "after": conf}`` of the predicted class, the CNN's softmax and the
+    same divided by a temperature fitted on dev (a CNN is trained without one).
+    """
     from cbedtdc.train import images_seen, load_model
 
-    flat_by_loss, flat_pred = {}, {}
+    flat_by_loss, flat_pred, conf = {}, {}, {}
     for loss, path in flat_models.items():
         model, meta = load_model(path, device=device)
         p = flat_probs(model, meta, shard_root, "test", ts.keys, classes, batch_size, source=str(path))
         pred = np.asarray(classes)[np.argmax(p, axis=1)]
         s = score(ts.labels, pred, classes, scores=p, **ts.kw)
+        conf[loss] = {"before": p.max(axis=1), "after": p.max(axis=1)}
         if len(ts.dev):
             pd_ = flat_probs(model, meta, shard_root, "dev", list(ts.dev.keys), classes, batch_size)
             s["dev_balanced_accuracy"] = balanced_accuracy(ts.dev.labels, np.asarray(classes)[pd_.argmax(1)], classes)
+            conf[loss]["after"] = _temperature_scaled(p, pd_, ts.dev.labels, classes).max(axis=1)
         s["images_seen"] = images_seen(Path(path).parent / "train.json")
         s["loss"] = loss
         flat_by_loss[loss], flat_pred[loss] = s, pred
@@ -82,7 +97,7 @@ def score_flat_cnns(flat_models: dict, ts: TestSet, shard_root, classes, batch_s
                  s["balanced_accuracy"], s["macro_f1"])
     best = max(flat_by_loss, key=lambda lo: (flat_by_loss[lo].get("dev_balanced_accuracy", 0.0), -list(
         flat_models).index(lo)))
-    return flat_by_loss, flat_pred, best
+    return flat_by_loss, flat_pred, best, conf
 
 
 def score_flat_head(variants: Variants, hname: str, h: dict, ts: TestSet, classes, backbone_images):
@@ -90,7 +105,9 @@ def score_flat_head(variants: Variants, hname: str, h: dict, ts: TestSet, classe
     from cbedtdc.heads.jobs import flat_head_probs, head_images
 
     keys, p, head = flat_head_probs(h["path"], h["dirs"], "test", classes)
-    p = p[align_rows(keys, ts.keys, h["dirs"][0], "test")]
+    rows = align_rows(keys, ts.keys, h["dirs"][0], "test")
+    p = p[rows]
+    before = flat_head_probs(h["path"], h["dirs"], "test", classes, calibrated=False)[1][rows]
     pred = np.asarray(classes)[p.argmax(1)]
     s = score(ts.labels, pred, classes, scores=p, **ts.kw)
     dev_ba = None
@@ -107,6 +124,7 @@ def score_flat_head(variants: Variants, hname: str, h: dict, ts: TestSet, classe
                  features=list(h["features"]), head_spec=head.spec,
                  backbone_images=backbone_images if uses_cnn else 0, head_images=n_head)
     log.info("flat head %s on %s: test balanced accuracy %.4f (dev %s)", hname, label, s["balanced_accuracy"], dev_ba)
+    variants.conf[name] = {"before": before.max(axis=1), "after": p.max(axis=1)}
     return name, {**s, "dev_balanced_accuracy": dev_ba, "images_seen": backbone_images if uses_cnn else 0,
                   "loss": label, "head": hname, "features": list(h["features"]), "head_images": n_head}
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cbedtdc.metrics import balanced_accuracy, bootstrap_materials, per_class_recall
+from cbedtdc.metrics import balanced_accuracy, bootstrap_materials, hierarchy_scores, per_class_recall
 
 __all__ = ["TestSet", "Variants", "SHOTS", "shot_accuracy", "headline_flat"]
 
@@ -56,12 +56,16 @@ class Variants:
     def __init__(self, ts: TestSet, classes, train_counts):
         self.ts, self.classes, self.counts = ts, list(classes), train_counts
         self.rows, self.pred = [], {}
+        self.conf = {}  # name -> {"before": conf, "after": conf} of the predicted class (temperature scaling)
 
     def add(self, name, family, s, pred, *, dev_ba, **extra):
+        levels = hierarchy_scores(self.ts.labels, pred, self.classes)
         row = {"name": name, "family": family, **extra,
                "top1": s["top1"], "balanced_accuracy": s["balanced_accuracy"], "macro_f1": s["macro_f1"],
                "ci95": s.get("ci95", {}), "dev_balanced_accuracy": dev_ba,
-               "shots": shot_accuracy(self.ts.labels, pred, self.classes, self.counts)}
+               "shots": shot_accuracy(self.ts.labels, pred, self.classes, self.counts),
+               "hierarchy": {lv: {"top1": v["top1"], "balanced_accuracy": v["balanced_accuracy"]}
+                             for lv, v in levels.items()}}
         self.rows.append(row)
         self.pred[name] = np.asarray(pred)
         return row

@@ -163,9 +163,10 @@ class Head:
         """Final scores: raw scores, post-hoc logit adjustment, divided by the temperature."""
         return self._adjusted(self.raw_scores(X)) / self.temperature
 
-    def predict_proba(self, X) -> np.ndarray:
-        """Class probabilities ``(N, n_classes)``, float64, rows summing to one."""
-        return softmax(self.logits(X))
+    def predict_proba(self, X, calibrated: bool = True) -> np.ndarray:
+        """Class probabilities ``(N, n_classes)``, float64, rows summing to one; ``calibrated=False``: before
+        the temperature (the reliability diagram's "before")."""
+        return softmax(self.logits(X) if calibrated else self._adjusted(self.raw_scores(X)))
 
     def predict(self, X) -> np.ndarray:
         """Most probable class index of each row."""

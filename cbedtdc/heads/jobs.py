@@ -107,11 +107,12 @@ def train_flat_head(dirs, out_path, classes, *, spec=None, seed: int = 0) -> dic
     return meta
 
 
-def flat_head_probs(head_path, dirs, split: str, classes, keys=None):
-    """``(keys, probs with columns in ``classes`` order, head)`` of a flat head on one split."""
+def flat_head_probs(head_path, dirs, split: str, classes, keys=None, calibrated: bool = True):
+    """``(keys, probs with columns in ``classes`` order, head)`` of a flat head on one split (``calibrated=False``:
+    before its temperature)."""
     head = load_head(head_path)
     got_keys, X, _ = run_features(dirs, split, classes, keys=keys)
-    p = reorder_columns(head.predict_proba(X), head.info.get("classes", []), classes, head_path)
+    p = reorder_columns(head.predict_proba(X, calibrated), head.info.get("classes", []), classes, head_path)
     return got_keys, p, head
 
 
