@@ -21,12 +21,15 @@ $(STAMP): requirements.txt pyproject.toml
 
 # A run killed with SIGKILL (or a lost terminal) leaves Snakemake's lock: remove it when no process of the old run
 # still works here (cbedtdc/runstate.py), then resume. One [progress] line per training epoch goes to the terminal.
+# The terminal shows Snakemake's step counter and the [progress] lines, not every job's block and shell command
+# (--quiet rules host reason; each job's full log is its logs/<rule>/... file), and ends with the headline table.
 run: $(STAMP)
 	$(BIN)/python -m cbedtdc.runstate unlock-if-stale
 	$(BIN)/python -m cbedtdc.runstate follow --pid $$$$ --interval 15 & \
-	$(BIN)/snakemake --profile local --cores $(CORES)
+	$(BIN)/snakemake --profile local --cores $(CORES) --quiet rules host reason
 	@$(MAKE) --no-print-directory report
-	@echo "Summary: results/metrics/summary.json"
+	@$(BIN)/cbedtdc table results/metrics/summary.json
+	@echo "Summary: results/metrics/summary.json; report: results/report.html"
 
 # The report of the run under results/: that run's saved configuration (results/run_config.yaml) is passed back,
 # any missing figure or table is redrawn from the saved results (only the rules in REPORT_RULES may run: never a
@@ -36,8 +39,8 @@ REPORT_RULES := run_config plots gallery report_files
 REPORT_SNAKEMAKE = $(BIN)/snakemake --profile local --cores 1 $(if $(CONFIG),--configfile $(CONFIG))
 
 report: $(STAMP)
-	$(REPORT_SNAKEMAKE) --allowed-rules $(REPORT_RULES) -- report_files
-	$(REPORT_SNAKEMAKE) --report results/report.html
+	$(REPORT_SNAKEMAKE) --quiet rules host reason --allowed-rules $(REPORT_RULES) -- report_files
+	$(REPORT_SNAKEMAKE) --quiet rules host reason --report results/report.html
 	@echo "Report: results/report.html"
 
 # Two pytest workers (pytest-xdist), one test file each at a time (--dist loadfile keeps a file's module fixtures in

@@ -81,6 +81,36 @@ def variants_table(summary: dict, name: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
+def hierarchy_table(summary: dict) -> str:
+    """Markdown table of the headline flat model's and TDC's top-1 at every level of the crystallographic
+    hierarchy (``summary["flat"/"tdc"]["hierarchy"]``), with 95 % intervals; empty without them.
+
+    >>> s = {"flat": {"model": "flat/ce/crt", "hierarchy": {"crystal_system": {"top1": 0.5, "balanced_accuracy": 0.4,
+    ...       "ci95": {"top1": [0.4, 0.6]}}}}, "tdc": {}}
+    >>> print(hierarchy_table(s).splitlines()[-1])
+    | crystal system | 50.0 [40.0, 60.0] / 40.0 | - |
+    """
+    flat, tdc = summary.get("flat", {}).get("hierarchy"), summary.get("tdc", {}).get("hierarchy")
+    if not flat and not tdc:
+        return ""
+    from cbedtdc.crystallography import LEVELS
+
+    levels = [lv for lv in LEVELS if lv in (flat or tdc)]  # coarsest first (summary.json sorts its keys)
+
+    def cell(h, level):
+        v = (h or {}).get(level)
+        if not v:
+            return "-"
+        lo, hi = (v.get("ci95") or {}).get("top1", [None, None])
+        ci = f" [{_pct(lo)}, {_pct(hi)}]" if lo is not None else ""
+        return f"{_pct(v['top1'])}{ci} / {_pct(v['balanced_accuracy'])}"
+
+    lines = ["\nCrystallographic hierarchy (top-1 [95 % interval] / balanced accuracy, %)\n", "",
+             f"| level | flat ({summary['flat'].get('model', '-')}) | TDC |", "|---|---|---|"]
+    lines += [f"| {lv.replace('_', ' ')} | {cell(flat, lv)} | {cell(tdc, lv)} |" for lv in levels]
+    return "\n".join(lines) + "\n"
+
+
 def table(args) -> int:
     import json
 
@@ -90,6 +120,7 @@ def table(args) -> int:
         summaries = [json.loads(Path(p).read_text()) for p in args.summaries]
         text = results_table(summaries)
         text += "".join(variants_table(s, p) for s, p in zip(summaries, args.summaries) if s.get("variants"))
+        text += "".join(hierarchy_table(s) for s in summaries)
     except (OSError, ValueError, KeyError) as err:
         log.error("%s", err)
         return 2

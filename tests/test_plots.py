@@ -127,8 +127,13 @@ def test_headline_marks_a_missing_value_instead_of_a_zero_bar():
     fig = plots.headline_figure(summary_20())
     ax = fig.axes[0]
     heights = [p.get_height() for p in ax.patches]
-    assert len(heights) == 3 * 3 - 1 and min(heights) > 0, heights  # 3 models x 3 metrics, no macro-F1 estimate
-    assert [t.get_text() for t in ax.texts] == ["n/a"]
+    assert len(heights) == 2 * 3 and min(heights) > 0, heights  # 2 models x 3 metrics; the estimate is no bar
+    summary = summary_20()
+    del summary["tdc"]["macro_f1"]
+    ax = plots.headline_figure(summary).axes[0]
+    assert [t.get_text() for t in ax.texts] == ["n/a"], "a metric the TDC lacks is marked, not a zero bar"
+    labels = [h.get_label() for h in ax.get_legend_handles_labels()[0]] + ax.get_legend_handles_labels()[1]
+    assert any("not a result" in lb for lb in labels), labels
     assert "Flat baseline vs TDC" in ax.get_title()
 
 
@@ -152,7 +157,7 @@ def test_headline_table_gives_every_number_with_its_interval(tmp_path):
     lines = out.read_text().splitlines()
     assert lines[0] == "model,top-1,balanced accuracy,macro-F1"
     assert lines[1] == "flat ce,0.250 [0.200–0.300],0.200 [0.150–0.250],0.150 [0.100–0.200]"
-    assert lines[3] == "TDC estimated (perfect routing; paper style),0.400 [0.350–0.450],0.300,n/a"
+    assert lines[3] == f"\"{plots.ESTIMATE_LABEL}\",0.400 [0.350–0.450],0.300,n/a"
 
 
 def test_gallery_titles_are_readable(tmp_path):

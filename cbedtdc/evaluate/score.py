@@ -152,7 +152,9 @@ def score_cascade(cas, probs, ts: TestSet, classes, shared_images=None):
     t = score(y, r.pred, classes, **ts.kw)
     est = cascade.estimated_accuracy(plan, probs, y)
     oracle = cascade.oracle_predictions(plan, probs, y)
-    est_ci = {"top1": list(bootstrap_materials(lambda i: top1(y[i], oracle[i]), mats, n_boot, seed))}
+    est_ci = {"top1": list(bootstrap_materials(lambda i: top1(y[i], oracle[i]), mats, n_boot, seed)),
+              "balanced_accuracy": list(bootstrap_materials(lambda i: balanced_accuracy(y[i], oracle[i], classes), mats,
+                                                            n_boot, seed))}
     levels = cascade.level_report(plan, r, y)
     for row, e in zip(levels, est["per_level"]):
         row["share_of_test"] = e["share"]

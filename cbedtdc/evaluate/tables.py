@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cbedtdc.crystallography import sg_name
 from cbedtdc.evaluate.variants import TestSet
 from cbedtdc.io import write_csv
 from cbedtdc.metrics import confusion_matrix, per_class_recall
@@ -31,7 +32,8 @@ def write_tables(out_dir: Path, plan, classes, ts: TestSet, flat_recall: dict, f
     recall_cols["recall_tdc_estimated"] = per_class_recall(y, oracle, classes)
     rows = []
     for i, c in enumerate(classes):
-        row = {"space_group": c, "level": owner[c], "n_train": n_train[c], "n_test": int((y == c).sum())}
+        row = {"space_group": c, "name": sg_name(int(c)), "level": owner[c], "n_train": n_train[c],
+               "n_test": int((y == c).sum())}
         row.update({name: ("" if np.isnan(v[i]) else round(float(v[i]), 6)) for name, v in recall_cols.items()})
         rows.append(row)
     write_csv(out_dir / "per_class.csv", rows, list(rows[0]))
