@@ -151,6 +151,46 @@ def job_status(path: Path, name: str | None = None) -> JobStatus:
     return status
 
 
+#: The stages of a run and their rules, in data-flow order (``make status``).
+STAGES = (
+    ("data", ("synthesize", "gallery", "index_raw", "index_mirror", "manifest", "split", "check_classes", "shard",
+              "shard_mirror", "shard_index")),
+    ("training", ("train_flat", "plan_levels", "level_job", "train_level", "collect_missed", "tune_routing")),
+    ("features and heads", ("features", "symmetry_features", "head", "tdc_heads", "tune_routing_shared",
+                            "xgboost_head")),
+    ("evaluation and report", ("evaluate", "plots", "run_config")),
+)
+
+
+def stage_status(workdir=".", *, active_s: float = 120.0, now: float | None = None) -> list[str]:
+    """One line per stage that has started: jobs finished per rule (a job's benchmark file is written when it ends)
+    and jobs running now (a log written in the last ``active_s`` seconds without its benchmark file)."""
+    workdir, now = Path(workdir), time.time() if now is None else now
+    lines = []
+    for stage, rules in STAGES:
+        done, running = {}, {}
+        for rule in rules:
+            bench = workdir / "benchmarks" / rule
+            finished = {p.relative_to(bench).with_suffix("").as_posix() for p in bench.rglob("*.tsv")} \
+                if bench.is_dir() else set()
+            logs = workdir / "logs" / rule
+            live = [p for p in logs.rglob("*.log") if now - p.stat().st_mtime < active_s
+                    and p.relative_to(logs).with_suffix("").as_posix() not in finished] if logs.is_dir() else []
+            if finished:
+                done[rule] = len(finished)
+            if live:
+                running[rule] = len(live)
+        if not done and not running:
+            continue
+        text = f"{stage}: {sum(done.values())} jobs done"
+        if done:
+            text += " (" + ", ".join(f"{r} {n}" for r, n in done.items()) + ")"
+        if running:
+            text += "; running now: " + ", ".join(f"{r} ({n})" for r, n in running.items())
+        lines.append(text)
+    return lines
+
+
 def run_status(workdir=".") -> list[JobStatus]:
     """Status of every training job that has a log under ``workdir/logs``."""
     logs = Path(workdir) / "logs"
@@ -231,11 +271,14 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
     if args.action == "status":
+        stages = stage_status(args.workdir)
+        for line in stages:
+            print(line)
         jobs = run_status(args.workdir)
         for status in jobs:
             print(status.line())
-        if not jobs:
-            print(f"no training log under {Path(args.workdir) / 'logs'} yet")
+        if not jobs and not stages:
+            print(f"nothing has run under {Path(args.workdir).resolve()} yet (no log under logs/)")
         return 0
     if args.action == "follow":
         try:

@@ -91,3 +91,22 @@ def test_lock_with_no_live_process_is_stale_and_a_live_job_blocks_unlocking(tmp_
         job.kill()
         job.wait()
     assert runstate.stale_lock(tmp_path)
+
+
+def test_status_says_what_runs_in_every_stage(tmp_path):
+    """`make status` during the data stage: finished jobs per rule and the ones writing their log now."""
+    import os
+
+    for rule, names in (("synthesize", ["batch_train_0", "batch_dev_0"]), ("shard", ["batch_train_0"])):
+        for name in names:
+            (tmp_path / "logs" / rule).mkdir(parents=True, exist_ok=True)
+            (tmp_path / "logs" / rule / f"{name}.log").write_text("x")
+    for rule, name in (("synthesize", "batch_train_0"), ("synthesize", "batch_dev_0")):
+        (tmp_path / "benchmarks" / rule).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "benchmarks" / rule / f"{name}.tsv").write_text("s\n1\n")
+    old = tmp_path / "logs" / "shard" / "batch_dev_0.log"  # a log untouched for an hour: not running, not done
+    old.write_text("x")
+    os.utime(old, (old.stat().st_mtime - 3600, old.stat().st_mtime - 3600))
+    lines = runstate.stage_status(tmp_path)
+    assert lines == ["data: 2 jobs done (synthesize 2); running now: shard (1)"], lines
+    assert runstate.stage_status(tmp_path / "nothing") == []
