@@ -18,6 +18,7 @@ include: "rules/train.smk"
 include: "rules/tdc.smk"
 include: "rules/heads.smk"
 include: "rules/evaluate.smk"
+include: "rules/replicates.smk"
 
 
 rule all:

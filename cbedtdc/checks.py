@@ -124,6 +124,11 @@ def _check_tdc_backbones(config: dict) -> None:
         raise ConfigError(
             f"config error at tdc.shared_loss: {tdc['shared_loss']} is not among flat.losses {losses}; add it there "
             "or pick one of them")
+    reps = config.get("replicates", 1)
+    if (reps != 1 and reps != [config.get("seed", 0)]) and not shared:
+        raise ConfigError(
+            "config error at replicates: replicate seeds retrain the flat backbone and the heads of the "
+            "shared-backbone TDC; set tdc.backbone: shared, or replicates: 1")
     if shared and config.get("xgboost", {}).get("activate", False):
         raise ConfigError(
             "config error at xgboost.activate: its heads sit on the own-backbone level ResNets; with "

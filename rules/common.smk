@@ -13,16 +13,9 @@ from cbedtdc.checks import (
     check_run_config,
     check_tdc_config,
 )
+from cbedtdc import dag
 from cbedtdc.config import ConfigError, check_config, coerce_types, load_schema
-from cbedtdc.heads.options import DEFAULTS as HEAD_DEFAULTS, XGBOOST_DEFAULTS
-from cbedtdc.layout import (
-    SPLITS,
-    discover_raw,
-    n_levels,
-    feature_dir,
-    shell_prefix,
-    synth_file_plan,
-)
+from cbedtdc.layout import SPLITS, discover_raw, n_levels, shell_prefix, synth_file_plan
 
 
 def uses_conda():
@@ -67,8 +60,12 @@ except (ConfigError, OSError, ValueError) as err:
     prefix = "" if str(err).startswith("config error") else where
     raise SystemExit(f"Error: {prefix}{err}") from None
 STEMS = sorted(RAW)
-# options of a head that the heads.variants entries and tdc.head may set (name, backbone, features are the rules')
-HEAD_OPTIONS = set(HEAD_DEFAULTS) - {"xgboost"}
+HEADS = {v["name"]: v for v in config["heads"]["variants"]}
+REPLICATES = dag.replicate_seeds(config)  # training seeds beyond config["seed"] (rules/replicates.smk)
+try:  # one line naming the key: level sizes that cannot cover the run's classes, untrained backbones
+    check_tdc_config(config, CLASSES)
+except ConfigError as err:
+    raise SystemExit(f"Error: {err}") from None
 
 
 wildcard_constraints:
@@ -78,6 +75,7 @@ wildcard_constraints:
     loss="ce|weighted_ce|logit_adjusted|balanced_softmax",
     source=r"flat/(ce|weighted_ce|logit_adjusted|balanced_softmax)|level_\d+",
     job=r"flat/(ce|weighted_ce|logit_adjusted|balanced_softmax)|level_\d+",
+    rseed=r"\d+",
 
 
 # Threads of every job that runs torch or XGBoost: what one training job uses (ranks x threads per rank).
@@ -93,8 +91,13 @@ def is_activated(section):
     return bool(config.get(section, {}).get("activate", False))
 
 
+def is_shared():
+    """tdc.backbone: shared (every level a head on the same feature sources)."""
+    return config["tdc"]["backbone"] == "shared"
+
+
 def get_final_output():
-    """Everything a complete run leaves: summary, every TDC level, the files of the report."""
+    """Everything a complete run leaves: summary, every TDC level, the files of the report, the replicates."""
     return [
         "results/metrics/summary.json",
         *get_tdc_final_output(),
@@ -104,21 +107,17 @@ def get_final_output():
 
 def get_report_files():
     """Every file the report shows: figures, tables, the run's configuration (the target of `make report`)."""
-    out = [
-        "results/run_config.yaml",
-        "results/plots/headline.csv",
-        "results/plots/headline.png",
-        "results/plots/recall.png",
-        "results/plots/confusion.png",
-        "results/plots/routing.png",
-        "results/plots/hierarchy.png",
-        "results/plots/calibration.png",
-        "results/metrics/per_class.csv",
-        "results/metrics/levels.csv",
-    ]
+    out = ["results/run_config.yaml", "results/plots/headline.csv"]
+    out += [f"results/plots/{name}.png" for name in PLOTS]
+    out += ["results/metrics/per_class.csv", "results/metrics/levels.csv"]
     if GENERATE and config["synth"]["gallery"]:
         out.append("results/plots/gallery.png")
+    if REPLICATES:
+        out.append("results/metrics/replicates.csv")  # rule replicates (rules/replicates.smk)
     return out
+
+
+PLOTS = ["headline", "recall", "confusion", "routing", "hierarchy", "calibration"]
 
 
 def run_config_json():
@@ -139,15 +138,16 @@ def get_synth_count(wildcards):
     return SYNTH_PLAN[wildcards.stem].n_materials
 
 
-def synth_materials_args():
-    """--n-materials N, or --split-materials TRAIN DEV TEST when the config gives a per-split mapping."""
-    n = config["synth"]["n_materials"]
-    if isinstance(n, dict):
-        return "--split-materials {train:d} {dev:d} {test:d}".format(**n)
-    return f"--n-materials {int(n):d}"
+# --- TRAIN and TDC: flags of workflow_scripts/train.py, levels ------------------------------
+TRAIN_KEYS = dag.train_keys(config)
+# Shell fragment: "--arch {params.arch:q} --epochs {params.epochs:q} ..." for a rule whose params are train_params.
+TRAIN_FLAGS = " ".join(f"--{k.replace('_', '-')} {{params.{k}:q}}" for k in TRAIN_KEYS)
+# A TDC level gets its epochs (its budget) from its args.txt, once: the same flags without train.epochs.
+LEVEL_TRAIN_FLAGS = " ".join(
+    f"--{k.replace('_', '-')} {{params.{k}:q}}" for k in TRAIN_KEYS if k != "epochs"
+)
 
 
-# --- TDC: levels, routing, evaluation ------------------------------------------------------
 def get_prev_missed(wildcards):
     """Hard reading: level k > 1 trains on what level k-1 missed (a DAG edge); rest reading: none."""
     k = int(wildcards.level)
@@ -172,185 +172,58 @@ def level_outputs(name, levels=None):
     )
 
 
-def is_kinematic():
-    """Generated kinematic patterns obey Friedel's law (real and Bloch-mode data do not)."""
-    return GENERATE and config["synth"].get("mode", "kinematic") == "kinematic"
-
-
-def friedel_groups_json():
-    """Groups merged in the Friedel score: auto (derived by evaluate), JSON, or none unless the data are kinematic."""
-    import json
-
-    groups = config["evaluate"]["friedel_groups"] if is_kinematic() else []
-    return groups if groups == "auto" else json.dumps(groups)
-
-
-def data_kind():
-    """What the evaluated data are, as recorded in summary.json."""
-    if not GENERATE:
-        return f"challenge files under {config['raw_dir']}"
-    return f"generated ({config['synth'].get('mode', 'kinematic')})"
-
-
-# --- TRAIN: flags of workflow_scripts/train.py, shared by train_flat and train_level -------
-# Every config["train"] key except `ranks` (the launcher's -n) becomes one flag.
-TRAIN_KEYS = [k for k in config["train"] if k != "ranks"]
-# Shell fragment: "--arch {params.arch:q} --epochs {params.epochs:q} ..." for a rule whose params are train_params().
-TRAIN_FLAGS = " ".join(f"--{k.replace('_', '-')} {{params.{k}:q}}" for k in TRAIN_KEYS)
-# A TDC level gets its epochs (its budget) from its args.txt, once: the same flags without train.epochs.
-LEVEL_TRAIN_FLAGS = " ".join(
-    f"--{k.replace('_', '-')} {{params.{k}:q}}" for k in TRAIN_KEYS if k != "epochs"
-)
-
-
-def train_params():
-    """config["train"] values (one per training flag) and the master seed, as rule params."""
-    return {**{k: config["train"][k] for k in TRAIN_KEYS}, "seed": config["seed"]}
-
-
 def get_tdc_final_output():
     """What a complete TDC run leaves: every level, the routing, the figures (for rule all and --report)."""
     if is_shared():
-        return [
-            "results/tdc_shared/heads/heads.json",
-            "results/tdc_shared/routing.json",
-        ]
+        return ["results/tdc_shared/heads/heads.json", "results/tdc_shared/routing.json"]
     return [
         "results/tdc/routing.json",
         *level_outputs("best.pt"),
         *level_outputs("missed.csv", LEVELS[:-1]),
-        "results/plots/headline.png",
-        "results/plots/recall.png",
-        "results/plots/confusion.png",
-        "results/plots/routing.png",
     ]
 
 
-# --- HEADS: feature sources, flat heads, the shared-backbone TDC ------------------------------
-HEADS = {v["name"]: v for v in config["heads"]["variants"]}
-
-
-def is_shared():
-    """tdc.backbone: shared (every level a head on the same feature sources)."""
-    return config["tdc"]["backbone"] == "shared"
-
-
-def head_spec(options):
-    """The cbedtdc.heads options of a heads.variants entry or tdc.head as JSON, a param of the rules (quoted);
-    the booster settings of the xgboost: section go with an xgboost head."""
-    import json
-
-    spec = {k: v for k, v in options.items() if k in HEAD_OPTIONS}
-    if spec.get("kind") == "xgboost":
-        spec["xgboost"] = {k: config["xgboost"][k] for k in XGBOOST_DEFAULTS}
-    return json.dumps(spec, sort_keys=True)
-
-
-def head_feature_dirs(options, backbone=None):
-    """Folders of the feature sources of a head (``cnn``: the flat model of its backbone)."""
-    return [
-        feature_dir(s, backbone or options["backbone"]) for s in options["features"]
-    ]
-
-
-def feature_files(dirs, splits):
-    return [f"{d}/{s}.h5" for d in dirs for s in splits]
-
-
-# the sources of the shared-backbone TDC's level heads
-TDC_SOURCES = head_feature_dirs(config["tdc"]["head"], config["tdc"]["shared_loss"])
-
-
-def head_file(name):
-    """results/heads/flat/NAME/head.{pt|json} of one heads.variants entry."""
-    ext = "json" if HEADS[name]["kind"] == "xgboost" else "pt"
-    return f"results/heads/flat/{name}/head.{ext}"
+# --- HEADS and EVALUATE: feature sources, flat heads, the shared TDC, per training root ------
+TDC_SOURCES = dag.tdc_sources(config)
 
 
 def get_head_features(wildcards):
     """Train and dev files of every feature source of a flat head."""
-    return feature_files(head_feature_dirs(HEADS[wildcards.head]), ("train", "dev"))
+    dirs = dag.head_feature_dirs(HEADS[wildcards.head], root=root_of(wildcards))
+    return dag.feature_files(dirs, ("train", "dev"))
 
 
 def get_features_model(wildcards):
     """The checkpoint whose activations a features file holds: a flat model or an own-backbone level."""
     if wildcards.source.startswith("level_"):
         return f"results/tdc/{wildcards.source}/best.pt"
-    return f"results/{wildcards.source}/best.pt"
+    return f"{root_of(wildcards)}/{wildcards.source}/best.pt"
 
 
-def get_eval_heads(wildcards=None):
-    """Every flat head file and the dev/test files of the sources it and the shared TDC are scored on."""
-    dirs = {d for n in HEADS for d in head_feature_dirs(HEADS[n])}
-    dirs |= set(TDC_SOURCES) if is_shared() else set()
-    return [head_file(n) for n in HEADS] + feature_files(sorted(dirs), ("dev", "test"))
+def root_of(wildcards):
+    """The training root of a job: results, or a replicate's folder (wildcard rseed)."""
+    seed = getattr(wildcards, "rseed", None)
+    return "results" if seed is None else dag.replicate_root(seed)
 
 
-def get_eval_tdc(wildcards=None):
-    """What evaluate scores as the cascade: the level ResNets and routing.json, or the shared TDC's heads."""
+def get_eval_inputs(wildcards):
+    """The heads, the cascade and every features file evaluate scores, in one training root."""
+    root = root_of(wildcards)
+    dirs = {d for v in HEADS.values() for d in dag.head_feature_dirs(v, root=root)}
+    dirs |= set(dag.tdc_sources(config, root)) if is_shared() else set()
+    out = [dag.head_file(n, HEADS, root) for n in HEADS]
+    out += dag.feature_files(sorted(dirs), ("dev", "test"))
     if is_shared():
-        return [
-            "results/tdc_shared/heads/heads.json",
-            "results/tdc_shared/routing.json",
-        ]
-    return ["results/tdc/routing.json", *level_outputs("best.pt")]
-
-
-def eval_heads_json():
-    """The flat heads for workflow_scripts/evaluate.py --heads (JSON, a param quoted with q)."""
-    import json
-
-    return json.dumps(
-        {
-            n: {
-                "path": head_file(n),
-                "backbone": v["backbone"],
-                "features": v["features"],
-                "dirs": head_feature_dirs(v),
-            }
-            for n, v in HEADS.items()
-        }
-    )
-
-
-def eval_shared_json():
-    """The shared-backbone TDC for workflow_scripts/evaluate.py --shared (JSON; {} with own backbones)."""
-    import json
-
-    if not is_shared():
-        return "{}"
-    return json.dumps(
-        {
-            "backbone": config["tdc"]["shared_loss"],
-            "features": config["tdc"]["head"]["features"],
-            "dirs": TDC_SOURCES,
-            "heads": "results/tdc_shared/heads",
-            "routing": "results/tdc_shared/routing.json",
-        }
-    )
-
-
-def tdc_variant():
-    """Name of the TDC reading for per-variant copies: rest, rest_threshold or hard."""
-    tdc = config["tdc"]
-    if tdc["mode"] == "rest" and tdc["routing"] == "threshold":
-        return "rest_threshold"
-    return tdc["mode"]
-
-
-def xgb_jobs():
-    """The trained jobs of xgboost.activate: every flat model and own-backbone level."""
-    return [f"flat/{loss}" for loss in config["flat"]["losses"]] + [
-        f"level_{level}" for level in LEVELS
-    ]
+        return out + [f"{root}/tdc_shared/heads/heads.json", f"{root}/tdc_shared/routing.json"]
+    return out + ["results/tdc/routing.json", *level_outputs("best.pt")]
 
 
 def get_xgb_heads(wildcards=None):
-    """CNN-XGBoost heads evaluated beside the CNNs (xgboost.activate) and the dev and test features they
-    are scored on, else none."""
+    """CNN-XGBoost heads evaluated beside the CNNs (xgboost.activate) and the features they are scored on."""
     if not is_activated("xgboost"):
         return []
-    jobs = xgb_jobs()
+    jobs = [f"flat/{loss}" for loss in config["flat"]["losses"]]
+    jobs += [f"level_{level}" for level in LEVELS]
     return [f"results/xgboost/{j}/head.json" for j in jobs] + [
         f"results/features/{j}/{s}.h5" for j in jobs for s in ("dev", "test")
     ]
@@ -372,22 +245,6 @@ def xgb_keys_args(wildcards, input):
     if "train_keys" not in input.keys():
         return ""
     return f"--train-keys {shlex.quote(input.train_keys)} --dev-keys {shlex.quote(input.dev_keys)}"
-
-
-def xgb_flags():
-    """Booster flags of workflow_scripts/xgboost_head.py from config["xgboost"], shell-quoted."""
-    import shlex
-
-    return " ".join(
-        f"--{k.replace('_', '-')} {shlex.quote(str(config['xgboost'][k]))}"
-        for k in XGBOOST_DEFAULTS
-    )
-
-
-try:  # one line naming the key: level sizes that cannot cover the run's classes, untrained backbones
-    check_tdc_config(config, CLASSES)
-except ConfigError as err:
-    raise SystemExit(f"Error: {err}") from None
 
 
 def lsf_project_setting():

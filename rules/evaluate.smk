@@ -5,8 +5,7 @@ rule evaluate:
     input:
         flat=expand("results/flat/{loss}/best.pt", loss=config["flat"]["losses"]),
         levels="results/tdc/levels.json",
-        tdc=get_eval_tdc,  # level ResNets + routing.json, or the shared TDC's heads + routing.json
-        head_files=get_eval_heads,  # flat heads and the features they are scored on
+        scored=get_eval_inputs,  # heads, the cascade (level ResNets or shared heads) and their features
         train="results/shards/train.csv",
         dev="results/shards/dev.csv",
         test="results/shards/test.csv",
@@ -15,7 +14,7 @@ rule evaluate:
     output:
         summary="results/metrics/summary.json",
         # the same summary under the reading's name: a rest and a hard run side by side
-        by_mode=f"results/metrics/summary_{tdc_variant()}.json",
+        by_mode=f"results/metrics/summary_{dag.tdc_variant(config)}.json",
         per_class=report(
             "results/metrics/per_class.csv",
             caption="../report/per_class.rst",
@@ -48,8 +47,8 @@ rule evaluate:
         bootstrap=config["evaluate"]["bootstrap"],
         seed=config["seed"],
         # Friedel pairs are indistinguishable only in kinematic patterns
-        friedel=friedel_groups_json(),
-        data=data_kind(),
+        friedel=dag.friedel_groups_arg(config, GENERATE),
+        data=dag.data_kind(config, GENERATE),
         # fixed literal flags
         xgb=(
             "--xgb-dir results/xgboost --features-root results/features"
@@ -57,8 +56,8 @@ rule evaluate:
             else ""
         ),
         batch=config["train"]["eval_batch_size"],
-        heads=eval_heads_json(),  # JSON: file, backbone, feature sources of every flat head
-        shared=eval_shared_json(),  # JSON: the shared-backbone TDC, {} with own backbones
+        heads=dag.heads_json(HEADS),  # JSON: file, backbone, feature sources of every flat head
+        shared=dag.shared_json(config),  # JSON: the shared-backbone TDC, {} with own backbones
     shell:
         '"$CBEDTDC_PYTHON" workflow_scripts/evaluate.py --shards {params.shards:q} --flat {params.flat:q}'
         " --tdc {params.tdc:q} --summary {output.summary:q} --copy {output.by_mode:q}"
@@ -171,7 +170,7 @@ rule xgboost_head:
     threads: THREADS
     params:
         job_keys=xgb_keys_args,  # --train-keys/--dev-keys of a level, already shell-quoted
-        booster=xgb_flags(),  # every value already shell-quoted
+        booster=dag.xgb_flags(config),  # every value already shell-quoted
         seed=config["seed"],
     shell:
         '"$CBEDTDC_PYTHON" workflow_scripts/xgboost_head.py --train {input.train:q} --dev {input.dev:q}'

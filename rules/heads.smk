@@ -42,8 +42,8 @@ rule head:
         "../envs/cbedtdc.yaml"
     threads: THREADS
     params:
-        features=lambda wc: head_feature_dirs(HEADS[wc.head]),
-        spec=lambda wc: head_spec(HEADS[wc.head]),  # JSON of the head's options
+        features=lambda wc: dag.head_feature_dirs(HEADS[wc.head]),
+        spec=lambda wc: dag.head_spec(HEADS[wc.head], config),  # JSON of the head's options
         seed=config["seed"],
     shell:
         '"$CBEDTDC_PYTHON" workflow_scripts/head.py --features {params.features:q} --out {output.head:q}'
@@ -54,7 +54,7 @@ rule head:
 rule tdc_heads:
     input:
         levels="results/tdc/levels.json",
-        features=feature_files(TDC_SOURCES, ("train", "dev")),
+        features=dag.feature_files(TDC_SOURCES, ("train", "dev")),
     output:
         heads="results/tdc_shared/heads/heads.json",
     log:
@@ -67,7 +67,7 @@ rule tdc_heads:
     params:
         features=TDC_SOURCES,
         out=lambda wc, output: Path(output.heads).parent,
-        spec=head_spec(config["tdc"]["head"]),  # JSON of the level heads' options
+        spec=dag.head_spec(config["tdc"]["head"], config),  # JSON of the level heads' options
         seed=config["seed"],
     shell:
         '"$CBEDTDC_PYTHON" workflow_scripts/head.py --features {params.features:q} --levels {input.levels:q}'
@@ -79,7 +79,7 @@ rule tune_routing_shared:
     input:
         levels="results/tdc/levels.json",
         heads="results/tdc_shared/heads/heads.json",
-        features=feature_files(TDC_SOURCES, ("dev",)),
+        features=dag.feature_files(TDC_SOURCES, ("dev",)),
     output:
         routing="results/tdc_shared/routing.json",
     log:

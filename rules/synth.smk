@@ -18,7 +18,7 @@ rule synthesize:
     params:
         first=get_synth_first,
         n_file=get_synth_count,
-        materials=synth_materials_args(),  # integers only (schema-checked)
+        materials=dag.synth_materials_args(config),  # integers only (schema-checked)
         classes=",".join(map(str, CLASSES)),
         energies=config["synth"]["energies_per_material"],
         size=config["synth"]["image_size"],

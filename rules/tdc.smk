@@ -84,7 +84,7 @@ rule train_level:
         tasks=config["train"]["ranks"],
         runtime=lambda wc, attempt: 120 * attempt,
     params:
-        **train_params(),
+        **dag.train_params(config),
         shards=lambda wc, input: Path(input.train).parent,  # shard root
         loss=config["tdc"]["loss"],
     shell:

@@ -23,7 +23,7 @@ rule train_flat:
         mpi="mpiexec",  # the environment's (first on PATH, rules/common.smk); profiles override: srun (SLURM), jsrun (LSF)
         tasks=config["train"]["ranks"],
     params:
-        **train_params(),
+        **dag.train_params(config),
         shards=lambda wc, input: Path(input.train).parent,  # shard root: {split}.csv and files/
         classes=",".join(str(c) for c in CLASSES),
     shell:

@@ -114,3 +114,29 @@ def test_changing_a_head_or_the_routing_retrains_no_backbone(run, override, reru
     stats = job_stats(dry.stdout + dry.stderr)
     assert stats.get(reruns) and stats.get("evaluate") == 1, stats
     assert not BACKBONE_RULES & set(stats), stats
+
+
+def test_replicate_seeds_retrain_only_the_training_and_report_the_spread(run):
+    """replicates: 2 adds one training seed: no data job and none of the run's own jobs reruns; every variant gets
+    its mean and spread over the two seeds, and the TDC - best flat difference per seed."""
+    dry = run_dag(run, "all", "-n", "--config", "replicates=2")
+    assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
+    stats = job_stats(dry.stdout + dry.stderr)
+    assert stats.get("train_flat_replicate") == 1 and stats.get("replicates") == 1, stats
+    assert not {"synthesize", "index_raw", "manifest", "split", "shard", "train_flat", "evaluate",
+                "plan_levels"} & set(stats), stats
+    res = run_dag(run, "all", "--config", "replicates=2")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    agg = json.loads((run / "results" / "metrics" / "replicates.json").read_text())
+    assert agg["seeds"] == [0, 1]
+    main = json.loads((run / "results" / "metrics" / "summary.json").read_text())
+    rep = json.loads((run / "results" / "replicates" / "seed_1" / "metrics" / "summary.json").read_text())
+    info = json.loads((run / "results" / "replicates" / "seed_1" / "flat" / "ce" / "train.json").read_text())
+    assert info["config"]["seed"] == 1, "the replicate's backbone is trained with its own seed"
+    assert rep["variants"] != main["variants"], "another training seed, other scores"
+    for row in agg["variants"]:
+        a = next(v for v in main["variants"] if v["name"] == row["variant"])["balanced_accuracy"]
+        b = next(v for v in rep["variants"] if v["name"] == row["variant"])["balanced_accuracy"]
+        assert row["seeds"] == [0, 1] and abs(row["balanced_accuracy"]["mean"] - (a + b) / 2) < 1e-12
+    assert set(agg["difference"]["per_seed"]) == {"0", "1"}
+    assert (run / "results" / "metrics" / "replicates.csv").read_text().count("\n") == len(agg["variants"]) + 2

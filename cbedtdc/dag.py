@@ -1,0 +1,146 @@
+"""Config in, paths and params out: the pure functions behind ``rules/common.smk``.
+
+The DAG is static: nothing here reads results. Every function takes the validated config (defaults filled
+from ``config/schema.yaml``) and returns paths or rule params; a JSON or flag string is meant for a rule param
+quoted with ``:q`` (or is made of shell-quoted values already, as its docstring says). ``root`` is the folder
+of one training run: ``results`` for the run itself, ``results/replicates/seed_<s>`` for a replicate seed
+(the data stage and the seed-free symmetry source stay under ``results``).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+from cbedtdc.heads.options import DEFAULTS as HEAD_DEFAULTS
+from cbedtdc.heads.options import XGBOOST_DEFAULTS
+from cbedtdc.layout import FEATURES_ROOT, feature_dir
+
+__all__ = ["HEAD_OPTIONS", "head_spec", "head_feature_dirs", "feature_files", "head_file", "heads_json",
+           "shared_json", "tdc_sources", "tdc_variant", "xgb_flags", "train_keys", "train_params", "replicate_seeds",
+           "replicate_root", "synth_materials_args", "friedel_groups_arg", "data_kind"]
+
+#: Options of a head that heads.variants entries and tdc.head may set (name, backbone, features are the rules').
+HEAD_OPTIONS = frozenset(HEAD_DEFAULTS) - {"xgboost"}
+
+
+def head_spec(options: dict, config: dict) -> str:
+    """The :mod:`cbedtdc.heads` options of a heads.variants entry or tdc.head, as JSON; the booster settings of
+    the ``xgboost:`` section go with an xgboost head.
+
+    >>> head_spec({"name": "la", "loss": "logit_adjusted", "features": ["cnn"]}, {})
+    '{"loss": "logit_adjusted"}'
+    """
+    spec = {k: v for k, v in options.items() if k in HEAD_OPTIONS}
+    if spec.get("kind") == "xgboost":
+        spec["xgboost"] = {k: config["xgboost"][k] for k in XGBOOST_DEFAULTS}
+    return json.dumps(spec, sort_keys=True)
+
+
+def _in_root(path: str, root: str) -> str:
+    """A training run's path under ``root`` (``results/...`` -> ``<root>/...``); the symmetry source is seed-free."""
+    if root == "results" or path.startswith(f"{FEATURES_ROOT}/symmetry"):
+        return path
+    return root + path[len("results"):]
+
+
+def head_feature_dirs(options: dict, backbone: str | None = None, root: str = "results") -> list[str]:
+    """Folders of the feature sources of a head (``cnn``: the flat model of its backbone, in ``root``).
+
+    >>> head_feature_dirs({"features": ["cnn", "symmetry"], "backbone": "ce"}, root="results/replicates/seed_1")
+    ['results/replicates/seed_1/features/flat/ce', 'results/features/symmetry']
+    """
+    return [_in_root(feature_dir(s, backbone or options.get("backbone")), root) for s in options["features"]]
+
+
+def feature_files(dirs, splits) -> list[str]:
+    """``{dir}/{split}.h5`` of every folder and split."""
+    return [f"{d}/{s}.h5" for d in dirs for s in splits]
+
+
+def tdc_sources(config: dict, root: str = "results") -> list[str]:
+    """The feature folders of the shared-backbone TDC's level heads."""
+    return head_feature_dirs(config["tdc"]["head"], config["tdc"]["shared_loss"], root)
+
+
+def head_file(name: str, heads: dict, root: str = "results") -> str:
+    """``<root>/heads/flat/NAME/head.{pt|json}`` of one heads.variants entry."""
+    ext = "json" if heads[name]["kind"] == "xgboost" else "pt"
+    return f"{root}/heads/flat/{name}/head.{ext}"
+
+
+def heads_json(heads: dict, root: str = "results") -> str:
+    """The flat heads for ``workflow_scripts/evaluate.py --heads``: file, backbone, sources and their folders."""
+    return json.dumps({n: {"path": head_file(n, heads, root), "backbone": v["backbone"], "features": v["features"],
+                           "dirs": head_feature_dirs(v, root=root)} for n, v in heads.items()})
+
+
+def shared_json(config: dict, root: str = "results") -> str:
+    """The shared-backbone TDC for ``workflow_scripts/evaluate.py --shared``; ``{}`` with own backbones."""
+    if config["tdc"]["backbone"] != "shared":
+        return "{}"
+    return json.dumps({"backbone": config["tdc"]["shared_loss"], "features": config["tdc"]["head"]["features"],
+                       "dirs": tdc_sources(config, root), "heads": f"{root}/tdc_shared/heads",
+                       "routing": f"{root}/tdc_shared/routing.json"})
+
+
+def tdc_variant(config: dict) -> str:
+    """Name of the TDC reading for per-variant copies of the summary: rest, rest_threshold or hard."""
+    tdc = config["tdc"]
+    if tdc["mode"] == "rest" and tdc["routing"] == "threshold":
+        return "rest_threshold"
+    return tdc["mode"]
+
+
+def xgb_flags(config: dict) -> str:
+    """Booster flags of ``workflow_scripts/xgboost_head.py`` from ``config["xgboost"]``, each value shell-quoted."""
+    return " ".join(f"--{k.replace('_', '-')} {shlex.quote(str(config['xgboost'][k]))}" for k in XGBOOST_DEFAULTS)
+
+
+def train_keys(config: dict) -> list[str]:
+    """Every ``config["train"]`` key but ``ranks`` (the launcher's ``-n``) is one flag of ``workflow_scripts/train.py``."""
+    return [k for k in config["train"] if k != "ranks"]
+
+
+def train_params(config: dict) -> dict:
+    """``config["train"]`` values (one per training flag) and the master seed, as rule params."""
+    return {**{k: config["train"][k] for k in train_keys(config)}, "seed": config["seed"]}
+
+
+def replicate_seeds(config: dict) -> list[int]:
+    """Training seeds of the replicates beyond the run's own (``replicates``: a count or a list of seeds).
+
+    >>> replicate_seeds({"seed": 0, "replicates": 3}), replicate_seeds({"seed": 5, "replicates": [5, 7, 9]})
+    ([1, 2], [7, 9])
+    """
+    rep = config.get("replicates", 1)
+    seeds = list(range(config["seed"], config["seed"] + int(rep))) if isinstance(rep, int) else [int(s) for s in rep]
+    return [s for s in seeds if s != config["seed"]]
+
+
+def replicate_root(seed) -> str:
+    """The folder of one replicate's training, heads and evaluation."""
+    return f"results/replicates/seed_{seed}"
+
+
+def synth_materials_args(config: dict) -> str:
+    """``--n-materials N``, or ``--split-materials TRAIN DEV TEST`` for a per-split mapping."""
+    n = config["synth"]["n_materials"]
+    if isinstance(n, dict):
+        return "--split-materials {train:d} {dev:d} {test:d}".format(**n)
+    return f"--n-materials {int(n):d}"
+
+
+def friedel_groups_arg(config: dict, generate: bool) -> str:
+    """Groups merged in the Friedel score: ``auto`` (evaluate derives them), JSON, or none unless the data are
+    generated kinematic patterns (real and Bloch-mode data break Friedel's law)."""
+    kinematic = generate and config["synth"].get("mode", "kinematic") == "kinematic"
+    groups = config["evaluate"]["friedel_groups"] if kinematic else []
+    return groups if groups == "auto" else json.dumps(groups)
+
+
+def data_kind(config: dict, generate: bool) -> str:
+    """What the evaluated data are, as recorded in summary.json."""
+    if not generate:
+        return f"challenge files under {config['raw_dir']}"
+    return f"generated ({config['synth'].get('mode', 'kinematic')})"

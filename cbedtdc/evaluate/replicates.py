@@ -1,0 +1,87 @@
+"""Replicate seeds: the same data, the backbone and heads retrained per training seed, every variant's scores
+across seeds (``replicates.json`` / ``replicates.csv``), as published numbers are seed means.
+
+Each seed's ``summary.json`` already holds its bootstrap interval over test materials (the spread of the test
+set); this adds the spread over training seeds (the spread of the training), and the TDC-minus-best-flat
+difference per seed and pooled over seeds.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = ["aggregate", "csv_rows", "REPLICATE_FIELDS"]
+
+#: Columns of ``replicates.csv``.
+REPLICATE_FIELDS = ["variant", "family", "seeds", "balanced_accuracy_mean", "balanced_accuracy_sd",
+                    "balanced_accuracy_min", "balanced_accuracy_max", "top1_mean", "top1_sd", "per_seed"]
+
+
+def _t95(n: int) -> float:
+    """Two-sided 95 % Student t quantile with ``n - 1`` degrees of freedom (inf for one seed)."""
+    if n < 2:
+        return math.inf
+    from scipy.stats import t
+
+    return float(t.ppf(0.975, n - 1))
+
+
+def _spread(values) -> dict:
+    v = np.asarray([x for x in values if x is not None], dtype=float)
+    sd = float(v.std(ddof=1)) if len(v) > 1 else None
+    return {"mean": float(v.mean()) if len(v) else None, "sd": sd, "min": float(v.min()) if len(v) else None,
+            "max": float(v.max()) if len(v) else None, "n": int(len(v))}
+
+
+def aggregate(summaries: dict) -> dict:
+    """``{"seeds", "variants": [...], "difference": {...}}`` from ``{training seed: summary.json dict}``.
+
+    A variant is listed with the seeds it ran in (the same name in every summary); ``difference`` gives the
+    dev-chosen best TDC minus best flat balanced accuracy per seed, their mean, standard deviation and a 95 %
+    t-interval over seeds.
+
+    >>> s = lambda ba, d: {"variants": [{"name": "flat/ce/cnn", "family": "flat", "balanced_accuracy": ba,
+    ...                                   "top1": ba}], "best": {"balanced_accuracy_difference": d}}
+    >>> out = aggregate({0: s(0.30, 0.01), 1: s(0.34, 0.03)})
+    >>> round(out["variants"][0]["balanced_accuracy"]["mean"], 3), round(out["difference"]["mean"], 3)
+    (0.32, 0.02)
+    """
+    seeds = sorted(summaries)
+    names = []
+    for s in seeds:
+        names += [v["name"] for v in summaries[s]["variants"] if v["name"] not in names]
+    rows = []
+    for name in names:
+        got = {s: next((v for v in summaries[s]["variants"] if v["name"] == name), None) for s in seeds}
+        got = {s: v for s, v in got.items() if v is not None}
+        rows.append({"variant": name, "family": next(iter(got.values()))["family"], "seeds": sorted(got),
+                     "balanced_accuracy": _spread(v["balanced_accuracy"] for v in got.values()),
+                     "top1": _spread(v["top1"] for v in got.values()),
+                     "per_seed": {str(s): v["balanced_accuracy"] for s, v in got.items()}})
+    diffs = {str(s): (summaries[s].get("best") or {}).get("balanced_accuracy_difference") for s in seeds}
+    d = _spread(diffs.values())
+    half = _t95(d["n"]) * d["sd"] / math.sqrt(d["n"]) if d["sd"] is not None else None
+    diff = {**d, "per_seed": diffs, "ci95_over_seeds": None if half is None or math.isinf(half)
+            else [d["mean"] - half, d["mean"] + half]}
+    return {"seeds": seeds, "variants": rows, "difference": diff}
+
+
+def csv_rows(agg: dict) -> list[dict]:
+    """Rows of ``replicates.csv`` (balanced accuracy and top-1 across seeds per variant)."""
+    out = []
+    for r in agg["variants"]:
+        ba, t1 = r["balanced_accuracy"], r["top1"]
+        out.append({"variant": r["variant"], "family": r["family"], "seeds": " ".join(map(str, r["seeds"])),
+                    "balanced_accuracy_mean": ba["mean"], "balanced_accuracy_sd": ba["sd"],
+                    "balanced_accuracy_min": ba["min"], "balanced_accuracy_max": ba["max"],
+                    "top1_mean": t1["mean"], "top1_sd": t1["sd"],
+                    "per_seed": " ".join(f"{s}:{v:.4f}" for s, v in r["per_seed"].items())})
+    d = agg["difference"]
+    out.append({"variant": "best TDC - best flat (chosen on dev per seed)", "family": "difference",
+                "seeds": " ".join(map(str, agg["seeds"])), "balanced_accuracy_mean": d["mean"],
+                "balanced_accuracy_sd": d["sd"], "balanced_accuracy_min": d["min"], "balanced_accuracy_max": d["max"],
+                "top1_mean": None, "top1_sd": None,
+                "per_seed": " ".join(f"{s}:{v:.4f}" for s, v in d["per_seed"].items() if v is not None)})
+    return out
