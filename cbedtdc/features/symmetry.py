@@ -1,0 +1,570 @@
+"""The ``symmetry`` feature source: rotation-invariant physics descriptors of every CBED panel.
+
+No backbone and no torch: vectorised numpy/scipy over a batch of uint8 shard stacks ``(B, 3, S, S)``
+(the log-scaled intensities of :mod:`cbedtdc.preprocess`). Every panel goes through:
+
+1. **Centre** (:func:`find_centres`): the direct beam's disk, first as the intensity-weighted centroid
+   of the brightest blob near the image centre (smoothed image), then refined, sub-pixel, by maximising
+   the Gaussian-weighted 180-degree self-correlation ``rho(c) = sum_x w(x-c) I(x) I(2c-x) / sum_x
+   w(x-c) I(x)^2`` over centres ``c`` within ``centre_search`` px of the centroid. All candidate centres
+   at half-pixel steps come from one FFT autoconvolution of the windowed crop (a product of two Gaussian
+   windows centred at ``c0`` and ``2c - c0`` is a Gaussian centred at ``c``; the same trick gives the
+   normaliser), then a parabola through the peak. Fallback: a blank, all-zero or non-finite panel, one
+   without a distinct blob, or ``rho < min_centre_rho`` uses the geometric centre ``(S-1)/2`` and sets
+   the panel's ``nocentre`` feature to 1 (a reason string is returned too).
+2. **Polar resampling**: the panel is shifted (bilinear, sub-pixel) so that its centre sits on the
+   geometric centre, then ONE precomputed sparse bilinear matrix (``n_radii`` radii x ``n_angles``
+   angles) maps the whole batch to polar coordinates ``f_r(theta)``.
+3. **Angular Fourier transform** ``F_m(r)`` of every ring: a rotation of the pattern multiplies
+   ``F_m`` by ``exp(i m phi)``; only quantities without that phase are kept.
+
+Descriptors of one panel (``descriptor_names`` gives every column's name, ``p{panel}.{group}...``):
+
+- ``radial.r{k}`` (lattice spacings, HOLZ ring): the angular mean ``F_0(r)/T`` minus its mean over r,
+  divided by the panel's polar standard deviation ``s``. Peaks sit at the radii of the strongest
+  reflections (the reciprocal lattice in the zero layer) and, when it is inside the field, at the first
+  HOLZ ring, whose radius ``G = sqrt(2 k H)`` gives the spacing ``1/H`` along the beam. Friedel's law
+  hides nothing here (it is already rotation-averaged).
+- ``aniso.r{k}``: the angular standard deviation of ring ``r`` over ``s``: where the disks are (their
+  radial distances from the centre), versus smooth rings (HOLZ ring, Kikuchi-like background).
+- per *band* (rings ``band_edges`` in px at 64 px, plus ``bf`` = the bright-field disk ``r <= 0.9
+  r_bf``, plus ``all`` = every ring), with weights ``r`` (ring area):
+
+  - ``h{m}`` for m = 1..``n_harmonics``: ``log10`` of the fraction of the band's angular energy
+    (``sum_r r |F_m(r)|^2`` over all m >= 1) in harmonic m. An n-fold rotation axis along the beam
+    leaves only multiples of n. Friedel's law (kinematic diffraction, ``|F(g)| = |F(-g)|``) makes every
+    projection centrosymmetric, i.e. adds a 2-fold axis and hides the odd harmonics: a 3-fold axis then
+    shows as 6-fold (trigonal -> hexagonal-looking), which only the dynamical, Friedel-breaking data
+    (``synth.mode: bloch``, real CBED) can tell apart (Buxton et al. 1976, their Table 2: the
+    projection diffraction groups ``1_R``-extended).
+  - ``rot{n}`` for n = 2, 3, 4, 6: the self-correlation of the band under a rotation by 360/n degrees,
+    ``sum_m frac_m cos(2 pi m / n)`` (1: an exact n-fold axis). ``rot2`` is the Friedel descriptor:
+    ``rot2 = E_even - E_odd``, 1 for a centrosymmetric pattern, less where Friedel's law is broken
+    (odd harmonics: polar / non-centrosymmetric projections in dynamical CBED; in kinematic data only
+    mistilt and noise lower it).
+  - the mirror spectrum ``M(a) = sum_theta f(theta) f(2a - theta) / sum_theta f^2`` for all ``n_angles``
+    mirror-line angles ``a`` in [0, 180) deg at once (reflection about ``a`` is a convolution in angle:
+    ``M = irfft(sum_r r F_m(r)^2)``, low-passed at ``mirror_harmonics``); summarised rotation-
+    invariantly by ``mir.top{k}`` (the k highest local maxima: ``top1`` is the best mirror's strength),
+    ``mir.npk50`` / ``mir.npk80`` (the number of mirror peaks above 0.5 / 0.8: mirror lines; with
+    Friedel's 2-fold every mirror at ``a`` comes with one at ``a + 90`` deg) and ``mir.f{j}`` for j =
+    1..``mirror_orders`` (the magnitude of the j-th Fourier order of ``M(a)``: j equally spaced mirrors,
+    as in ``jmm``; 2mm -> j=2, 4mm -> 4, 6mm / 3m + Friedel -> 6). Buxton et al. (1976) read the
+    point group from exactly these: the mirror and rotation symmetry of the whole pattern and of the
+    bright-field disk (the ``bf`` band), whose symmetry is the projection's *without* the Friedel
+    centre in the zero-layer kinematic limit and carries the 3-D symmetry through HOLZ lines.
+
+- ``bf.radius``: the bright-field disk radius in px (at 64 px), the radius of the steepest fall of
+  the fine central profile: the convergence semi-angle over the smallest reflection (the generator
+  sets it from ``g_min``), i.e. a reciprocal-lattice length; ``bf.contrast``: the disk's mean over the
+  ring just outside it, over ``s``.
+- ``centre.rho``: the 180-degree self-correlation of the found centre (the whole pattern's Friedel
+  symmetry, near 1 for kinematic data); ``centre.nocentre``: 1 where the geometric centre was used
+  (documented fallback), else 0.
+
+Every descriptor is invariant to rotations about the centre (up to interpolation) and to affine
+changes of the log intensities (``a * x + b``, a > 0: a scaled exposure shifts log intensities; a
+rescaled uint8 range scales them), since the mean is removed and every quantity is a ratio. None is
+ever NaN: a blank panel gives zeros with ``nocentre = 1``.
+
+References: Buxton, Eades, Steeds & Rackham (1976), *The symmetry of electron diffraction zone axis
+patterns*, Phil. Trans. R. Soc. A 281:171-194 (doi 10.1098/rsta.1976.0024). See ``docs/symmetry.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["SOURCE", "VERSION", "SymmetryParams", "params_dict", "params_sha256", "descriptor_names", "describe",
+           "find_centres", "polar_matrix", "extract_symmetry_to_file"]
+
+log = logging.getLogger(__name__)
+
+SOURCE = "symmetry"
+VERSION = "1"
+REF_SIDE = 64  # lengths in px below are at this side and scale with the image side
+
+
+@dataclasses.dataclass(frozen=True)
+class SymmetryParams:
+    """Settings of the descriptor set; lengths are px at a 64-px panel (scaled with the side)."""
+
+    n_radii: int = 30  # rings at r = r_min .. r_max
+    r_min: float = 1.0
+    r_max: float = 30.0
+    n_angles: int = 128  # angles per ring (mirror spectrum resolution 180 / n_angles deg)
+    band_edges: tuple = (1.0, 4.0, 8.0, 12.0, 16.0, 20.0, 25.0, 30.5)  # radial bands [lo, hi) in px
+    n_harmonics: int = 16  # h1..h16 per band
+    mirror_harmonics: int = 32  # low-pass of the mirror spectrum (smooth peaks)
+    mirror_top: int = 4  # highest mirror peaks kept
+    mirror_orders: int = 6  # Fourier orders of the mirror spectrum kept
+    rotations: tuple = (2, 3, 4, 6)
+    centre_search: int = 6  # the 180-degree self-correlation is searched +-this many px around the image centre
+    centre_sigma: float = 5.0  # Gaussian window of the 180-degree self-correlation
+    centre_crop: int = 32  # side of the crop the self-correlation is computed on
+    min_centre_rho: float = 0.3  # below: no visible centre, fallback to the geometric centre
+    min_contrast: float = 2.0  # grey levels (rms in the centre crop): flatter has no visible centre
+    bf_max: float = 8.0  # the bright-field disk edge is searched for below this radius
+    log_floor: float = 1e-4  # harmonic fractions are floored here before log10
+
+    def scaled(self, side: int) -> float:
+        return side / REF_SIDE
+
+
+def params_dict(params: SymmetryParams | None = None) -> dict:
+    """The settings as a plain JSON-able dict, with the version.
+
+    >>> params_dict()["version"], params_dict()["n_angles"]
+    ('1', 128)
+    """
+    p = dataclasses.asdict(params or SymmetryParams())
+    return {"version": VERSION, **{k: list(v) if isinstance(v, tuple) else v for k, v in p.items()}}
+
+
+def params_sha256(params: SymmetryParams | None = None) -> str:
+    """SHA-256 of the sorted JSON of :func:`params_dict`: the features file's ``model_sha256``."""
+    return hashlib.sha256(json.dumps(params_dict(params), sort_keys=True).encode()).hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------- names
+def _band_names(params: SymmetryParams) -> list[str]:
+    e = params.band_edges
+    return [f"b{lo:g}-{hi:g}" for lo, hi in zip(e[:-1], e[1:])] + ["bf", "all"]
+
+
+def _band_feature_names(params: SymmetryParams) -> list[str]:
+    names = [f"h{m}" for m in range(1, params.n_harmonics + 1)]
+    names += [f"rot{n}" for n in params.rotations]
+    names += [f"mir.top{k}" for k in range(1, params.mirror_top + 1)] + ["mir.npk50", "mir.npk80"]
+    names += [f"mir.f{j}" for j in range(1, params.mirror_orders + 1)]
+    return names
+
+
+def _panel_names(params: SymmetryParams) -> list[str]:
+    names = [f"radial.r{k}" for k in range(params.n_radii)] + [f"aniso.r{k}" for k in range(params.n_radii)]
+    for b in _band_names(params):
+        names += [f"{b}.{f}" for f in _band_feature_names(params)]
+    return names + ["bf.radius", "bf.contrast", "centre.rho", "centre.nocentre"]
+
+
+def descriptor_names(params: SymmetryParams | None = None) -> list[str]:
+    """Name of every column of :func:`describe`'s output: ``p{panel}.{descriptor}``, panel 0, 1, 2.
+
+    >>> names = descriptor_names()
+    >>> len(names), names[0], names[-1]
+    (1056, 'p0.radial.r0', 'p2.centre.nocentre')
+    """
+    params = params or SymmetryParams()
+    return [f"p{p}.{n}" for p in range(3) for n in _panel_names(params)]
+
+
+# ------------------------------------------------------------------------------------- precomputed plan
+def polar_matrix(side: int, radii, n_angles: int, centre=None):
+    """Sparse ``(len(radii) * n_angles, side * side)`` bilinear interpolation matrix (CSR, float32).
+
+    Row ``i * n_angles + k`` samples the image at ``centre + r_i (cos t_k, sin t_k)`` (x along columns,
+    y along rows), ``t_k = 2 pi k / n_angles``; ``centre`` defaults to ``(side - 1) / 2``. Points outside
+    the image get the weights of the nearest valid bilinear cell (never used by :func:`describe`, whose
+    radii stay inside).
+
+    >>> P = polar_matrix(8, [1.0], 4)
+    >>> P.shape, np.allclose(P.sum(axis=1), 1.0)
+    ((4, 64), True)
+    """
+    import scipy.sparse as sp
+
+    c = (side - 1) / 2 if centre is None else float(centre)
+    radii = np.asarray(radii, dtype=np.float64)
+    t = 2 * np.pi * np.arange(n_angles) / n_angles
+    y = (c + radii[:, None] * np.sin(t)[None, :]).ravel()
+    x = (c + radii[:, None] * np.cos(t)[None, :]).ravel()
+    y0 = np.clip(np.floor(y), 0, side - 2).astype(np.int64)
+    x0 = np.clip(np.floor(x), 0, side - 2).astype(np.int64)
+    fy, fx = y - y0, x - x0
+    rows = np.repeat(np.arange(len(y)), 4)
+    cols = np.stack([y0 * side + x0, y0 * side + x0 + 1, (y0 + 1) * side + x0, (y0 + 1) * side + x0 + 1], 1).ravel()
+    vals = np.stack([(1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx], 1).ravel()
+    m = sp.csr_matrix((vals.astype(np.float32), (rows, cols)), shape=(len(y), side * side))
+    m.sum_duplicates()
+    return m
+
+
+class _Plan:
+    """Everything that depends only on (side, params): matrices, weights, windows."""
+
+    def __init__(self, side: int, params: SymmetryParams):
+        import scipy.fft as sfft
+
+        k = params.scaled(side)
+        self.side, self.params, self.k = side, params, k
+        self.radii = np.linspace(params.r_min, params.r_max, params.n_radii) * k
+        if self.radii[-1] > (side - 1) / 2 - 1:
+            raise ValueError(f"r_max={params.r_max} px (at {REF_SIDE} px) does not fit a {side}-px panel")
+        self.T = params.n_angles
+        self.polar = polar_matrix(side, self.radii, self.T)
+        self.polar_t = self.polar.T.tocsr()  # (S*S, R*T): X (N, S*S) @ P^T via (P^T)^T trick below
+        # fine central profile for the bright-field disk radius
+        self.fine_r = np.arange(0.25, params.bf_max + 2.0, 0.25) * k
+        self.fine = polar_matrix(side, self.fine_r, 32)
+        # bands: weights (n_fixed, R), ring-area weight r
+        r_ref = self.radii / k
+        e = params.band_edges
+        self.bands = np.stack([((r_ref >= lo) & (r_ref < hi)) * r_ref for lo, hi in zip(e[:-1], e[1:])]).astype(
+            np.float32)
+        self.all_band = r_ref.astype(np.float32)
+        # harmonic weights: 2 for 0 < m < T/2, 1 at Nyquist (energy of a real signal)
+        nh = self.T // 2 + 1
+        self.mw = np.full(nh, 2.0, dtype=np.float32)
+        self.mw[0] = 0.0
+        if self.T % 2 == 0:
+            self.mw[-1] = 1.0
+        m = np.arange(nh)
+        self.rot_cos = np.stack([np.cos(2 * np.pi * m / n) for n in params.rotations], 1).astype(np.float32)
+        self.mir_keep = ((m >= 1) & (m <= params.mirror_harmonics)).astype(np.float32)
+        # centre: crop window, Gaussian kernel spectrum
+        self.W = min(int(round(params.centre_crop * k)), side - 2)
+        self.W -= self.W % 2
+        self.L = sfft.next_fast_len(2 * self.W - 1)
+        self.sigma = params.centre_sigma * k
+        v = np.arange(self.W) - self.W // 2
+        self.win = np.exp(-(v[:, None] ** 2 + v[None, :] ** 2) / (2 * self.sigma ** 2)).astype(np.float32)
+        self.search = int(round(params.centre_search * k))
+        jj = np.arange(-2 * self.search, 2 * self.search + 1)
+        self.gsep = np.exp(-((self.W // 2 + jj)[:, None] - np.arange(self.W)[None, :]) ** 2
+                           / (2 * self.sigma ** 2)).astype(np.float32)
+        self.pad = self.search + 2  # padding of the shift step (shifts are clipped to +-search)
+
+
+@functools.lru_cache(maxsize=8)
+def _plan(side: int, params: SymmetryParams) -> _Plan:
+    return _Plan(side, params)
+
+
+# ------------------------------------------------------------------------------------------------ centre
+def _parabola(lm, l0, lp):
+    """Vertex offset (in steps) of the parabola through (-1, lm), (0, l0), (1, lp), clipped to +-0.5."""
+    den = lm - 2 * l0 + lp
+    with np.errstate(divide="ignore", invalid="ignore"):
+        off = np.where(den < 0, 0.5 * (lm - lp) / den, 0.0)
+    return np.clip(np.nan_to_num(off), -0.5, 0.5)
+
+
+def _centres(x: np.ndarray, plan: _Plan, valid: np.ndarray):
+    """Centres (N, 2) as (y, x) px, rho (N,), found (N,) of panels ``x`` (N, S, S) float32."""
+    import scipy.fft as sfft
+
+    p, S = plan.params, plan.side
+    N = len(x)
+    geo = (S - 1) / 2
+    W, L = plan.W, plan.L
+    c0 = W // 2
+    o = int(np.rint(geo)) - c0  # crop origin; crop index c0 is the pixel nearest the image centre
+    crop = x[:, o:o + W, o:o + W]
+    crop = crop - crop.mean((1, 2), keepdims=True)
+    contrast = np.sqrt((crop ** 2).mean((1, 2)))
+    f = crop * plan.win
+    u = f * crop
+    Ff = sfft.rfft2(f, s=(L, L), workers=1)
+    ff = sfft.irfft2(Ff * Ff, s=(L, L), workers=1)
+    s2 = 2 * plan.search
+    j = np.arange(-s2, s2 + 1)
+    num = ff[:, 2 * c0 + j[:, None], 2 * c0 + j[None, :]]  # (f * f)(2c), c = c0 + j/2
+    den = plan.gsep @ u @ plan.gsep.T  # (u * g)(2c - c0): a separable Gaussian blur, the normaliser
+    tiny = 1e-6 * np.maximum(den.reshape(N, -1).max(1), 1e-30)[:, None, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rho = np.where(den > tiny, num / den, -1.0)
+    rho = np.nan_to_num(rho, nan=-1.0)
+    n = len(j)
+    best = rho.reshape(N, -1).argmax(1)
+    by, bx = np.divmod(best, n)
+    rows = np.arange(N)
+    rmax = rho[rows, by, bx]
+    ym = rho[rows, np.maximum(by - 1, 0), bx]
+    yp = rho[rows, np.minimum(by + 1, n - 1), bx]
+    xm = rho[rows, by, np.maximum(bx - 1, 0)]
+    xq = rho[rows, by, np.minimum(bx + 1, n - 1)]
+    dy = np.where((by > 0) & (by < n - 1), _parabola(ym, rmax, yp), 0.0)
+    dx = np.where((bx > 0) & (bx < n - 1), _parabola(xm, rmax, xq), 0.0)
+    cy = o + c0 + (j[by] + dy) / 2
+    cx = o + c0 + (j[bx] + dx) / 2
+    found = valid & (contrast >= p.min_contrast) & (rmax >= p.min_centre_rho)
+    cy = np.where(found, cy, geo)
+    cx = np.where(found, cx, geo)
+    return np.stack([cy, cx], 1), np.where(valid, np.clip(rmax, -1.0, 1.0), 0.0).astype(np.float32), found
+
+
+def _border_mean(x: np.ndarray) -> np.ndarray:
+    """Mean of each panel's outermost pixel ring (the padding value)."""
+    s = x.shape[-1]
+    tot = x[:, 0, :].sum(1) + x[:, -1, :].sum(1) + x[:, 1:-1, 0].sum(1) + x[:, 1:-1, -1].sum(1)
+    return (tot / (4 * s - 4)).astype(np.float32)
+
+
+def find_centres(panels, params: SymmetryParams | None = None):
+    """Pattern centres of panels ``(N, S, S)``: ``(centres (N, 2) as (y, x) px, found (N,) bool)``.
+
+    ``found`` is False where the geometric centre ``(S - 1) / 2`` was used (see the module docstring).
+    """
+    params = params or SymmetryParams()
+    x = np.asarray(panels, dtype=np.float32)
+    if x.ndim != 3 or x.shape[1] != x.shape[2]:
+        raise ValueError(f"panels of shape {x.shape}: expected (N, S, S)")
+    finite = np.isfinite(x).all(axis=(1, 2))
+    x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+    flat = x.reshape(len(x), -1)
+    valid = finite & (flat.max(1) > flat.min(1))
+    centres, _, found = _centres(x, _plan(x.shape[-1], params), valid)
+    return centres, found
+
+
+# ------------------------------------------------------------------------------------------- describe
+def _shift_to_centre(x, centres, plan: _Plan):
+    """Panels resampled (bilinear) so that ``centres`` land on the geometric centre.
+
+    Out-of-image pixels take the panel's border mean. Panels sharing an integer part of the shift
+    (a handful per batch) are sliced together.
+    """
+    N, S = len(x), plan.side
+    P = plan.pad
+    d = np.clip(centres - (S - 1) / 2, -(P - 2), P - 2)
+    i0 = np.floor(d).astype(np.int64)
+    fr = (d - i0).astype(np.float32)
+    fy = fr[:, 0][:, None, None]
+    fx = fr[:, 1][:, None, None]
+    keys, inv = np.unique(i0, axis=0, return_inverse=True)
+    if len(keys) == 1 and keys[0, 0] in (-1, 0) and keys[0, 1] in (-1, 0):
+        g = _edge_slice(x, int(keys[0, 0]), int(keys[0, 1]))  # the common case: one sub-pixel cell
+    else:
+        fill = _border_mean(x)
+        xp = np.empty((N, S + 2 * P + 1, S + 2 * P + 1), dtype=np.float32)
+        xp[:] = fill[:, None, None]
+        xp[:, P:P + S, P:P + S] = x
+        g = np.empty((N, S + 1, S + 1), dtype=np.float32)
+        for k, (a, b) in enumerate(keys):
+            sel = np.flatnonzero(inv.ravel() == k)
+            g[sel] = xp[sel, P + a:P + a + S + 1, P + b:P + b + S + 1]
+    t = g[:, :, :-1] + fx * (g[:, :, 1:] - g[:, :, :-1])  # separable bilinear: along x, then along y
+    return t[:, :-1] + fy * (t[:, 1:] - t[:, :-1])
+
+
+def _edge_slice(x, a: int, b: int):
+    """``x[:, a:a+S+1, b:b+S+1]`` for a, b in {-1, 0}, out-of-image rows/columns repeating the edge."""
+    N, S = len(x), x.shape[-1]
+    g = np.empty((N, S + 1, S + 1), dtype=np.float32)
+    ys, xs = (slice(1, S + 1), slice(0, 1)) if a == -1 else (slice(0, S), slice(S, S + 1))
+    yd, xd = (slice(1, S + 1), slice(0, 1)) if b == -1 else (slice(0, S), slice(S, S + 1))
+    g[:, ys, yd] = x
+    g[:, xs, yd] = x[:, :1, :] if a == -1 else x[:, -1:, :]
+    g[:, :, xd] = g[:, :, 1:2] if b == -1 else g[:, :, S - 1:S]
+    return g
+
+
+def _mirror_summary(mir, plan: _Plan):
+    """Rotation-invariant summary of mirror spectra ``mir`` (..., T): top peaks, peak counts, orders."""
+    p = plan.params
+    peak = (mir > np.roll(mir, 1, -1)) & (mir >= np.roll(mir, -1, -1))
+    heights = np.where(peak, mir, 0.0)
+    k = p.mirror_top
+    top = -np.sort(np.partition(-heights, k - 1, axis=-1)[..., :k], axis=-1)
+    top = np.clip(top, 0.0, 1.0)
+    n50 = (peak & (mir >= 0.5)).sum(-1, dtype=np.float32)
+    n80 = (peak & (mir >= 0.8)).sum(-1, dtype=np.float32)
+    import scipy.fft as sfft
+
+    orders = np.abs(sfft.rfft(mir, axis=-1, workers=1))[..., 1: p.mirror_orders + 1] / plan.T
+    return np.concatenate([top, n50[..., None], n80[..., None], orders], -1)
+
+
+def _band_features(H, G, wb, plan: _Plan):
+    """Features of bands with ring weights ``wb`` (N, nb, R) from ``H = |F|^2`` and ``G = F^2`` (N, R, M)."""
+    import scipy.fft as sfft
+
+    p = plan.params
+    Hb = wb @ H  # (N, nb, M) band power per harmonic
+    E = (Hb * plan.mw).sum(-1)  # band energy over m >= 1
+    safe = np.where(E > 0, E, 1.0)[..., None]
+    frac = Hb * plan.mw / safe
+    h = np.log10(np.maximum(frac[..., 1: p.n_harmonics + 1], p.log_floor))
+    rot = frac @ plan.rot_cos  # (N, nb, n_rot)
+    Gb = (wb @ G.view(np.float32)).view(np.complex64) * plan.mir_keep  # complex sums as two real ones
+    num = sfft.irfft(Gb, n=plan.T, axis=-1, workers=1)
+    den = sfft.irfft(Hb * plan.mir_keep, n=plan.T, axis=-1, workers=1)[..., :1]
+    mir = np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
+    ms = _mirror_summary(mir, plan)
+    out = np.concatenate([h, rot, ms], -1)
+    dead = (E <= 0)[..., None]  # a band without angular structure: neutral values
+    neutral = np.concatenate([np.full(h.shape[-1], np.log10(p.log_floor)), np.zeros(rot.shape[-1] + ms.shape[-1])])
+    return np.where(dead, neutral.astype(np.float32), out)
+
+
+def _bf_radius(xc, plan: _Plan):
+    """Bright-field disk radius (px at 64 px) and its weight mask over the rings, from centred panels."""
+    p, k = plan.params, plan.k
+    N = len(xc)
+    prof = (plan.fine @ xc.reshape(N, -1).T).T.reshape(N, len(plan.fine_r), 32).mean(-1)
+    d = np.diff(prof, axis=1)  # fall between successive fine radii
+    lim = plan.fine_r[1:] <= p.bf_max * k
+    dl = np.where(lim[None, :], d, np.inf)
+    i = dl.argmin(1)
+    rows = np.arange(N)
+    n = d.shape[1]
+    off = np.where((i > 0) & (i < n - 1),
+                   _parabola(-d[rows, np.maximum(i - 1, 0)], -d[rows, i], -d[rows, np.minimum(i + 1, n - 1)]), 0.0)
+    step = plan.fine_r[1] - plan.fine_r[0]
+    r_edge = 0.5 * (plan.fine_r[i] + plan.fine_r[i + 1]) + off * step
+    r_edge = np.where(np.isfinite(dl[rows, i]) & (dl[rows, i] < 0), r_edge, plan.fine_r[0])
+    inside = plan.fine_r[None, :] <= r_edge[:, None]
+    outside = (plan.fine_r[None, :] > r_edge[:, None]) & (plan.fine_r[None, :] <= r_edge[:, None] + 2 * k)
+    mean_in = (prof * inside).sum(1) / np.maximum(inside.sum(1), 1)
+    mean_out = (prof * outside).sum(1) / np.maximum(outside.sum(1), 1)
+    return r_edge / k, mean_in - mean_out
+
+
+def describe(stacks, params: SymmetryParams | None = None):
+    """Symmetry descriptors of a batch of stacks.
+
+    Parameters
+    ----------
+    stacks : array ``(B, 3, S, S)``
+        Shard stacks (uint8 log-scaled intensities) or any real array of that shape (e.g. float
+        log intensities of a raw stack; the descriptors are invariant to ``a * x + b``).
+    params : SymmetryParams, optional
+
+    Returns
+    -------
+    features : float32 ``(B, D)``
+        ``D = len(descriptor_names(params))``, 3 panels one after the other; never NaN.
+    reasons : list of str
+        Per sample: ``""`` when every panel was read normally, else why a panel fell back, e.g.
+        ``"panel 1: blank panel (constant 0); panel 2: no visible centre (geometric centre used)"``.
+    """
+    params = params or SymmetryParams()
+    x = np.asarray(stacks)
+    if x.ndim != 4 or x.shape[1] != 3 or x.shape[2] != x.shape[3]:
+        raise ValueError(f"stacks of shape {x.shape}: expected (B, 3, S, S)")
+    B, _, S, _ = x.shape
+    plan = _plan(int(S), params)
+    N = 3 * B
+    x = x.reshape(N, S, S).astype(np.float32, copy=False)
+    finite = np.isfinite(x).all(axis=(1, 2))
+    if not finite.all():
+        x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+    flat = x.reshape(N, -1)
+    lo, hi = flat.min(1), flat.max(1)
+    valid = finite & (hi > lo)
+    centres, rho, found = _centres(x, plan, valid)
+    xc = _shift_to_centre(x, centres, plan)
+    T, R = plan.T, len(plan.radii)
+    pol = (plan.polar @ xc.reshape(N, -1).T).T.reshape(N, R, T)  # ONE sparse product for the batch
+    ring_mean = pol.mean(-1)
+    s = np.sqrt(((pol - pol.mean((1, 2), keepdims=True)) ** 2).mean((1, 2)))
+    s_safe = np.where(s > 1e-6, s, 1.0)[:, None]
+    radial = (ring_mean - ring_mean.mean(1, keepdims=True)) / s_safe
+    aniso = pol.std(-1) / s_safe
+    import scipy.fft as sfft
+
+    F = sfft.rfft(pol, axis=-1, workers=1)  # (N, R, T/2+1) complex64
+    F[..., 0] = 0
+    H = (F.real ** 2 + F.imag ** 2).astype(np.float32)
+    G = (F * F).astype(np.complex64)
+    r_bf, bf_contrast = _bf_radius(xc, plan)
+    r_ref = (plan.radii / plan.k).astype(np.float32)
+    bf_band = (r_ref[None, :] <= 0.9 * r_bf[:, None]) * r_ref[None, :]
+    bf_band[:, 0] = np.maximum(bf_band[:, 0], r_ref[0])  # at least the innermost ring
+    wb = np.concatenate([np.broadcast_to(plan.bands, (N, *plan.bands.shape)), bf_band[:, None, :],
+                         np.broadcast_to(plan.all_band, (N, 1, R))], 1).astype(np.float32)
+    bands = _band_features(H, G, wb, plan).reshape(N, -1)
+    scalars = np.stack([r_bf, bf_contrast / s_safe[:, 0], rho, (~found).astype(np.float32)], 1)
+    feats = np.concatenate([radial, aniso, bands, scalars], 1).astype(np.float32)
+    bad = ~valid | (s <= 1e-6)
+    feats[bad] = 0.0
+    feats[bad, -1] = 1.0
+    feats = np.nan_to_num(feats, nan=0.0, posinf=0.0, neginf=0.0)
+    reasons = _reasons(finite, lo, hi, found, B)
+    return feats.reshape(B, -1), reasons
+
+
+def _reasons(finite, lo, hi, found, B) -> list[str]:
+    out = []
+    for b in range(B):
+        parts = []
+        for p in range(3):
+            i = 3 * b + p
+            if not finite[i]:
+                why = "non-finite values (NaN/inf read as 0)"
+            elif hi[i] == lo[i]:
+                why = "all-zero panel" if hi[i] == 0 else f"blank panel (constant {float(hi[i]):g})"
+            elif not found[i]:
+                why = "no visible centre (geometric centre used)"
+            else:
+                continue
+            parts.append(f"panel {p}: {why}")
+        out.append("; ".join(parts))
+    return out
+
+
+# ------------------------------------------------------------------------------------------ to a file
+def extract_symmetry_to_file(shard_root, split: str, out_path, *, keys=None, batch_size: int = 256,
+                             progress: bool = True, params: SymmetryParams | None = None) -> dict:
+    """Write the symmetry descriptors of ``split`` to ``out_path`` (a :mod:`cbedtdc.features.store` file).
+
+    Streams batches of ``batch_size`` stacks through :class:`cbedtdc.data.ShardDataset` (memory: one
+    batch); the file is written under a temporary name and renamed when complete, so an interrupted
+    run is simply rerun. Samples with a fallback panel are kept (their features are finite, with the
+    ``nocentre`` flag set) and counted in the log, with their keys.
+
+    Returns
+    -------
+    dict
+        ``n``, ``dim``, ``split``, ``seconds``, ``samples_per_s``, ``out``, ``fallback`` (count).
+    """
+    from tqdm import tqdm
+
+    from cbedtdc.data import ShardDataset
+    from cbedtdc.features.store import FeatureWriter
+
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size={batch_size}: must be >= 1")
+    params = params or SymmetryParams()
+    ds = ShardDataset(shard_root, split, keys=keys, orientation="stack")
+    dim = len(descriptor_names(params))
+    S = ds.image_size
+    t0 = time.perf_counter()
+    flagged = []
+    writer = FeatureWriter(out_path, ds.keys, ds.labels, dim=dim, split=split, source=SOURCE,
+                           model=f"{SOURCE}/{VERSION}", model_sha256=params_sha256(params),
+                           model_meta={**params_dict(params), "names": descriptor_names(params), "image_size": S},
+                           chunk_rows=int(batch_size))
+    with writer:
+        bar = tqdm(total=len(ds), desc=f"symmetry {split}", unit="sample", mininterval=5.0, disable=not progress)
+        with bar:
+            buf = np.empty((int(batch_size), 3, S, S), dtype=np.uint8)
+            for start in range(0, len(ds), int(batch_size)):
+                stop = min(start + int(batch_size), len(ds))
+                for i in range(start, stop):
+                    buf[i - start] = ds.image(i)
+                feats, reasons = describe(buf[: stop - start], params)
+                writer.append(feats)
+                flagged += [(ds.keys[start + i], r) for i, r in enumerate(reasons) if r]
+                bar.update(stop - start)
+    secs = time.perf_counter() - t0
+    done = writer.done
+    if flagged:
+        log.warning("%d of %d %s samples have a fallback panel (features kept, nocentre flag set), e.g. %s",
+                    len(flagged), done, split, "; ".join(f"{k}: {r}" for k, r in flagged[:5]))
+        for k, r in flagged:
+            log.info("fallback %s: %s", k, r)
+    info = {"n": done, "dim": dim, "split": split, "seconds": round(secs, 3),
+            "samples_per_s": round(done / secs, 2) if secs > 0 else None, "out": str(Path(out_path)),
+            "fallback": len(flagged)}
+    log.info("symmetry descriptors of %d %s samples (%d-d) in %.1f s (%.0f samples/s) -> %s", done, split, dim,
+             secs, info["samples_per_s"] or 0, out_path)
+    return info
