@@ -31,7 +31,8 @@ LAYERS = [
      "cbedtdc.routing_posterior"],  # phase 1 of the heads work; moves into cascade.routing
     # jobs over trained models
     ["cbedtdc.cascade", "cbedtdc.cascade.jobs", "cbedtdc.xgbhead", "cbedtdc.heads", "cbedtdc.features",
-     "cbedtdc.features.store", "cbedtdc.features.cnn", "cbedtdc.features.sources", "cbedtdc.headjobs"],
+     "cbedtdc.features.store", "cbedtdc.features.cnn", "cbedtdc.features.sources", "cbedtdc.features.symmetry",
+     "cbedtdc.headjobs"],
     # a whole run
     ["cbedtdc.evaluate", "cbedtdc.classify"],
     # entry points

@@ -25,8 +25,6 @@ Descriptors of one panel (``descriptor_names`` gives every column's name, ``p{pa
   reflections (the reciprocal lattice in the zero layer) and, when it is inside the field, at the first
   HOLZ ring, whose radius ``G = sqrt(2 k H)`` gives the spacing ``1/H`` along the beam. Friedel's law
   hides nothing here (it is already rotation-averaged).
-- ``aniso.r{k}``: the angular standard deviation of ring ``r`` over ``s``: where the disks are (their
-  radial distances from the centre), versus smooth rings (HOLZ ring, Kikuchi-like background).
 - per *band* (rings ``band_edges`` in px at 64 px, plus ``bf`` = the bright-field disk ``r <= 0.9
   r_bf``, plus ``all`` = every ring), with weights ``r`` (ring area):
 
@@ -84,7 +82,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["SOURCE", "VERSION", "SymmetryParams", "params_dict", "params_sha256", "descriptor_names", "describe",
-           "find_centres", "polar_matrix", "extract_symmetry_to_file"]
+           "find_centres", "mirror_spectrum", "polar_matrix", "extract_symmetry_to_file"]
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +108,12 @@ class SymmetryParams:
     centre_search: int = 6  # the 180-degree self-correlation is searched +-this many px around the image centre
     centre_sigma: float = 5.0  # Gaussian window of the 180-degree self-correlation
     centre_crop: int = 32  # side of the crop the self-correlation is computed on
+    centre_prior: float = 0.05  # rho penalty at the search edge (quadratic in the offset)
     min_centre_rho: float = 0.3  # below: no visible centre, fallback to the geometric centre
     min_contrast: float = 2.0  # grey levels (rms in the centre crop): flatter has no visible centre
     bf_max: float = 8.0  # the bright-field disk edge is searched for below this radius
+    flat_level: float = 0.05  # angular std / panel std below which a band counts as flat
+    harmonic_scale: str = "log10"  # log10 | sqrt: the scale of the harmonic fractions
     log_floor: float = 1e-4  # harmonic fractions are floored here before log10
 
     def scaled(self, side: int) -> float:
@@ -149,7 +150,7 @@ def _band_feature_names(params: SymmetryParams) -> list[str]:
 
 
 def _panel_names(params: SymmetryParams) -> list[str]:
-    names = [f"radial.r{k}" for k in range(params.n_radii)] + [f"aniso.r{k}" for k in range(params.n_radii)]
+    names = [f"radial.r{k}" for k in range(params.n_radii)]
     for b in _band_names(params):
         names += [f"{b}.{f}" for f in _band_feature_names(params)]
     return names + ["bf.radius", "bf.contrast", "centre.rho", "centre.nocentre"]
@@ -160,7 +161,7 @@ def descriptor_names(params: SymmetryParams | None = None) -> list[str]:
 
     >>> names = descriptor_names()
     >>> len(names), names[0], names[-1]
-    (1056, 'p0.radial.r0', 'p2.centre.nocentre')
+    (966, 'p0.radial.r0', 'p2.centre.nocentre')
     """
     params = params or SymmetryParams()
     return [f"p{p}.{n}" for p in range(3) for n in _panel_names(params)]
@@ -205,9 +206,10 @@ class _Plan:
 
         k = params.scaled(side)
         self.side, self.params, self.k = side, params, k
-        self.radii = np.linspace(params.r_min, params.r_max, params.n_radii) * k
-        if self.radii[-1] > (side - 1) / 2 - 1:
-            raise ValueError(f"r_max={params.r_max} px (at {REF_SIDE} px) does not fit a {side}-px panel")
+        if side < 8:
+            raise ValueError(f"panels of {side} px: the symmetry descriptors need at least 8 px")
+        r_top = min(params.r_max * k, (side - 1) / 2 - 1)  # the inscribed circle, whatever the side
+        self.radii = np.linspace(params.r_min * k, r_top, params.n_radii)
         self.T = params.n_angles
         self.polar = polar_matrix(side, self.radii, self.T)
         self.polar_t = self.polar.T.tocsr()  # (S*S, R*T): X (N, S*S) @ P^T via (P^T)^T trick below
@@ -240,6 +242,8 @@ class _Plan:
         jj = np.arange(-2 * self.search, 2 * self.search + 1)
         self.gsep = np.exp(-((self.W // 2 + jj)[:, None] - np.arange(self.W)[None, :]) ** 2
                            / (2 * self.sigma ** 2)).astype(np.float32)
+        dist2 = (jj[:, None] ** 2 + jj[None, :] ** 2) / (2.0 * self.search) ** 2  # (offset / search)^2
+        self.prior = (params.centre_prior * dist2).astype(np.float32)
         self.pad = self.search + 2  # padding of the shift step (shifts are clipped to +-search)
 
 
@@ -283,16 +287,18 @@ def _centres(x: np.ndarray, plan: _Plan, valid: np.ndarray):
         rho = np.where(den > tiny, num / den, -1.0)
     rho = np.nan_to_num(rho, nan=-1.0)
     n = len(j)
-    best = rho.reshape(N, -1).argmax(1)
+    score = rho - plan.prior  # a mild preference for the image centre among near-equal candidates
+    best = score.reshape(N, -1).argmax(1)
     by, bx = np.divmod(best, n)
     rows = np.arange(N)
     rmax = rho[rows, by, bx]
-    ym = rho[rows, np.maximum(by - 1, 0), bx]
-    yp = rho[rows, np.minimum(by + 1, n - 1), bx]
-    xm = rho[rows, by, np.maximum(bx - 1, 0)]
-    xq = rho[rows, by, np.minimum(bx + 1, n - 1)]
-    dy = np.where((by > 0) & (by < n - 1), _parabola(ym, rmax, yp), 0.0)
-    dx = np.where((bx > 0) & (bx < n - 1), _parabola(xm, rmax, xq), 0.0)
+    smax = score[rows, by, bx]
+    ym = score[rows, np.maximum(by - 1, 0), bx]
+    yp = score[rows, np.minimum(by + 1, n - 1), bx]
+    xm = score[rows, by, np.maximum(bx - 1, 0)]
+    xq = score[rows, by, np.minimum(bx + 1, n - 1)]
+    dy = np.where((by > 0) & (by < n - 1), _parabola(ym, smax, yp), 0.0)
+    dx = np.where((bx > 0) & (bx < n - 1), _parabola(xm, smax, xq), 0.0)
     cy = o + c0 + (j[by] + dy) / 2
     cx = o + c0 + (j[bx] + dx) / 2
     found = valid & (contrast >= p.min_contrast) & (rmax >= p.min_centre_rho)
@@ -383,26 +389,29 @@ def _mirror_summary(mir, plan: _Plan):
     return np.concatenate([top, n50[..., None], n80[..., None], orders], -1)
 
 
-def _band_features(H, G, wb, plan: _Plan):
-    """Features of bands with ring weights ``wb`` (N, nb, R) from ``H = |F|^2`` and ``G = F^2`` (N, R, M)."""
+def _band_features(H, G, wb, s, plan: _Plan):
+    """Features of bands with ring weights ``wb`` (N, nb, R) from ``H = |F|^2`` and ``G = F^2`` (N, R, M);
+    ``s`` (N,): each panel's polar standard deviation."""
     import scipy.fft as sfft
 
     p = plan.params
     Hb = wb @ H  # (N, nb, M) band power per harmonic
     E = (Hb * plan.mw).sum(-1)  # band energy over m >= 1
-    safe = np.where(E > 0, E, 1.0)[..., None]
+    # a band whose angular std is below flat_level x the panel's std counts as flat: its fractions,
+    # rotation and mirror scores shrink to 0 instead of normalising interpolation noise
+    eps = (p.flat_level * s[:, None]) ** 2 * plan.T ** 2 * wb.sum(-1)
+    safe = (E + eps)[..., None]
     frac = Hb * plan.mw / safe
-    h = np.log10(np.maximum(frac[..., 1: p.n_harmonics + 1], p.log_floor))
+    h = frac[..., 1: p.n_harmonics + 1]
+    h = np.sqrt(h) if p.harmonic_scale == "sqrt" else np.log10(np.maximum(h, p.log_floor))
     rot = frac @ plan.rot_cos  # (N, nb, n_rot)
     Gb = (wb @ G.view(np.float32)).view(np.complex64) * plan.mir_keep  # complex sums as two real ones
     num = sfft.irfft(Gb, n=plan.T, axis=-1, workers=1)
-    den = sfft.irfft(Hb * plan.mir_keep, n=plan.T, axis=-1, workers=1)[..., :1]
-    mir = np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
+    den = sfft.irfft(Hb * plan.mir_keep, n=plan.T, axis=-1, workers=1)[..., :1] + eps[..., None] / plan.T
+    mir = num / den
     ms = _mirror_summary(mir, plan)
     out = np.concatenate([h, rot, ms], -1)
-    dead = (E <= 0)[..., None]  # a band without angular structure: neutral values
-    neutral = np.concatenate([np.full(h.shape[-1], np.log10(p.log_floor)), np.zeros(rot.shape[-1] + ms.shape[-1])])
-    return np.where(dead, neutral.astype(np.float32), out)
+    return out
 
 
 def _bf_radius(xc, plan: _Plan):
@@ -451,9 +460,30 @@ def describe(stacks, params: SymmetryParams | None = None):
     if x.ndim != 4 or x.shape[1] != 3 or x.shape[2] != x.shape[3]:
         raise ValueError(f"stacks of shape {x.shape}: expected (B, 3, S, S)")
     B, _, S, _ = x.shape
-    plan = _plan(int(S), params)
-    N = 3 * B
-    x = x.reshape(N, S, S).astype(np.float32, copy=False)
+    a = _analyse(x.reshape(3 * B, S, S), _plan(int(S), params))
+    plan, N, R = a["plan"], 3 * B, a["pol"].shape[1]
+    r_ref = (plan.radii / plan.k).astype(np.float32)
+    bf_band = (r_ref[None, :] <= 0.9 * a["r_bf"][:, None]) * r_ref[None, :]
+    bf_band[:, 0] = np.maximum(bf_band[:, 0], r_ref[0])  # at least the innermost ring
+    wb = np.concatenate([np.broadcast_to(plan.bands, (N, *plan.bands.shape)), bf_band[:, None, :],
+                         np.broadcast_to(plan.all_band, (N, 1, R))], 1).astype(np.float32)
+    bands = _band_features(a["H"], a["G"], wb, a["s_safe"], plan).reshape(N, -1)
+    s_safe = a["s_safe"]
+    scalars = np.stack([a["r_bf"], a["bf_contrast"] / s_safe, a["rho"], (~a["found"]).astype(np.float32)], 1)
+    feats = np.concatenate([a["radial"], bands, scalars], 1).astype(np.float32)
+    bad = ~a["usable"]
+    feats[bad] = 0.0
+    feats[bad, -1] = 1.0
+    feats = np.nan_to_num(feats, nan=0.0, posinf=0.0, neginf=0.0)
+    return feats.reshape(B, -1), _reasons(a, B)
+
+
+def _analyse(x, plan: _Plan) -> dict:
+    """Centres, polar samples and angular spectra of panels ``x`` (N, S, S) (any real dtype)."""
+    import scipy.fft as sfft
+
+    N, S = len(x), plan.side
+    x = x.astype(np.float32, copy=False)
     finite = np.isfinite(x).all(axis=(1, 2))
     if not finite.all():
         x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
@@ -465,44 +495,57 @@ def describe(stacks, params: SymmetryParams | None = None):
     T, R = plan.T, len(plan.radii)
     pol = (plan.polar @ xc.reshape(N, -1).T).T.reshape(N, R, T)  # ONE sparse product for the batch
     ring_mean = pol.mean(-1)
-    s = np.sqrt(((pol - pol.mean((1, 2), keepdims=True)) ** 2).mean((1, 2)))
-    s_safe = np.where(s > 1e-6, s, 1.0)[:, None]
-    radial = (ring_mean - ring_mean.mean(1, keepdims=True)) / s_safe
-    aniso = pol.std(-1) / s_safe
-    import scipy.fft as sfft
-
+    s = np.sqrt(((pol - ring_mean.mean(1)[:, None, None]) ** 2).mean((1, 2)))
+    usable = valid & (s > 1e-6)
+    s_safe = np.where(usable, s, 1.0)
     F = sfft.rfft(pol, axis=-1, workers=1)  # (N, R, T/2+1) complex64
     F[..., 0] = 0
-    H = (F.real ** 2 + F.imag ** 2).astype(np.float32)
-    G = (F * F).astype(np.complex64)
     r_bf, bf_contrast = _bf_radius(xc, plan)
-    r_ref = (plan.radii / plan.k).astype(np.float32)
-    bf_band = (r_ref[None, :] <= 0.9 * r_bf[:, None]) * r_ref[None, :]
-    bf_band[:, 0] = np.maximum(bf_band[:, 0], r_ref[0])  # at least the innermost ring
-    wb = np.concatenate([np.broadcast_to(plan.bands, (N, *plan.bands.shape)), bf_band[:, None, :],
-                         np.broadcast_to(plan.all_band, (N, 1, R))], 1).astype(np.float32)
-    bands = _band_features(H, G, wb, plan).reshape(N, -1)
-    scalars = np.stack([r_bf, bf_contrast / s_safe[:, 0], rho, (~found).astype(np.float32)], 1)
-    feats = np.concatenate([radial, aniso, bands, scalars], 1).astype(np.float32)
-    bad = ~valid | (s <= 1e-6)
-    feats[bad] = 0.0
-    feats[bad, -1] = 1.0
-    feats = np.nan_to_num(feats, nan=0.0, posinf=0.0, neginf=0.0)
-    reasons = _reasons(finite, lo, hi, found, B)
-    return feats.reshape(B, -1), reasons
+    return {"plan": plan, "finite": finite, "lo": lo, "hi": hi, "valid": valid, "usable": usable,
+            "found": found & usable, "centres": centres, "rho": rho, "pol": pol, "s_safe": s_safe,
+            "radial": (ring_mean - ring_mean.mean(1, keepdims=True)) / s_safe[:, None], "F": F,
+            "H": (F.real ** 2 + F.imag ** 2).astype(np.float32), "G": (F * F).astype(np.complex64),
+            "r_bf": r_bf, "bf_contrast": bf_contrast}
 
 
-def _reasons(finite, lo, hi, found, B) -> list[str]:
+def mirror_spectrum(panels, params: SymmetryParams | None = None):
+    """Whole-pattern mirror spectrum of panels ``(N, S, S)``: ``(M (N, T), angles in degrees (T,))``.
+
+    ``M[i, k]`` is the normalised correlation of panel ``i`` (about its found centre, rings weighted by
+    radius, harmonics up to ``mirror_harmonics``) with its reflection about the line at ``angles[k]``
+    (degrees from the +x axis, i.e. along columns, towards +y, i.e. down the rows): 1 for an exact mirror.
+    """
+    import scipy.fft as sfft
+
+    params = params or SymmetryParams()
+    x = np.asarray(panels)
+    if x.ndim != 3 or x.shape[1] != x.shape[2]:
+        raise ValueError(f"panels of shape {x.shape}: expected (N, S, S)")
+    plan = _plan(int(x.shape[-1]), params)
+    a = _analyse(x, plan)
+    w = plan.all_band
+    Hb = w @ a["H"]
+    Gb = (w @ a["G"].view(np.float32)).view(np.complex64) * plan.mir_keep
+    num = sfft.irfft(Gb, n=plan.T, axis=-1)
+    eps = (params.flat_level * a["s_safe"][:, None]) ** 2 * plan.T * w.sum()
+    den = sfft.irfft(Hb * plan.mir_keep, n=plan.T, axis=-1)[..., :1] + eps
+    return (num / den).reshape(len(x), plan.T), 180.0 * np.arange(plan.T) / plan.T
+
+
+def _reasons(a: dict, B: int) -> list[str]:
     out = []
     for b in range(B):
         parts = []
         for p in range(3):
             i = 3 * b + p
-            if not finite[i]:
+            if not a["finite"][i]:
                 why = "non-finite values (NaN/inf read as 0)"
-            elif hi[i] == lo[i]:
-                why = "all-zero panel" if hi[i] == 0 else f"blank panel (constant {float(hi[i]):g})"
-            elif not found[i]:
+            elif a["hi"][i] == a["lo"][i]:
+                hi = float(a["hi"][i])
+                why = "all-zero panel" if hi == 0 else f"blank panel (constant {hi:g})"
+            elif not a["usable"][i]:
+                why = "no pattern inside the polar disk (features zero)"
+            elif not a["found"][i]:
                 why = "no visible centre (geometric centre used)"
             else:
                 continue
