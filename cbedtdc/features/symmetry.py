@@ -203,6 +203,7 @@ class _Plan:
 
     def __init__(self, side: int, params: SymmetryParams):
         import scipy.fft as sfft
+        import scipy.sparse as sp
 
         k = params.scaled(side)
         self.side, self.params, self.k = side, params, k
@@ -211,11 +212,11 @@ class _Plan:
         r_top = min(params.r_max * k, (side - 1) / 2 - 1)  # the inscribed circle, whatever the side
         self.radii = np.linspace(params.r_min * k, r_top, params.n_radii)
         self.T = params.n_angles
-        self.polar = polar_matrix(side, self.radii, self.T)
-        self.polar_t = self.polar.T.tocsr()  # (S*S, R*T): X (N, S*S) @ P^T via (P^T)^T trick below
-        # fine central profile for the bright-field disk radius
+        # fine central profile (32 angles a radius) for the bright-field disk radius, below the rings
         self.fine_r = np.arange(0.25, params.bf_max + 2.0, 0.25) * k
-        self.fine = polar_matrix(side, self.fine_r, 32)
+        self.n_fine = 32
+        self.polar_fine = sp.vstack([polar_matrix(side, self.radii, self.T),
+                                     polar_matrix(side, self.fine_r, self.n_fine)]).tocsr()
         # bands: weights (n_fixed, R), ring-area weight r
         r_ref = self.radii / k
         e = params.band_edges
@@ -414,11 +415,10 @@ def _band_features(H, G, wb, s, plan: _Plan):
     return out
 
 
-def _bf_radius(xc, plan: _Plan):
-    """Bright-field disk radius (px at 64 px) and its weight mask over the rings, from centred panels."""
+def _bf_radius(prof, plan: _Plan):
+    """Bright-field disk radius (px at 64 px) and contrast from the fine central profiles ``prof`` (N, n_fine_r)."""
     p, k = plan.params, plan.k
-    N = len(xc)
-    prof = (plan.fine @ xc.reshape(N, -1).T).T.reshape(N, len(plan.fine_r), 32).mean(-1)
+    N = len(prof)
     d = np.diff(prof, axis=1)  # fall between successive fine radii
     lim = plan.fine_r[1:] <= p.bf_max * k
     dl = np.where(lim[None, :], d, np.inf)
@@ -483,8 +483,9 @@ def _analyse(x, plan: _Plan) -> dict:
     import scipy.fft as sfft
 
     N, S = len(x), plan.side
+    integer = np.issubdtype(x.dtype, np.integer)  # shards: uint8, finite by construction
     x = x.astype(np.float32, copy=False)
-    finite = np.isfinite(x).all(axis=(1, 2))
+    finite = np.ones(N, dtype=bool) if integer else np.isfinite(x).all(axis=(1, 2))
     if not finite.all():
         x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
     flat = x.reshape(N, -1)
@@ -493,14 +494,16 @@ def _analyse(x, plan: _Plan) -> dict:
     centres, rho, found = _centres(x, plan, valid)
     xc = _shift_to_centre(x, centres, plan)
     T, R = plan.T, len(plan.radii)
-    pol = (plan.polar @ xc.reshape(N, -1).T).T.reshape(N, R, T)  # ONE sparse product for the batch
+    both = plan.polar_fine @ xc.reshape(N, -1).T  # ONE sparse product for the batch: rings + fine profile
+    pol = both[: R * T].T.reshape(N, R, T)
+    fine = both[R * T:].T.reshape(N, len(plan.fine_r), plan.n_fine).mean(-1)
     ring_mean = pol.mean(-1)
     s = np.sqrt(((pol - ring_mean.mean(1)[:, None, None]) ** 2).mean((1, 2)))
     usable = valid & (s > 1e-6)
     s_safe = np.where(usable, s, 1.0)
     F = sfft.rfft(pol, axis=-1, workers=1)  # (N, R, T/2+1) complex64
     F[..., 0] = 0
-    r_bf, bf_contrast = _bf_radius(xc, plan)
+    r_bf, bf_contrast = _bf_radius(fine, plan)
     return {"plan": plan, "finite": finite, "lo": lo, "hi": hi, "valid": valid, "usable": usable,
             "found": found & usable, "centres": centres, "rho": rho, "pol": pol, "s_safe": s_safe,
             "radial": (ring_mean - ring_mean.mean(1, keepdims=True)) / s_safe[:, None], "F": F,
