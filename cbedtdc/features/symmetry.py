@@ -3,18 +3,29 @@
 No backbone and no torch: vectorised numpy/scipy over a batch of uint8 shard stacks ``(B, 3, S, S)``
 (the log-scaled intensities of :mod:`cbedtdc.preprocess`). Every panel goes through:
 
-1. **Centre** (:func:`find_centres`): the direct beam's disk, first as the intensity-weighted centroid
-   of the brightest blob near the image centre (smoothed image), then refined, sub-pixel, by maximising
-   the Gaussian-weighted 180-degree self-correlation ``rho(c) = sum_x w(x-c) I(x) I(2c-x) / sum_x
-   w(x-c) I(x)^2`` over centres ``c`` within ``centre_search`` px of the centroid. All candidate centres
-   at half-pixel steps come from one FFT autoconvolution of the windowed crop (a product of two Gaussian
-   windows centred at ``c0`` and ``2c - c0`` is a Gaussian centred at ``c``; the same trick gives the
-   normaliser), then a parabola through the peak. Fallback: a blank, all-zero or non-finite panel, one
-   without a distinct blob, or ``rho < min_centre_rho`` uses the geometric centre ``(S-1)/2`` and sets
-   the panel's ``nocentre`` feature to 1 (a reason string is returned too).
+1. **Centre** (:func:`find_centres`): the centre of the direct beam's disk, found as the maximum of the
+   Gaussian-weighted 180-degree self-correlation ``rho(c) = sum_x w(x-c) I(x) I(2c-x) / sum_x w(x-c)
+   I(x)^2`` (``w`` of width ``centre_sigma``, ``I`` the crop minus its mean) over every half-pixel ``c``
+   within ``centre_search`` px of the image centre, less a mild quadratic prior for the image centre
+   (``centre_prior`` at the edge of the search). The disk *positions* of a zone-axis pattern are
+   centrosymmetric about the direct beam (``g`` and ``-g`` are both in the zero layer) even where
+   Friedel's law fails for their intensities, and the log scale of the shards evens those out. All
+   candidates come from one FFT autoconvolution of the windowed crop (a product of two Gaussian windows
+   centred at ``c0`` and ``2c - c0`` is a Gaussian centred at ``c``; the normaliser is a separable blur),
+   then a parabola through the peak gives the sub-pixel centre. The brightest blob was tried first and
+   dropped: on the default data it is not the direct beam in ~40 % of the panels (a strong reflection
+   near the centre), while the self-correlation finds every panel's centre within 0.06 px. Strongly
+   non-centrosymmetric intensities can pull the centre to a pseudo-centre (tests: a one-mirror pattern
+   whose -g disks are at 0.3 of g's). Fallback, never a NaN: a blank, all-zero or non-finite panel, one
+   with an rms contrast below ``min_contrast`` grey levels in the centre crop, or ``rho <
+   min_centre_rho`` uses the geometric centre ``(S-1)/2``, sets the panel's ``centre.nocentre`` feature
+   to 1 and names the reason (a blank or non-finite panel also gets all-zero descriptors).
 2. **Polar resampling**: the panel is shifted (bilinear, sub-pixel) so that its centre sits on the
    geometric centre, then ONE precomputed sparse bilinear matrix (``n_radii`` radii x ``n_angles``
-   angles) maps the whole batch to polar coordinates ``f_r(theta)``.
+   angles, plus a fine central profile) maps the whole batch to polar coordinates ``f_r(theta)``.
+   Lengths are set for 64 px and scale with the side, so larger panels (the real 512-px stacks after
+   :func:`cbedtdc.preprocess.log_scale`) give the same layout; this module reads only shards, and a
+   512-px panel would want an area-averaging (not bilinear) polar matrix, which is not built.
 3. **Angular Fourier transform** ``F_m(r)`` of every ring: a rotation of the pattern multiplies
    ``F_m`` by ``exp(i m phi)``; only quantities without that phase are kept.
 
@@ -29,12 +40,14 @@ Descriptors of one panel (``descriptor_names`` gives every column's name, ``p{pa
   r_bf``, plus ``all`` = every ring), with weights ``r`` (ring area):
 
   - ``h{m}`` for m = 1..``n_harmonics``: ``log10`` of the fraction of the band's angular energy
-    (``sum_r r |F_m(r)|^2`` over all m >= 1) in harmonic m. An n-fold rotation axis along the beam
-    leaves only multiples of n. Friedel's law (kinematic diffraction, ``|F(g)| = |F(-g)|``) makes every
-    projection centrosymmetric, i.e. adds a 2-fold axis and hides the odd harmonics: a 3-fold axis then
-    shows as 6-fold (trigonal -> hexagonal-looking), which only the dynamical, Friedel-breaking data
-    (``synth.mode: bloch``, real CBED) can tell apart (Buxton et al. 1976, their Table 2: the
-    projection diffraction groups ``1_R``-extended).
+    (``sum_r r |F_m(r)|^2`` over all m >= 1, plus a floor ``(flat_level s)^2`` per ring so that a nearly
+    isotropic band gives small fractions instead of normalised interpolation noise) in harmonic m. An
+    n-fold rotation axis along the beam leaves only multiples of n. Friedel's law (kinematic
+    diffraction, ``|F(g)| = |F(-g)|``) makes every zero-layer pattern centrosymmetric, i.e. adds a
+    2-fold axis and hides the odd harmonics: a 3-fold axis then shows as 6-fold (trigonal looks
+    hexagonal), which only Friedel-breaking, dynamical data (``synth.mode: bloch``, real CBED) tell
+    apart (the zero layer shows the *projection* diffraction group, the diffraction group with
+    ``1_R`` added; Buxton et al. 1976).
   - ``rot{n}`` for n = 2, 3, 4, 6: the self-correlation of the band under a rotation by 360/n degrees,
     ``sum_m frac_m cos(2 pi m / n)`` (1: an exact n-fold axis). ``rot2`` is the Friedel descriptor:
     ``rot2 = E_even - E_odd``, 1 for a centrosymmetric pattern, less where Friedel's law is broken
@@ -47,10 +60,11 @@ Descriptors of one panel (``descriptor_names`` gives every column's name, ``p{pa
     ``mir.npk50`` / ``mir.npk80`` (the number of mirror peaks above 0.5 / 0.8: mirror lines; with
     Friedel's 2-fold every mirror at ``a`` comes with one at ``a + 90`` deg) and ``mir.f{j}`` for j =
     1..``mirror_orders`` (the magnitude of the j-th Fourier order of ``M(a)``: j equally spaced mirrors,
-    as in ``jmm``; 2mm -> j=2, 4mm -> 4, 6mm / 3m + Friedel -> 6). Buxton et al. (1976) read the
-    point group from exactly these: the mirror and rotation symmetry of the whole pattern and of the
-    bright-field disk (the ``bf`` band), whose symmetry is the projection's *without* the Friedel
-    centre in the zero-layer kinematic limit and carries the 3-D symmetry through HOLZ lines.
+    as in ``jmm``: 2mm -> j = 2, 3m -> 3, 4mm -> 4, 6mm and 3m plus Friedel's 2-fold -> 6). Buxton et
+    al. (1976) identify the diffraction group, hence the candidate point groups, from the rotation
+    and mirror symmetry of the bright-field disk and of the whole pattern taken separately: here the
+    ``bf`` band and the ``all`` band; the whole pattern's symmetry includes the HOLZ reflections and
+    so the 3-D symmetry along the beam.
 
 - ``bf.radius``: the bright-field disk radius in px (at 64 px), the radius of the steepest fall of
   the fine central profile: the convergence semi-angle over the smallest reflection (the generator
