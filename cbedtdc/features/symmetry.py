@@ -350,42 +350,58 @@ def find_centres(panels, params: SymmetryParams | None = None):
 def _shift_to_centre(x, centres, plan: _Plan):
     """Panels resampled (bilinear) so that ``centres`` land on the geometric centre.
 
-    Out-of-image pixels take the panel's border mean. Panels sharing an integer part of the shift
-    (a handful per batch) are sliced together.
+    Shifts below a pixel (the usual case) interpolate towards the neighbour on the shift's side, the
+    edge pixels repeated; larger shifts take the panel's border mean outside the image.
     """
     N, S = len(x), plan.side
     P = plan.pad
-    d = np.clip(centres - (S - 1) / 2, -(P - 2), P - 2)
-    i0 = np.floor(d).astype(np.int64)
-    fr = (d - i0).astype(np.float32)
-    fy = fr[:, 0][:, None, None]
-    fx = fr[:, 1][:, None, None]
-    keys, inv = np.unique(i0, axis=0, return_inverse=True)
-    if len(keys) == 1 and keys[0, 0] in (-1, 0) and keys[0, 1] in (-1, 0):
-        g = _edge_slice(x, int(keys[0, 0]), int(keys[0, 1]))  # the common case: one sub-pixel cell
-    else:
-        fill = _border_mean(x)
-        xp = np.empty((N, S + 2 * P + 1, S + 2 * P + 1), dtype=np.float32)
-        xp[:] = fill[:, None, None]
-        xp[:, P:P + S, P:P + S] = x
-        g = np.empty((N, S + 1, S + 1), dtype=np.float32)
-        for k, (a, b) in enumerate(keys):
-            sel = np.flatnonzero(inv.ravel() == k)
-            g[sel] = xp[sel, P + a:P + a + S + 1, P + b:P + b + S + 1]
+    d = np.clip(centres - (S - 1) / 2, -(P - 2), P - 2).astype(np.float32)
+    small = (np.abs(d) < 1).all(1)
+    if small.all():
+        return _subpixel_shift(x, d)
+    out = np.empty_like(x)
+    if small.any():
+        out[small] = _subpixel_shift(x[small], d[small])
+    big = np.flatnonzero(~small)
+    xb, db = x[big], d[big]
+    i0 = np.floor(db).astype(np.int64)
+    fr = db - i0
+    fill = _border_mean(xb)
+    xp = np.empty((len(big), S + 2 * P + 1, S + 2 * P + 1), dtype=np.float32)
+    xp[:] = fill[:, None, None]
+    xp[:, P:P + S, P:P + S] = xb
+    g = np.empty((len(big), S + 1, S + 1), dtype=np.float32)
+    for k, (a, b) in enumerate(i0):
+        g[k] = xp[k, P + a:P + a + S + 1, P + b:P + b + S + 1]
+    fy, fx = fr[:, 0][:, None, None], fr[:, 1][:, None, None]
     t = g[:, :, :-1] + fx * (g[:, :, 1:] - g[:, :, :-1])  # separable bilinear: along x, then along y
-    return t[:, :-1] + fy * (t[:, 1:] - t[:, :-1])
+    out[big] = t[:, :-1] + fy * (t[:, 1:] - t[:, :-1])
+    return out
 
 
-def _edge_slice(x, a: int, b: int):
-    """``x[:, a:a+S+1, b:b+S+1]`` for a, b in {-1, 0}, out-of-image rows/columns repeating the edge."""
-    N, S = len(x), x.shape[-1]
-    g = np.empty((N, S + 1, S + 1), dtype=np.float32)
-    ys, xs = (slice(1, S + 1), slice(0, 1)) if a == -1 else (slice(0, S), slice(S, S + 1))
-    yd, xd = (slice(1, S + 1), slice(0, 1)) if b == -1 else (slice(0, S), slice(S, S + 1))
-    g[:, ys, yd] = x
-    g[:, xs, yd] = x[:, :1, :] if a == -1 else x[:, -1:, :]
-    g[:, :, xd] = g[:, :, 1:2] if b == -1 else g[:, :, S - 1:S]
-    return g
+def _subpixel_shift(x, d):
+    """``x`` sampled at ``p + d`` for ``|d| < 1`` per axis (bilinear, edge pixels repeated)."""
+    t = _lerp_neighbour(x, d[:, 1], axis=2)  # along x (columns), then along y (rows)
+    return _lerp_neighbour(t, d[:, 0], axis=1)
+
+
+def _lerp_neighbour(x, d, axis: int):
+    """``x + |d| (neighbour - x)``, the neighbour at +1 along ``axis`` where ``d > 0``, else at -1."""
+    def sl(a, b):
+        return (slice(None),) * axis + (slice(a, b),)
+
+    nb = np.empty_like(x)
+    nb[sl(None, -1)] = x[sl(1, None)]  # the neighbour at +1 ...
+    nb[sl(-1, None)] = x[sl(-1, None)]
+    neg = np.flatnonzero(d < 0)
+    if len(neg):  # ... or at -1
+        xn = x[neg]
+        tail = np.concatenate([xn[sl(None, 1)], xn[sl(None, -1)]], axis=axis)
+        nb[neg] = tail
+    nb -= x
+    nb *= np.abs(d)[:, None, None]
+    nb += x
+    return nb
 
 
 def _mirror_summary(mir, plan: _Plan):
@@ -474,8 +490,24 @@ def describe(stacks, params: SymmetryParams | None = None):
     if x.ndim != 4 or x.shape[1] != 3 or x.shape[2] != x.shape[3]:
         raise ValueError(f"stacks of shape {x.shape}: expected (B, 3, S, S)")
     B, _, S, _ = x.shape
-    a = _analyse(x.reshape(3 * B, S, S), _plan(int(S), params))
-    plan, N, R = a["plan"], 3 * B, a["pol"].shape[1]
+    plan = _plan(int(S), params)
+    feats = np.empty((B, 3 * len(_panel_names(params))), dtype=np.float32)
+    reasons = []
+    for s in range(0, B, CHUNK):  # cache-sized chunks: every step streams through L2, not memory
+        feats[s:s + CHUNK], r = _describe_chunk(x[s:s + CHUNK], plan)
+        reasons += r
+    return feats, reasons
+
+
+#: Stacks described together inside :func:`describe` (any batch gives the same numbers; 32 stacks keep
+#: each intermediate array within a core's cache, ~1.5x faster than 256 at once).
+CHUNK = 32
+
+
+def _describe_chunk(x, plan: _Plan):
+    B, _, S, _ = x.shape
+    a = _analyse(x.reshape(3 * B, S, S), plan)
+    N, R = 3 * B, a["pol"].shape[1]
     r_ref = (plan.radii / plan.k).astype(np.float32)
     bf_band = (r_ref[None, :] <= 0.9 * a["r_bf"][:, None]) * r_ref[None, :]
     bf_band[:, 0] = np.maximum(bf_band[:, 0], r_ref[0])  # at least the innermost ring
@@ -508,9 +540,9 @@ def _analyse(x, plan: _Plan) -> dict:
     centres, rho, found = _centres(x, plan, valid)
     xc = _shift_to_centre(x, centres, plan)
     T, R = plan.T, len(plan.radii)
-    both = plan.polar_fine @ xc.reshape(N, -1).T  # ONE sparse product for the batch: rings + fine profile
-    pol = both[: R * T].T.reshape(N, R, T)
-    fine = both[R * T:].T.reshape(N, len(plan.fine_r), plan.n_fine).mean(-1)
+    both = (plan.polar_fine @ xc.reshape(N, -1).T).T  # ONE sparse product for the batch: rings + fine profile
+    pol = both[:, : R * T].reshape(N, R, T)
+    fine = both[:, R * T:].reshape(N, len(plan.fine_r), plan.n_fine).mean(-1)
     ring_mean = pol.mean(-1)
     s = np.sqrt(((pol - ring_mean.mean(1)[:, None, None]) ** 2).mean((1, 2)))
     usable = valid & (s > 1e-6)
