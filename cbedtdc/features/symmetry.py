@@ -187,8 +187,7 @@ def polar_matrix(side: int, radii, n_angles: int, centre=None):
 
     Row ``i * n_angles + k`` samples the image at ``centre + r_i (cos t_k, sin t_k)`` (x along columns,
     y along rows), ``t_k = 2 pi k / n_angles``; ``centre`` defaults to ``(side - 1) / 2``. Points outside
-    the image get the weights of the nearest valid bilinear cell (never used by :func:`describe`, whose
-    radii stay inside).
+    the image are extrapolated from the nearest pixel cell (:func:`describe`'s radii stay inside).
 
     >>> P = polar_matrix(8, [1.0], 4)
     >>> P.shape, np.allclose(P.sum(axis=1), 1.0)
@@ -246,7 +245,7 @@ class _Plan:
         m = np.arange(nh)
         self.rot_cos = np.stack([np.cos(2 * np.pi * m / n) for n in params.rotations], 1).astype(np.float32)
         self.mir_keep = ((m >= 1) & (m <= params.mirror_harmonics)).astype(np.float32)
-        # centre: crop window, Gaussian kernel spectrum
+        # centre: crop, its Gaussian window, the separable blur of the normaliser, the centre prior
         self.W = min(int(round(params.centre_crop * k)), side - 2)
         self.W -= self.W % 2
         self.L = sfft.next_fast_len(2 * self.W - 1)
