@@ -31,7 +31,8 @@ LAYERS = [
     ["cbedtdc.train", "cbedtdc.train.sampling", "cbedtdc.train.checkpoint", "cbedtdc.train.infer",
      "cbedtdc.train.engine", "cbedtdc.cascade.plan", "cbedtdc.cascade.routing"],
     # feature sources: a backbone's activations, the physics descriptors, several joined by key
-    ["cbedtdc.features", "cbedtdc.features.store", "cbedtdc.features.cnn", "cbedtdc.features.sources"],
+    ["cbedtdc.features", "cbedtdc.features.store", "cbedtdc.features.cnn", "cbedtdc.features.sources",
+     "cbedtdc.features.symmetry"],
     # heads on features
     ["cbedtdc.heads", "cbedtdc.heads.options", "cbedtdc.heads.booster", "cbedtdc.heads.resample",
      "cbedtdc.heads.head", "cbedtdc.heads.jobs"],
@@ -39,10 +40,10 @@ LAYERS = [
     ["cbedtdc.cascade", "cbedtdc.cascade.jobs", "cbedtdc.cascade.shared", "cbedtdc.cascade.load"],
     # a whole run
     ["cbedtdc.evaluate", "cbedtdc.evaluate.variants", "cbedtdc.evaluate.score", "cbedtdc.evaluate.tables",
-     "cbedtdc.evaluate.crystal",
+     "cbedtdc.evaluate.crystal", "cbedtdc.evaluate.replicates",
      "cbedtdc.evaluate.run", "cbedtdc.classify"],
     # entry points
-    ["cbedtdc.cli", "cbedtdc.cliutil", "cbedtdc.runstate"],
+    ["cbedtdc.cli", "cbedtdc.cliutil", "cbedtdc.runstate", "cbedtdc.dag"],
 ]
 PURE = ["cbedtdc.metrics", "cbedtdc.plots", "cbedtdc.crystallography", "cbedtdc.calibration", "cbedtdc.cascade.plan",
         "cbedtdc.cascade.routing"]
