@@ -13,6 +13,7 @@ from cbedtdc.layout import (
     SPLITS,
     discover_raw,
     n_levels,
+    raw_data_kind,
     rule_interpreter,
     synth_file_plan,
 )
@@ -52,7 +53,10 @@ try:
         }
         RAW = {stem: f"results/raw/{stem}.h5" for stem in SYNTH_PLAN}
     else:
-        RAW = {s: str(p) for s, p in discover_raw(config["raw_dir"]).items()}
+        RAW = {  # challenge files, or chunks of STEMDL mirror folders (stem -> folder)
+            s: str(p)
+            for s, p in discover_raw(config["raw_dir"], config["data"]["mirror_chunk"]).items()
+        }
     check_run_config(config, None if GENERATE else RAW)
 except (ConfigError, OSError, ValueError) as err:
     where = "config error: " if GENERATE else "config error at raw_dir: "
@@ -169,7 +173,7 @@ def friedel_groups_json():
 def data_kind():
     """What the evaluated data are, as recorded in summary.json."""
     if not GENERATE:
-        return f"challenge files under {config['raw_dir']}"
+        return raw_data_kind(config["raw_dir"], STEMS)
     return f"generated ({config['synth'].get('mode', 'kinematic')})"
 
 
