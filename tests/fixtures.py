@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["write_challenge_file", "make_sample", "class_pattern", "build_tiny_shards", "mirror_data",
-           "write_npz_sample", "write_faulty_mirror", "MIRROR_FAULTS"]
+           "write_npz_sample", "write_faulty_mirror", "MIRROR_FAULTS", "MIRROR_PUBLISHED", "write_placeholder_mirror",
+           "write_placeholder_challenge"]
 
 
 def write_challenge_file(path, samples) -> Path:
@@ -250,3 +251,35 @@ def write_faulty_mirror(root, *, per_folder=None, seed=0) -> dict[str, tuple[np.
     low[2, 5, 5] = -1.0
     bad("testing/sample-113.npz", data=low)
     return good
+
+
+#: Files per folder of the published mirror (mlcommons/science benchmarks/stemdl/stfc/README.md).
+MIRROR_PUBLISHED = {"training": 148_006, "validation": 20_401, "testing": 9_374, "inference": 9_375}
+
+
+def write_placeholder_mirror(root, counts=None) -> Path:
+    """Empty ``sample-<n>.npz`` placeholders in the mirror's four folders (default: the published 187,156 files),
+    for DAG and parse-time tests that never open a file."""
+    import os
+
+    root = Path(root)
+    n = 0
+    for folder, count in (counts or MIRROR_PUBLISHED).items():
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        base = str(root / folder)
+        for _ in range(count):
+            os.close(os.open(f"{base}/sample-{n}.npz", os.O_CREAT | os.O_WRONLY, 0o644))
+            n += 1
+    return root
+
+
+def write_placeholder_challenge(root, n_files: int = 1138) -> Path:
+    """Empty ``batch_{train,dev,test}_N.h5`` placeholders in ``train/``, ``dev/``, ``test/`` (default: the real set's
+    1,138 files, split about 90/5/5 %), for DAG and parse-time tests."""
+    root = Path(root)
+    dev = test = max(1, round(n_files * 0.05))
+    for split, count in (("train", n_files - dev - test), ("dev", dev), ("test", test)):
+        (root / split).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            (root / split / f"batch_{split}_{i}.h5").touch()
+    return root
