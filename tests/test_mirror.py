@@ -198,3 +198,44 @@ def test_a_187k_file_mirror_dry_runs_as_96_chunk_jobs_per_rule(workdir, tmp_path
     stats = job_stats(res.stdout + res.stderr)
     assert stats["index_mirror"] == 96 and stats["shard_mirror"] == 96, stats
     assert "index_raw" not in stats and stats["manifest"] == 1
+
+
+# --------------------------------------------------------------------------- cbedtdc classify
+def test_read_samples_reads_an_npz_like_an_hdf5_sample(tmp_path):
+    from cbedtdc.classify import read_samples
+
+    data = mirror_data(1, np.random.default_rng(2))
+    [(group, img, truth, why)] = list(read_samples(write_npz_sample(tmp_path / "sample-5.npz", data, 225), 64))
+    assert (group, truth, why) == ("data", 225, "") and img.dtype == np.uint8
+    assert np.array_equal(img, scaled_to_uint8(data, 64))
+    [(group, img, truth, why)] = list(read_samples(write_npz_sample(tmp_path / "sample-6.npz", data), 128))
+    assert truth is None and np.array_equal(img, np.rint(data).astype(np.uint8))  # no label: still classified
+    (tmp_path / "sample-7.npz").write_bytes(b"PK\x03\x04 cut")
+    [(group, img, truth, why)] = list(read_samples(tmp_path / "sample-7.npz", 16))
+    assert group == "" and img is None and why.startswith("cannot open: ")
+
+
+def test_classify_takes_a_mirror_folder_and_rejects_its_bad_files(tmp_path):
+    import torch
+
+    from cbedtdc.cli import main
+    from cbedtdc.model import build_model
+    from cbedtdc.train.checkpoint import model_file
+
+    torch.manual_seed(0)
+    meta = {"classes": [14, 225], "rest": False, "output_names": ["14", "225"], "arch": "resnet18",
+            "orientation": "stack", "in_channels": 3, "n_outputs": 2, "image_size": 16, "mean": 0.5, "std": 0.25}
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save(model_file(build_model("resnet18", 3, 2), meta), run / "best.pt")
+    good = write_faulty_mirror(tmp_path / "mirror", per_folder={"testing": 2})
+    out = tmp_path / "preds.csv"
+    args = ["classify", str(run), str(tmp_path / "mirror"), "--out", str(out), "--device", "cpu", "--threads", "1"]
+    assert main(args) == 0
+    preds = read_csv(out)
+    assert [r["key"] for r in preds] == [f"{k}/data" for k in sorted(good)]
+    assert [int(r["true_space_group"]) for r in preds] == [good[k][1] for k in sorted(good)]
+    rejected = {r["key"]: r["reason"] for r in read_csv(tmp_path / "preds.rejected.csv")}
+    assert rejected["training/sample-101.npz"].startswith("cannot open: ")
+    assert rejected["testing/sample-113.npz"].startswith("values outside 0..255")  # one sample a file: its key
+    assert "training/sample-103.npz" not in rejected  # a missing label is fine for new data
