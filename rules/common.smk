@@ -55,7 +55,9 @@ try:
     else:
         RAW = {  # challenge files, or chunks of STEMDL mirror folders (stem -> folder)
             s: str(p)
-            for s, p in discover_raw(config["raw_dir"], config["data"]["mirror_chunk"]).items()
+            for s, p in discover_raw(
+                config["raw_dir"], config["data"]["mirror_chunk"]
+            ).items()
         }
     check_run_config(config, None if GENERATE else RAW)
 except (ConfigError, OSError, ValueError) as err:
