@@ -242,3 +242,15 @@ def test_classify_takes_a_mirror_folder_and_rejects_its_bad_files(tmp_path):
     assert rejected["training/sample-101.npz"].startswith("cannot open: ")
     assert rejected["testing/sample-113.npz"].startswith("values outside 0..255")  # one sample a file: its key
     assert "training/sample-103.npz" not in rejected  # a missing label is fine for new data
+
+
+def test_index_mirror_cli_exits_2_with_one_line_on_a_wrong_chunk(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "training").mkdir()
+    res = subprocess.run([sys.executable, str(REPO / "workflow_scripts" / "index_mirror.py"), "--folder",
+                          str(tmp_path / "training"), "--stem", "mirror_testing_0", "--chunk", "4", "--out",
+                          str(tmp_path / "i.json")], capture_output=True, text=True)
+    assert res.returncode == 2 and res.stderr.strip().count("\n") == 0, res.stderr
+    assert "chunk mirror_testing_0 belongs to folder testing" in res.stderr
