@@ -84,7 +84,8 @@ def check_run_config(config: dict, raw_files: dict | None) -> None:
 def _check_mirror_config(config: dict, raw_files: dict) -> None:
     """Parse-time checks of a run on the STEMDL mirror (128 px, log-scaled, no material ids).
 
-    >>> _check_mirror_config({"image_size": 64, "data": {"resplit": True, "expected_side": 0}}, {"mirror_training_0": "t"})
+    >>> cfg = {"image_size": 64, "data": {"resplit": True, "expected_side": 0}}
+    >>> _check_mirror_config(cfg, {"mirror_training_0": "t"})
     Traceback (most recent call last):
     ...
     cbedtdc.config.ConfigError: config error at data.resplit: the STEMDL mirror has no material ids, so a re-split could put samples of one material in several splits; set data.resplit: false (its training/validation/testing+inference folders are train/dev/test)

@@ -30,13 +30,14 @@ REJECTED_FIELDS = ["key", "file", "group", "reason"]
 
 
 def find_inputs(inputs) -> tuple[list[tuple[Path, str]], list[dict]]:
-    """``(files, rejected)``: the HDF5 and ``.npz`` files named in ``inputs`` with their keys, and the bad inputs.
+    """``(files, rejected)``: the HDF5 and ``.npz`` files named in ``inputs`` with their keys, and bad inputs.
 
-    Folders are searched recursively for ``*.h5`` and ``*.npz`` (STEMDL mirror samples). A file's key is its path relative to the input
-    that named it: its name for a file given directly, the path inside the folder for a folder
+    Folders are searched recursively for ``*.h5`` and ``*.npz`` (STEMDL mirror samples). A file's
+    key is its path relative to the input that named it: its name for a file given directly, the
+    path inside the folder for a folder
     (``a/good.h5`` and ``a/sub/good.h5`` give ``good.h5`` and ``sub/good.h5``). The same key is
     the prefix of the sample keys and the ``key``/``file`` of the rejected rows. A path that does
-    not exist, a folder without any ``.h5`` file and a file whose key another input already gave
+    not exist, a folder without any ``.h5``/``.npz`` file and a file whose key another input already gave
     are rejected rows (``key``, ``file``, ``group`` "", ``reason``), so the other inputs still run.
 
     >>> find_inputs(["no/such.h5"])[1][0]["reason"]
