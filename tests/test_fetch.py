@@ -4,9 +4,14 @@ localhost), and ``cbedtdc check-download`` on mirror and SMC 2020 trees."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import threading
+import time
 
 import numpy as np
 import pytest
+from conftest import REPO
 from fixtures import make_sample, write_challenge_file, write_npz_sample, write_placeholder_challenge
 
 from cbedtdc.cli import main
@@ -17,15 +22,21 @@ SMALL = {"training": 6, "validation": 3, "testing": 2, "inference": 2}
 
 
 @pytest.fixture(scope="module")
-def server():
-    """A moto S3 server on a free localhost port; yields its endpoint URL."""
+def moto_server():
+    """A moto S3 server (moto's server mode, in a thread) on a free localhost port."""
     from moto.server import ThreadedMotoServer
 
     srv = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     srv.start()
-    host, port = srv.get_host_and_port()
-    yield f"http://{host}:{port}"
+    yield srv
     srv.stop()
+
+
+@pytest.fixture
+def server(moto_server):
+    """The endpoint URL of the moto server."""
+    host, port = moto_server.get_host_and_port()
+    return f"http://{host}:{port}"
 
 
 def writer(url):
@@ -109,6 +120,60 @@ def test_an_interrupted_fetch_resumes_without_touching_completed_files(server, m
     assert {p.relative_to(dest).as_posix(): p.read_bytes() for p in dest.rglob("sample-*.npz")} == content
     assert not list(dest.rglob(".*.part"))
     assert len((dest / FETCHED).read_text().splitlines()) == 13 and (dest / LISTING).exists()
+
+
+def test_a_fetch_killed_mid_file_resumes_without_touching_completed_files(moto_server, server, mirror, tmp_path):
+    """SIGKILL of the fetch process while a file is half received, then the same command again."""
+    prefix, content = mirror
+    order = sorted(content)  # S3 lists keys in order; one worker fetches them in that order
+    slow = order[5]
+    big = write_npz_sample(tmp_path / "big.npz", np.random.default_rng(1).uniform(0, 255, (3, 512, 512)).astype(
+        np.float32), 14)  # 3 MiB: the first 1 MiB read reaches the disk before the stall
+    content[slow] = big.read_bytes()
+    writer(server).put_object(Bucket=BUCKET, Key=f"{prefix}/{slow}", Body=content[slow], ACL="public-read")
+    half_sent = threading.Event()
+    app = moto_server._server.app
+
+    def stalling(environ, start_response):  # the server sends half of one file, then stalls
+        body = app(environ, start_response)
+        if environ["REQUEST_METHOD"] != "GET" or not environ["PATH_INFO"].endswith(f"{prefix}/{slow}"):
+            return body
+        data = b"".join(body)
+
+        def chunks():
+            yield data[: len(data) // 2]
+            half_sent.set()
+            time.sleep(30)
+            yield data[len(data) // 2:]
+        return chunks()
+
+    dest = tmp_path / "dest"
+    cmd = [sys.executable, "-m", "cbedtdc.cli", "fetch", str(dest), "--endpoint-url", server, "--prefix", prefix,
+           "--workers", "1"]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    moto_server._server.app = stalling
+    try:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        assert half_sent.wait(60), "the fetch never reached the stalling file"
+        part = (dest / slow).with_name(f".{(dest / slow).name}.part")
+        deadline = time.monotonic() + 20
+        while (not part.exists() or part.stat().st_size == 0) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        proc.kill()  # SIGKILL: no cleanup at all
+        proc.wait(30)
+    finally:
+        moto_server._server.app = app
+    assert 0 < part.stat().st_size < len(content[slow])  # a partial file under the temporary name only
+    assert not (dest / slow).exists()
+    done = order[:5]
+    assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("sample-*.npz")) == done
+    before = stats(dest, done)
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "5 already complete, 8 to fetch" in res.stderr
+    assert stats(dest, done) == before  # completed files untouched: same inode, same mtime
+    assert {p.relative_to(dest).as_posix(): p.read_bytes() for p in dest.rglob("sample-*.npz")} == content
+    assert not part.exists()
 
 
 def test_a_changed_remote_file_is_fetched_again_and_a_foreign_copy_is_kept_when_its_md5_matches(server, mirror,
