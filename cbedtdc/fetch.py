@@ -170,8 +170,21 @@ def _download(client, bucket: str, obj: RemoteObject, path: Path) -> int:
     return n
 
 
+def _download_retrying(client, bucket: str, obj: RemoteObject, path: Path, retries: int) -> int:
+    """:func:`_download`, tried again ``retries`` times (a connection dropped mid-body is not retried by botocore)."""
+    for attempt in range(retries + 1):
+        try:
+            return _download(client, bucket, obj, path)
+        except Exception as err:
+            if attempt == retries:
+                raise
+            log.debug("%s: %s; trying again", obj.rel, err)
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def fetch_mirror(dest, *, endpoint_url: str = ENDPOINT_URL, bucket: str = BUCKET, prefix: str = PREFIX,
-                 workers: int = 16, folders=None, client=None, expected=None,
+                 workers: int = 16, folders=None, client=None, expected=None, retries: int = 2,
                  progress_s: float = 10.0) -> FetchResult:
     """Download (or complete) the mirror below ``s3://bucket/prefix/`` into ``dest``.
 
@@ -189,6 +202,8 @@ def fetch_mirror(dest, *, endpoint_url: str = ENDPOINT_URL, bucket: str = BUCKET
         A boto3 S3 client to use (default: :func:`s3_client` of ``endpoint_url``).
     expected : dict, optional
         Files per folder to compare with (default :data:`MIRROR_COUNTS`, for the folders fetched).
+    retries : int
+        Further tries of a file that failed (besides botocore's own retries of a request).
 
     Returns
     -------
@@ -235,7 +250,7 @@ def fetch_mirror(dest, *, endpoint_url: str = ENDPOINT_URL, bucket: str = BUCKET
             record_done(obj)
         start = last = time.monotonic()
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            futures = {pool.submit(_download, client, bucket, o, dest / o.rel): o for o in todo}
+            futures = {pool.submit(_download_retrying, client, bucket, o, dest / o.rel, retries): o for o in todo}
             for fut in as_completed(futures):
                 obj = futures[fut]
                 try:
@@ -311,6 +326,8 @@ def _listing_problems(root: Path, listing: dict) -> list[str]:
     listed_folders = {rel.split("/")[0] for rel in listing}
     extra = []
     for folder in sorted(listed_folders & set(MIRROR_SPLITS)):
+        if not (root / folder).is_dir():
+            continue  # all of it is missing, named above
         with os.scandir(root / folder) as it:
             extra += [f"{folder}/{e.name}" for e in it if f"{folder}/{e.name}" not in listing]
     if extra:

@@ -100,8 +100,10 @@ def test_an_interrupted_fetch_resumes_without_touching_completed_files(server, m
             raise ConnectionError("injected: connection reset")
 
     client.meta.events.register("before-call.s3.GetObject", network_gone)
-    first = fetch_mirror(dest, endpoint_url=server, prefix=prefix, workers=1, client=client, expected=SMALL)
+    first = fetch_mirror(dest, endpoint_url=server, prefix=prefix, workers=1, client=client, expected=SMALL,
+                         retries=1)
     assert len(first.fetched) == 5 and len(first.failed) == 8 and not first.complete
+    assert len(calls) == 5 + 8 * 2  # each failed file was tried twice
     assert all("injected: connection reset" in why for why in first.failed.values())
     assert any("missing or incomplete" in p for p in first.problems)
     assert check_download(dest, expected=SMALL)  # the check sees the hole too
