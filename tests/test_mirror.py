@@ -64,6 +64,10 @@ def test_read_npz_checks_headers_and_values(tmp_path):
     zeros[1] = 0
     assert read_npz(write_npz_sample(tmp_path / "sample-3.npz", zeros, 14))[2] == "all-zero panel 1 of 3"
     assert read_npz(tmp_path)[2].startswith("cannot open: ")
+    raw = bytearray(ok.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF  # one flipped byte inside data.npy: the zip is intact, the member's CRC is not
+    (tmp_path / "sample-4.npz").write_bytes(bytes(raw))
+    assert read_npz(tmp_path / "sample-4.npz")[2].startswith("cannot read data: Bad CRC-32")
 
 
 def test_chunks_cover_each_folder_once_in_sample_order(tmp_path):
