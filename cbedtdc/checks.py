@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 
 from .config import ConfigError
-from .layout import SPLITS, split_of
+from .layout import SPLITS, raw_layout, split_of, split_of_stem
 
 __all__ = ["check_classes_config", "check_run_config", "check_tdc_config", "check_class_counts",
            "check_lsf_submission", "ClassCheckError"]
@@ -68,6 +68,9 @@ def check_run_config(config: dict, raw_files: dict | None) -> None:
             raise ConfigError(
                 f"config error at image_size: {config['image_size']} px shards from {synth} px generated stacks; "
                 f"set synth.image_size to at least {config['image_size']} (or image_size to at most {synth})")
+        return
+    if raw_layout(raw_files) == "stemdl_mirror":
+        _check_mirror_config(config, raw_files)
         return
     if not config["data"]["resplit"]:
         present = {split_of(Path(p).name) for p in raw_files.values()}
@@ -139,6 +142,41 @@ def _check_tdc_backbones(config: dict) -> None:
             raise ConfigError(
                 f"config error at heads.variants: head {v['name']} uses backbone {backbone}, not among flat.losses "
                 f"{losses}; add it there or change the head's backbone")
+
+
+def _check_mirror_config(config: dict, raw_files: dict) -> None:
+    """Parse-time checks of a run on the STEMDL mirror (128 px, log-scaled, no material ids).
+
+    >>> cfg = {"image_size": 64, "data": {"resplit": True, "expected_side": 0}}
+    >>> _check_mirror_config(cfg, {"mirror_training_0": "t"})
+    Traceback (most recent call last):
+    ...
+    cbedtdc.config.ConfigError: config error at data.resplit: the STEMDL mirror has no material ids, so a re-split could put samples of one material in several splits; set data.resplit: false (its training/validation/testing+inference folders are train/dev/test)
+    """
+    from .mirror import MIRROR_SIDE
+
+    if config["data"]["resplit"]:
+        raise ConfigError(
+            "config error at data.resplit: the STEMDL mirror has no material ids, so a re-split could put samples of "
+            "one material in several splits; set data.resplit: false (its training/validation/testing+inference "
+            "folders are train/dev/test)")
+    side = config["data"]["expected_side"]
+    if side not in (0, MIRROR_SIDE):
+        raise ConfigError(
+            f"config error at data.expected_side: {side}, but the STEMDL mirror's stacks are {MIRROR_SIDE} px; set "
+            f"data.expected_side to 0 or {MIRROR_SIDE}")
+    if config["image_size"] > MIRROR_SIDE:
+        raise ConfigError(
+            f"config error at image_size: {config['image_size']} px shards from the STEMDL mirror's {MIRROR_SIDE} px "
+            f"stacks; set image_size to at most {MIRROR_SIDE}")
+    present = {split_of_stem(s) for s in raw_files}
+    absent = [s for s in SPLITS if s not in present]
+    if absent:
+        folders = {"train": "training", "dev": "validation", "test": "testing or inference"}
+        raise ConfigError(
+            f"config error at raw_dir: the STEMDL mirror has no {', '.join(folders[s] for s in absent)} folder "
+            f"(no {', '.join(absent)} split; a re-split is refused without material ids); fetch it: "
+            "cbedtdc fetch <raw_dir>")
 
 
 def check_class_counts(counts_path, classes) -> dict:

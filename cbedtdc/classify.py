@@ -32,13 +32,14 @@ REJECTED_FIELDS = ["key", "file", "group", "reason"]
 
 
 def find_inputs(inputs) -> tuple[list[tuple[Path, str]], list[dict]]:
-    """``(files, rejected)``: the HDF5 files named in ``inputs`` with their keys, and the bad inputs.
+    """``(files, rejected)``: the HDF5 and ``.npz`` files named in ``inputs`` with their keys, and bad inputs.
 
-    Folders are searched recursively for ``*.h5``. A file's key is its path relative to the input
-    that named it: its name for a file given directly, the path inside the folder for a folder
+    Folders are searched recursively for ``*.h5`` and ``*.npz`` (STEMDL mirror samples). A file's
+    key is its path relative to the input that named it: its name for a file given directly, the
+    path inside the folder for a folder
     (``a/good.h5`` and ``a/sub/good.h5`` give ``good.h5`` and ``sub/good.h5``). The same key is
     the prefix of the sample keys and the ``key``/``file`` of the rejected rows. A path that does
-    not exist, a folder without any ``.h5`` file and a file whose key another input already gave
+    not exist, a folder without any ``.h5``/``.npz`` file and a file whose key another input already gave
     are rejected rows (``key``, ``file``, ``group`` "", ``reason``), so the other inputs still run.
 
     >>> find_inputs(["no/such.h5"])[1][0]["reason"]
@@ -53,11 +54,12 @@ def find_inputs(inputs) -> tuple[list[tuple[Path, str]], list[dict]]:
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found = sorted(q for q in p.rglob("*.h5") if q.is_file())
+            found = sorted(q for q in p.rglob("*") if q.suffix in (".h5", ".npz") and q.is_file())
             if not found:
                 other = sorted(q.relative_to(p).as_posix() for q in p.rglob("*") if q.is_file())
                 seen_text = f"; saw {len(other)} other file(s), e.g. {', '.join(other[:3])}" if other else ""
-                reject(str(item), f"folder holds no .h5 file{seen_text}: give .h5 files or a folder of them")
+                reject(str(item), f"folder holds no .h5 or .npz file{seen_text}: give .h5/.npz files or a folder "
+                       "of them")
                 continue
             named = [(q, q.relative_to(p).as_posix()) for q in found]
         elif p.exists():
@@ -123,10 +125,20 @@ def read_samples(path, image_size: int):
     """Yield ``(group, uint8 stack (3, S, S) or None, true space group or None, reason)`` for one file.
 
     A file that cannot be opened yields one entry with group "" and the reason. The
-    ``space_group`` attribute is optional (new data); an unparsable one is ignored.
+    ``space_group`` attribute is optional (new data); an unparsable one is ignored. A STEMDL mirror
+    ``.npz`` is one sample, group ``data`` (already log-scaled: resized and rounded, not scaled again);
+    its ``label`` is optional likewise.
     """
     from cbedtdc.io import STACK, check_stack, parse_space_group, walk_samples
     from cbedtdc.preprocess import preprocess_stack
+
+    if Path(path).suffix == ".npz":
+        from cbedtdc.mirror import read_npz
+        from cbedtdc.preprocess import scaled_to_uint8
+
+        data, truth, reason = read_npz(path, require_label=False, min_side=image_size)
+        yield ("", None, None, reason) if reason else ("data", scaled_to_uint8(data, image_size), truth, "")
+        return
 
     def read(name, node):
         if STACK not in node:

@@ -11,6 +11,12 @@ empty folder among good inputs is one rejected row, and the exit code is 2 only 
 classified. Keys are the file's path relative to the input that named it (its name for a file,
 the path inside a folder), then ``/<group>``.
 
+``cbedtdc fetch DEST`` downloads the public STEMDL mirror (about 35 GB, 187,156 ``sample-<n>.npz``)
+anonymously into DEST, resumably and in parallel, then counts the files of each folder against the
+published numbers; type the same command again after an interruption. ``cbedtdc check-download ROOT``
+checks a downloaded tree (the mirror, or the SMC 2020 HDF5 files) against the published counts and
+names missing or extra files; exit code 2 when anything is wrong.
+
 ``cbedtdc table SUMMARY...`` prints the markdown results table of one or more ``summary.json``
 files (flat baselines, chance rates, the TDC end to end and estimated), as in docs/results.md.
 """
@@ -38,6 +44,26 @@ def get_parser(add_help: bool = True) -> argparse.ArgumentParser:
     c.add_argument("--out", required=True, help="predictions CSV to write (required)")
     c.add_argument("--rejected", help="CSV of bad files and samples (default: <out>.rejected.csv)")
     c.add_argument("-v", "--verbose", action="store_true", help="debug logging (default: info)")
+    from cbedtdc.fetch import BUCKET, ENDPOINT_URL, PREFIX
+
+    f = sub.add_parser("fetch", help="download the public STEMDL mirror (anonymous S3, resumable, parallel)",
+                       description=__doc__.split("\n\n")[2])
+    f.add_argument("dest", metavar="DEST", help="folder to download into; point raw_dir at it (required)")
+    f.add_argument("--endpoint-url", default=ENDPOINT_URL, help=f"S3 endpoint (default: {ENDPOINT_URL})")
+    f.add_argument("--bucket", default=BUCKET, help=f"bucket (default: {BUCKET})")
+    f.add_argument("--prefix", default=PREFIX, help=f"key prefix of the mirror (default: {PREFIX})")
+    f.add_argument("--workers", type=int, default=16, help="parallel downloads (default: 16)")
+    f.add_argument("--folders", nargs="+", metavar="FOLDER",
+                   help="only these folders, e.g. validation testing (default: all)")
+    f.add_argument("-v", "--verbose", action="store_true", help="debug logging (default: info)")
+    k = sub.add_parser("check-download", help="check a downloaded tree (mirror or SMC 2020 HDF5) against the "
+                       "published counts", description=__doc__.split("\n\n")[2])
+    k.add_argument("root", metavar="ROOT", help="the downloaded folder (raw_dir) (required)")
+    k.add_argument("--samples", action="store_true",
+                   help="also open every file: check mirror samples, count HDF5 samples (default: count files)")
+    k.add_argument("--expect", nargs="+", default=[], metavar="NAME=N",
+                   help="replace a published count, e.g. training=1000 or files=12 train=900 (default: none)")
+    k.add_argument("-v", "--verbose", action="store_true", help="debug logging (default: info)")
     t = sub.add_parser("table", help="markdown results table of summary.json files (e.g. a rest and a hard run)")
     t.add_argument("summaries", metavar="SUMMARY", nargs="+", help="summary.json files (required)")
     t.add_argument("--out", help="write the table here (default: standard output)")
@@ -163,6 +189,43 @@ def classify(args) -> int:
     return 0
 
 
+def fetch(args) -> int:
+    from cbedtdc.fetch import fetch_mirror
+
+    if args.workers < 1:
+        log.error("--workers %d: give at least 1", args.workers)
+        return 2
+    try:
+        result = fetch_mirror(args.dest, endpoint_url=args.endpoint_url, bucket=args.bucket, prefix=args.prefix,
+                              workers=args.workers, folders=args.folders)
+    except Exception as err:  # botocore's errors (no endpoint, no bucket, access denied) are not OSErrors
+        log.error("%s: %s", type(err).__name__, " ".join(str(err).split()))
+        return 2
+    return 0 if result.complete else 2
+
+
+def check_download_cmd(args) -> int:
+    from cbedtdc.fetch import check_download
+
+    try:
+        expected = {}
+        for item in args.expect:
+            name, sep, value = item.partition("=")
+            if not sep or not value.isdigit():
+                raise ValueError(f"--expect {item!r}: give NAME=N, e.g. training=1000")
+            expected[name] = int(value)
+        problems = check_download(args.root, samples=args.samples, expected=expected or None)
+    except (OSError, ValueError) as err:
+        log.error("%s", err)
+        return 2
+    for line in problems:
+        log.error("%s", line)
+    if problems:
+        return 2
+    log.info("%s: complete", args.root)
+    return 0
+
+
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
@@ -171,6 +234,10 @@ def main(argv=None) -> int:
         return classify(args)
     if args.command == "table":
         return table(args)
+    if args.command == "fetch":
+        return fetch(args)
+    if args.command == "check-download":
+        return check_download_cmd(args)
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

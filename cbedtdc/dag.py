@@ -139,8 +139,10 @@ def friedel_groups_arg(config: dict, generate: bool) -> str:
     return groups if groups == "auto" else json.dumps(groups)
 
 
-def data_kind(config: dict, generate: bool) -> str:
-    """What the evaluated data are, as recorded in summary.json."""
+def data_kind(config: dict, generate: bool, stems=()) -> str:
+    """What the evaluated data are, as recorded in summary.json (``stems``: the raw files or mirror chunks)."""
     if not generate:
-        return f"challenge files under {config['raw_dir']}"
+        from cbedtdc.layout import raw_data_kind
+
+        return raw_data_kind(config["raw_dir"], stems)
     return f"generated ({config['synth'].get('mode', 'kinematic')})"

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from cbedtdc.io import read_csv, read_json, write_csv, write_json
-from cbedtdc.layout import SPLITS
+from cbedtdc.layout import MIRROR_SPLITS, SPLITS
 
 __all__ = [
     "DataError",
@@ -37,6 +37,7 @@ __all__ = [
     "assign_splits",
     "write_splits",
     "build_shard_index",
+    "DATA_INFO",
     "ShardDataset",
     "panel_of",
 ]
@@ -304,6 +305,11 @@ def class_counts(split_rows) -> list[dict]:
 def write_splits(manifest_path, splits_path, counts_path, *, resplit=False, fractions=(0.79, 0.11, 0.10), seed=0):
     """Read ``manifest.csv``, assign splits, write ``splits.csv`` and ``class_counts.csv``."""
     manifest = read_csv(manifest_path)
+    if resplit and any(r["material"] == f"{r['file']}/{r['group']}" and r["file"] in MIRROR_SPLITS
+                       for r in manifest[:1]):
+        raise DataError(f"{manifest_path}: data.resplit is refused for the STEMDL mirror: it has no material ids, "
+                        "so a re-split could put samples of one material in train and test; keep its own split "
+                        "(data.resplit: false)")
     rows = assign_splits(manifest, resplit=resplit, fractions=fractions, seed=seed)
     mats = defaultdict(set)
     for r in rows:
@@ -321,16 +327,30 @@ def write_splits(manifest_path, splits_path, counts_path, *, resplit=False, frac
 
 
 # --------------------------------------------------------------------------- shard index
-def build_shard_index(splits_path, sidecars, shard_root) -> dict[str, int]:
+#: What results/shards/data_info.json says per raw layout: the unit of the bootstrap intervals.
+DATA_INFO = {
+    "challenge_hdf5": {"layout": "challenge_hdf5", "material_ids": True, "bootstrap_unit": "material",
+                       "note": "intervals over materials (all samples of a material drawn together)"},
+    "stemdl_mirror": {"layout": "stemdl_mirror", "material_ids": False, "bootstrap_unit": "sample",
+                      "note": "the STEMDL mirror has no material ids: every sample is its own material "
+                              "(material = sample key), so intervals are over samples"},
+}
+
+
+def build_shard_index(splits_path, sidecars, shard_root, info_path=None) -> dict[str, int]:
     """Write ``{shard_root}/{split}.csv`` for every split from ``splits.csv`` and shard sidecars.
 
     Rows are in shard order (file name, then row), so a pass over a split reads each shard
     front to back. Raises :class:`DataError` when a sample of ``splits.csv`` is in no shard.
+    ``info_path`` (``results/shards/data_info.json``) records the raw layout of the sidecars and the
+    unit of the bootstrap intervals (:data:`DATA_INFO`: ``bootstrap_unit`` ``material`` or ``sample``).
     """
     shard_root = Path(shard_root)
     where = {}
+    layouts = set()
     for side in sidecars:
         meta = read_json(side)
+        layouts.add(meta.get("layout", "challenge_hdf5"))
         shard = Path(side).with_suffix(".h5")
         try:
             rel = shard.resolve().relative_to(shard_root.resolve()).as_posix()
@@ -351,6 +371,13 @@ def build_shard_index(splits_path, sidecars, shard_root) -> dict[str, int]:
         rows.sort(key=lambda r: (r["shard"], int(r["row"])))
         write_csv(shard_root / f"{split}.csv", rows, SHARD_INDEX_FIELDS)
         sizes[split] = len(rows)
+    if info_path is not None:
+        if len(layouts) > 1:
+            raise DataError(f"shards of several raw layouts ({', '.join(sorted(layouts))}) in {shard_root}: "
+                            "delete results/shards and rerun")
+        info = DATA_INFO[layouts.pop() if layouts else "challenge_hdf5"]
+        write_json(info_path, {**info, "samples": sizes})
+        log.info("data: %s; bootstrap unit: %s", info["layout"], info["bootstrap_unit"])
     log.info("shard index: %s", ", ".join(f"{s} {n}" for s, n in sizes.items()))
     return sizes
 

@@ -7,17 +7,26 @@ the DAG is fixed by the config alone and is testable without Snakemake.
 from __future__ import annotations
 
 import math
+import os
 import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["RAW_NAME", "SPLITS", "discover_raw", "split_of", "synth_file_plan", "SynthFile", "n_levels",
-           "shell_prefix", "feature_dir", "FEATURES_ROOT"]
+           "shell_prefix", "feature_dir", "FEATURES_ROOT", "MIRROR_SPLITS", "MIRROR_STEM", "MIRROR_SAMPLE", "is_mirror",
+           "mirror_members", "mirror_order", "mirror_plan", "chunk_members", "parse_mirror_stem", "split_of_stem",
+           "raw_layout", "raw_data_kind"]
 
 SPLITS = ("train", "dev", "test")
 #: Challenge file names: batch_{train|dev|test}_{N}.h5 (N = rank of the simulation job).
 RAW_NAME = re.compile(r"^batch_(train|dev|test)_(\d+)\.h5$")
+#: Folders of the public STEMDL mirror (``stemdl_ds1a``) and the split each one becomes: the mirror's own split.
+MIRROR_SPLITS = {"training": "train", "validation": "dev", "testing": "test", "inference": "test"}
+#: Stem of one chunk of a mirror folder (one index_mirror + one shard_mirror job): mirror_{folder}_{k}.
+MIRROR_STEM = re.compile(r"^mirror_(training|validation|testing|inference)_(\d+)$")
+#: File names of mirror samples: sample-<n>.npz.
+MIRROR_SAMPLE = re.compile(r"^sample-(\d+)\.npz$")
 
 
 def split_of(name: str) -> str:
@@ -32,15 +41,21 @@ def split_of(name: str) -> str:
     return m.group(1)
 
 
-def discover_raw(raw_dir) -> dict[str, Path]:
+def discover_raw(raw_dir, mirror_chunk: int | None = None) -> dict[str, Path]:
     """Map stem -> path for every ``batch_{train,dev,test}_N.h5`` below ``raw_dir`` (recursive).
 
-    Raises ``FileNotFoundError`` when the folder is missing or holds no challenge file and
-    ``ValueError`` when the same file name occurs twice (the stem is the sample-key prefix).
+    A STEMDL mirror root (:func:`is_mirror`) gives the chunk plan instead (:func:`mirror_plan`, stem ->
+    folder, ``mirror_chunk`` files a chunk). Raises ``FileNotFoundError`` when the folder is missing or
+    holds no challenge file and ``ValueError`` when the same file name occurs twice (the stem is the
+    sample-key prefix).
     """
     root = Path(raw_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"raw_dir={str(raw_dir)!r} is not a directory")
+    if is_mirror(root):
+        if mirror_chunk is None:
+            raise ValueError(f"raw_dir={str(raw_dir)!r} is a STEMDL mirror: give mirror_chunk (data.mirror_chunk)")
+        return mirror_plan(root, mirror_chunk)
     found: dict[str, Path] = {}
     for path in sorted(root.rglob("batch_*.h5")):
         if not RAW_NAME.match(path.name):
@@ -67,6 +82,118 @@ def _ignored_files(root: Path, shown: int = 6) -> str:
     if hdf:
         return f"seen and ignored: {names} (rename them batch_{{train,dev,test}}_N.h5, e.g. batch_train_0.h5)"
     return f"seen and ignored {len(files)} non-HDF5 files: {names}"
+
+
+# --------------------------------------------------------------------------- the STEMDL mirror
+def is_mirror(root) -> bool:
+    """True when ``root`` holds any of the mirror's folders ``training``, ``validation``, ``testing``,
+    ``inference`` (one ``stat`` each: nothing below them is listed).
+
+    A root that also holds the challenge layout (``train``/``dev``/``test`` folders or ``batch_*.h5``
+    files next to them) is ambiguous: ``ValueError`` naming both.
+    """
+    root = Path(root)
+    found = [f for f in MIRROR_SPLITS if (root / f).is_dir()]
+    if not found:
+        return False
+    other = sorted(p.name for p in root.iterdir() if p.name in SPLITS or RAW_NAME.match(p.name))
+    if other:
+        raise ValueError(f"raw_dir={str(root)!r} holds both the STEMDL mirror ({', '.join(found)}) and challenge "
+                         f"files ({', '.join(other)}): point raw_dir at one of them")
+    return True
+
+
+def mirror_order(name: str):
+    """Sort key of a mirror folder's entries: ``sample-<n>.npz`` by n, any other name after, by name.
+
+    >>> sorted(["sample-10.npz", "notes.txt", "sample-9.npz"], key=mirror_order)
+    ['sample-9.npz', 'sample-10.npz', 'notes.txt']
+    """
+    m = MIRROR_SAMPLE.match(name)
+    return (0, int(m.group(1)), "") if m else (1, 0, name)
+
+
+def mirror_members(folder) -> list[str]:
+    """Every entry of one mirror folder, in :func:`mirror_order` (one ``scandir``, no ``stat`` per file).
+
+    Entries that are not ``sample-<n>.npz`` files are members too: the index quarantines them by name,
+    so nothing in the folder is silently dropped.
+    """
+    with os.scandir(folder) as it:
+        return sorted((e.name for e in it), key=mirror_order)
+
+
+def mirror_stem(folder: str, k: int) -> str:
+    """Stem of chunk ``k`` of a mirror folder.
+
+    >>> mirror_stem("training", 3), parse_mirror_stem("mirror_training_3")
+    ('mirror_training_3', ('training', 3))
+    """
+    return f"mirror_{folder}_{k}"
+
+
+def parse_mirror_stem(stem: str) -> tuple[str, int]:
+    """``(folder, k)`` of a chunk stem; ``ValueError`` for anything else."""
+    m = MIRROR_STEM.match(stem)
+    if not m:
+        raise ValueError(f"{stem}: not a mirror chunk (expected mirror_{{training,validation,testing,inference}}_K)")
+    return m.group(1), int(m.group(2))
+
+
+def mirror_plan(root, chunk_files: int) -> dict[str, Path]:
+    """Stem -> folder for every chunk of ``chunk_files`` entries of every mirror folder under ``root``.
+
+    Computed from one directory listing per folder (187k files: well under a second). An empty folder
+    still gets its chunk 0, whose index quarantines the folder, so it is not silently absent.
+    """
+    if chunk_files < 1:
+        raise ValueError(f"data.mirror_chunk={chunk_files}: give at least 1 file per job")
+    plan = {}
+    for folder in MIRROR_SPLITS:
+        path = Path(root) / folder
+        if not path.is_dir():
+            continue
+        with os.scandir(path) as it:  # the entries mirror_members sorts, counted without sorting
+            n = sum(1 for _ in it)
+        for k in range(max(1, math.ceil(n / chunk_files))):
+            plan[mirror_stem(folder, k)] = path.resolve()
+    return plan
+
+
+def chunk_members(folder, stem: str, chunk_files: int) -> list[str]:
+    """The entries of ``folder`` that chunk ``stem`` covers (the same listing as :func:`mirror_plan`)."""
+    name, k = parse_mirror_stem(stem)
+    if Path(folder).name != name:
+        raise ValueError(f"chunk {stem} belongs to folder {name}, not {folder}")
+    return mirror_members(folder)[k * chunk_files: (k + 1) * chunk_files]
+
+
+def split_of_stem(stem: str) -> str:
+    """Split of a raw stem: challenge file stems by name, mirror chunks by folder.
+
+    >>> split_of_stem("batch_dev_3"), split_of_stem("mirror_inference_0")
+    ('dev', 'test')
+    """
+    if MIRROR_STEM.match(stem):
+        return MIRROR_SPLITS[parse_mirror_stem(stem)[0]]
+    return split_of(stem + ".h5")
+
+
+def raw_layout(stems) -> str:
+    """``"stemdl_mirror"`` when the stems are mirror chunks, else ``"challenge_hdf5"``."""
+    return "stemdl_mirror" if any(MIRROR_STEM.match(s) for s in stems) else "challenge_hdf5"
+
+
+def raw_data_kind(raw_dir, stems) -> str:
+    """What the data under ``raw_dir`` are, in words (summary.json's ``data`` and the report).
+
+    >>> raw_data_kind("/d", ["mirror_training_0"])
+    'STEMDL mirror under /d (no material ids: every sample is its own material, intervals over samples)'
+    """
+    if raw_layout(stems) == "stemdl_mirror":
+        return (f"STEMDL mirror under {raw_dir} (no material ids: every sample is its own material, "
+                "intervals over samples)")
+    return f"challenge files under {raw_dir}"
 
 
 @dataclass(frozen=True)

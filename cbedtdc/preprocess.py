@@ -37,6 +37,8 @@ __all__ = [
     "area_resize",
     "preprocess_stack",
     "write_shard",
+    "scaled_to_uint8",
+    "write_mirror_shard",
     "verify_shard",
     "sha256_file",
     "FORMAT_VERSION",
@@ -275,6 +277,64 @@ def write_shard(raw_path, index: dict, out_path, *, image_size: int, progress: b
         # Sidecar first: a shard under its final name always has a matching sidecar.
         write_json(out_path.with_suffix(".json"), sidecar)
     log.info("%s: %d samples -> %s (%d px)", raw_path.name, n, out_path, s)
+    return sidecar
+
+
+def scaled_to_uint8(data: np.ndarray, image_size: int) -> np.ndarray:
+    """An already log-scaled (3, S, S) stack (0..255, the STEMDL mirror's ``data``) -> (3, image_size,
+    image_size) uint8: area resize when smaller, clip to 0..255, rint. No second log scaling.
+
+    >>> scaled_to_uint8(np.array([[[0.4, 254.6], [12.5, 300.0]]] * 3, dtype=np.float32), 2)[0].tolist()
+    [[0, 255], [12, 255]]
+    """
+    y = area_resize(np.asarray(data, dtype=np.float32), image_size).astype(np.float32, copy=True)
+    np.clip(y, 0.0, 255.0, out=y)
+    return np.rint(y, out=y).astype(np.uint8)
+
+
+def write_mirror_shard(folder, index: dict, out_path, *, image_size: int, progress: bool = False) -> dict:
+    """Convert the accepted samples of one mirror chunk into a shard, atomically (as :func:`write_shard`).
+
+    ``index`` is the chunk's :func:`cbedtdc.mirror.index_mirror_chunk` result; each accepted file's
+    ``data`` is read again and becomes :func:`scaled_to_uint8` (at 128 px: ``round(data)``, no second
+    log scaling). Samples smaller than ``image_size`` are skipped (the manifest quarantines them). The
+    sidecar records ``layout: stemdl_mirror``. Raises ``RuntimeError`` when an accepted file can no
+    longer be read.
+    """
+    import h5py
+
+    from cbedtdc.mirror import LAYOUT, read_npz
+
+    folder, out_path = Path(folder), Path(out_path)
+    samples = [r for r in index["samples"] if int(r["side"]) >= image_size]
+    if len(samples) < len(index["samples"]):
+        log.warning("%s: %d stacks smaller than image_size %d skipped (quarantined by the manifest)",
+                    index["file"], len(index["samples"]) - len(samples), image_size)
+    s = int(image_size)
+    keys = [f"{r['file']}/{r['group']}" for r in samples]
+    sample_sha = []
+    iterator = range(len(samples))
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(iterator, desc=index["file"], unit="file", mininterval=5)
+    with atomic_path(out_path, suffix=".h5") as tmp:
+        with h5py.File(tmp, "x", libver=_LIBVER, track_order=False) as dst:
+            images = _create_datasets(dst, samples, keys, index["file"], s)
+            dst.attrs["preprocessing"] = "STEMDL mirror data (already log-scaled), area resize, clip 0-255, rint, uint8"
+            for row in iterator:
+                path = folder / samples[row]["group"]
+                data, _, reason = read_npz(path)
+                if reason:
+                    raise RuntimeError(f"{path}: accepted by the index but cannot be read now ({reason}); the file "
+                                       "changed: rerun index_mirror")
+                img = scaled_to_uint8(data, s)
+                images.id.write_direct_chunk((row, 0, 0, 0), img.tobytes())
+                sample_sha.append(hashlib.sha256(img.tobytes()).hexdigest())
+        sidecar = _sidecar(Path(index["file"]), out_path, s, keys, samples, sample_sha, sha256_file(tmp))
+        sidecar["layout"] = LAYOUT
+        write_json(out_path.with_suffix(".json"), sidecar)
+    log.info("%s: %d samples -> %s (%d px)", index["file"], len(samples), out_path, s)
     return sidecar
 
 

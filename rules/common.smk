@@ -53,7 +53,12 @@ try:
         }
         RAW = {stem: f"results/raw/{stem}.h5" for stem in SYNTH_PLAN}
     else:
-        RAW = {s: str(p) for s, p in discover_raw(config["raw_dir"]).items()}
+        RAW = {  # challenge files, or chunks of STEMDL mirror folders (stem -> folder)
+            s: str(p)
+            for s, p in discover_raw(
+                config["raw_dir"], config["data"]["mirror_chunk"]
+            ).items()
+        }
     check_run_config(config, None if GENERATE else RAW)
 except (ConfigError, OSError, ValueError) as err:
     where = "config error: " if GENERATE else "config error at raw_dir: "

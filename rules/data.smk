@@ -1,6 +1,9 @@
 # Data stage: raw challenge files -> per-file index -> manifest -> split -> uint8 shards -> per-split lists.
 # index_raw and shard run once per raw file (1,138 jobs on the real set); on a cluster the group "rawfile" lets a
 # profile bundle them (group-components: rawfile=N), and shard then reads a raw file that index_raw just cached.
+# A STEMDL mirror raw_dir (training/validation/testing/inference of sample-<n>.npz) runs index_mirror and
+# shard_mirror instead, once per chunk of data.mirror_chunk files of a folder (187k files: 96 chunks); the
+# folder is the job's input, so the DAG never lists the files themselves.
 
 
 rule index_raw:
@@ -24,6 +27,31 @@ rule index_raw:
     shell:
         '"$CBEDTDC_PYTHON" workflow_scripts/index_raw.py --raw {input.raw:q} --out {output.index:q}'
         " --expected-side {params.expected_side} 2> {log:q}"
+
+
+rule index_mirror:
+    input:
+        folder=get_raw,  # the mirror folder of the chunk
+    output:
+        index="results/data/index/{stem}.json",
+    log:
+        "logs/index_mirror/{stem}.log",
+    benchmark:
+        "benchmarks/index_mirror/{stem}.tsv"
+    wildcard_constraints:
+        stem=r"mirror_(training|validation|testing|inference)_\d+",
+    group:
+        "rawfile"
+    conda:
+        "../envs/cbedtdc.yaml"
+    resources:
+        mem_mb=1000,  # one 192 KiB sample at a time
+        runtime=lambda wc, attempt: 30 * attempt,
+    params:
+        chunk=config["data"]["mirror_chunk"],
+    shell:
+        '"$CBEDTDC_PYTHON" workflow_scripts/index_mirror.py --folder {input.folder:q} --stem {wildcards.stem:q}'
+        " --chunk {params.chunk:q} --out {output.index:q} 2> {log:q}"
 
 
 rule manifest:
@@ -119,6 +147,33 @@ rule shard:
         " --shard {output.shard:q} --image-size {params.image_size} 2> {log:q}"
 
 
+rule shard_mirror:
+    input:
+        folder=get_raw,
+        index="results/data/index/{stem}.json",
+    output:
+        shard="results/shards/files/{stem}.h5",
+        sidecar="results/shards/files/{stem}.json",
+    log:
+        "logs/shard_mirror/{stem}.log",
+    benchmark:
+        "benchmarks/shard_mirror/{stem}.tsv"
+    wildcard_constraints:
+        stem=r"mirror_(training|validation|testing|inference)_\d+",
+    group:
+        "rawfile"
+    conda:
+        "../envs/cbedtdc.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=lambda wc, attempt: 30 * attempt,
+    params:
+        image_size=config["image_size"],
+    shell:
+        '"$CBEDTDC_PYTHON" workflow_scripts/shard_mirror.py --folder {input.folder:q} --index {input.index:q}'
+        " --shard {output.shard:q} --image-size {params.image_size} 2> {log:q}"
+
+
 rule shard_index:
     input:
         splits="results/data/splits.csv",
@@ -126,6 +181,7 @@ rule shard_index:
         sidecars=expand("results/shards/files/{stem}.json", stem=STEMS),
     output:
         lists=expand("results/shards/{split}.csv", split=SPLITS),
+        info="results/shards/data_info.json",  # layout, bootstrap unit (material, or sample on the mirror)
     log:
         "logs/shard_index/shard_index.log",
     benchmark:
@@ -136,12 +192,13 @@ rule shard_index:
         shard_root=lambda wc, output: Path(output.lists[0]).parent,
     shell:
         '"$CBEDTDC_PYTHON" workflow_scripts/shard_index.py --splits {input.splits:q} --sidecars {input.sidecars:q}'
-        " --shard-root {params.shard_root:q} 2> {log:q}"
+        " --shard-root {params.shard_root:q} --info {output.info:q} 2> {log:q}"
 
 
 rule shards:
     input:
         expand("results/shards/{split}.csv", split=SPLITS),
+        "results/shards/data_info.json",
         expand("results/shards/files/{stem}.h5", stem=STEMS),  # a lost shard is rebuilt
         "results/data/class_counts.csv",
         "results/data/quarantine.csv",

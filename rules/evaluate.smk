@@ -48,7 +48,7 @@ rule evaluate:
         seed=config["seed"],
         # Friedel pairs are indistinguishable only in kinematic patterns
         friedel=dag.friedel_groups_arg(config, GENERATE),
-        data=dag.data_kind(config, GENERATE),
+        data=dag.data_kind(config, GENERATE, STEMS),
         # fixed literal flags
         xgb=(
             "--xgb-dir results/xgboost --features-root results/features"

@@ -6,6 +6,8 @@
   intensities span many orders of magnitude, with byte-string attributes like the real files.
 - :func:`build_tiny_shards` writes a few raw files and runs the library's data stage on them
   (index -> manifest -> split -> shards -> shard index) and returns the shard root.
+- :func:`write_npz_sample` writes one STEMDL-mirror ``sample-<n>.npz`` as the mirror's writer does;
+  :func:`write_faulty_mirror` a small mirror with good samples and one planted fault of each kind.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["write_challenge_file", "make_sample", "class_pattern", "build_tiny_shards"]
+__all__ = ["write_challenge_file", "make_sample", "class_pattern", "build_tiny_shards", "mirror_data",
+           "write_npz_sample", "write_faulty_mirror", "MIRROR_FAULTS", "MIRROR_PUBLISHED", "write_placeholder_mirror",
+           "write_placeholder_challenge"]
 
 
 def write_challenge_file(path, samples) -> Path:
@@ -153,3 +157,129 @@ def build_tiny_shards(root, classes=(14, 225, 1), per_class=6, side=32, seed=0, 
     write_splits(data / "manifest.csv", data / "splits.csv", data / "class_counts.csv", seed=seed)
     build_shard_index(data / "splits.csv", sidecars, shards)
     return shards
+
+
+# --------------------------------------------------------------------------- STEMDL mirror
+def mirror_data(class_index: int, rng, side: int = 128) -> np.ndarray:
+    """A (3, side, side) float32 stack as the mirror holds it: the standard log scaling of a CBED-like pattern
+    (``clip(10 * (max(log I, -17) + 17), 0, 255)``), non-integer values in 0..255."""
+    raw = class_pattern(class_index, side, rng).astype(np.float64)
+    return np.clip(10 * (np.maximum(np.log(raw), -17) + 17), 0, 255).astype(np.float32)
+
+
+def write_npz_sample(path, data=None, label=None, members=None) -> Path:
+    """``np.savez(path, data=data, label=np.asarray([label]))`` like the mirror's writer; ``None`` leaves an array
+    out, ``members`` (dict) adds or replaces arrays, e.g. ``{"label": np.array([1, 2])}``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {}
+    if data is not None:
+        arrays["data"] = data
+    if label is not None:
+        arrays["label"] = np.asarray([label])
+    arrays.update(members or {})
+    with open(path, "wb") as fh:  # np.savez on a name would append .npz to names without it
+        np.savez(fh, **arrays)
+    return path
+
+
+#: Planted faults of :func:`write_faulty_mirror`: key below the mirror root -> start of the quarantine reason.
+MIRROR_FAULTS = {
+    "training/sample-100.npz": "cannot open: ",  # truncated
+    "training/sample-101.npz": "cannot open: ",  # not a zip file
+    "training/sample-102.npz": "missing array data",
+    "training/sample-103.npz": "missing array label",
+    "training/sample-104.npz": "data shape (3, 64, 64) not (3, 128, 128)",
+    "training/sample-105.npz": "data dtype float64 not float32",
+    "training/sample-106.npz": "non-finite values (1 NaN, 0 inf)",
+    "training/sample-107.npz": "non-finite values (0 NaN, 2 inf)",
+    "training/sample-108.npz": "values outside 0..255 (min 0, max 300)",
+    "validation/sample-109.npz": "label 231 outside 1..230",
+    "validation/sample-110.npz": "label 0 outside 1..230",
+    "validation/sample-111.npz": "label 14.5 not an integer",
+    "testing/sample-112.npz": "label holds 2 values [14, 225], not 1",
+    "testing/notes.txt": "not a sample-<n>.npz file name",
+    "testing/sample-113.npz": "values outside 0..255 (min -1,",
+    "inference/": "empty folder: no sample-<n>.npz file",
+}
+
+
+def write_faulty_mirror(root, *, per_folder=None, seed=0) -> dict[str, tuple[np.ndarray, int]]:
+    """A small STEMDL mirror under ``root``: good samples of space groups 14, 225 and 1 in ``training``,
+    ``validation`` and ``testing`` (``per_folder``: good files per folder, default 6/3/3), one file of each
+    :data:`MIRROR_FAULTS` kind, and an empty ``inference`` folder. Returns ``{key: (data, label)}`` of the
+    good samples (key = path below ``root``)."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    per_folder = per_folder or {"training": 6, "validation": 3, "testing": 3}
+    classes = (14, 225, 1)
+    good, n = {}, 0
+    for folder, count in per_folder.items():
+        for i in range(count):
+            data, label = mirror_data(i % 3, rng), classes[i % 3]
+            write_npz_sample(root / folder / f"sample-{n}.npz", data, label)
+            good[f"{folder}/sample-{n}.npz"] = (data, label)
+            n += 1
+    (root / "inference").mkdir(parents=True, exist_ok=True)
+    ok = mirror_data(0, rng)
+
+    def bad(key, data=ok, label=14, members=None):
+        return write_npz_sample(root / key, data, label, members)
+
+    path = bad("training/sample-100.npz")
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    (root / "training" / "sample-101.npz").write_bytes(b"<html>503 Service Unavailable</html>")
+    bad("training/sample-102.npz", data=None)
+    bad("training/sample-103.npz", label=None)
+    bad("training/sample-104.npz", data=ok[:, :64, :64].copy())
+    bad("training/sample-105.npz", data=ok.astype(np.float64))
+    nan = ok.copy()
+    nan[0, 1, 2] = np.nan
+    bad("training/sample-106.npz", data=nan)
+    inf = ok.copy()
+    inf[1, 3, 3], inf[2, 0, 0] = np.inf, -np.inf
+    bad("training/sample-107.npz", data=inf)
+    high = np.zeros_like(ok) + ok.clip(1, 255)
+    high[0, 0, 0], high[0, 0, 1] = 300, 0
+    bad("training/sample-108.npz", data=high)
+    bad("validation/sample-109.npz", label=231)
+    bad("validation/sample-110.npz", label=0)
+    bad("validation/sample-111.npz", label=14.5)
+    bad("testing/sample-112.npz", members={"label": np.array([14, 225])})
+    (root / "testing" / "notes.txt").write_text("not a sample\n")
+    low = ok.copy()
+    low[2, 5, 5] = -1.0
+    bad("testing/sample-113.npz", data=low)
+    return good
+
+
+#: Files per folder of the published mirror (mlcommons/science benchmarks/stemdl/stfc/README.md).
+MIRROR_PUBLISHED = {"training": 148_006, "validation": 20_401, "testing": 9_374, "inference": 9_375}
+
+
+def write_placeholder_mirror(root, counts=None) -> Path:
+    """Empty ``sample-<n>.npz`` placeholders in the mirror's four folders (default: the published 187,156 files),
+    for DAG and parse-time tests that never open a file."""
+    import os
+
+    root = Path(root)
+    n = 0
+    for folder, count in (counts or MIRROR_PUBLISHED).items():
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        base = str(root / folder)
+        for _ in range(count):
+            os.close(os.open(f"{base}/sample-{n}.npz", os.O_CREAT | os.O_WRONLY, 0o644))
+            n += 1
+    return root
+
+
+def write_placeholder_challenge(root, n_files: int = 1138) -> Path:
+    """Empty ``batch_{train,dev,test}_N.h5`` placeholders in ``train/``, ``dev/``, ``test/`` (default: the real set's
+    1,138 files, split about 90/5/5 %), for DAG and parse-time tests."""
+    root = Path(root)
+    dev = test = max(1, round(n_files * 0.05))
+    for split, count in (("train", n_files - dev - test), ("dev", dev), ("test", test)):
+        (root / split).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            (root / split / f"batch_{split}_{i}.h5").touch()
+    return root

@@ -20,13 +20,13 @@ LIB = Path(__file__).resolve().parents[1] / "cbedtdc"
 #: A new module goes here and into the table of docs/architecture.md.
 LAYERS = [
     # base: file formats, class sets, config, pure scores, calibration, the network pieces
-    ["cbedtdc", "cbedtdc.io", "cbedtdc.layout", "cbedtdc.classes", "cbedtdc.config", "cbedtdc.checks",
+    ["cbedtdc", "cbedtdc.io", "cbedtdc.layout", "cbedtdc.mirror", "cbedtdc.classes", "cbedtdc.config", "cbedtdc.checks",
      "cbedtdc.crystallography", "cbedtdc.metrics", "cbedtdc.calibration", "cbedtdc.losses", "cbedtdc.model",
      "cbedtdc.distributed"],
     # data: generator, shards, the dataset, figures from tables
     ["cbedtdc.synth", "cbedtdc.synth.scattering", "cbedtdc.synth.crystal", "cbedtdc.synth.zone_axes",
      "cbedtdc.synth.render", "cbedtdc.synth.generate", "cbedtdc.synth.gallery", "cbedtdc.preprocess",
-     "cbedtdc.data", "cbedtdc.plots"],
+     "cbedtdc.data", "cbedtdc.plots", "cbedtdc.fetch"],
     # one classifier, and the cascade's pure logic
     ["cbedtdc.train", "cbedtdc.train.sampling", "cbedtdc.train.checkpoint", "cbedtdc.train.infer",
      "cbedtdc.train.engine", "cbedtdc.cascade.plan", "cbedtdc.cascade.routing"],

@@ -78,7 +78,7 @@ def test_classify_keeps_going_past_a_missing_path_and_an_empty_folder(flat_run, 
     assert list(by_key) == [str(tmp_path / "missing.h5"), str(tmp_path / "empty")]
     assert by_key[str(tmp_path / "missing.h5")]["reason"] == "no such file or folder"
     empty_reason = by_key[str(tmp_path / "empty")]["reason"]
-    assert "folder holds no .h5 file; saw 1 other file(s), e.g. train_0.hdf5" in empty_reason
+    assert "folder holds no .h5 or .npz file; saw 1 other file(s), e.g. train_0.hdf5" in empty_reason
     # a bad sample in a folder is keyed like the predictions: path inside the folder, then the group
     broken = make_sample("sample_9_0", 14, "mp-9", side=8)
     write_challenge_file(a / "sub" / "small.h5", [broken])

@@ -73,6 +73,8 @@ def test_shards_target_builds_the_data_stage_and_reruns_only_what_is_missing(wor
         assert len(ds) == n and ds[0][0].shape == (3, 16, 16)
     counts = {int(r["space_group"]): int(r["total"]) for r in read_csv(data / "class_counts.csv")}
     assert counts == {14: 4, 225: 3, 1: 2}
+    info = read_json(shards / "data_info.json")  # what the evaluation reads: intervals over materials here
+    assert info["layout"] == "challenge_hdf5" and info["bootstrap_unit"] == "material"
     for rule in ("index_raw", "shard"):
         assert (workdir / "logs" / rule / "batch_train_0.log").exists()
         assert (workdir / "benchmarks" / rule / "batch_train_0.tsv").exists()

@@ -16,13 +16,15 @@ def get_parser(add_help=True):
     p.add_argument("--splits", required=True, help="splits CSV from the split rule (required)")
     p.add_argument("--sidecars", nargs="+", required=True, help="JSON sidecars of the shards (required)")
     p.add_argument("--shard-root", required=True, help="folder of the shards and split lists (required)")
+    p.add_argument("--info", default=None, help="data_info.json to write: raw layout and bootstrap unit "
+                   "(default: none)")
     return p
 
 
 def run(args):
     from cbedtdc.data import build_shard_index
 
-    build_shard_index(args.splits, args.sidecars, args.shard_root)
+    build_shard_index(args.splits, args.sidecars, args.shard_root, info_path=args.info)
 
 
 def main(argv=None) -> int:

@@ -1,0 +1,35 @@
+"""shard_mirror: convert the accepted samples of one STEMDL mirror chunk into a uint8 HDF5 shard (+ JSON sidecar)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cbedtdc.cliutil import run_cli  # noqa: E402
+
+
+def get_parser(add_help=True):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], add_help=add_help)
+    p.add_argument("--folder", required=True, help="mirror folder of the chunk (required)")
+    p.add_argument("--index", required=True, help="its JSON index from index_mirror (required)")
+    p.add_argument("--shard", required=True, help="shard .h5 to write; the sidecar goes next to it as .json (required)")
+    p.add_argument("--image-size", type=int, required=True, help="side of the shard images, at most 128 (required)")
+    return p
+
+
+def run(args):
+    from cbedtdc.io import read_json
+    from cbedtdc.preprocess import write_mirror_shard
+
+    write_mirror_shard(args.folder, read_json(args.index), args.shard, image_size=args.image_size, progress=True)
+
+
+def main(argv=None) -> int:
+    return run_cli(get_parser, run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
