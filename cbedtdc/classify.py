@@ -219,11 +219,18 @@ def source_extractor(sources, folder: Path, device: str):
         elif src["source"] == "symmetry":
             from cbedtdc.features import symmetry
 
-            desc = symmetry.descriptor_for(src)
-            size = size or int(src.get("image_size") or desc.image_size)
-            parts.append(lambda x, d=desc: d(x.cpu().numpy()))
+            if src.get("model") != f"symmetry/{symmetry.VERSION}" or src.get("model_sha256") != symmetry.params_sha256():
+                raise ValueError(f"{folder}: its heads were fitted on symmetry descriptors {src.get('model')} of other "
+                                 f"settings than this version's (symmetry/{symmetry.VERSION}); rerun the run")
+            if size is not None and src.get("image_size") and int(src["image_size"]) != size:
+                raise ValueError(f"{folder}: its sources were computed at {size} and {src['image_size']} px")
+            size = size or (int(src["image_size"]) if src.get("image_size") else None)
+            parts.append(lambda x: symmetry.describe(x.cpu().numpy())[0])
         else:
             raise ValueError(f"{folder}: unknown feature source {src['source']!r} (cnn, symmetry)")
+
+    if size is None:
+        raise ValueError(f"{folder}: its heads record no image size for their sources; rerun the run")
 
     def features(x):
         blocks = [f(x) for f in parts]

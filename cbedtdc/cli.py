@@ -86,7 +86,8 @@ def variants_table(summary: dict, name: str = "") -> str:
     >>> print(variants_table(s).splitlines()[-1])
     | flat/ce/cnn | 50.0 [40.0, 60.0] | 60.0 | 40.0 | 70.0 | - | 10.0 | 100 | 0 |
     """
-    lines = [f"\nVariants{f' of {name}' if name else ''} (balanced accuracy %, 95 % interval over materials; "
+    over = (summary.get("bootstrap") or {}).get("over", "materials")
+    lines = [f"\nVariants{f' of {name}' if name else ''} (balanced accuracy %, 95 % interval over {over}; "
              "many/medium/few-shot: >100, 20-100, <20 training samples)\n", "",
              "| variant | balanced acc. | top-1 | dev bal. acc. | many | medium | few | backbone images | "
              "head images |", "|---|---|---|---|---|---|---|---|---|"]

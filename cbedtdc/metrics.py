@@ -454,5 +454,6 @@ def results_table(summaries) -> str:
                          f"{pct(x.get('estimated_balanced_accuracy'))} | - | - | - |")
     lines.append("")
     lines.append(f"Test split: {first['n_test']} samples of {first['n_test_materials']} materials; intervals: 95 % "
-                 f"bootstrap over materials ({first['bootstrap']['resamples']} resamples). Data: {first['data']}.")
+                 f"bootstrap over {first['bootstrap'].get('over', 'materials')} ({first['bootstrap']['resamples']} "
+                 f"resamples). Data: {first['data']}.")
     return "\n".join(lines) + "\n"

@@ -10,6 +10,7 @@ rule evaluate:
         dev="results/shards/dev.csv",
         test="results/shards/test.csv",
         run_classes="results/data/run_classes.json",  # the run's one class order
+        info="results/shards/data_info.json",  # what the bootstrap resamples (materials, or samples)
         heads=get_xgb_heads,
     output:
         summary="results/metrics/summary.json",
@@ -61,7 +62,7 @@ rule evaluate:
     shell:
         '"$CBEDTDC_PYTHON" workflow_scripts/evaluate.py --shards {params.shards:q} --flat {params.flat:q}'
         " --tdc {params.tdc:q} --summary {output.summary:q} --copy {output.by_mode:q}"
-        " --run-classes {input.run_classes:q} --bootstrap {params.bootstrap:q}"
+        " --run-classes {input.run_classes:q} --data-info {input.info:q} --bootstrap {params.bootstrap:q}"
         " --seed {params.seed:q} --friedel-groups {params.friedel:q} --data {params.data:q}"
         " --batch-size {params.batch:q} --threads {threads} --heads {params.heads:q} --shared {params.shared:q}"
         " {params.xgb} 2> {log:q}"

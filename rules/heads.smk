@@ -25,6 +25,25 @@ rule features:
         " --threads {threads} 2> {log:q}"
 
 
+rule symmetry_features:
+    input:
+        split="results/shards/{split}.csv",
+    output:
+        features="results/features/symmetry/{split}.h5",
+    log:
+        "logs/symmetry_features/{split}.log",
+    benchmark:
+        "benchmarks/symmetry_features/{split}.tsv"
+    conda:
+        "../envs/cbedtdc.yaml"
+    params:
+        shards=lambda wc, input: Path(input.split).parent,  # shard root
+    shell:
+        # descriptors of every pattern's symmetry, computed from the shards (numpy, one core, no backbone)
+        '"$CBEDTDC_PYTHON" workflow_scripts/symmetry_features.py --shards {params.shards:q}'
+        " --split {wildcards.split:q} --out {output.features:q} 2> {log:q}"
+
+
 rule head:
     input:
         unpack(get_head_features),  # train and dev files of every feature source of the head

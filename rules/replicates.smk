@@ -95,6 +95,7 @@ use rule evaluate as evaluate_replicate with:
         dev="results/shards/dev.csv",
         test="results/shards/test.csv",
         run_classes="results/data/run_classes.json",
+        info="results/shards/data_info.json",
     output:
         summary=f"{REP}/metrics/summary.json",
         by_mode=f"{REP}/metrics/summary_{dag.tdc_variant(config)}.json",

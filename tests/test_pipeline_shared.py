@@ -107,6 +107,9 @@ def test_classify_the_headline_flat_head_agrees_with_the_evaluation(run, tmp_pat
     ("tdc={routing: threshold}", "tune_routing_shared"),
     ("tdc={head: {kind: linear, loss: logit_adjusted}}", "tdc_heads"),
     ("heads={variants: [{name: crt, backbone: ce, sampler: class_balanced, epochs: 5}]}", "head"),
+    # another feature set of a head or of the TDC's levels: the symmetry source joins, no backbone retrains
+    ("heads={variants: [{name: crt, backbone: ce, features: [cnn, symmetry], sampler: class_balanced}]}", "head"),
+    ("tdc={head: {features: [cnn, symmetry], kind: xgboost, resample: smote}}", "tdc_heads"),
 ])
 def test_changing_a_head_or_the_routing_retrains_no_backbone(run, override, reruns):
     dry = run_dag(run, "all", "-n", "--config", override)

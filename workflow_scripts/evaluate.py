@@ -43,12 +43,14 @@ def _json_object(text: str):
 def get_parser(add_help=True):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], add_help=add_help, parents=[inference_parser()])
     p.add_argument("--shards", required=True, help="shard root with train/dev/test.csv (required)")
-    p.add_argument("--flat", required=True, nargs="+", type=_flat, metavar="LOSS=BEST_PT",
-                   help="flat baselines, e.g. ce=results/flat/ce/best.pt (required)")
+    p.add_argument("--flat", nargs="*", type=_flat, default=[], metavar="LOSS=BEST_PT",
+                   help="flat CNN baselines, e.g. ce=results/flat/ce/best.pt (default: none, heads only)")
     p.add_argument("--tdc", required=True, help="TDC folder: levels.json, routing.json, level_K/best.pt (required)")
     p.add_argument("--summary", required=True, help="summary.json to write; its folder gets the tables (required)")
     p.add_argument("--xgb-dir", help="folder of the CNN-XGBoost heads (flat/{loss}/head.json, level_{k}/head.json); "
                    "adds their scores on the features of --features-root (default: none)")
+    p.add_argument("--data-info", default=None, help="data_info.json of the shards: its bootstrap_unit (material or "
+                   "sample) is what the intervals resample (default: materials)")
     p.add_argument("--run-classes", default=None, help="run_classes.json of rule check_classes: the run's one class "
                    "order (default: the plan's level order)")
     p.add_argument("--heads", type=_json_object, default={}, metavar="JSON",
@@ -85,11 +87,21 @@ def run(args):
     evaluate_run(args.shards, dict(args.flat), args.tdc, summary.parent, classes=classes, n_boot=args.bootstrap,
                  seed=args.seed, friedel_groups=groups or None, batch_size=args.batch_size, data_kind=args.data,
                  device=args.device, xgb_dir=args.xgb_dir, heads=args.heads, features_root=args.features_root,
-                 shared=args.shared or None)
+                 shared=args.shared or None, bootstrap_over=_bootstrap_over(args.data_info))
     if args.copy:
         with atomic_path(args.copy) as tmp:
             shutil.copyfile(summary, tmp)
     log.info("wrote %s", summary)
+
+
+def _bootstrap_over(path) -> str:
+    """``materials`` or ``samples``: the bootstrap unit of the shards' data_info.json."""
+    if not path:
+        return "materials"
+    unit = json.loads(Path(path).read_text()).get("bootstrap_unit", "material")
+    if unit not in ("material", "sample"):
+        raise ValueError(f"{path}: bootstrap_unit {unit!r} is neither material nor sample; rerun rule shard_index")
+    return unit + "s"
 
 
 def main(argv=None) -> int:

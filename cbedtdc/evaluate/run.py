@@ -120,7 +120,8 @@ def _budget(plan, summary, shared) -> dict:
 
 def evaluate_run(shard_root, flat_models: dict, tdc_dir, out_dir, *, classes=None, n_boot: int = 1000,
                  seed: int = 0, friedel_groups=None, batch_size: int = 64, data_kind: str = "generated",
-                 device: str = "cpu", xgb_dir=None, heads=None, shared=None, features_root=None) -> dict:
+                 device: str = "cpu", xgb_dir=None, heads=None, shared=None, features_root=None,
+                 bootstrap_over: str = "materials") -> dict:
     """Evaluate the flat baselines and the TDC on the test split; write the tables; return the summary.
 
     Parameters
@@ -137,6 +138,9 @@ def evaluate_run(shard_root, flat_models: dict, tdc_dir, out_dir, *, classes=Non
     classes : list of int, optional
         The run's class order (``results/data/run_classes.json``); every table and score uses it.
         Default: the plan's classes in level order.
+    bootstrap_over : {"materials", "samples"}
+        What the bootstrap resamples, as recorded in the summary: whole test materials, or single samples for data
+        without material ids (the STEMDL mirror; ``data_info.json`` of the shards says which).
     friedel_groups : list of lists or "auto", optional
         Groups merged in the Friedel score (pass them for kinematic data only); ``"auto"``: the groups of the
         run's classes that share an extinction class (:func:`cbedtdc.crystallography.extinction_groups`).
@@ -174,7 +178,7 @@ def evaluate_run(shard_root, flat_models: dict, tdc_dir, out_dir, *, classes=Non
     ts = test_set(shard_root, classes, n_boot=n_boot, seed=seed, friedel_groups=friedel_groups or None)
     summary = {"n_test": int(len(ts.labels)), "n_test_materials": int(len(np.unique(ts.materials))),
                "n_test_excluded_other_classes": int(ts.n_excluded), "classes": classes,
-               "data": data_kind, "bootstrap": {"resamples": int(n_boot), "over": "materials", "level": 0.95},
+               "data": data_kind, "bootstrap": {"resamples": int(n_boot), "over": bootstrap_over, "level": 0.95},
                "chance": chance_rates(ts.train_labels, ts.labels, classes)}
     flat_by_loss, variants, summary["flat"], flat_recall = _flat_variants(flat_models, heads, ts, shard_root,
                                                                           classes, batch_size, device)

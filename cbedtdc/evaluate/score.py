@@ -96,7 +96,7 @@ def score_flat_cnns(flat_models: dict, ts: TestSet, shard_root, classes, batch_s
         log.info("flat %s: test top-1 %.4f, balanced accuracy %.4f, macro-F1 %.4f", loss, s["top1"],
                  s["balanced_accuracy"], s["macro_f1"])
     best = max(flat_by_loss, key=lambda lo: (flat_by_loss[lo].get("dev_balanced_accuracy", 0.0), -list(
-        flat_models).index(lo)))
+        flat_models).index(lo))) if flat_by_loss else None
     return flat_by_loss, flat_pred, best, conf
 
 

@@ -102,6 +102,10 @@ def headline_flat(variants: Variants, flat_by_loss: dict, flat_pred: dict, best_
     A CNN wins ties; without dev scores the headline is the CNN chosen by ``best_cnn``.
     """
     chosen = variants.best("flat")
+    if chosen is None and best_cnn is None:
+        chosen = next((r for r in variants.rows if r["family"] == "flat"), None)
+        if chosen is None:
+            raise ValueError("no flat model to compare the TDC with: give flat.losses or heads.variants")
     name = chosen["name"] if chosen is not None else f"flat/{best_cnn}/cnn"
     recall = dict(flat_pred)
     if name in flat_heads:

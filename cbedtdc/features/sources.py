@@ -26,7 +26,7 @@ class SourceSet:
     X: np.ndarray
     labels: np.ndarray
     split: str
-    parts: list[dict] = field(default_factory=list)  # per source: path, source, dim, model, model_sha256
+    parts: list[dict] = field(default_factory=list)  # per source: path, source, dim, model, model_sha256, image_size
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -91,7 +91,7 @@ def load_sources(paths, split: str, classes=None, keys=None) -> SourceSet:
                                     "different shards: rerun their features rules")
             blocks.append(fs.features[idx])
         parts.append({"path": str(p), "source": fs.source, "dim": int(fs.features.shape[1]), "model": fs.model,
-                      "model_sha256": fs.model_sha256})
+                      "model_sha256": fs.model_sha256, "image_size": fs.model_meta.get("image_size")})
     X = blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)
     return SourceSet(keys=out_keys, X=np.ascontiguousarray(X, dtype=np.float32), labels=first.labels[rows],
                      split=split, parts=parts)
