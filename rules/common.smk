@@ -7,7 +7,7 @@ from pathlib import Path
 from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import validate
 
-from cbedtdc.checks import check_classes_config, check_lsf_submission, check_run_config
+from cbedtdc.checks import check_classes_config, check_lsf_submission, check_run_config, check_slurm_submission
 from cbedtdc.config import ConfigError, check_config, coerce_types, load_schema
 from cbedtdc.layout import (
     SPLITS,
@@ -389,7 +389,8 @@ def lsf_project_setting():
 
 
 onstart:
-    # before the first job is submitted (never in a dry run): bsub present and the LSF project set
+    # before the first job is submitted (never in a dry run): bsub present and the LSF project set;
+    # under SLURM every job fits a node of its partition (sinfo) and training ranks start with srun
     try:
         check_lsf_submission(
             getattr(workflow.executor_settings, "submit_cmd", None),
@@ -397,5 +398,6 @@ onstart:
             os.environ,
             shutil.which,
         )
+        check_slurm_submission(getattr(workflow.executor_plugin, "name", None), workflow.dag)
     except ConfigError as err:
         raise SystemExit(f"Error: {err}") from None
