@@ -7,7 +7,12 @@ from pathlib import Path
 from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import validate
 
-from cbedtdc.checks import check_classes_config, check_lsf_submission, check_run_config, check_slurm_submission
+from cbedtdc.checks import (
+    check_classes_config,
+    check_lsf_submission,
+    check_run_config,
+    check_slurm_submission,
+)
 from cbedtdc.config import ConfigError, check_config, coerce_types, load_schema
 from cbedtdc.layout import (
     SPLITS,
