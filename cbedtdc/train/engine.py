@@ -529,8 +529,8 @@ def restore_outputs(ctx, out_dir: Path, key: str) -> dict | None:
         record = out_dir / "finished"
         if restore_finished(out_dir, record, key, OUTPUT_NAMES) is not None:
             restored = json.loads((out_dir / "train.json").read_text())
-            log.info("restored finished training from %s (no epoch retrained): %s verified by sha256", record,
-                     ", ".join(OUTPUT_NAMES))
+            log.info("restored finished training from %s (no epoch retrained): %s verified by sha256; delete that "
+                     "folder to train the job again", record, ", ".join(OUTPUT_NAMES))
     restored = ctx.broadcast_object(restored)
     ctx.barrier()
     return restored
