@@ -403,6 +403,8 @@ onstart:
             os.environ,
             shutil.which,
         )
-        check_slurm_submission(getattr(workflow.executor_plugin, "name", None), workflow.dag)
+        check_slurm_submission(
+            getattr(workflow.executor_plugin, "name", None), workflow.dag
+        )
     except ConfigError as err:
         raise SystemExit(f"Error: {err}") from None
