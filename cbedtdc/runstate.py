@@ -44,7 +44,7 @@ _RESUME = re.compile(_STAMP + r" .*?resuming from .*?: epoch (?P<epoch>\d+)")
 # tqdm's bar in the log: "epoch 4/10:  37%|###  | 41/112 [00:53<01:32, 1.31it/s]"
 _BAR = re.compile(r"epoch (?P<epoch>\d+)/(?P<epochs>\d+):\s+(?P<pct>\d+)%\|[^|]*\|\s*(?P<step>\d+)/(?P<steps>\d+)"
                   r" \[[^<]*<(?P<eta>[\d:?]+)")
-_DONE = re.compile(r" wrote .*best\.pt")
+_DONE = re.compile(r" wrote .*best\.pt| restored finished training from ")
 _FAILED = re.compile(r"^(Traceback|.* ERROR |.*Error: )", re.MULTILINE)
 _WORKER_MARKERS = ("workflow_scripts/", "snakemake")
 

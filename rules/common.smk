@@ -12,6 +12,7 @@ from cbedtdc.checks import (
     check_lsf_submission,
     check_run_config,
     check_tdc_config,
+    check_slurm_submission,
 )
 from cbedtdc import dag
 from cbedtdc.config import ConfigError, check_config, coerce_types, load_schema
@@ -260,13 +261,17 @@ def lsf_project_setting():
 
 
 onstart:
-    # before the first job is submitted (never in a dry run): bsub present and the LSF project set
+    # before the first job is submitted (never in a dry run): bsub present and the LSF project set;
+    # under SLURM every job fits a node of its partition (sinfo) and training ranks start with srun
     try:
         check_lsf_submission(
             getattr(workflow.executor_settings, "submit_cmd", None),
             lsf_project_setting(),
             os.environ,
             shutil.which,
+        )
+        check_slurm_submission(
+            getattr(workflow.executor_plugin, "name", None), workflow.dag
         )
     except ConfigError as err:
         raise SystemExit(f"Error: {err}") from None

@@ -83,6 +83,8 @@ rule train_level:
         mpi="mpiexec",  # the environment's (first on PATH, rules/common.smk); profiles override: srun, jsrun
         tasks=config["train"]["ranks"],
         runtime=lambda wc, attempt: 120 * attempt,
+        # a rank's CPUs on a cluster (sbatch --cpus-per-task; the local executor ignores it)
+        cpus_per_task=config["train"]["threads_per_rank"] + config["train"]["workers"],
     params:
         **dag.train_params(config),
         shards=lambda wc, input: Path(input.train).parent,  # shard root

@@ -22,6 +22,8 @@ rule train_flat:
     resources:
         mpi="mpiexec",  # the environment's (first on PATH, rules/common.smk); profiles override: srun (SLURM), jsrun (LSF)
         tasks=config["train"]["ranks"],
+        # a rank's CPUs on a cluster (sbatch --cpus-per-task; the local executor ignores it)
+        cpus_per_task=config["train"]["threads_per_rank"] + config["train"]["workers"],
     params:
         **dag.train_params(config),
         shards=lambda wc, input: Path(input.train).parent,  # shard root: {split}.csv and files/

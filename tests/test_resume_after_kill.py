@@ -1,14 +1,20 @@
 """A run killed with SIGKILL in the middle of a training job resumes as the README says.
 
-The kill takes Snakemake and every job it started (as a lost terminal or a walltime limit does). The README's
-recovery is the one ``make run`` performs: remove the stale lock when no process of the old run is left
+First test: the kill takes Snakemake and every job it started (as a lost terminal or a walltime limit does). The
+README's recovery is the one ``make run`` performs: remove the stale lock when no process of the old run is left
 (``python -m cbedtdc.runstate unlock-if-stale``), then the same command again; the training job continues from its
 checkpoint instead of starting over.
+
+Second test: the kill takes Snakemake alone (a login node's Snakemake dies); its MPI ranks live on and finish the
+training. The rerun finds the job marked incomplete, so Snakemake deletes its outputs and runs it again; the job
+puts them back from its finished record in seconds (no epoch retrained, the same bytes).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import hashlib
 import os
 import signal
 import subprocess
@@ -18,6 +24,8 @@ from pathlib import Path
 
 import pytest
 from conftest import BIN, REPO, SNAKEFILE, link_workdir, snakemake
+
+from cbedtdc.runstate import live_processes
 
 pytestmark = pytest.mark.slow
 
@@ -58,3 +66,64 @@ def test_sigkill_mid_training_then_the_documented_rerun_resumes(tmp_path):
     with open(wd / "results" / "flat" / "ce" / "metrics.csv", newline="") as fh:
         assert [int(r["epoch"]) for r in csv.DictReader(fh)] == list(range(1, EPOCHS + 1))
     assert not (wd / "results" / "flat" / "ce" / "resume").exists()
+
+
+# small enough that the data stage takes seconds; 3 epochs of 2-rank training after the kill at the first checkpoint
+TINY = """image_size: 16
+classes: [14, 225, 1]
+tdc: {level_sizes: [1, 2]}
+synth: {n_materials: 30, materials_per_file: 30, energies_per_material: 1, image_size: 32, frequency: balanced,
+        floor: 1, gallery: false}
+train: {arch: resnet18, epochs: 3, batch_size: 4, ranks: 2, workers: 0, checkpoint_every: 1, eval_batch_size: 16}
+"""
+TINY_ARGS = ["-s", SNAKEFILE, "--profile", "local", "results/flat/ce/best.pt", "--configfile", "config/config.yaml",
+             "tiny.yaml"]
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_snakemake_killed_alone_its_ranks_finish_and_the_rerun_restores_without_training(tmp_path):
+    wd = link_workdir(tmp_path)
+    (wd / "local").symlink_to(REPO / "profiles" / "local")
+    (wd / "tiny.yaml").write_text(TINY)
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    job = wd / "results" / "flat" / "ce"
+    first = subprocess.Popen([str(BIN / "snakemake"), *TINY_ARGS], cwd=wd, env=env, start_new_session=True,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 400
+        while not (job / "resume" / "state.pt").exists() and first.poll() is None and time.time() < deadline:
+            time.sleep(0.2)
+        assert (job / "resume" / "state.pt").exists(), "the training job never wrote a checkpoint"
+        os.kill(first.pid, signal.SIGKILL)  # snakemake alone: its job's mpiexec and ranks live on
+        first.wait()
+        deadline = time.time() + 400
+        while live_processes(wd):  # the orphaned ranks train to the end
+            assert time.time() < deadline, f"the orphaned ranks did not finish: {live_processes(wd)}"
+            time.sleep(0.5)
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # what is left of the first run's group, on failure only
+            os.killpg(first.pid, signal.SIGKILL)
+    log = wd / "logs" / "train_flat" / "ce.log"
+    assert "epoch 3/3: train loss" in log.read_text(), "the orphaned ranks did not finish the training"
+    assert (job / "finished" / "manifest.json").is_file()
+    model_sha = sha256(job / "best.pt")
+
+    unlock = subprocess.run([sys.executable, "-m", "cbedtdc.runstate", "unlock-if-stale", "--snakefile", SNAKEFILE],
+                            cwd=wd, env=env, capture_output=True, text=True, timeout=120)
+    assert unlock.returncode == 0, unlock.stderr
+    t0 = time.time()
+    again = snakemake(*TINY_ARGS, cwd=wd, timeout=600)
+    rerun_s = time.time() - t0
+    out = again.stdout + again.stderr
+    assert again.returncode == 0, out[-3000:]
+    assert "rule train_flat:" in out, "Snakemake did not rerun the job it had marked incomplete: " + out[-2000:]
+    text = log.read_text()  # the rerun's log (the redirect truncated the orphans' one)
+    assert "restored finished training from" in text and "no epoch retrained" in text, text[-2000:]
+    assert "train loss" not in text and "resuming from" not in text, text[-2000:]  # no epoch trained again
+    assert sha256(job / "best.pt") == model_sha
+    with open(job / "metrics.csv", newline="") as fh:
+        assert [int(r["epoch"]) for r in csv.DictReader(fh)] == [1, 2, 3]
+    print(f"rerun of the finished job: {rerun_s:.1f} s")

@@ -1,4 +1,5 @@
-"""The slurm-cpu profile on a real (single-node) SLURM: a 2-rank training job submitted with sbatch, ranks via srun.
+"""The slurm-cpu profile on a real (single-node) SLURM: the whole tiny DAG, data stage included, through sbatch, the
+2-rank training job's ranks via srun; and the submission check that refuses, before any sbatch, a job no node holds.
 
 .ci/run starts the cluster (.ci/start_slurm.sh); where no controller answers, the test skips with the reason.
 This machine has no GPU, so the GPU profile (profiles/slurm) is checked in dry runs and through the plugin's own
@@ -13,7 +14,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -52,28 +52,66 @@ def slurm_job(workdir: Path, comment: str) -> dict:
     raise AssertionError(f"no SLURM job with comment {comment!r} in {workdir}:\n{out[-2000:]}")
 
 
-def test_slurm_cpu_profile_runs_two_rank_training_through_sbatch_and_srun(tmp_path):
-    for name in ["workflow_scripts", "config", "profiles"]:
+def workdir(tmp_path: Path) -> Path:
+    for name in ["workflow_scripts", "config", "profiles", "slurm-cpu"]:
         (tmp_path / name).symlink_to(REPO / name)
-    # the shipped slurm-cpu profile with one override: cpus_per_task = threads_per_rank 1 + workers 0 of TINY
-    # (the profile's 2 is for the default config's 1 worker; 2 ranks x 2 CPUs would not fit this 2-core node)
-    profile = yaml.safe_load((REPO / "profiles/slurm-cpu/config.yaml").read_text())
-    profile["set-resources"]["train_flat"]["cpus_per_task"] = 1
-    (tmp_path / "slurm-test").mkdir()
-    (tmp_path / "slurm-test/config.yaml").write_text(yaml.safe_dump(profile))
-    # the data stage locally (fast), then the MPI rule through the scheduler
-    res = snakemake(tmp_path, "--cores", "2", "shards", "--config", *TINY)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    res = snakemake(tmp_path, "--profile", "slurm-test", "results/flat/ce/best.pt", "--config", *TINY)
+    return tmp_path
+
+
+def submitted(workdir: Path) -> list[str]:
+    """SLURM jobs (any state, kept for MinJobAge) whose working directory is ``workdir``."""
+    out = subprocess.run(["scontrol", "-o", "show", "job"], capture_output=True, text=True, timeout=30).stdout
+    return [line for line in out.splitlines() if f"WorkDir={workdir} " in line + " "]
+
+
+def test_slurm_cpu_profile_runs_the_whole_tiny_dag_through_sbatch_and_srun(tmp_path):
+    """The shipped profile plus the one option the submission check names on a 2-core node (--cores 2: a group job
+    runs at most 2 index_raw/shard jobs side by side); training CPUs follow the config (workers: 0 -> 1 a rank)."""
+    wd = workdir(tmp_path)
+    res = snakemake(wd, "--profile", "slurm-cpu", "--cores", "2", "--config", *TINY, timeout=900)
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-5000:]
+    assert (wd / "results/metrics/summary.json").is_file()
     assert re.search(r"srun --mpi=pmi2 -n 2 \S*python\S* workflow_scripts/train\.py", out), out[-3000:]
-    info = json.loads((tmp_path / "results/flat/ce/train.json").read_text())
+    info = json.loads((wd / "results/flat/ce/train.json").read_text())
     assert info["world_size"] == 2 and info["launcher"] == "mpi" and info["backend"] == "gloo"
     assert len(set(info["param_sha256_by_rank"])) == 1  # both ranks ended with the same weights
     # what SLURM really granted: 2 tasks x 1 CPU, the profile's memory and runtime at attempt 1, no GPU
-    job = slurm_job(tmp_path, "rule_train_flat_wildcards_ce")
+    job = slurm_job(wd, "rule_train_flat_wildcards_ce")
     assert job["NumTasks"] == "2" and job["CPUs/Task"] == "1", job
     assert job["TimeLimit"] == "02:00:00", job  # runtime "120 * attempt" minutes
     assert job["MinMemoryCPU"] == "2000M", job  # mem_mb_per_cpu "2000 * attempt"
     assert "gpu" not in job.get("TRES", "") and job["JobState"] == "COMPLETED", job
+    # the data stage went through SLURM too, index_raw + shard as group jobs of at most 2 CPUs
+    jobs = submitted(wd)
+    assert any("Comment=rule_synthesize" in j for j in jobs), jobs
+    groups = [j for j in jobs if "JobName=" in j and "rawfile" in j]
+    assert groups and all("NumCPUs=1 " in j or "NumCPUs=2 " in j for j in groups), groups
+
+
+def test_a_job_wider_than_any_node_stops_the_run_before_submission(tmp_path):
+    """Without --cores the data stage's group job asks for 3 CPUs (3 raw files side by side) on a 2-CPU node:
+    one line naming it, the request and the node; nothing is submitted, instead of a job pending forever."""
+    largest = max(int(n.rstrip("+")) for n in subprocess.run(["sinfo", "-h", "-o", "%c"], capture_output=True,
+                                                                 text=True, timeout=30).stdout.split())
+    if largest >= 3:
+        pytest.skip(f"a node has {largest} CPUs: the 3-file group job fits (the CI node has 2)")
+    wd = workdir(tmp_path)
+    res = snakemake(wd, "--profile", "slurm-cpu", "--config", *TINY, timeout=300)
+    err = res.stdout + res.stderr
+    assert res.returncode != 0
+    line = next(ln for ln in err.splitlines() if "config error at SLURM resources" in ln)
+    assert "rule index_raw+shard (group rawfile, 6 jobs) asks for 1 task x 3 CPUs" in line, line
+    assert "largest node: " in line and "set --cores to the CPUs of a node" in line, line
+    assert submitted(wd) == []
+
+
+def test_set_resources_on_the_command_line_is_refused_not_run_with_mpiexec(tmp_path):
+    """--set-resources replaces the profile's whole block: training would run `mpiexec -n 2` inside one sbatch job."""
+    wd = workdir(tmp_path)
+    res = snakemake(wd, "--profile", "slurm-cpu", "--cores", "2", "--set-resources", "train_flat:cpus_per_task=1",
+                    "--config", *TINY, timeout=300)
+    err = res.stdout + res.stderr
+    assert res.returncode != 0
+    assert "rule train_flat would start its 2 ranks with `mpiexec` inside one sbatch job" in err, err[-3000:]
+    assert submitted(wd) == []

@@ -3,23 +3,37 @@
 
 A model file (``best.pt``/``last.pt``) is ``{"format": MODEL_FORMAT, "model": state_dict, "meta": dict}``;
 the resumable state (``resume/state.pt``) holds the optimizer, scheduler, scaler, RNG and history too.
+
+A *finished record* (``finished/`` beside the outputs: hard links, or copies, of the outputs plus
+``manifest.json`` with their sha256 and the job's key) proves that a job with these arguments and
+inputs has finished. Snakemake deletes the declared outputs of a job it thinks incomplete (its
+``snakemake`` process was killed while the ranks went on and finished); the rerun then puts them back
+from the record (:func:`restore_finished`) instead of training again.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import logging
+import os
 import random
+import shutil
+import time
 from pathlib import Path
 
 import numpy as np
 
 __all__ = ["CheckpointError", "STATE_FORMAT", "MODEL_FORMAT", "load_checkpoint", "model_file", "load_model",
-           "rng_state", "set_rng_state", "resume_state"]
+           "rng_state", "set_rng_state", "resume_state", "FINISHED_FORMAT", "file_sha256", "input_digest",
+           "record_finished", "restore_finished"]
 
 log = logging.getLogger(__name__)
 
 STATE_FORMAT = "cbedtdc-train-state/1"
 MODEL_FORMAT = "cbedtdc-model/1"
+FINISHED_FORMAT = "cbedtdc-finished/1"
 
 
 class CheckpointError(RuntimeError):
@@ -121,3 +135,105 @@ def resume_state(resume_dir: Path, fingerprint: str) -> dict | None:
         return state
     raise CheckpointError("no readable checkpoint to resume from: " + " | ".join(errors)
                           + f"; delete {resume_dir} to start the job from scratch")
+
+
+# --------------------------------------------------------------------------- finished record
+def file_sha256(path, chunk: int = 1 << 20) -> str:
+    """sha256 of a file's bytes.
+
+    >>> import tempfile
+    >>> with tempfile.NamedTemporaryFile() as fh:
+    ...     _ = fh.write(b"abc"); fh.flush()
+    ...     file_sha256(fh.name)[:16]
+    'ba7816bf8f01cfea'
+    """
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def input_digest(root, tables, files) -> str:
+    """Checksum of a job's inputs: the bytes of ``tables`` (small sample lists) and the name, size and
+    modification time of ``files`` (large data files, not read), all relative to ``root``.
+
+    A rewritten data file changes the digest even when its size does not (its mtime moves); a touched but
+    identical one changes it too, which costs a retraining, never a wrong restore.
+    """
+    root = Path(root)
+    h = hashlib.sha256()
+    for name in tables:
+        h.update(f"table {name} {file_sha256(root / name)}\n".encode())
+    for name in sorted(files):
+        st = (root / name).stat()
+        h.update(f"file {name} {st.st_size} {st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """Put ``src``'s bytes under ``dst`` atomically: a hard link (no extra space), or a copy where the file
+    system has none, written under a temporary name and renamed."""
+    tmp = dst.with_name(f".{dst.name}.link.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:  # no hard links here (another file system, or not supported): a copy
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def record_finished(out_dir, record_dir, key: str, names) -> Path:
+    """Keep what proves a finished job beside its outputs: ``record_dir/<name>`` for each output ``name`` of
+    ``out_dir`` (hard links) and, written last, ``record_dir/manifest.json`` with ``key`` and each file's sha256.
+
+    Returns the manifest's path. Without the manifest (a kill while recording) the record is ignored.
+    """
+    out_dir, record_dir = Path(out_dir), Path(record_dir)
+    record_dir.mkdir(parents=True, exist_ok=True)
+    manifest = record_dir / "manifest.json"
+    manifest.unlink(missing_ok=True)  # the old record stops counting before its files change
+    files = {}
+    for name in names:
+        _link_or_copy(out_dir / name, record_dir / name)
+        files[name] = {"sha256": file_sha256(record_dir / name), "bytes": (record_dir / name).stat().st_size}
+    body = {"format": FINISHED_FORMAT, "key": key, "files": files,
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    tmp = record_dir / ".manifest.json.tmp"
+    tmp.write_text(json.dumps(body, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, manifest)
+    return manifest
+
+
+def restore_finished(out_dir, record_dir, key: str, names) -> dict | None:
+    """Put the outputs of a finished job back from its record, if the record is this job's and intact.
+
+    The record counts when ``record_dir/manifest.json`` names ``key`` and every file in ``names`` has the
+    recorded sha256; then each goes back under ``out_dir`` (a hard link or a copy, renamed into place) and
+    the manifest is returned. Otherwise nothing is changed and None is returned (the reason is logged).
+    """
+    out_dir, record_dir = Path(out_dir), Path(record_dir)
+    manifest = record_dir / "manifest.json"
+    if not manifest.is_file():
+        return None
+    try:
+        body = json.loads(manifest.read_text())
+    except (OSError, ValueError) as err:
+        log.warning("%s: unreadable (%s); training the job", manifest, err)
+        return None
+    if body.get("format") != FINISHED_FORMAT or body.get("key") != key:
+        log.info("%s: a finished record of other arguments or inputs; training the job", manifest)
+        return None
+    for name in names:
+        want = (body.get("files") or {}).get(name, {}).get("sha256")
+        path = record_dir / name
+        if want is None or not path.is_file() or file_sha256(path) != want:
+            log.warning("%s: missing or not the recorded bytes (sha256 mismatch); training the job", path)
+            return None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        with contextlib.suppress(FileNotFoundError):
+            if (out_dir / name).samefile(record_dir / name):
+                continue
+        _link_or_copy(record_dir / name, out_dir / name)
+    return body

@@ -5,7 +5,10 @@
 
 Resumable state lives in ``out_dir/resume/`` (``state.pt``, its predecessor ``state.prev.pt`` and
 ``best.pt``), outside the Snakemake outputs so that a rerun of an interrupted job finds it; it is
-removed once the outputs are written. Determinism: see :mod:`cbedtdc.train.sampling`.
+removed once the outputs are written. What proves a finished job stays beside the outputs, in
+``out_dir/finished/`` (hard links of the four outputs and their sha256 under the job's key: arguments
+and inputs), so that a rerun whose outputs Snakemake deleted puts them back instead of training again.
+Determinism: see :mod:`cbedtdc.train.sampling`.
 """
 
 from __future__ import annotations
@@ -28,8 +31,8 @@ import numpy as np
 from cbedtdc import metrics
 from cbedtdc.io import atomic_save_torch, atomic_write_text, write_csv
 from cbedtdc.losses import LOSSES
-from cbedtdc.train.checkpoint import (MODEL_FORMAT, STATE_FORMAT, load_checkpoint, model_file, resume_state,
-                                      rng_state, set_rng_state)
+from cbedtdc.train.checkpoint import (MODEL_FORMAT, STATE_FORMAT, input_digest, load_checkpoint, model_file,
+                                      record_finished, restore_finished, resume_state, rng_state, set_rng_state)
 from cbedtdc.train.infer import run_eval
 from cbedtdc.train.sampling import EpochBatches, JobData, norm_stats, open_split, train_loader
 
@@ -61,6 +64,8 @@ LAUNCHER_KEYS = ("ranks",)
 REF_BATCH = 64
 #: Keys that do not change the trained weights (a checkpoint stays valid when they change).
 RUNTIME_KEYS = ("ranks", "threads_per_rank", "workers", "checkpoint_every", "timeout_s", "eval_batch_size")
+#: The job's outputs, in ``out_dir``; kept with their sha256 in ``out_dir/finished/``.
+OUTPUT_NAMES = ("best.pt", "last.pt", "metrics.csv", "train.json")
 METRIC_FIELDS = ("epoch", "images", "train_loss", "lr", "dev_top1", "dev_balanced_accuracy", "dev_macro_f1",
                  "train_images_per_s", "wall_s")
 
@@ -497,9 +502,37 @@ def end_epoch(job: Job, plan: JobPlan, prog: Progress, out_dir: Path, resume_dir
     save_state(job, plan, prog, resume_dir)
 
 
-def write_outputs(job: Job, plan: JobPlan, prog: Progress, out_dir: Path, resume_dir: Path) -> dict:
+def job_key(plan: JobPlan, shard_root) -> str:
+    """What a finished record must match before its outputs stand for this job: the engine's fingerprint
+    (every argument that changes the weights, the training keys), the dev keys, and the inputs (the split
+    tables' bytes, the shard files' names, sizes and mtimes)."""
+    shards = sorted(set(plan.train_ds.shards) | set(plan.dev_ds.shards))
+    dev_keys = hashlib.sha256("\n".join(plan.dev_ds.keys).encode()).hexdigest()
+    inputs = input_digest(shard_root, ["train.csv", "dev.csv"], shards)
+    body = {"fingerprint": plan.fingerprint, "dev_keys": dev_keys, "inputs": inputs}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def restore_outputs(ctx, out_dir: Path, key: str) -> dict | None:
+    """Rank 0 restores the outputs of this job from ``out_dir/finished/`` when the record matches ``key``;
+    every rank gets ``train.json``'s content then, or None (train the job)."""
+    restored = None
+    if ctx.is_main:
+        record = out_dir / "finished"
+        if restore_finished(out_dir, record, key, OUTPUT_NAMES) is not None:
+            restored = json.loads((out_dir / "train.json").read_text())
+            log.info("restored finished training from %s (no epoch retrained): %s verified by sha256; delete that "
+                     "folder to train the job again", record, ", ".join(OUTPUT_NAMES))
+    restored = ctx.broadcast_object(restored)
+    ctx.barrier()
+    return restored
+
+
+def write_outputs(job: Job, plan: JobPlan, prog: Progress, out_dir: Path, resume_dir: Path,
+                  key: str = "") -> dict:
     """Check that the ranks agree, write ``best.pt``, ``last.pt``, ``metrics.csv``, ``train.json`` (rank 0),
-    remove ``resume/``; return the content of ``train.json``."""
+    record them with their sha256 under the job's ``key`` in ``finished/``, remove ``resume/``; return
+    ``train.json``'s content."""
     import torch
 
     ctx, model, meta = job.ctx, job.model, plan.meta
@@ -532,6 +565,8 @@ def write_outputs(job: Job, plan: JobPlan, prog: Progress, out_dir: Path, resume
         atomic_save_torch(last, out_dir / "last.pt")
         write_metrics(out_dir / "metrics.csv", prog.history)
         atomic_write_text(out_dir / "train.json", json.dumps(summary, indent=2, default=str) + "\n")
+        if key:  # the proof of a finished job, before the state it was resumable from goes
+            record_finished(out_dir, out_dir / "finished", key, OUTPUT_NAMES)
         shutil.rmtree(resume_dir, ignore_errors=True)
         chosen = (f"best epoch {prog.best['epoch']} (dev balanced acc {prog.best['score']:.4f})" if n_dev
                   else "no dev sample of the job's classes, best.pt = last epoch")
@@ -592,6 +627,10 @@ def fit(cfg: dict, *, shard_root, out_dir, classes, rest: bool = False, train_ke
         gpu_speed_settings()
     try:
         plan = plan_job(cfg, ctx, shard_root, classes, rest, train_keys, dev_keys)
+        key = job_key(plan, shard_root) if ctx.is_main else ""
+        restored = restore_outputs(ctx, out_dir, key)
+        if restored is not None:
+            return restored
         job = build_job(cfg, ctx, plan)
         prog = resume(job, plan, out_dir, resume_dir, t_start)
         data = JobData(plan.train_ds, plan.train_targets, seed=int(cfg["seed"]), orientation=cfg["orientation"],
@@ -601,7 +640,7 @@ def fit(cfg: dict, *, shard_root, out_dir, classes, rest: bool = False, train_ke
         while prog.epoch < plan.epochs:
             train_one_epoch(job, plan, prog, loader, resume_dir)
             end_epoch(job, plan, prog, out_dir, resume_dir)
-        return write_outputs(job, plan, prog, out_dir, resume_dir)
+        return write_outputs(job, plan, prog, out_dir, resume_dir, key)
     finally:
         torch.set_num_threads(threads_before)
         if own_ctx:
