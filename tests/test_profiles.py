@@ -169,15 +169,16 @@ def test_slurm_gpu_profile_asks_one_gpu_per_rank_and_cpu_rules_no_gpu(tmp_path):
     res = snakemake(wd, "--profile", "slurm", "-n", "--config", *TINY)
     assert res.returncode == 0, res.stdout + res.stderr
     jobs = planned_jobs(res.stdout + res.stderr)
-    # a rank's CPUs: train_flat's from the config (threads_per_rank 1 + workers 1), train_level's from the profile
-    for rule, cpus in (("train_flat", 2), ("train_level", 8)):
+    # a rank's CPUs, both training rules: from the config (threads_per_rank 1 + workers 1)
+    for rule, cpus in (("train_flat", 2), ("train_level", 2)):
         line = sbatch_line(jobs[rule], threads=3)
         assert f"--mem-per-cpu 2000 --ntasks=3 --cpus-per-task={cpus} --gpus-per-task=1" in line, line
         assert "--ntasks-per-gpu" not in line and "--gres" not in line and "-p gpu" in line, line
     res = snakemake(wd, "--profile", "slurm", "-n", "--config", *TINY[:-2], "train={ranks: 3, workers: 7}")
     assert res.returncode == 0, res.stdout + res.stderr
-    line = sbatch_line(planned_jobs(res.stdout + res.stderr)["train_flat"], threads=3)
-    assert "--ntasks=3 --cpus-per-task=8 --gpus-per-task=1" in line, line  # config knob, profile untouched
+    for rule in ("train_flat", "train_level"):
+        line = sbatch_line(planned_jobs(res.stdout + res.stderr)[rule], threads=3)
+        assert "--ntasks=3 --cpus-per-task=8 --gpus-per-task=1" in line, line  # config knob, profile untouched
     for rule in sorted(set(jobs) - {"all", "train_flat", "train_level"}):
         line = sbatch_line(jobs[rule])
         assert "gpu" not in line, f"{rule}: {line}"
