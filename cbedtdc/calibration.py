@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from cbedtdc.errors import InputError
 
 __all__ = ["softmax", "fit_temperature", "calibrate"]
 
@@ -69,10 +70,10 @@ def calibrate(probs, temperatures) -> list[np.ndarray]:
     if temperatures is None:
         return probs
     if len(temperatures) != len(probs):
-        raise ValueError(f"{len(temperatures)} temperatures for {len(probs)} levels")
+        raise InputError(f"{len(temperatures)} temperatures for {len(probs)} levels")
     out = []
     for p, t in zip(probs, temperatures):
         if not float(t) > 0:
-            raise ValueError(f"temperature {t}: must be > 0")
+            raise InputError(f"temperature {t}: must be > 0")
         out.append(softmax(np.log(np.clip(p, 1e-12, None)) / float(t)))
     return out

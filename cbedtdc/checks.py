@@ -22,20 +22,16 @@ from pathlib import Path
 
 from .config import ConfigError
 from .layout import SPLITS, raw_layout, split_of, split_of_stem
+from cbedtdc.errors import InputError
 
-<<<<<<< HEAD
-__all__ = ["check_classes_config", "check_run_config", "check_tdc_config", "check_class_counts",
-           "check_lsf_submission", "ClassCheckError"]
-=======
-__all__ = ["check_classes_config", "check_run_config", "check_class_counts", "check_lsf_submission",
+__all__ = ["check_classes_config", "check_run_config", "check_tdc_config", "check_class_counts", "check_lsf_submission",
            "ClassCheckError", "SINFO_FORMAT", "SlurmRequest", "parse_sinfo", "slurm_request", "slurm_fit_errors",
            "dag_slurm_requests", "check_slurm_submission"]
->>>>>>> issue21b
 
 log = logging.getLogger(__name__)
 
 
-class ClassCheckError(ValueError):
+class ClassCheckError(InputError):
     """The data hold too few samples of the run's classes for the configured run."""
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 from functools import lru_cache
 from importlib import resources
+from cbedtdc.errors import InputError
 
 __all__ = ["real_counts", "resolve_classes", "read_run_classes", "TOP20"]
 
@@ -54,28 +55,28 @@ def resolve_classes(spec) -> list[int]:
     >>> resolve_classes([14, 14])
     Traceback (most recent call last):
     ...
-    ValueError: classes: duplicate space group 14 in [14, 14]; list each once
+    cbedtdc.errors.InputError: classes: duplicate space group 14 in [14, 14]; list each once
     """
     if isinstance(spec, str):
         if spec == "top20":
             return list(TOP20)
         if spec == "all":
             return _by_frequency(range(1, 231))
-        raise ValueError(f"classes={spec!r} is not a class set; allowed: top20, all, or a list of space groups "
+        raise InputError(f"classes={spec!r} is not a class set; allowed: top20, all, or a list of space groups "
                          "1..230 such as [14, 225, 1]")
     if not isinstance(spec, (list, tuple)):
-        raise ValueError(f"classes={spec!r}: give top20, all, or a list of space groups 1..230")
+        raise InputError(f"classes={spec!r}: give top20, all, or a list of space groups 1..230")
     groups = []
     for g in spec:
         if isinstance(g, bool) or not isinstance(g, int) and not (isinstance(g, str) and g.strip().isdigit()):
-            raise ValueError(f"classes: {g!r} is not a space-group number (allowed: integers 1..230)")
+            raise InputError(f"classes: {g!r} is not a space-group number (allowed: integers 1..230)")
         groups.append(int(g))
     bad = [g for g in groups if not 1 <= g <= 230]
     if bad:
-        raise ValueError(f"classes: space group {', '.join(map(str, bad))} out of range (allowed 1..230, got {bad})")
+        raise InputError(f"classes: space group {', '.join(map(str, bad))} out of range (allowed 1..230, got {bad})")
     dup = sorted({g for g in groups if groups.count(g) > 1})
     if dup:
-        raise ValueError(f"classes: duplicate space group {', '.join(map(str, dup))} in {groups}; list each once")
+        raise InputError(f"classes: duplicate space group {', '.join(map(str, dup))} in {groups}; list each once")
     return _by_frequency(groups)
 
 
@@ -96,7 +97,7 @@ def read_run_classes(path) -> list[int]:
         d = json.loads(Path(path).read_text())
         classes = [int(k) for k in d]
     except (OSError, ValueError, TypeError) as err:
-        raise ValueError(f"{path}: not a readable run_classes.json ({err}); rerun rule check_classes") from err
+        raise InputError(f"{path}: not a readable run_classes.json ({err}); rerun rule check_classes") from err
     if not classes:
-        raise ValueError(f"{path}: no class; rerun rule check_classes")
+        raise InputError(f"{path}: no class; rerun rule check_classes")
     return classes

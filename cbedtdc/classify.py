@@ -20,6 +20,7 @@ from cbedtdc.calibration import softmax
 from cbedtdc.cascade.plan import LevelPlan
 from cbedtdc.cascade.routing import TunedRouting
 from cbedtdc.crystallography import sg_name
+from cbedtdc.errors import InputError
 
 __all__ = ["find_inputs", "check_device", "check_output", "read_samples", "load_run", "classify_files",
            "prediction_fields", "REJECTED_FIELDS", "LoadedRun"]
@@ -91,18 +92,18 @@ def check_device(name: str) -> str:
     >>> check_device("gpu")
     Traceback (most recent call last):
     ...
-    ValueError: --device 'gpu' is not a device: allowed are cpu, cuda, auto (auto = a GPU when torch sees one)
+    cbedtdc.errors.InputError: --device 'gpu' is not a device: allowed are cpu, cuda, auto (auto = a GPU when torch sees one)
     """
     from cbedtdc.train import inference_device
 
     if name not in DEVICES:
-        raise ValueError(f"--device {name!r} is not a device: allowed are cpu, cuda, auto "
+        raise InputError(f"--device {name!r} is not a device: allowed are cpu, cuda, auto "
                          "(auto = a GPU when torch sees one)")
     if name == "cuda":
         import torch
 
         if not torch.cuda.is_available():
-            raise ValueError("--device cuda: torch sees no GPU (torch.cuda.is_available() is False); "
+            raise InputError("--device cuda: torch sees no GPU (torch.cuda.is_available() is False); "
                              "use --device cpu, or auto to take a GPU when there is one")
     return inference_device(name)
 
@@ -114,10 +115,10 @@ def check_output(path, flag: str = "--out") -> Path:
     """
     p = Path(path)
     if p.is_dir():
-        raise ValueError(f"{flag} {p} is a directory: give a CSV file name, e.g. {p / 'predictions.csv'}")
+        raise InputError(f"{flag} {p} is a directory: give a CSV file name, e.g. {p / 'predictions.csv'}")
     parent = next((a for a in p.absolute().parents if a.exists()), None)
     if parent is not None and not parent.is_dir():
-        raise ValueError(f"{flag} {p}: {parent} is a file, not a folder: give a path in a folder")
+        raise InputError(f"{flag} {p}: {parent} is a file, not a folder: give a path in a folder")
     return p
 
 
@@ -190,7 +191,7 @@ def _cnn_levels(kind, folder, plan, models, tuned) -> LoadedRun:
 
     size = int(models[0][1]["image_size"])
     if any(int(m["image_size"]) != size for _, m in models):
-        raise ValueError(f"{folder}: the levels were trained at different image sizes")
+        raise InputError(f"{folder}: the levels were trained at different image sizes")
 
     def probs(x):
         return [softmax(forward(model, x, meta["orientation"]).float().cpu().numpy()) for model, meta in models]
@@ -211,7 +212,7 @@ def source_extractor(sources, folder: Path, device: str):
         if src["source"] == "cnn":
             backbone = _resolve(src["model"], folder)
             if src.get("model_sha256") and sha256_file(backbone) != src["model_sha256"]:
-                raise ValueError(f"{backbone} changed after the heads of {folder} were fitted on its features; rerun "
+                raise InputError(f"{backbone} changed after the heads of {folder} were fitted on its features; rerun "
                                  "the run (snakemake reruns features and heads)")
             model, meta = load_model(backbone, device=device)
             size = int(meta["image_size"])
@@ -220,17 +221,17 @@ def source_extractor(sources, folder: Path, device: str):
             from cbedtdc.features import symmetry
 
             if src.get("model") != f"symmetry/{symmetry.VERSION}" or src.get("model_sha256") != symmetry.params_sha256():
-                raise ValueError(f"{folder}: its heads were fitted on symmetry descriptors {src.get('model')} of other "
+                raise InputError(f"{folder}: its heads were fitted on symmetry descriptors {src.get('model')} of other "
                                  f"settings than this version's (symmetry/{symmetry.VERSION}); rerun the run")
             if size is not None and src.get("image_size") and int(src["image_size"]) != size:
-                raise ValueError(f"{folder}: its sources were computed at {size} and {src['image_size']} px")
+                raise InputError(f"{folder}: its sources were computed at {size} and {src['image_size']} px")
             size = size or (int(src["image_size"]) if src.get("image_size") else None)
             parts.append(lambda x: symmetry.describe(x.cpu().numpy())[0])
         else:
-            raise ValueError(f"{folder}: unknown feature source {src['source']!r} (cnn, symmetry)")
+            raise InputError(f"{folder}: unknown feature source {src['source']!r} (cnn, symmetry)")
 
     if size is None:
-        raise ValueError(f"{folder}: its heads record no image size for their sources; rerun the run")
+        raise InputError(f"{folder}: its heads record no image size for their sources; rerun the run")
 
     def features(x):
         blocks = [f(x) for f in parts]
@@ -301,7 +302,7 @@ def load_run(run_dir, device: str = "cpu") -> LoadedRun:
     elif (folder / "best.pt").exists():
         model, meta = load_model(folder / "best.pt", device=device)
         if meta.get("rest"):
-            raise ValueError(f"{folder}/best.pt has a 'rest' output: classify its whole TDC folder instead")
+            raise InputError(f"{folder}/best.pt has a 'rest' output: classify its whole TDC folder instead")
         run = _cnn_levels("flat CNN", folder, LevelPlan([[int(c) for c in meta["classes"]]]), [(model, meta)], None)
     elif any((folder / f"head.{ext}").exists() for ext in ("pt", "json")):
         head_file = next(folder / f"head.{ext}" for ext in ("pt", "json") if (folder / f"head.{ext}").exists())

@@ -29,6 +29,7 @@ import sys
 from pathlib import Path
 
 from cbedtdc.cliutil import inference_parser, set_torch_threads
+from cbedtdc.errors import InputError
 
 log = logging.getLogger("cbedtdc.cli")
 
@@ -168,10 +169,10 @@ def classify(args) -> int:
         out = check_output(args.out, "--out")
         rej = check_output(args.rejected or out.with_name(out.stem + ".rejected.csv"), "--rejected")
         if rej.absolute() == out.absolute():
-            raise ValueError(f"--rejected {rej} is the --out file: give another name")
+            raise InputError(f"--rejected {rej} is the --out file: give another name")
         device = check_device(args.device)
         if args.batch_size < 1:
-            raise ValueError(f"--batch-size {args.batch_size}: give a positive number of samples (default: 64)")
+            raise InputError(f"--batch-size {args.batch_size}: give a positive number of samples (default: 64)")
     except ValueError as err:
         log.error("%s", err)
         return 2
@@ -213,7 +214,7 @@ def check_download_cmd(args) -> int:
         for item in args.expect:
             name, sep, value = item.partition("=")
             if not sep or not value.isdigit():
-                raise ValueError(f"--expect {item!r}: give NAME=N, e.g. training=1000")
+                raise InputError(f"--expect {item!r}: give NAME=N, e.g. training=1000")
             expected[name] = int(value)
         problems = check_download(args.root, samples=args.samples, expected=expected or None)
     except (OSError, ValueError) as err:

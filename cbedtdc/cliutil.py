@@ -22,13 +22,12 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def known_errors() -> tuple[type[BaseException], ...]:
-    """Errors that mean bad input, config or checkpoint (the message names the file and what to do)."""
-    from cbedtdc.data import DataError
-    from cbedtdc.features.store import FeaturesError
-    from cbedtdc.synth import CrystalError
-    from cbedtdc.train import CheckpointError
+    """Errors that mean bad input, config, data or checkpoint: the project's own (:class:`cbedtdc.errors.CbedtdcError`,
+    whose message names the file and what to do) and the operating system's (a missing or unreadable file). Any
+    other error, a ``KeyError`` or ``ValueError`` of a bug included, keeps its traceback."""
+    from cbedtdc.errors import CbedtdcError
 
-    return (OSError, KeyError, ValueError, DataError, CheckpointError, CrystalError, FeaturesError)
+    return (CbedtdcError, OSError)
 
 
 def run_cli(get_parser, run, argv=None, *, setup=None, on_error=None) -> int:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import copy
 from functools import lru_cache
 from pathlib import Path
+from cbedtdc.errors import InputError
 
 __all__ = ["ConfigError", "check_config", "coerce_types", "load_schema", "schema_defaults", "schema_path",
            "schema_property", "write_run_config"]
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """The configuration does not match config/schema.yaml."""
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
+from cbedtdc.errors import InputError
 
 __all__ = ["LEVELS", "SpaceGroupInfo", "space_group_info", "all_space_groups", "hierarchy_labels",
            "level_classes", "extinction_groups", "sg_name", "absent_reflections"]
@@ -101,7 +102,7 @@ class SpaceGroupInfo:
 
 def _check_number(n) -> int:
     if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or not 1 <= int(n) <= 230:
-        raise ValueError(f"space group {n!r} is not a space-group number; allowed: integers 1..230")
+        raise InputError(f"space group {n!r} is not a space-group number; allowed: integers 1..230")
     return int(n)
 
 
@@ -214,7 +215,7 @@ def space_group_info(n) -> SpaceGroupInfo:
     >>> space_group_info(231)
     Traceback (most recent call last):
     ...
-    ValueError: space group 231 is not a space-group number; allowed: integers 1..230
+    cbedtdc.errors.InputError: space group 231 is not a space-group number; allowed: integers 1..230
     """
     return _table()[_check_number(n) - 1]
 
@@ -245,7 +246,7 @@ def _value(g: SpaceGroupInfo, level: str):
 def _level_maps(level: str) -> tuple[dict, dict]:
     """``(space group -> class id, class id -> name)`` of one level; the id is the smallest member."""
     if level not in LEVELS:
-        raise ValueError(f"unknown hierarchy level {level!r}; allowed: {', '.join(LEVELS)}")
+        raise InputError(f"unknown hierarchy level {level!r}; allowed: {', '.join(LEVELS)}")
     ids: dict = {}
     names: dict[int, str] = {}
     for g in _table():
@@ -289,7 +290,7 @@ def hierarchy_labels(labels, level: str, *, names: bool = False):
     values = np.asarray(labels).ravel()
     if values.size and not np.issubdtype(values.dtype, np.integer):
         if not np.all(np.isfinite(values.astype(float))) or np.any(values.astype(float) % 1):
-            raise ValueError(f"hierarchy_labels: labels must be integer space-group numbers, got {values[:5]}...")
+            raise InputError(f"hierarchy_labels: labels must be integer space-group numbers, got {values[:5]}...")
     ids = np.array([to_id.get(int(v), -1) for v in values], dtype=np.int64)
     if names:
         return [id_names.get(int(i), "none") for i in ids]

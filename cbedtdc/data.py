@@ -25,6 +25,7 @@ import numpy as np
 
 from cbedtdc.io import read_csv, read_json, write_csv, write_json
 from cbedtdc.layout import MIRROR_SPLITS, SPLITS
+from cbedtdc.errors import CbedtdcError, InputError, MissingKeysError
 
 __all__ = [
     "DataError",
@@ -54,7 +55,7 @@ SHARD_INDEX_FIELDS = ("key", "shard", "row", "space_group", "material", "energy_
 QUARANTINE_KEPT = "logs/manifest/quarantine.csv"  # where rule manifest (rules/data.smk) keeps it when the job fails
 
 
-class DataError(RuntimeError):
+class DataError(CbedtdcError, RuntimeError):
     """Bad data that stops the stage (the message names the file, sample and reason)."""
 
 
@@ -437,9 +438,9 @@ class ShardDataset:
 
     def __init__(self, shard_root, split, *, keys=None, classes=None, orientation="stack", seed=0):
         if split not in SPLITS:
-            raise ValueError(f"split={split!r}: must be one of {', '.join(SPLITS)}")
+            raise InputError(f"split={split!r}: must be one of {', '.join(SPLITS)}")
         if orientation not in ("stack", "random", 0, 1, 2):
-            raise ValueError(f"orientation={orientation!r}: must be 'stack', 'random', 0, 1 or 2")
+            raise InputError(f"orientation={orientation!r}: must be 'stack', 'random', 0, 1 or 2")
         self.shard_root = Path(shard_root)
         self.split = split
         self.orientation = orientation
@@ -464,7 +465,7 @@ class ShardDataset:
             wanted = set(keys)
             missing = wanted.difference(self.keys)
             if missing:
-                raise KeyError(f"{len(missing)} keys not in split {split} of {self.shard_root}, "
+                raise MissingKeysError(f"{len(missing)} keys not in split {split} of {self.shard_root}, "
                                f"e.g. {sorted(missing)[:3]}")
             mask &= np.array([k in wanted for k in self.keys], dtype=bool)
         if classes is not None:

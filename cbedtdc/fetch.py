@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cbedtdc.layout import MIRROR_SAMPLE, MIRROR_SPLITS, RAW_NAME, SPLITS, discover_raw, is_mirror
+from cbedtdc.errors import InputError
 
 __all__ = ["ENDPOINT_URL", "BUCKET", "PREFIX", "MIRROR_COUNTS", "CHALLENGE_FILES", "CHALLENGE_SAMPLES", "LISTING",
            "FETCHED", "RemoteObject", "FetchResult", "s3_client", "list_remote", "fetch_mirror", "check_download",
@@ -94,7 +95,7 @@ def list_remote(client, bucket: str = BUCKET, prefix: str = PREFIX) -> list[Remo
             if not rel or rel.endswith("/"):
                 continue  # the prefix itself, folder markers
             if rel.startswith("/") or ".." in Path(rel).parts:
-                raise ValueError(f"s3://{bucket}/{obj['Key']}: key escapes the destination folder")
+                raise InputError(f"s3://{bucket}/{obj['Key']}: key escapes the destination folder")
             out.append(RemoteObject(obj["Key"], rel, int(obj["Size"]), obj["ETag"].strip('"')))
     return out
 

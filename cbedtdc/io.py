@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from cbedtdc.errors import InputError
 
 __all__ = [
     "STACK",
@@ -175,35 +176,35 @@ def parse_space_group(value) -> int:
     >>> parse_space_group(b'abc')
     Traceback (most recent call last):
     ...
-    ValueError: space_group b'abc' not an integer
+    cbedtdc.errors.InputError: space_group b'abc' not an integer
     >>> parse_space_group(b'231')
     Traceback (most recent call last):
     ...
-    ValueError: space_group 231 outside 1..230
+    cbedtdc.errors.InputError: space_group 231 outside 1..230
     """
     if value is None:
-        raise ValueError("space_group missing")
+        raise InputError("space_group missing")
     if isinstance(value, np.ndarray) and value.size == 1:
         value = value.reshape(-1)[0]
     if isinstance(value, np.generic):
         value = value.item()
     raw = value.tolist() if isinstance(value, np.ndarray) else value
     if isinstance(value, bool):
-        raise ValueError(f"space_group {raw!r} not an integer")
+        raise InputError(f"space_group {raw!r} not an integer")
     if isinstance(value, int):
         number = value
     elif isinstance(value, float):
         if not (np.isfinite(value) and value == int(value)):
-            raise ValueError(f"space_group {raw!r} not an integer")
+            raise InputError(f"space_group {raw!r} not an integer")
         number = int(value)
     else:
         text = to_text(value)
         m = re.fullmatch(r"([+-]?\d+)(\.0*)?", text or "")  # "62" or "62.0"
         if m is None:
-            raise ValueError(f"space_group {raw!r} not an integer")
+            raise InputError(f"space_group {raw!r} not an integer")
         number = int(m.group(1))
     if not 1 <= number <= 230:
-        raise ValueError(f"space_group {number} outside 1..230")
+        raise InputError(f"space_group {number} outside 1..230")
     return number
 
 

@@ -12,6 +12,7 @@ import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
+from cbedtdc.errors import InputError
 
 __all__ = ["RAW_NAME", "SPLITS", "discover_raw", "split_of", "synth_file_plan", "SynthFile", "n_levels",
            "shell_prefix", "feature_dir", "FEATURES_ROOT", "MIRROR_SPLITS", "MIRROR_STEM", "MIRROR_SAMPLE", "is_mirror",
@@ -37,7 +38,7 @@ def split_of(name: str) -> str:
     """
     m = RAW_NAME.match(Path(name).name)
     if not m:
-        raise ValueError(f"{name}: not a challenge file name (expected batch_{{train,dev,test}}_N.h5)")
+        raise InputError(f"{name}: not a challenge file name (expected batch_{{train,dev,test}}_N.h5)")
     return m.group(1)
 
 
@@ -54,7 +55,7 @@ def discover_raw(raw_dir, mirror_chunk: int | None = None) -> dict[str, Path]:
         raise FileNotFoundError(f"raw_dir={str(raw_dir)!r} is not a directory")
     if is_mirror(root):
         if mirror_chunk is None:
-            raise ValueError(f"raw_dir={str(raw_dir)!r} is a STEMDL mirror: give mirror_chunk (data.mirror_chunk)")
+            raise InputError(f"raw_dir={str(raw_dir)!r} is a STEMDL mirror: give mirror_chunk (data.mirror_chunk)")
         return mirror_plan(root, mirror_chunk)
     found: dict[str, Path] = {}
     for path in sorted(root.rglob("batch_*.h5")):
@@ -62,7 +63,7 @@ def discover_raw(raw_dir, mirror_chunk: int | None = None) -> dict[str, Path]:
             continue
         stem = path.name[:-3]
         if stem in found:
-            raise ValueError(f"raw_dir: {path} and {found[stem]} share the file name {path.name}; "
+            raise InputError(f"raw_dir: {path} and {found[stem]} share the file name {path.name}; "
                              "sample keys would collide")
         found[stem] = path.resolve()
     if not found:
@@ -98,7 +99,7 @@ def is_mirror(root) -> bool:
         return False
     other = sorted(p.name for p in root.iterdir() if p.name in SPLITS or RAW_NAME.match(p.name))
     if other:
-        raise ValueError(f"raw_dir={str(root)!r} holds both the STEMDL mirror ({', '.join(found)}) and challenge "
+        raise InputError(f"raw_dir={str(root)!r} holds both the STEMDL mirror ({', '.join(found)}) and challenge "
                          f"files ({', '.join(other)}): point raw_dir at one of them")
     return True
 
@@ -136,7 +137,7 @@ def parse_mirror_stem(stem: str) -> tuple[str, int]:
     """``(folder, k)`` of a chunk stem; ``ValueError`` for anything else."""
     m = MIRROR_STEM.match(stem)
     if not m:
-        raise ValueError(f"{stem}: not a mirror chunk (expected mirror_{{training,validation,testing,inference}}_K)")
+        raise InputError(f"{stem}: not a mirror chunk (expected mirror_{{training,validation,testing,inference}}_K)")
     return m.group(1), int(m.group(2))
 
 
@@ -147,7 +148,7 @@ def mirror_plan(root, chunk_files: int) -> dict[str, Path]:
     still gets its chunk 0, whose index quarantines the folder, so it is not silently absent.
     """
     if chunk_files < 1:
-        raise ValueError(f"data.mirror_chunk={chunk_files}: give at least 1 file per job")
+        raise InputError(f"data.mirror_chunk={chunk_files}: give at least 1 file per job")
     plan = {}
     for folder in MIRROR_SPLITS:
         path = Path(root) / folder
@@ -164,7 +165,7 @@ def chunk_members(folder, stem: str, chunk_files: int) -> list[str]:
     """The entries of ``folder`` that chunk ``stem`` covers (the same listing as :func:`mirror_plan`)."""
     name, k = parse_mirror_stem(stem)
     if Path(folder).name != name:
-        raise ValueError(f"chunk {stem} belongs to folder {name}, not {folder}")
+        raise InputError(f"chunk {stem} belongs to folder {name}, not {folder}")
     return mirror_members(folder)[k * chunk_files: (k + 1) * chunk_files]
 
 
@@ -217,10 +218,10 @@ def split_material_counts(n_materials, fractions=(0.79, 0.11, 0.10)) -> dict[str
     """
     if isinstance(n_materials, dict):
         if set(n_materials) != set(SPLITS) or any(int(v) < 1 for v in n_materials.values()):
-            raise ValueError(f"synth.n_materials={n_materials}: a mapping needs train, dev and test, each >= 1")
+            raise InputError(f"synth.n_materials={n_materials}: a mapping needs train, dev and test, each >= 1")
         return {split: int(n_materials[split]) for split in SPLITS}
     if n_materials < 3:
-        raise ValueError(f"synth.n_materials={n_materials}: need at least 3 (one per split)")
+        raise InputError(f"synth.n_materials={n_materials}: need at least 3 (one per split)")
     dev = max(1, round(n_materials * fractions[1]))
     test = max(1, round(n_materials * fractions[2]))
     return {"train": n_materials - dev - test, "dev": dev, "test": test}
@@ -282,8 +283,8 @@ def feature_dir(source: str, backbone: str | None = None) -> str:
     """
     if source == "cnn":
         if not backbone:
-            raise ValueError("feature source cnn needs the flat model (backbone) it comes from")
+            raise InputError("feature source cnn needs the flat model (backbone) it comes from")
         return f"{FEATURES_ROOT}/flat/{backbone}"
     if source == "symmetry":
         return f"{FEATURES_ROOT}/symmetry"
-    raise ValueError(f"feature source {source!r}: must be cnn or symmetry")
+    raise InputError(f"feature source {source!r}: must be cnn or symmetry")

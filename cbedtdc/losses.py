@@ -17,6 +17,7 @@ included). A class with no training sample gets a count of 1 for the priors and 
 from __future__ import annotations
 
 import numpy as np
+from cbedtdc.errors import InputError
 
 __all__ = ["LOSSES", "class_weights", "make_loss"]
 
@@ -51,7 +52,7 @@ def make_loss(name: str, counts, *, label_smoothing: float = 0.0, la_tau: float 
     import torch.nn.functional as F
 
     if name not in LOSSES:
-        raise ValueError(f"loss={name!r}: must be one of {', '.join(LOSSES)}")
+        raise InputError(f"loss={name!r}: must be one of {', '.join(LOSSES)}")
     n = np.maximum(np.asarray(counts, dtype=np.float64), 1.0)
     ls = float(label_smoothing)
 

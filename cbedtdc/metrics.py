@@ -21,6 +21,7 @@ import logging
 import numpy as np
 
 from cbedtdc import crystallography
+from cbedtdc.errors import InputError
 
 __all__ = [
     "confusion_matrix",
@@ -69,7 +70,7 @@ def confusion_matrix(y_true, y_pred, classes) -> np.ndarray:
     p = _index(y_pred, classes)
     if (t < 0).any():
         bad = sorted({int(v) for v, i in zip(np.asarray(y_true).ravel(), t) if i < 0})
-        raise ValueError(f"true labels {bad} are not among the classes of the run {list(classes)}")
+        raise InputError(f"true labels {bad} are not among the classes of the run {list(classes)}")
     n = len(classes)
     p = np.where(p < 0, n, p)
     out = np.zeros((n, n + 1), dtype=np.int64)
@@ -173,7 +174,7 @@ def merge_labels(labels, groups) -> np.ndarray:
         rep = min(int(g) for g in group)
         for g in group:
             if int(g) in mapping and mapping[int(g)] != rep:
-                raise ValueError(f"friedel_groups: space group {g} is in two groups")
+                raise InputError(f"friedel_groups: space group {g} is in two groups")
             mapping[int(g)] = rep
     return np.array([mapping.get(int(v), int(v)) for v in np.asarray(labels).ravel()], dtype=np.int64)
 
@@ -284,7 +285,7 @@ def hierarchy_scores(y_true, y_pred, classes, *, materials=None, n_boot: int = 0
     y_true = np.asarray(y_true).ravel()
     y_pred = np.asarray(y_pred).ravel()
     if len(y_true) != len(y_pred):
-        raise ValueError(f"hierarchy_scores: {len(y_true)} true labels but {len(y_pred)} predictions")
+        raise InputError(f"hierarchy_scores: {len(y_true)} true labels but {len(y_pred)} predictions")
     confusion_matrix(y_true, y_true, classes)  # true labels outside the classes raise here, named
     out = {}
     for level in crystallography.LEVELS:
@@ -307,16 +308,16 @@ def _top_label(probs, y_index) -> tuple[np.ndarray, np.ndarray]:
     probs = np.asarray(probs, dtype=float)
     y = np.asarray(y_index)
     if probs.ndim != 2 or probs.shape[1] < 1:
-        raise ValueError(f"probs must be a 2-D array (samples, classes), got shape {probs.shape}")
+        raise InputError(f"probs must be a 2-D array (samples, classes), got shape {probs.shape}")
     if y.ndim != 1 or len(y) != len(probs):
-        raise ValueError(f"y_index must be 1-D with one entry per row of probs ({len(probs)}), got shape {y.shape}")
+        raise InputError(f"y_index must be 1-D with one entry per row of probs ({len(probs)}), got shape {y.shape}")
     if not len(y):
-        raise ValueError("calibration of no samples: probs and y_index are empty")
+        raise InputError("calibration of no samples: probs and y_index are empty")
     if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= probs.shape[1]:
-        raise ValueError(f"y_index must be integer column indices 0..{probs.shape[1] - 1} of probs (not space-group "
+        raise InputError(f"y_index must be integer column indices 0..{probs.shape[1] - 1} of probs (not space-group "
                          f"numbers), got values {np.unique(y)[:10].tolist()}")
     if not np.isfinite(probs).all() or probs.min() < 0 or probs.max() > 1:
-        raise ValueError("probs must be probabilities in [0, 1] (apply a softmax to logits first)")
+        raise InputError("probs must be probabilities in [0, 1] (apply a softmax to logits first)")
     return probs.max(axis=1), (probs.argmax(axis=1) == y).astype(float)
 
 
@@ -324,7 +325,7 @@ def _bins(conf: np.ndarray, n_bins: int) -> np.ndarray:
     """Bin of each confidence: equal-width ``(lo, hi]`` bins of [0, 1], 0 counted in the first (as scikit-learn's
     ``calibration_curve``)."""
     if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
-        raise ValueError(f"n_bins={n_bins!r}: give a positive integer number of bins (e.g. 15)")
+        raise InputError(f"n_bins={n_bins!r}: give a positive integer number of bins (e.g. 15)")
     return np.searchsorted(np.linspace(0.0, 1.0, n_bins + 1)[1:-1], conf, side="left")
 
 
@@ -359,9 +360,9 @@ def confidence_bins(conf, correct, n_bins: int = 15) -> list[dict]:
     conf = np.asarray(conf, dtype=float).ravel()
     correct = np.asarray(correct, dtype=float).ravel()
     if conf.shape != correct.shape or not len(conf):
-        raise ValueError(f"confidence_bins: {len(conf)} confidences, {len(correct)} outcomes (need equal, > 0)")
+        raise InputError(f"confidence_bins: {len(conf)} confidences, {len(correct)} outcomes (need equal, > 0)")
     if not np.isfinite(conf).all() or conf.min() < 0 or conf.max() > 1:
-        raise ValueError("confidence_bins: confidences must be probabilities in [0, 1]")
+        raise InputError("confidence_bins: confidences must be probabilities in [0, 1]")
     b = _bins(conf, n_bins)
     count = np.bincount(b, minlength=n_bins)
     conf_sum = np.bincount(b, weights=conf, minlength=n_bins)
@@ -391,7 +392,7 @@ def ece_from_bins(bins) -> float:
     """
     n = sum(int(b["count"]) for b in bins)
     if not n:
-        raise ValueError("ece_from_bins: every bin is empty; give the bins of at least one sample")
+        raise InputError("ece_from_bins: every bin is empty; give the bins of at least one sample")
     return float(sum(b["count"] / n * abs(b["accuracy"] - b["confidence"]) for b in bins if b["count"]))
 
 

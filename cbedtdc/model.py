@@ -7,6 +7,7 @@ Normalisation lives in the model (buffers ``mean``/``std``), so a checkpoint car
 from __future__ import annotations
 
 import numpy as np
+from cbedtdc.errors import InputError
 
 __all__ = ["ARCHS", "build_model", "augment"]
 
@@ -36,11 +37,11 @@ def build_model(arch: str, in_channels: int, n_outputs: int, *, mean: float = 0.
     import torchvision
 
     if arch not in ARCHS:
-        raise ValueError(f"arch={arch!r}: must be one of {', '.join(ARCHS)}")
+        raise InputError(f"arch={arch!r}: must be one of {', '.join(ARCHS)}")
     if in_channels not in (1, 3):
-        raise ValueError(f"in_channels={in_channels}: must be 1 (one panel) or 3 (stack)")
+        raise InputError(f"in_channels={in_channels}: must be 1 (one panel) or 3 (stack)")
     if n_outputs < 2:
-        raise ValueError(f"n_outputs={n_outputs}: a classifier needs at least 2 outputs")
+        raise InputError(f"n_outputs={n_outputs}: a classifier needs at least 2 outputs")
 
     class CBEDNet(torch.nn.Module):
         def __init__(self):

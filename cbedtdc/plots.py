@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from cbedtdc.crystallography import sg_name
+from cbedtdc.errors import InputError
 
 __all__ = ["plot_all", "headline", "recall", "confusion", "routing", "headline_table", "headline_rows",
            "headline_figure", "recall_figure", "confusion_figure", "routing_figure", "hierarchy_figure",
@@ -303,7 +304,7 @@ def headline_table(summary: dict, out) -> None:
 
 def _check_fraction(v, where: str) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float, np.number)) or not 0 <= float(v) <= 1:
-        raise ValueError(f"{where} = {v!r}: give a fraction in [0, 1]")
+        raise InputError(f"{where} = {v!r}: give a fraction in [0, 1]")
     return float(v)
 
 
@@ -312,11 +313,11 @@ def _check_hierarchy(scores_by_model) -> None:
     from cbedtdc.crystallography import LEVELS
 
     if not isinstance(scores_by_model, dict) or not scores_by_model:
-        raise ValueError("scores_by_model: give {model name: metrics.hierarchy_scores(...)} with at least one model")
+        raise InputError("scores_by_model: give {model name: metrics.hierarchy_scores(...)} with at least one model")
     for model, scores in scores_by_model.items():
         missing = [lv for lv in LEVELS if not isinstance(scores, dict) or lv not in scores]
         if missing:
-            raise ValueError(f"scores_by_model[{model!r}] lacks the levels {missing}; give the dict of "
+            raise InputError(f"scores_by_model[{model!r}] lacks the levels {missing}; give the dict of "
                              f"metrics.hierarchy_scores (levels {', '.join(LEVELS)})")
         for lv in LEVELS:
             for m in ("top1", "balanced_accuracy"):
@@ -368,18 +369,18 @@ def _check_reliability(bins_by_model) -> None:
     """Raise ``ValueError`` naming the model and reading when the input is not ``{model: {reading: bins}}``."""
     example = "{'flat': {'before temperature scaling': bins, 'after temperature scaling': bins}}"
     if not isinstance(bins_by_model, dict) or not bins_by_model:
-        raise ValueError(f"bins_by_model: give {{model: {{reading: metrics.reliability_bins(...)}}}}, e.g. {example}")
+        raise InputError(f"bins_by_model: give {{model: {{reading: metrics.reliability_bins(...)}}}}, e.g. {example}")
     for model, readings in bins_by_model.items():
         if not isinstance(readings, dict) or not readings:
-            raise ValueError(f"bins_by_model[{model!r}] is a {type(readings).__name__}: give {{reading: bins}}, "
+            raise InputError(f"bins_by_model[{model!r}] is a {type(readings).__name__}: give {{reading: bins}}, "
                              f"e.g. {example}")
         for reading, bins in readings.items():
             where = f"bins_by_model[{model!r}][{reading!r}]"
             if not isinstance(bins, (list, tuple)) or not all(isinstance(b, dict) for b in bins):
-                raise ValueError(f"{where}: give the list of bin dicts of metrics.reliability_bins")
+                raise InputError(f"{where}: give the list of bin dicts of metrics.reliability_bins")
             full = [b for b in bins if b.get("count")]
             if not full:
-                raise ValueError(f"{where}: every bin is empty (no samples)")
+                raise InputError(f"{where}: every bin is empty (no samples)")
             for k, b in enumerate(full):
                 for key in ("confidence", "accuracy"):
                     _check_fraction(b.get(key), f"{where}[{k}][{key!r}]")
@@ -430,11 +431,11 @@ def _crystal_figures(summary: dict, out_dir: Path) -> dict:
               f"TDC ({summary['best'].get('tdc') or 'tdc'})": summary["tdc"].get("hierarchy")}
     scores = {k: v for k, v in scores.items() if v}
     if not scores:
-        raise ValueError("summary.json has no hierarchy scores: rerun rule evaluate")
+        raise InputError("summary.json has no hierarchy scores: rerun rule evaluate")
     plot_hierarchy(scores, out["hierarchy"])
     cal = summary.get("calibration") or {}
     if not cal:
-        raise ValueError("summary.json has no calibration: rerun rule evaluate")
+        raise InputError("summary.json has no calibration: rerun rule evaluate")
     plot_reliability({f"{key}: {c['model']}": {"before temperature scaling": c["before"]["bins"],
                                                "after temperature scaling": c["after"]["bins"]}
                       for key, c in cal.items()}, out["calibration"])

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from cbedtdc.io import STACK, Prefetcher, atomic_path, read_json, write_json
+from cbedtdc.errors import InputError
 
 __all__ = [
     "LOG_FLOOR",
@@ -77,7 +78,7 @@ def area_matrix(n_in: int, n_out: int) -> np.ndarray:
     [[0.667, 0.333, 0.0], [0.0, 0.333, 0.667]]
     """
     if n_out > n_in:
-        raise ValueError(f"area resize only shrinks: {n_in} -> {n_out} pixels")
+        raise InputError(f"area resize only shrinks: {n_in} -> {n_out} pixels")
     scale = n_in / n_out
     edges = np.arange(n_out + 1) * scale
     w = np.zeros((n_out, n_in), dtype=np.float64)
@@ -100,7 +101,7 @@ def area_resize(img: np.ndarray, n_out: int, matrix: np.ndarray | None = None) -
     """
     n_in = img.shape[-1]
     if img.shape[-2] != n_in:
-        raise ValueError(f"area_resize needs square images, got shape {img.shape}")
+        raise InputError(f"area_resize needs square images, got shape {img.shape}")
     if n_in == n_out:
         return img
     if n_in % n_out == 0:
@@ -194,10 +195,10 @@ def _read_stack(src, raw_path: Path, samples, row: int, buf, prefetch) -> np.nda
             prefetch.hint(src[samples[row + 1]["group"]][STACK])
         dset = src[rec["group"]][STACK]
         if dset.shape != buf.shape or dset.dtype != np.float32:
-            raise ValueError(f"shape {dset.shape} dtype {dset.dtype}, the index saw side {rec['side']}")
+            raise InputError(f"shape {dset.shape} dtype {dset.dtype}, the index saw side {rec['side']}")
         dset.read_direct(buf)
     except Exception as err:
-        raise RuntimeError(
+        raise InputError(
             f"{raw_path}: sample {rec['group']} was accepted by the index but cannot be read now "
             f"({err}); the raw file changed: rerun index_raw"
         ) from err
@@ -326,7 +327,7 @@ def write_mirror_shard(folder, index: dict, out_path, *, image_size: int, progre
                 path = folder / samples[row]["group"]
                 data, _, reason = read_npz(path)
                 if reason:
-                    raise RuntimeError(f"{path}: accepted by the index but cannot be read now ({reason}); the file "
+                    raise InputError(f"{path}: accepted by the index but cannot be read now ({reason}); the file "
                                        "changed: rerun index_mirror")
                 img = scaled_to_uint8(data, s)
                 images.id.write_direct_chunk((row, 0, 0, 0), img.tobytes())

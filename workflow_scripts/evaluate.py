@@ -18,6 +18,7 @@ import json
 import logging
 import shutil
 
+from cbedtdc.errors import InputError  # noqa: E402
 from cbedtdc.cliutil import inference_parser, run_cli, set_torch_threads  # noqa: E402
 
 log = logging.getLogger("cbedtdc.workflow.evaluate")
@@ -80,7 +81,7 @@ def run(args):
 
     summary = Path(args.summary)
     if summary.name != "summary.json":
-        raise ValueError(f"--summary {summary}: must name summary.json (its folder receives the tables)")
+        raise InputError(f"--summary {summary}: must name summary.json (its folder receives the tables)")
     groups = args.friedel_groups if args.friedel_groups == "auto" else json.loads(args.friedel_groups)
     set_torch_threads(args.threads)
     classes = read_run_classes(args.run_classes) if args.run_classes else None
@@ -100,7 +101,7 @@ def _bootstrap_over(path) -> str:
         return "materials"
     unit = json.loads(Path(path).read_text()).get("bootstrap_unit", "material")
     if unit not in ("material", "sample"):
-        raise ValueError(f"{path}: bootstrap_unit {unit!r} is neither material nor sample; rerun rule shard_index")
+        raise InputError(f"{path}: bootstrap_unit {unit!r} is neither material nor sample; rerun rule shard_index")
     return unit + "s"
 
 

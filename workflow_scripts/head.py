@@ -16,6 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from cbedtdc.errors import InputError  # noqa: E402
 from cbedtdc.cliutil import run_cli  # noqa: E402
 
 
@@ -42,16 +43,16 @@ def run(args):
     try:
         spec = json.loads(args.spec)
     except ValueError as err:
-        raise ValueError(f"--spec {args.spec!r}: not a JSON object ({err})") from err
+        raise InputError(f"--spec {args.spec!r}: not a JSON object ({err})") from err
     if not isinstance(spec, dict):
-        raise ValueError(f"--spec {args.spec!r}: not a JSON object")
+        raise InputError(f"--spec {args.spec!r}: not a JSON object")
     if args.threads:
         spec["threads"] = args.threads
     if args.levels:
         train_tdc_heads(args.levels, args.features, args.out, spec=spec, seed=args.seed)
     else:
         if not args.run_classes:
-            raise ValueError("a flat head needs --run-classes (the run's space groups, run_classes.json)")
+            raise InputError("a flat head needs --run-classes (the run's space groups, run_classes.json)")
         train_flat_head(args.features, args.out, read_run_classes(args.run_classes), spec=spec, seed=args.seed)
 
 

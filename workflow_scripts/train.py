@@ -20,6 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from cbedtdc.errors import InputError  # noqa: E402
 from cbedtdc.cliutil import int_list, run_cli, setup_logging  # noqa: E402
 from cbedtdc.train import DEFAULTS, LAUNCHER_KEYS, OPTIONS, read_keys  # noqa: E402
 from cbedtdc.train.engine import RUNTIME_KEYS  # noqa: E402
@@ -81,7 +82,7 @@ def run(args, held: dict) -> None:
 
     model = Path(args.model)
     if model.name != "best.pt":
-        raise ValueError(f"--model {model}: must name the job's best.pt (its folder receives all outputs)")
+        raise InputError(f"--model {model}: must name the job's best.pt (its folder receives all outputs)")
     cfg = {k: getattr(args, k) for k in OPTIONS if k not in LAUNCHER_KEYS}
     train_keys = read_keys(args.train_keys) if args.train_keys else None
     dev_keys = read_keys(args.dev_keys) if args.dev_keys else None

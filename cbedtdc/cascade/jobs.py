@@ -20,6 +20,7 @@ from cbedtdc.cascade.plan import LevelPlan, check_trainable, level_budgets, leve
 from cbedtdc.cascade.routing import (TunedRouting, calibrate, effective_rule, fit_temperatures, forward_mask, softmax,
                                      tune_thresholds)
 from cbedtdc.io import atomic_write_text, read_csv, write_csv
+from cbedtdc.errors import InputError
 
 __all__ = [
     "MISSED_FIELDS",
@@ -56,11 +57,11 @@ def read_missed(path) -> dict[str, list[str]]:
         with open(path, newline="") as fh:
             reader = csv.DictReader(fh)
             if not reader.fieldnames or "key" not in reader.fieldnames or "split" not in reader.fieldnames:
-                raise ValueError("no key/split columns")
+                raise InputError("no key/split columns")
             for row in reader:
                 out.setdefault(row["split"], []).append(row["key"])
     except (OSError, ValueError) as err:
-        raise ValueError(f"{path}: not a readable missed.csv ({err}); rerun rule collect_missed") from err
+        raise InputError(f"{path}: not a readable missed.csv ({err}); rerun rule collect_missed") from err
     return out
 
 
@@ -102,7 +103,7 @@ def check_level_model(plan: LevelPlan, level: int, meta: dict, path) -> None:
     k = level - 1
     classes = [int(c) for c in meta["classes"]]
     if classes != plan.outputs(k) or bool(meta.get("rest", False)) != plan.has_rest(k):
-        raise ValueError(f"{path}: outputs {classes} rest={bool(meta.get('rest'))} do not match levels.json "
+        raise InputError(f"{path}: outputs {classes} rest={bool(meta.get('rest'))} do not match levels.json "
                          f"(level {level}: {plan.outputs(k)} rest={plan.has_rest(k)}); retrain the level")
 
 
@@ -119,13 +120,13 @@ def collect_missed(levels_path, level: int, model_path, shard_root, *, missed_pa
     plan = LevelPlan.load(levels_path)
     k = level - 1
     if not 0 <= k < plan.n_levels - 1:
-        raise ValueError(f"level {level}: missed samples exist for levels 1..{plan.n_levels - 1} "
+        raise InputError(f"level {level}: missed samples exist for levels 1..{plan.n_levels - 1} "
                          "(the last level keeps everything)")
     model, meta = load_model(model_path, device=inference_device(device))
     check_level_model(plan, level, meta, model_path)
     prev = read_missed(missed_path) if missed_path else None
     if plan.mode == "hard" and k > 0 and prev is None:
-        raise ValueError(f"hard mode: level {level} needs missed.csv of level {level - 1}")
+        raise InputError(f"hard mode: level {level} needs missed.csv of level {level - 1}")
     outs = plan.outputs(k)
     rows, stats = [], {}
     for split in ("train", "dev"):
@@ -231,7 +232,7 @@ def tune_routing(tdc_dir, shard_root, out_path, *, routing: str = "argmax", batc
     plan = LevelPlan.load(Path(tdc_dir) / "levels.json")
     ds = ShardDataset(shard_root, "dev", classes=plan.classes)
     if not len(ds):
-        raise ValueError(f"{shard_root}/dev.csv has no sample of the run's classes: cannot tune the routing")
+        raise InputError(f"{shard_root}/dev.csv has no sample of the run's classes: cannot tune the routing")
     _, models = load_levels(tdc_dir, plan, device=inference_device(device))
     _, probs = predict_levels(models, shard_root, "dev", keys=list(ds.keys), batch_size=batch_size)
     out = tune_routing_on(plan, probs, ds.labels, routing)
@@ -242,7 +243,7 @@ def tune_routing(tdc_dir, shard_root, out_path, *, routing: str = "argmax", batc
 def routing_from_json(d: dict, plan: LevelPlan, source="routing.json") -> TunedRouting:
     """The :class:`~cbedtdc.cascade.routing.TunedRouting` of a ``routing.json`` dict, checked against the plan."""
     if d.get("mode") != plan.mode or d.get("levels") != plan.levels:
-        raise ValueError(f"{source} was tuned for mode {d.get('mode')} levels {d.get('levels')}, levels.json has "
+        raise InputError(f"{source} was tuned for mode {d.get('mode')} levels {d.get('levels')}, levels.json has "
                          f"{plan.mode} {plan.levels}; rerun rule tune_routing")
     rule = effective_rule(plan.mode, d.get("routing", "argmax"))
     temps = d.get("temperatures")
@@ -252,7 +253,7 @@ def routing_from_json(d: dict, plan: LevelPlan, source="routing.json") -> TunedR
     try:
         return tuned.check(plan, str(source))
     except ValueError as err:
-        raise ValueError(f"{err}; rerun rule tune_routing") from err
+        raise InputError(f"{err}; rerun rule tune_routing") from err
 
 
 def read_routing(path, plan: LevelPlan) -> TunedRouting:
@@ -260,7 +261,7 @@ def read_routing(path, plan: LevelPlan) -> TunedRouting:
     try:
         d = json.loads(Path(path).read_text())
     except (OSError, ValueError) as err:
-        raise ValueError(f"{path}: not a readable routing.json ({err}); rerun rule tune_routing") from err
+        raise InputError(f"{path}: not a readable routing.json ({err}); rerun rule tune_routing") from err
     return routing_from_json(d, plan, path)
 
 
@@ -291,7 +292,7 @@ def write_plan(train_csv, classes, out_path, *, mode=None, how=None, level_sizes
     labels = [int(r["space_group"]) for r in rows if int(r["space_group"]) in wanted]
     counts = Counter(labels)
     if not labels:
-        raise ValueError(f"{train_csv}: no training sample of the run's classes {list(classes)}")
+        raise InputError(f"{train_csv}: no training sample of the run's classes {list(classes)}")
     levels = plan_levels(counts, classes, how=how, level_sizes=level_sizes, n_levels=n_levels,
                          max_ratio=max_ratio)
     plan = LevelPlan(levels, mode=mode, hard_outputs=hard_outputs, counts=dict(counts))
@@ -326,11 +327,11 @@ def write_level_job(levels_path, level: int, train_csv, dev_csv, out_dir, *, mis
     missed = read_missed(missed_path) if missed_path else None
     seen = [images_seen(p) for p in prev_runs] if prev_runs else None
     if seen is not None and None in seen:
-        raise ValueError(f"cannot read the images seen from {list(prev_runs)}")
+        raise InputError(f"cannot read the images seen from {list(prev_runs)}")
     job = level_job(plan, level, [r["key"] for r in train], [int(r["space_group"]) for r in train],
                     [r["key"] for r in dev], [int(r["space_group"]) for r in dev], missed=missed, seen_before=seen)
     if not job["train_keys"]:
-        raise ValueError(f"level {level}: no training sample reaches it (classes {job['classes']})")
+        raise InputError(f"level {level}: no training sample reaches it (classes {job['classes']})")
     out = Path(out_dir)
     write_csv(out / "train_keys.csv", [{"key": k} for k in job["train_keys"]], ["key"])
     write_csv(out / "dev_keys.csv", [{"key": k} for k in job["dev_keys"]], ["key"])

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from cbedtdc.io import atomic_write_text
+from cbedtdc.errors import InputError
 
 __all__ = [
     "MODES",
@@ -84,7 +85,7 @@ def split_by_mass(masses, n_levels: int) -> list[int]:
     masses = [float(m) for m in masses]
     n = len(masses)
     if not 1 <= n_levels <= n:
-        raise ValueError(f"tdc.n_levels={n_levels}: must be between 1 and the number of classes ({n})")
+        raise InputError(f"tdc.n_levels={n_levels}: must be between 1 and the number of classes ({n})")
     target = sum(masses) / n_levels
     prefix = np.concatenate([[0.0], np.cumsum(masses)])
     inf = float("inf")
@@ -130,17 +131,17 @@ def plan_levels(counts: dict, classes, *, how: str = "explicit", level_sizes=Non
     if how == "explicit":
         sizes = [int(s) for s in (level_sizes or [])]
         if not sizes or any(s < 1 for s in sizes) or sum(sizes) != len(ordered):
-            raise ValueError(
+            raise InputError(
                 f"tdc.level_sizes={sizes} must be positive and add up to the {len(ordered)} classes of the run; "
                 "change tdc.level_sizes or set tdc.levels: auto with tdc.n_levels")
     elif how == "auto":
         sizes = split_by_mass([counts.get(c, 0) for c in ordered], int(n_levels or 0))
     elif how == "ratio":
         if max_ratio is None:
-            raise ValueError("tdc.levels=ratio needs tdc.max_ratio (largest / smallest training count in a level)")
+            raise InputError("tdc.levels=ratio needs tdc.max_ratio (largest / smallest training count in a level)")
         sizes = [len(lv) for lv in plan_levels_ratio(counts, max_ratio, classes=ordered)]
     else:
-        raise ValueError(f"tdc.levels={how!r}: must be 'explicit', 'auto' or 'ratio'")
+        raise InputError(f"tdc.levels={how!r}: must be 'explicit', 'auto' or 'ratio'")
     empty = [c for c in ordered if not counts.get(c, 0)]
     if empty:
         log.warning("classes %s have no training sample; their level cannot learn them", empty)
@@ -181,10 +182,10 @@ def plan_levels_ratio(counts: dict, max_ratio: float, classes=None) -> list[list
     """
     max_ratio = float(max_ratio)
     if not max_ratio >= 1.0:
-        raise ValueError(f"tdc.max_ratio={max_ratio}: must be >= 1 (the ratio of the largest to the smallest count)")
+        raise InputError(f"tdc.max_ratio={max_ratio}: must be >= 1 (the ratio of the largest to the smallest count)")
     classes = [int(c) for c in (counts.keys() if classes is None else classes)]
     if not classes:
-        raise ValueError("plan_levels_ratio: no class to plan")
+        raise InputError("plan_levels_ratio: no class to plan")
     rank = {c: i for i, c in enumerate(classes)}
     n = {c: max(1, int(counts.get(c, counts.get(str(c), 0)))) for c in classes}
     ordered = sorted(classes, key=lambda c: (-n[c], rank[c]))
@@ -233,13 +234,13 @@ class LevelPlan:
 
     def __post_init__(self):
         if self.mode not in MODES:
-            raise ValueError(f"tdc.mode={self.mode!r}: must be one of {', '.join(MODES)}")
+            raise InputError(f"tdc.mode={self.mode!r}: must be one of {', '.join(MODES)}")
         if self.hard_outputs not in ("cumulative", "own"):
-            raise ValueError(f"tdc.hard_outputs={self.hard_outputs!r}: must be 'cumulative' or 'own'")
+            raise InputError(f"tdc.hard_outputs={self.hard_outputs!r}: must be 'cumulative' or 'own'")
         self.levels = [[int(c) for c in lv] for lv in self.levels]
         flat = [c for lv in self.levels for c in lv]
         if not self.levels or any(not lv for lv in self.levels) or len(set(flat)) != len(flat):
-            raise ValueError(f"levels {self.levels}: need at least one level, no empty level, no class twice")
+            raise InputError(f"levels {self.levels}: need at least one level, no empty level, no class twice")
         self.counts = {int(k): int(v) for k, v in self.counts.items()}
 
     @property
@@ -294,7 +295,7 @@ class LevelPlan:
         try:
             return cls.from_json(json.loads(Path(path).read_text()))
         except (OSError, ValueError, TypeError) as err:
-            raise ValueError(f"{path}: not a readable levels.json ({err}); rerun rule plan_levels") from err
+            raise InputError(f"{path}: not a readable levels.json ({err}); rerun rule plan_levels") from err
 
 
 def check_trainable(plan: LevelPlan) -> None:
@@ -303,13 +304,13 @@ def check_trainable(plan: LevelPlan) -> None:
     >>> check_trainable(LevelPlan([[1, 2], [3]]))  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: level 2 of [[1, 2], [3]] has 1 output (3); a classifier needs at least 2: ...
+    cbedtdc.errors.InputError: level 2 of [[1, 2], [3]] has 1 output (3); a classifier needs at least 2: ...
     """
     for k in range(plan.n_levels):
         outs = plan.outputs(k)
         n = len(outs) + plan.has_rest(k)
         if n < 2:
-            raise ValueError(
+            raise InputError(
                 f"level {k + 1} of {plan.levels} has {n} output ({', '.join(map(str, outs))}); a classifier needs "
                 "at least 2: give the last level (rest mode) or every level (hard mode, hard_outputs own) 2+ classes "
                 "in tdc.level_sizes")
@@ -338,7 +339,7 @@ def level_budgets(plan: LevelPlan, train_labels, total_images: int, split: str =
         if weights.sum() == 0:
             weights = np.ones(plan.n_levels)
     else:
-        raise ValueError(f"tdc.budget_split={split!r}: must be 'proportional' or 'equal'")
+        raise InputError(f"tdc.budget_split={split!r}: must be 'proportional' or 'equal'")
     raw = np.floor(total_images * weights / weights.sum()).astype(int)
     raw[-1] = total_images - raw[:-1].sum()
     return [int(b) for b in raw]
@@ -357,7 +358,7 @@ def whole_epochs(planned: float, n: int, carry: float = 0.0) -> tuple[int, float
     (3, 0.0)
     """
     if n < 1:
-        raise ValueError("a level needs at least one training sample")
+        raise InputError("a level needs at least one training sample")
     target = float(planned) + float(carry)
     epochs = max(1, round(target / n))
     return int(epochs), target - epochs * int(n)
@@ -388,7 +389,7 @@ def level_training_mask(plan: LevelPlan, k: int, labels, reached=None) -> np.nda
     ok = np.isin(labels, plan.outputs(k))
     if reached is None:
         if k > 0:
-            raise ValueError(f"hard mode: level {k + 1} needs the samples that reached it (missed.csv of level {k})")
+            raise InputError(f"hard mode: level {k + 1} needs the samples that reached it (missed.csv of level {k})")
         return ok
     return ok & np.asarray(reached, dtype=bool)
 
@@ -439,16 +440,16 @@ def level_job(plan: LevelPlan, level: int, train_keys, train_labels, dev_keys, d
     """
     k = level - 1
     if not 0 <= k < plan.n_levels:
-        raise ValueError(f"level {level}: the plan has levels 1..{plan.n_levels}")
+        raise InputError(f"level {level}: the plan has levels 1..{plan.n_levels}")
     if len(plan.budgets) != plan.n_levels:
-        raise ValueError(f"the plan has budgets {plan.budgets} for {plan.n_levels} levels; rerun rule plan_levels")
+        raise InputError(f"the plan has budgets {plan.budgets} for {plan.n_levels} levels; rerun rule plan_levels")
     sets = {}
     for split, keys, labels in (("train", train_keys, train_labels), ("dev", dev_keys, dev_labels)):
         keys = np.asarray(list(keys), dtype=object)
         reached = None
         if plan.mode == "hard" and k > 0:
             if missed is None:
-                raise ValueError(f"hard mode: level {level} needs missed.csv of level {level - 1}")
+                raise InputError(f"hard mode: level {level} needs missed.csv of level {level - 1}")
             reached = np.isin(keys, np.asarray(missed.get(split, []), dtype=object))
         mask = level_training_mask(plan, k, labels, reached)
         sets[split] = [str(x) for x in keys[mask]]

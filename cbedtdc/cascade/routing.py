@@ -34,6 +34,7 @@ import numpy as np
 from cbedtdc import metrics
 from cbedtdc.calibration import calibrate, fit_temperature, softmax
 from cbedtdc.cascade.plan import LevelPlan
+from cbedtdc.errors import InputError
 
 __all__ = [
     "ROUTINGS",
@@ -67,7 +68,7 @@ def effective_rule(mode: str, rule: str) -> str:
     ('posterior', 'threshold')
     """
     if rule not in ROUTINGS:
-        raise ValueError(f"tdc.routing={rule!r}: must be one of {', '.join(ROUTINGS)}")
+        raise InputError(f"tdc.routing={rule!r}: must be one of {', '.join(ROUTINGS)}")
     return rule if mode == "rest" else "threshold"
 
 
@@ -87,17 +88,17 @@ class TunedRouting:
 
     def __post_init__(self):
         if self.rule not in ROUTINGS:
-            raise ValueError(f"routing rule {self.rule!r}: must be one of {', '.join(ROUTINGS)}")
+            raise InputError(f"routing rule {self.rule!r}: must be one of {', '.join(ROUTINGS)}")
 
     def check(self, plan: LevelPlan, source="routing") -> "TunedRouting":
         """This value, checked against ``plan`` (number of thresholds and temperatures, rule of the reading)."""
         if effective_rule(plan.mode, self.rule) != self.rule:
-            raise ValueError(f"{source}: rule {self.rule} for a {plan.mode}-reading cascade (which routes with "
+            raise InputError(f"{source}: rule {self.rule} for a {plan.mode}-reading cascade (which routes with "
                              f"{effective_rule(plan.mode, self.rule)})")
         if self.rule == "threshold" and len(self.thresholds) != plan.n_levels - 1:
-            raise ValueError(f"{source}: {len(self.thresholds)} thresholds for {plan.n_levels} levels")
+            raise InputError(f"{source}: {len(self.thresholds)} thresholds for {plan.n_levels} levels")
         if self.temperatures is not None and len(self.temperatures) != plan.n_levels:
-            raise ValueError(f"{source}: {len(self.temperatures)} temperatures for {plan.n_levels} levels")
+            raise InputError(f"{source}: {len(self.temperatures)} temperatures for {plan.n_levels} levels")
         return self
 
     def apply(self, plan: LevelPlan, probs) -> "Routing":
@@ -126,16 +127,16 @@ class Routing:
 
 def _check_probs(plan: LevelPlan, probs) -> list[np.ndarray]:
     if len(probs) != plan.n_levels:
-        raise ValueError(f"got probabilities of {len(probs)} levels, the plan has {plan.n_levels}")
+        raise InputError(f"got probabilities of {len(probs)} levels, the plan has {plan.n_levels}")
     out, n = [], None
     for k, p in enumerate(probs):
         p = np.asarray(p, dtype=float)
         want = len(plan.outputs(k)) + plan.has_rest(k)
         if p.ndim != 2 or p.shape[1] != want:
-            raise ValueError(f"level {k + 1}: probabilities of shape {p.shape}, expected (N, {want}) "
+            raise InputError(f"level {k + 1}: probabilities of shape {p.shape}, expected (N, {want}) "
                              f"= outputs {plan.outputs(k)}{' + rest' if plan.has_rest(k) else ''}")
         if n is not None and len(p) != n:
-            raise ValueError(f"level {k + 1}: {len(p)} samples, level 1 has {n}")
+            raise InputError(f"level {k + 1}: {len(p)} samples, level 1 has {n}")
         n = len(p)
         out.append(p)
     return out
@@ -166,7 +167,7 @@ def forward_mask(plan: LevelPlan, k: int, p: np.ndarray, threshold=None, rule: s
 
 def _threshold(threshold, k):
     if threshold is None:
-        raise ValueError(f"level {k + 1}: threshold routing needs a threshold (tuned on dev by rule tune_routing)")
+        raise InputError(f"level {k + 1}: threshold routing needs a threshold (tuned on dev by rule tune_routing)")
     return float(threshold)
 
 
@@ -191,7 +192,7 @@ def route(plan: LevelPlan, probs, thresholds=None, prior=None, rule: str = "argm
         return posterior(plan.levels, probs, prior=prior)
     n, K = len(probs[0]), plan.n_levels
     if thresholds is not None and len(thresholds) < K - 1:
-        raise ValueError(f"need {K - 1} thresholds (one per level but the last), got {list(thresholds)}")
+        raise InputError(f"need {K - 1} thresholds (one per level but the last), got {list(thresholds)}")
     kept = np.full(n, -1, dtype=np.int64)
     pred = np.zeros(n, dtype=np.int64)
     conf = np.zeros(n)
@@ -224,24 +225,24 @@ def check_level_probs(levels, probs) -> list[np.ndarray]:
     """
     levels = [[int(c) for c in lv] for lv in levels]
     if not levels or any(not lv for lv in levels):
-        raise ValueError(f"levels {levels}: need at least one level and no empty level")
+        raise InputError(f"levels {levels}: need at least one level and no empty level")
     flat = [c for lv in levels for c in lv]
     if len(set(flat)) != len(flat):
-        raise ValueError(f"levels {levels}: a class appears in two levels")
+        raise InputError(f"levels {levels}: a class appears in two levels")
     if len(probs) != len(levels):
-        raise ValueError(f"got probabilities of {len(probs)} levels, the plan has {len(levels)}")
+        raise InputError(f"got probabilities of {len(probs)} levels, the plan has {len(levels)}")
     out, n = [], None
     for k, p in enumerate(probs):
         p = np.asarray(p, dtype=np.float64)
         last = k == len(levels) - 1
         want = len(levels[k]) + (0 if last else 1)
         if p.ndim != 2 or p.shape[1] != want:
-            raise ValueError(f"level {k + 1}: probabilities of shape {p.shape}, expected (N, {want}) = classes "
+            raise InputError(f"level {k + 1}: probabilities of shape {p.shape}, expected (N, {want}) = classes "
                              f"{levels[k]}{'' if last else ' + rest'}")
         if n is not None and len(p) != n:
-            raise ValueError(f"level {k + 1}: {len(p)} samples, level 1 has {n}")
+            raise InputError(f"level {k + 1}: {len(p)} samples, level 1 has {n}")
         if np.isnan(p).any() or (p < 0).any():
-            raise ValueError(f"level {k + 1}: probabilities must be >= 0 and not NaN")
+            raise InputError(f"level {k + 1}: probabilities must be >= 0 and not NaN")
         n = len(p)
         out.append(p)
     return out
@@ -331,9 +332,9 @@ def _prior_vector(prior, classes: np.ndarray) -> np.ndarray:
     else:
         pr = np.asarray(prior, dtype=np.float64).ravel()
         if pr.shape != classes.shape:
-            raise ValueError(f"prior has {pr.size} entries, the levels have {classes.size} classes")
+            raise InputError(f"prior has {pr.size} entries, the levels have {classes.size} classes")
     if np.isnan(pr).any() or (pr < 0).any() or not (pr > 0).any():
-        raise ValueError("prior: needs non-negative counts or probabilities, at least one positive")
+        raise InputError("prior: needs non-negative counts or probabilities, at least one positive")
     return np.where(pr > 0, pr, pr[pr > 0].min()) / pr.sum()
 
 
@@ -428,7 +429,7 @@ def oracle_predictions(plan: LevelPlan, probs, labels) -> np.ndarray:
     probs = _check_probs(plan, probs)
     owner = plan.level_of(labels)
     if (owner < 0).any():
-        raise ValueError("labels outside the classes of the levels")
+        raise InputError("labels outside the classes of the levels")
     pred = np.zeros(len(owner), dtype=np.int64)
     for k, p in enumerate(probs):
         outs = np.asarray(plan.outputs(k))

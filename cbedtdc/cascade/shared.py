@@ -24,6 +24,7 @@ from cbedtdc.cascade.routing import level_targets
 from cbedtdc.heads import fit_head, load_head, resolve_spec
 from cbedtdc.heads.jobs import head_images, head_suffix, run_features
 from cbedtdc.io import atomic_write_text
+from cbedtdc.errors import InputError
 
 __all__ = ["fit_level_heads", "train_tdc_heads", "load_tdc_heads", "tdc_head_probs", "tune_shared_routing"]
 
@@ -53,7 +54,7 @@ def fit_level_heads(plan: LevelPlan, train, dev=None, *, spec=None, seed: int = 
             if md.any():
                 dev_k = (Xd[md], level_targets(plan, k, yd[md]))
         if not m.any():
-            raise ValueError(f"{source}: level {k + 1} has no training sample (classes {plan.outputs(k)}); "
+            raise InputError(f"{source}: level {k + 1} has no training sample (classes {plan.outputs(k)}); "
                              "change tdc.level_sizes or tdc.levels")
         head = fit_head(X[m], t, n_out, spec=spec, dev=dev_k, seed=seed + k, source=f"{source} (level {k + 1})",
                         info={"level": k + 1, "outputs": plan.outputs(k), "rest": plan.has_rest(k)})
@@ -106,9 +107,9 @@ def load_tdc_heads(heads_dir, plan: LevelPlan):
     try:
         manifest = json.loads((heads_dir / "heads.json").read_text())
     except (OSError, ValueError) as err:
-        raise ValueError(f"{heads_dir}/heads.json: not readable ({err}); rerun rule tdc_heads") from err
+        raise InputError(f"{heads_dir}/heads.json: not readable ({err}); rerun rule tdc_heads") from err
     if manifest.get("levels") != plan.levels or manifest.get("mode") != plan.mode:
-        raise ValueError(f"{heads_dir}/heads.json was fitted for {manifest.get('mode')} {manifest.get('levels')}, "
+        raise InputError(f"{heads_dir}/heads.json was fitted for {manifest.get('mode')} {manifest.get('levels')}, "
                          f"levels.json has {plan.mode} {plan.levels}; rerun rule tdc_heads")
     return manifest, [load_head(heads_dir / f) for f in manifest["files"]]
 
@@ -124,7 +125,7 @@ def tune_shared_routing(levels_path, heads_dir, feature_dirs, out_path, *, routi
     _, heads = load_tdc_heads(heads_dir, plan)
     _, Xd, yd = run_features(feature_dirs, "dev", plan.classes)
     if not len(yd):
-        raise ValueError(f"{feature_dirs}: no dev sample of the run's classes: cannot tune the routing")
+        raise InputError(f"{feature_dirs}: no dev sample of the run's classes: cannot tune the routing")
     out = tune_routing_on(plan, tdc_head_probs(heads, Xd), yd, routing)
     atomic_write_text(out_path, json.dumps(out, indent=2) + "\n")
     return out

@@ -18,6 +18,7 @@ from cbedtdc.evaluate.variants import TestSet, Variants, headline_flat
 from cbedtdc.features.sources import align_rows
 from cbedtdc.io import read_csv, write_json
 from cbedtdc.metrics import chance_rates
+from cbedtdc.errors import InputError
 
 __all__ = ["evaluate_run", "test_set"]
 
@@ -32,7 +33,7 @@ def test_set(shard_root, classes, *, n_boot, seed, friedel_groups) -> TestSet:
     dev = ShardDataset(shard_root, "dev", classes=classes)
     n_all_test = len(read_csv(Path(shard_root) / "test.csv"))
     if not len(test):
-        raise ValueError(f"{shard_root}/test.csv has no sample of the run's classes {classes}")
+        raise InputError(f"{shard_root}/test.csv has no sample of the run's classes {classes}")
     train_labels = np.array([int(r["space_group"]) for r in read_csv(Path(shard_root) / "train.csv")])
     kw = dict(materials=test.materials, n_boot=n_boot, seed=seed, friedel_groups=friedel_groups)
     return TestSet(list(test.keys), test.labels, test.materials, dev, train_labels, n_all_test - len(test), kw)
@@ -171,7 +172,7 @@ def evaluate_run(shard_root, flat_models: dict, tdc_dir, out_dir, *, classes=Non
     plan = cas.plan
     classes = [int(c) for c in (classes or plan.classes)]
     if sorted(classes) != sorted(plan.classes):
-        raise ValueError(f"{tdc_dir}/levels.json plans classes {sorted(plan.classes)}, the run has {sorted(classes)}; "
+        raise InputError(f"{tdc_dir}/levels.json plans classes {sorted(plan.classes)}, the run has {sorted(classes)}; "
                          "rerun rule plan_levels")
     if friedel_groups == "auto":
         friedel_groups = extinction_groups(classes)
@@ -189,10 +190,10 @@ def evaluate_run(shard_root, flat_models: dict, tdc_dir, out_dir, *, classes=Non
     summary["budget"] = _budget(plan, summary, shared)
     if xgb_dir is not None:
         if shared is not None:
-            raise ValueError("xgboost.activate scores the own-backbone levels; with tdc.backbone: shared use an "
+            raise InputError("xgboost.activate scores the own-backbone levels; with tdc.backbone: shared use an "
                              "xgboost head in heads.variants or tdc.head instead")
         if features_root is None:
-            raise ValueError("the CNN-XGBoost heads (xgb_dir) are scored on features files: pass features_root "
+            raise InputError("the CNN-XGBoost heads (xgb_dir) are scored on features files: pass features_root "
                              "(--features-root results/features)")
         summary.update(score_xgb(Path(xgb_dir), Path(features_root), flat_models, cas, ts, classes))
     summary["variants"] = variants.rows

@@ -17,6 +17,7 @@ from cbedtdc.calibration import softmax
 from cbedtdc.evaluate.variants import TestSet, Variants
 from cbedtdc.features.sources import align_rows
 from cbedtdc.metrics import balanced_accuracy, bootstrap_materials, score, top1
+from cbedtdc.errors import InputError
 
 __all__ = ["check_flat_classes", "flat_probs", "score_flat_cnns", "score_flat_head", "score_cascade",
            "score_xgb", "dev_ba_of_routing", "source_label"]
@@ -41,11 +42,11 @@ def check_flat_classes(meta, classes, source="flat model", rule: str = "train_fl
     >>> check_flat_classes({"classes": [1, 2, 3, 4, 5]}, [14, 225], "results/flat/ce/best.pt")
     Traceback (most recent call last):
     ...
-    ValueError: results/flat/ce/best.pt outputs [1, 2, 3, 4, 5] (rest=None), not the run's classes [14, 225]: it was replaced or trained for another run; retrain it with `snakemake --profile local -R train_flat` (the same command as the run, plus -R train_flat)
+    cbedtdc.errors.InputError: results/flat/ce/best.pt outputs [1, 2, 3, 4, 5] (rest=None), not the run's classes [14, 225]: it was replaced or trained for another run; retrain it with `snakemake --profile local -R train_flat` (the same command as the run, plus -R train_flat)
     """
     order = [int(c) for c in meta["classes"]]
     if sorted(order) != sorted(classes) or meta.get("rest"):
-        raise ValueError(f"{source} outputs {order} (rest={meta.get('rest')}), not the run's classes {list(classes)}: "
+        raise InputError(f"{source} outputs {order} (rest={meta.get('rest')}), not the run's classes {list(classes)}: "
                          "it was replaced or trained for another run; retrain it with "
                          f"`snakemake --profile local -R {rule}` (the same command as the run, plus -R {rule})")
     return order

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cbedtdc.metrics import balanced_accuracy, bootstrap_materials, hierarchy_scores, per_class_recall
+from cbedtdc.errors import InputError
 
 __all__ = ["TestSet", "Variants", "SHOTS", "shot_accuracy", "headline_flat"]
 
@@ -105,7 +106,7 @@ def headline_flat(variants: Variants, flat_by_loss: dict, flat_pred: dict, best_
     if chosen is None and best_cnn is None:
         chosen = next((r for r in variants.rows if r["family"] == "flat"), None)
         if chosen is None:
-            raise ValueError("no flat model to compare the TDC with: give flat.losses or heads.variants")
+            raise InputError("no flat model to compare the TDC with: give flat.losses or heads.variants")
     name = chosen["name"] if chosen is not None else f"flat/{best_cnn}/cnn"
     recall = dict(flat_pred)
     if name in flat_heads:

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from cbedtdc.features.store import FeaturesError, FeatureWriter, sha256_file
+from cbedtdc.errors import InputError
 
 __all__ = ["SOURCE", "pooled_features", "torch_threads", "extract_to_file"]
 
@@ -36,7 +37,7 @@ def pooled_features(model, x, orientation: str):
         return sum(model.features(x[:, p: p + 1]) for p in range(x.shape[1])) / x.shape[1]
     if orientation == "stack":
         return model.features(x)
-    raise ValueError(f"orientation={orientation!r}: must be 'random' or 'stack'")
+    raise InputError(f"orientation={orientation!r}: must be 'random' or 'stack'")
 
 
 @contextlib.contextmanager
@@ -97,7 +98,7 @@ def extract_to_file(model_path, shard_root, split: str, out_path, *, keys=None, 
         ``n``, ``dim``, ``split``, ``device``, ``seconds``, ``samples_per_s``, ``out``.
     """
     if int(batch_size) < 1:
-        raise ValueError(f"batch_size={batch_size}: must be >= 1")
+        raise InputError(f"batch_size={batch_size}: must be >= 1")
     from cbedtdc.train.infer import inference_device
 
     with torch_threads(threads):

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from cbedtdc.features.store import FeaturesError, read_features
+from cbedtdc.errors import InputError
 
 __all__ = ["SourceSet", "load_sources", "align_rows"]
 
@@ -66,7 +67,7 @@ def load_sources(paths, split: str, classes=None, keys=None) -> SourceSet:
     """
     paths = [Path(p) for p in paths]
     if not paths:
-        raise ValueError("no feature source given: a head needs at least one (e.g. [cnn])")
+        raise InputError("no feature source given: a head needs at least one (e.g. [cnn])")
     sets = [read_features(p, split=split) for p in paths]
     first = sets[0]
     keep = np.ones(len(first), dtype=bool)

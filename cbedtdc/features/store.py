@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from cbedtdc.errors import CbedtdcError, InputError
 
 __all__ = ["FEATURES_FORMAT", "FeaturesError", "FeatureSet", "FeatureWriter", "read_features", "sha256_file"]
 
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 FEATURES_FORMAT = "cbedtdc-features/1"
 
 
-class FeaturesError(RuntimeError):
+class FeaturesError(CbedtdcError, RuntimeError):
     """A features file that cannot be read or does not fit (the message names the file)."""
 
 
@@ -85,7 +86,7 @@ class FeatureWriter:
         self.keys = [str(k) for k in keys]
         self.labels = np.asarray(labels, dtype=np.int64)
         if len(self.keys) != len(self.labels):
-            raise ValueError(f"{out_path}: {len(self.keys)} keys but {len(self.labels)} labels")
+            raise InputError(f"{out_path}: {len(self.keys)} keys but {len(self.labels)} labels")
         self.dim = int(dim)
         self.attrs = {"format": FEATURES_FORMAT, "split": split, "source": source, "model": str(model),
                       "model_sha256": str(model_sha256), "dim": self.dim, "n": len(self.keys),

@@ -94,6 +94,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from cbedtdc.errors import InputError
 
 __all__ = ["SOURCE", "VERSION", "SymmetryParams", "params_dict", "params_sha256", "descriptor_names", "describe",
            "find_centres", "mirror_spectrum", "polar_matrix", "extract_symmetry_to_file"]
@@ -221,7 +222,7 @@ class _Plan:
         k = params.scaled(side)
         self.side, self.params, self.k = side, params, k
         if side < 8:
-            raise ValueError(f"panels of {side} px: the symmetry descriptors need at least 8 px")
+            raise InputError(f"panels of {side} px: the symmetry descriptors need at least 8 px")
         r_top = min(params.r_max * k, (side - 1) / 2 - 1)  # the inscribed circle, whatever the side
         self.radii = np.linspace(params.r_min * k, r_top, params.n_radii)
         self.T = params.n_angles
@@ -336,7 +337,7 @@ def find_centres(panels, params: SymmetryParams | None = None):
     params = params or SymmetryParams()
     x = np.asarray(panels, dtype=np.float32)
     if x.ndim != 3 or x.shape[1] != x.shape[2]:
-        raise ValueError(f"panels of shape {x.shape}: expected (N, S, S)")
+        raise InputError(f"panels of shape {x.shape}: expected (N, S, S)")
     finite = np.isfinite(x).all(axis=(1, 2))
     x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
     flat = x.reshape(len(x), -1)
@@ -487,7 +488,7 @@ def describe(stacks, params: SymmetryParams | None = None):
     params = params or SymmetryParams()
     x = np.asarray(stacks)
     if x.ndim != 4 or x.shape[1] != 3 or x.shape[2] != x.shape[3]:
-        raise ValueError(f"stacks of shape {x.shape}: expected (B, 3, S, S)")
+        raise InputError(f"stacks of shape {x.shape}: expected (B, 3, S, S)")
     B, _, S, _ = x.shape
     plan = _plan(int(S), params)
     feats = np.empty((B, 3 * len(_panel_names(params))), dtype=np.float32)
@@ -568,7 +569,7 @@ def mirror_spectrum(panels, params: SymmetryParams | None = None):
     params = params or SymmetryParams()
     x = np.asarray(panels)
     if x.ndim != 3 or x.shape[1] != x.shape[2]:
-        raise ValueError(f"panels of shape {x.shape}: expected (N, S, S)")
+        raise InputError(f"panels of shape {x.shape}: expected (N, S, S)")
     plan = _plan(int(x.shape[-1]), params)
     a = _analyse(x, plan)
     w = plan.all_band
@@ -623,7 +624,7 @@ def extract_symmetry_to_file(shard_root, split: str, out_path, *, keys=None, bat
     from cbedtdc.features.store import FeatureWriter
 
     if int(batch_size) < 1:
-        raise ValueError(f"batch_size={batch_size}: must be >= 1")
+        raise InputError(f"batch_size={batch_size}: must be >= 1")
     params = params or SymmetryParams()
     ds = ShardDataset(shard_root, split, keys=keys, orientation="stack")
     dim = len(descriptor_names(params))

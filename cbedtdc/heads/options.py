@@ -5,6 +5,7 @@ section; every other key is an option of one head.
 """
 
 from __future__ import annotations
+from cbedtdc.errors import InputError
 
 __all__ = ["HEAD_FORMAT", "KINDS", "LINEAR_LOSSES", "XGBOOST_LOSSES", "SAMPLERS", "RESAMPLERS", "SOURCES",
            "XGBOOST_DEFAULTS", "DEFAULTS", "HeadError", "resolve_spec"]
@@ -46,7 +47,7 @@ DEFAULTS = {
 }
 
 
-class HeadError(ValueError):
+class HeadError(InputError):
     """A head file or head input that cannot be used (the message names the file or input)."""
 
 

@@ -19,6 +19,7 @@ from functools import lru_cache
 import numpy as np
 
 from .scattering import scattering_table
+from cbedtdc.errors import CbedtdcError, InputError
 
 __all__ = ["Crystal", "CrystalError", "random_crystal", "crystal_family", "cellpar_to_cell",
            "identify", "wyckoff_orbits", "SYMPRECS"]
@@ -44,7 +45,7 @@ _MIN_AXIS = 2.5         # A
 _MIN_DIST = 1.0         # A
 
 
-class CrystalError(RuntimeError):
+class CrystalError(CbedtdcError, RuntimeError):
     """No verified crystal could be built for a space group within the attempt budget."""
 
 
@@ -117,7 +118,7 @@ def crystal_family(space_group: int) -> str:
     """
     g = int(space_group)
     if not 1 <= g <= 230:
-        raise ValueError(f"space group {space_group}: must be in 1..230")
+        raise InputError(f"space group {space_group}: must be in 1..230")
     for last, name in ((2, "triclinic"), (15, "monoclinic"), (74, "orthorhombic"), (142, "tetragonal"),
                        (167, "trigonal"), (194, "hexagonal"), (230, "cubic")):
         if g <= last:
@@ -138,7 +139,7 @@ def cellpar_to_cell(abc, angles_deg) -> np.ndarray:
     cy = c * (ca - cb * cg) / sg
     cz2 = c * c - cx * cx - cy * cy
     if cz2 <= 0:
-        raise ValueError(f"cell angles {angles_deg} do not form a lattice")
+        raise InputError(f"cell angles {angles_deg} do not form a lattice")
     cell = np.array([[a, 0.0, 0.0], [b * cg, b * sg, 0.0], [cx, cy, np.sqrt(cz2)]])
     cell[np.abs(cell) < 1e-12] = 0.0
     return cell

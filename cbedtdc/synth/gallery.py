@@ -13,6 +13,7 @@ import numpy as np
 
 from ..io import STACK, atomic_path, parse_space_group, sample_order, to_text
 from ..layout import SPLITS, split_of
+from cbedtdc.errors import InputError
 
 __all__ = ["find_examples", "gallery_figure", "plot_gallery"]
 
@@ -73,7 +74,7 @@ def gallery_figure(paths, classes, classes_per_row: int = 4):
         log.warning("gallery: no sample of space group(s) %s in the %d files", missing, len(paths))
     shown = [c for c in classes if c in examples]
     if not shown:
-        raise ValueError(f"gallery: none of the classes {classes} occurs in the given files")
+        raise InputError(f"gallery: none of the classes {classes} occurs in the given files")
     per_row = max(1, min(classes_per_row, len(shown)))
     rows = -(-len(shown) // per_row)
     # 1.6 in a panel: the 8 pt titles (space group, formula, zone axis) fit above their panel

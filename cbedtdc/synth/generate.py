@@ -20,6 +20,7 @@ from ..layout import SPLITS, split_material_counts, split_of
 from .crystal import Crystal, random_crystal
 from .render import LAMBDA_100, MODES, Optics, Panel, detector, prepare_panels, render_panel
 from .zone_axes import POLICIES, zone_axes
+from cbedtdc.errors import InputError
 
 __all__ = ["SynthConfig", "Material", "materials_per_class", "class_sequence", "make_material",
            "render_sample", "write_file", "synthesize_file", "ENERGY_START_KEV", "ENERGY_STEP_KEV"]
@@ -67,17 +68,17 @@ class SynthConfig:
 
     def __post_init__(self):
         if not self.classes:
-            raise ValueError("synth: no classes given")
+            raise InputError("synth: no classes given")
         if self.frequency not in ("real", "balanced"):
-            raise ValueError(f"synth.frequency={self.frequency!r}: must be 'real' or 'balanced'")
+            raise InputError(f"synth.frequency={self.frequency!r}: must be 'real' or 'balanced'")
         if self.zone_axes not in POLICIES:
-            raise ValueError(f"synth.zone_axes={self.zone_axes!r}: must be one of {', '.join(POLICIES)}")
+            raise InputError(f"synth.zone_axes={self.zone_axes!r}: must be one of {', '.join(POLICIES)}")
         if self.mode not in MODES:
-            raise ValueError(f"synth.mode={self.mode!r}: must be one of {', '.join(MODES)}")
+            raise InputError(f"synth.mode={self.mode!r}: must be one of {', '.join(MODES)}")
         if not 1 <= self.energies_per_material <= 10:
-            raise ValueError(f"synth.energies_per_material={self.energies_per_material}: must be in 1..10")
+            raise InputError(f"synth.energies_per_material={self.energies_per_material}: must be in 1..10")
         if self.image_size < 16:
-            raise ValueError(f"synth.image_size={self.image_size}: must be at least 16")
+            raise InputError(f"synth.image_size={self.image_size}: must be at least 16")
         if self.split_counts is None:
             object.__setattr__(self, "split_counts", split_material_counts(self.n_materials))
 
@@ -120,7 +121,7 @@ def materials_per_class(classes, n: int, frequency: str = "real", floor: int = 0
     elif frequency == "balanced":
         weights = np.ones(len(classes))
     else:
-        raise ValueError(f"frequency={frequency!r}: must be 'real' or 'balanced'")
+        raise InputError(f"frequency={frequency!r}: must be 'real' or 'balanced'")
     base = min(int(floor), n // len(classes))
     out = np.full(len(classes), base)
     rest = n - base * len(classes)
@@ -216,7 +217,7 @@ def write_file(path, cfg: SynthConfig, first_material: int, n_materials: int, pr
     split = split_of(path.name)
     total = cfg.split_counts[split]
     if first_material < 0 or first_material + n_materials > total:
-        raise ValueError(f"{path.name}: materials {first_material}..{first_material + n_materials - 1} "
+        raise InputError(f"{path.name}: materials {first_material}..{first_material + n_materials - 1} "
                          f"outside the {total} materials of split {split!r}")
     seq = class_sequence(cfg, split)
     bar = None

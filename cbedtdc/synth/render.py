@@ -33,6 +33,7 @@ import numpy as np
 from .crystal import Crystal
 from .scattering import lorentz_gamma, structure_factors, wavelength
 from .zone_axes import ZoneAxis
+from cbedtdc.errors import InputError
 
 __all__ = ["Optics", "Panel", "BlochBeams", "prepare_panels", "render_panel", "detector", "MODES", "MAX_BEAMS",
            "LAMBDA_100"]
@@ -159,7 +160,7 @@ def prepare_panels(crystal: Crystal, axes: list[ZoneAxis], optics: Optics, angle
         Beam cap of the dynamical mode (the transmitted beam included).
     """
     if mode not in MODES:
-        raise ValueError(f"render mode {mode!r}: must be one of {', '.join(MODES)}")
+        raise InputError(f"render mode {mode!r}: must be one of {', '.join(MODES)}")
     k_lo = 1.0 / wavelength(min(energies_kev))
     k_hi = 1.0 / wavelength(max(energies_kev))
     grow = LAMBDA_100 / wavelength(max(energies_kev))  # disk radius growth over 100 keV
@@ -273,7 +274,7 @@ def render_panel(panel: Panel, energy_kev: float, thickness: float, size: int, t
     # shared by the `splat` closure for the reflections and for the bright-field deficit; split apart,
     # nine arguments would travel between the pieces (and the shards must stay byte-identical).
     if mode not in MODES:
-        raise ValueError(f"render mode {mode!r}: must be one of {', '.join(MODES)}")
+        raise InputError(f"render mode {mode!r}: must be one of {', '.join(MODES)}")
     lam = wavelength(energy_kev)
     k = 1.0 / lam
     r = panel.semi_angle / lam
@@ -292,7 +293,7 @@ def render_panel(panel: Panel, energy_kev: float, thickness: float, size: int, t
 
     if mode == "bloch":
         if panel.bloch is None:
-            raise ValueError("render mode 'bloch' needs panels prepared with prepare_panels(..., mode='bloch')")
+            raise InputError("render mode 'bloch' needs panels prepared with prepare_panels(..., mode='bloch')")
         # ZOLZ disks of the Bloch beam set come from the Bloch waves; HOLZ and the ZOLZ disks
         # beyond the beam cap stay kinematic
         keep &= ~(panel.zolz & (panel.g2 <= panel.bloch.g2.max() * (1 + 1e-9)))

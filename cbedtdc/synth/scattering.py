@@ -12,6 +12,7 @@ from functools import lru_cache
 from importlib import resources
 
 import numpy as np
+from cbedtdc.errors import InputError
 
 __all__ = ["ELECTRON_REST_KEV", "wavelength", "lorentz_gamma", "scattering_table", "form_factors",
            "structure_factors"]
@@ -83,7 +84,7 @@ def form_factors(symbols, s) -> np.ndarray:
         try:
             coeffs = table[sym][1]
         except KeyError as err:
-            raise ValueError(f"element {sym!r}: no electron scattering factor in the table "
+            raise InputError(f"element {sym!r}: no electron scattering factor in the table "
                              f"(available: {', '.join(sorted(table))})") from err
         out[i] = np.exp(-np.outer(s2, coeffs[:, 1])) @ coeffs[:, 0]
     return out

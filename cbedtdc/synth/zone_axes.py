@@ -20,6 +20,7 @@ import numpy as np
 
 from .crystal import Crystal
 from .scattering import structure_factors
+from cbedtdc.errors import InputError
 
 __all__ = ["ZoneAxis", "LOWINDEX", "zone_axes", "POLICIES"]
 
@@ -71,7 +72,7 @@ def _strongest_planes(crystal: Crystal, b_iso: float, n: int = 3) -> list[ZoneAx
     keep = (g_len > 0.2) & (g_len < 1.0)  # 1 A < d < 5 A
     hkl, g_len = hkl[keep], g_len[keep]
     if len(hkl) == 0:
-        raise ValueError(f"space group {crystal.space_group}: no reflection with 1 A < d < 5 A")
+        raise InputError(f"space group {crystal.space_group}: no reflection with 1 A < d < 5 A")
     inten = np.abs(structure_factors(hkl, crystal.frac, crystal.species, crystal.symbols, g_len, b_iso)) ** 2
     order = np.lexsort((g_len, -np.round(inten, 9)))  # strongest first, ties -> lowest order
     chosen: list[ZoneAxis] = []
@@ -99,4 +100,4 @@ def zone_axes(crystal: Crystal, policy: str = "lowindex", b_iso: float = 0.5) ->
         return [ZoneAxis(uvw, _unit(np.asarray(uvw, float) @ crystal.cell)) for uvw in LOWINDEX[crystal.family]]
     if policy == "namsa":
         return _strongest_planes(crystal, b_iso)
-    raise ValueError(f"synth.zone_axes={policy!r}: must be one of {', '.join(POLICIES)}")
+    raise InputError(f"synth.zone_axes={policy!r}: must be one of {', '.join(POLICIES)}")

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from cbedtdc.errors import CbedtdcError
 
 __all__ = ["CheckpointError", "STATE_FORMAT", "MODEL_FORMAT", "load_checkpoint", "model_file", "load_model",
            "rng_state", "set_rng_state", "resume_state", "FINISHED_FORMAT", "file_sha256", "input_digest",
@@ -36,7 +37,7 @@ MODEL_FORMAT = "cbedtdc-model/1"
 FINISHED_FORMAT = "cbedtdc-finished/1"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(CbedtdcError, RuntimeError):
     """A checkpoint that cannot be read or does not fit the job (the message names the file)."""
 
 

@@ -35,6 +35,7 @@ from cbedtdc.train.checkpoint import (MODEL_FORMAT, STATE_FORMAT, input_digest, 
                                       record_finished, restore_finished, resume_state, rng_state, set_rng_state)
 from cbedtdc.train.infer import run_eval
 from cbedtdc.train.sampling import EpochBatches, JobData, norm_stats, open_split, train_loader
+from cbedtdc.errors import InputError
 
 __all__ = ["DEFAULTS", "OPTIONS", "LAUNCHER_KEYS", "Job", "resolve_config", "fit", "train_one_epoch", "evaluate", "train_step", "scores",
            "images_seen", "amp_setup", "bn_buffers", "gpu_speed_settings"]
@@ -140,19 +141,19 @@ def resolve_config(cfg: dict) -> dict:
     >>> resolve_config({"epochs": 0})
     Traceback (most recent call last):
     ...
-    ValueError: train.epochs=0: must be >= 1
+    cbedtdc.errors.InputError: train.epochs=0: must be >= 1
     """
     unknown = sorted(set(cfg) - set(DEFAULTS))
     if unknown:
-        raise ValueError(f"unknown training option(s) {unknown}; allowed: {', '.join(sorted(DEFAULTS))}")
+        raise InputError(f"unknown training option(s) {unknown}; allowed: {', '.join(sorted(DEFAULTS))}")
     out = {**DEFAULTS, **{k: v for k, v in cfg.items() if v is not None}}
     for key, opt in OPTIONS.items():
         if "enum" in opt and out[key] not in opt["enum"]:
-            raise ValueError(f"train.{key}={out[key]!r}: must be one of {', '.join(map(str, opt['enum']))}")
+            raise InputError(f"train.{key}={out[key]!r}: must be one of {', '.join(map(str, opt['enum']))}")
         for bound, ok, word in (("minimum", lambda v, b: v >= b, ">="), ("exclusiveMinimum", lambda v, b: v > b, ">"),
                                 ("maximum", lambda v, b: v <= b, "<=")):
             if bound in opt and not ok(out[key], opt[bound]):
-                raise ValueError(f"train.{key}={out[key]}: must be {word} {opt[bound]}")
+                raise InputError(f"train.{key}={out[key]}: must be {word} {opt[bound]}")
     return out
 
 
@@ -353,7 +354,7 @@ def plan_job(cfg: dict, ctx, shard_root, classes, rest: bool, train_keys, dev_ke
     train_ds, train_targets, n_excl_train = open_split(shard_root, "train", train_keys, classes, rest, "stack", seed)
     dev_ds, dev_targets, n_excl_dev = open_split(shard_root, "dev", dev_keys, classes, rest, "stack", seed)
     if len(train_ds) == 0:
-        raise ValueError(f"no training sample of classes {classes} (rest={rest}) in {shard_root}/train.csv"
+        raise InputError(f"no training sample of classes {classes} (rest={rest}) in {shard_root}/train.csv"
                          + (f" among the {len(train_keys)} given keys" if train_keys is not None else ""))
     n_out = len(classes) + int(rest)
     counts = np.bincount(train_targets, minlength=n_out)
@@ -614,7 +615,7 @@ def fit(cfg: dict, *, shard_root, out_dir, classes, rest: bool = False, train_ke
     cfg = resolve_config(cfg)
     classes = [int(c) for c in classes]
     if len(classes) + int(rest) < 2:
-        raise ValueError(f"classes={classes}, rest={rest}: a classifier needs at least 2 outputs")
+        raise InputError(f"classes={classes}, rest={rest}: a classifier needs at least 2 outputs")
     out_dir = Path(out_dir)
     resume_dir = out_dir / "resume"
     own_ctx = ctx is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from cbedtdc.errors import InputError
 
 __all__ = ["inference_device", "forward", "run_eval", "predict", "extract_features"]
 
@@ -45,7 +46,7 @@ def _inference(model, meta, shard_root, split, keys, batch_size, features):
 
     ds = ShardDataset(shard_root, split, keys=keys, orientation="stack")
     if len(ds) and ds.image_size != meta["image_size"]:
-        raise ValueError(f"{shard_root}/{split}.csv: images are {ds.image_size} px, the model was trained on "
+        raise InputError(f"{shard_root}/{split}.csv: images are {ds.image_size} px, the model was trained on "
                          f"{meta['image_size']} px")
     device = str(next(model.parameters()).device)
     out = run_eval(model, ds, meta["orientation"], batch_size, device, features)

@@ -15,6 +15,7 @@ import random
 from pathlib import Path
 
 import numpy as np
+from cbedtdc.errors import InputError
 
 __all__ = ["job_targets", "open_split", "norm_stats", "read_keys", "EpochBatches", "JobData", "train_loader"]
 
@@ -70,7 +71,7 @@ def read_keys(path) -> list[str]:
             return [row["key"] for row in reader]
         if "file" in fields and "group" in fields:
             return [f"{row['file']}/{row['group']}" for row in reader]
-    raise ValueError(f"{path}: needs a 'key' column or 'file' and 'group' columns, found {fields}")
+    raise InputError(f"{path}: needs a 'key' column or 'file' and 'group' columns, found {fields}")
 
 
 class EpochBatches:
@@ -93,7 +94,7 @@ class EpochBatches:
     def __init__(self, n: int, *, batch_size: int, world_size: int = 1, rank: int = 0, accum_steps: int = 1,
                  seed: int = 0):
         if n < 1:
-            raise ValueError("EpochBatches: no sample to draw from")
+            raise InputError("EpochBatches: no sample to draw from")
         self.n, self.batch_size, self.world_size, self.rank = n, batch_size, world_size, rank
         self.accum_steps, self.seed = accum_steps, seed
         self.global_batch = batch_size * world_size * accum_steps
