@@ -1,7 +1,7 @@
 """cbedtdc: Trickle-Down Classifier for CBED space-group classification.
 
 Modules, one room per concern (import what you need; torch, h5py and xgboost are imported lazily).
-docs/architecture.md says what each room may import; tests/test_architecture.py enforces it.
+docs/architecture.md says what each room may import; tests/unit/test_architecture.py enforces it.
 
 - :mod:`cbedtdc.classes`     class sets and the real class frequencies (``cbedtdc/tables/``)
 - :mod:`cbedtdc.crystallography`  the space-group hierarchy and extinction classes, derived from spglib

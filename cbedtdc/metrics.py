@@ -8,7 +8,7 @@ Headline numbers come with 95 % bootstrap intervals over *materials* (all sample
 are drawn together), because the energies of one material are not independent samples.
 
 The confusion matrix, per-class recall, balanced accuracy, macro-F1 and top-k agree with scikit-learn's
-(``tests/test_metrics.py`` checks them on random labels); they stay numpy here for the extra "outside the
+(``tests/unit/test_metrics.py`` checks them on random labels); they stay numpy here for the extra "outside the
 classes" column and the NaN of an absent class. :func:`hierarchy_scores` scores the same predictions at every
 level of :data:`cbedtdc.crystallography.LEVELS`; :func:`expected_calibration_error` and
 :func:`reliability_bins` measure how well the top-label probability matches the accuracy.

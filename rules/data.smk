@@ -170,7 +170,7 @@ rule shard_mirror:
     params:
         image_size=config["image_size"],
     shell:
-        '"$CBEDTDC_PYTHON" workflow_scripts/shard_mirror.py --folder {input.folder:q} --index {input.index:q}'
+        '"$CBEDTDC_PYTHON" workflow_scripts/shard.py --folder {input.folder:q} --index {input.index:q}'
         " --shard {output.shard:q} --image-size {params.image_size} 2> {log:q}"
 
 

@@ -50,6 +50,17 @@ def link_workdir(path: Path) -> Path:
     return path
 
 
+def data_stage_workdir(path: Path) -> Path:
+    """A working directory that runs rules/common.smk + rules/data.smk like the main Snakefile (the data stage only)."""
+    link_workdir(path)
+    (path / "Snakefile").write_text(
+        'configfile: "config/config.yaml"\n'
+        f'include: "{REPO}/rules/common.smk"\n'
+        f'include: "{REPO}/rules/data.smk"\n'
+    )
+    return path
+
+
 def kill_driver(path: Path, when: str, action: str = "sigkill", cli: Path = REPO / "workflow_scripts" / "train.py"):
     """Write a script that runs the training ``cli`` (same argv) and fails when an optimizer step begins.
 

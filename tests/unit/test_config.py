@@ -12,8 +12,9 @@ import pytest
 import yaml
 
 from cbedtdc.config import schema_defaults, schema_path
+from conftest import REPO
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 CONFIG = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
 DEFAULTS = schema_defaults()
 

@@ -15,8 +15,9 @@ import scipy.ndimage as ndi
 
 from cbedtdc.features import read_features
 from cbedtdc.features import symmetry as Y
+from conftest import REPO
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow_scripts"))
+sys.path.insert(0, str(REPO / "workflow_scripts"))
 
 S = 64
 NAMES = np.array(Y.descriptor_names())

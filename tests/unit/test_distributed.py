@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import kill_driver
+from conftest import REPO, kill_driver
 
 from cbedtdc import train as T
 from cbedtdc.distributed import init_distributed, launcher_env, local_rank_from_env
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 CLI = ROOT / "workflow_scripts" / "train.py"
 MPIEXEC = shutil.which("mpiexec", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
 needs_mpi = pytest.mark.skipif(MPIEXEC is None, reason="no mpiexec next to the Python or on PATH")

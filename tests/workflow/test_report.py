@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 LINKED = ["Snakefile", "rules", "config", "profiles", "local", "workflow_scripts", "report", "envs", "tests",
           "Makefile", "requirements.txt", "pyproject.toml"]

@@ -19,6 +19,7 @@ from cbedtdc.synth import (CrystalError, Optics, SynthConfig, class_sequence, cr
                            materials_per_class, prepare_panels, random_crystal, render_panel, write_file,
                            zone_axes)
 from cbedtdc.synth.scattering import structure_factors
+from conftest import REPO
 
 ALL = range(1, 231)
 
@@ -356,7 +357,7 @@ def test_noise_changes_the_pattern_and_material_keeps_its_class(tiny_cfg):
 # --------------------------------------------------------------------------- CLIs, gallery, doctests
 def _script(name):
     """Load workflow_scripts/<name>.py by path (works from any working directory)."""
-    path = Path(__file__).resolve().parents[1] / "workflow_scripts" / f"{name}.py"
+    path = REPO / "workflow_scripts" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"_cli_{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 PLACEHOLDER_DATA = ("/data/cbed", "/scratch/me/cbed", "/gpfs/me/cbed")
@@ -29,16 +29,16 @@ PLACEHOLDER_DATA = ("/data/cbed", "/scratch/me/cbed", "/gpfs/me/cbed")
 NOT_RUN = [
     (r"make run\b", "the whole default pipeline (minutes of training); tests/test_pipeline*.py run it at tiny size"),
     (r"make test\b", "the test suite itself"),
-    (r"make report\b", "needs a finished run (its results/run_config.yaml); tests/test_report.py"),
+    (r"make report\b", "needs a finished run (its results/run_config.yaml); tests/workflow/test_report.py"),
     (r"(\S+/)?snakemake .*--configfile results/run_config\.yaml", "what `make report` runs: needs a finished run"),
-    (r"(\S+/)?snakemake .*--report ", "writes the report of a finished run; tests/test_report.py"),
+    (r"(\S+/)?snakemake .*--report ", "writes the report of a finished run; tests/workflow/test_report.py"),
     (r"(\S+/)?snakemake\b.*(<|\.\.\.|\bNAME\b|--cores N\b)", "a placeholder, not a command (the text says what to put)"),
-    (r"(\S+/)?cbedtdc classify ", "needs trained models; tests/test_classify.py runs it"),
+    (r"(\S+/)?cbedtdc classify ", "needs trained models; tests/unit/test_classify.py runs it"),
     (r"cbedtdc table ", "needs the summary files of finished runs"),
     (r"(\S+/)?python3? bench/", "a benchmark (minutes of CPU), not a test"),
-    (r"mpiexec -n \d+ python workflow_scripts/train\.py", "trains a model; tests/test_train.py runs this CLI"),
-    (r"(\S+=\S+ )*bsub ", "LSF submission; tests/test_profiles.py runs submit.lsf through a fake bsub"),
-    (r"sbatch ", "what the SLURM plugin submits, shown as output; tests/test_slurm.py submits for real"),
+    (r"mpiexec -n \d+ python workflow_scripts/train\.py", "trains a model; tests/unit/train/test_engine.py runs this CLI"),
+    (r"(\S+=\S+ )*bsub ", "LSF submission; tests/workflow/test_profiles.py runs submit.lsf through a fake bsub"),
+    (r"sbatch ", "what the SLURM plugin submits, shown as output; tests/workflow/test_slurm.py submits for real"),
     (r"git clone ", "installation on a cluster"),
     (r"module load ", "installation on a cluster (site modules)"),
     (r"python3 -m venv ", "installation on a cluster"),

@@ -13,14 +13,15 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
-LIB = Path(__file__).resolve().parents[1] / "cbedtdc"
+LIB = REPO / "cbedtdc"
 
 #: Layers, lowest first; a module may import modules of its own layer or a lower one.
 #: A new module goes here and into the table of docs/architecture.md.
 LAYERS = [
     # base: file formats, class sets, config, pure scores, calibration, the network pieces
-    ["cbedtdc", "cbedtdc.io", "cbedtdc.layout", "cbedtdc.mirror", "cbedtdc.classes", "cbedtdc.config", "cbedtdc.checks",
+    ["cbedtdc", "cbedtdc.errors", "cbedtdc.io", "cbedtdc.layout", "cbedtdc.mirror", "cbedtdc.classes", "cbedtdc.config", "cbedtdc.checks",
      "cbedtdc.crystallography", "cbedtdc.metrics", "cbedtdc.calibration", "cbedtdc.losses", "cbedtdc.model",
      "cbedtdc.distributed"],
     # data: generator, shards, the dataset, figures from tables
@@ -124,7 +125,7 @@ def test_no_import_cycle_inside_the_library():
 def test_every_module_has_a_layer_and_imports_downwards_only():
     layer = {m: i for i, names in enumerate(LAYERS) for m in names}
     unplaced = sorted(set(modules()) - set(layer))
-    assert not unplaced, f"{unplaced}: give each a layer in LAYERS (tests/test_architecture.py) and a row in " \
+    assert not unplaced, f"{unplaced}: give each a layer in LAYERS (tests/unit/test_architecture.py) and a row in " \
                          "docs/architecture.md"
     upward = [f"{m} (layer {layer[m]}) imports {t} (layer {layer[t]})" for m, targets in graph().items()
               for t in sorted(targets) if t in layer and layer[t] > layer[m]]

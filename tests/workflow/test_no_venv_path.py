@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fixtures import make_sample, write_challenge_file
+from conftest import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 LINKED = ["Snakefile", "rules", "config", "profiles", "local", "slurm", "summit", "workflow_scripts", "report", "envs", "tests"]
 # README, "Real data": .venv/bin/snakemake --profile local --config raw_dir=/data/cbed image_size=128

@@ -2,7 +2,7 @@
 
 The LSF profiles run end to end through fake bsub/bjobs/jsrun shims (tests/shims/) that record the submitted
 command lines, check the jsrun geometry against the allocation and run the jobs; the SLURM profiles are checked in
-dry runs and through the slurm plugin's own sbatch builder (tests/test_slurm.py runs slurm-cpu on a real SLURM).
+dry runs and through the slurm plugin's own sbatch builder (tests/workflow/test_slurm.py runs slurm-cpu on a real SLURM).
 """
 
 import json
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SHIMS = REPO / "tests" / "shims"
 TINY = ["synth={n_materials: 3, materials_per_file: 3, energies_per_material: 1, image_size: 32, gallery: false}",

@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO, job_stats, link_workdir, snakemake
+from conftest import REPO, data_stage_workdir, job_stats, link_workdir, snakemake
 from fixtures import make_sample, write_challenge_file
 
 from cbedtdc.data import ShardDataset
@@ -38,13 +38,7 @@ def raw_dir(root):
 @pytest.fixture
 def workdir(tmp_path):
     """A working directory that runs rules/common.smk + rules/data.smk like the main Snakefile."""
-    link_workdir(tmp_path)
-    (tmp_path / "Snakefile").write_text(
-        'configfile: "config/config.yaml"\n'
-        f'include: "{REPO}/rules/common.smk"\n'
-        f'include: "{REPO}/rules/data.smk"\n'
-    )
-    return tmp_path
+    return data_stage_workdir(tmp_path)
 
 
 def config(workdir, raw, max_fraction):

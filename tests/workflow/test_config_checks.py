@@ -14,8 +14,8 @@ from fixtures import make_sample, write_challenge_file
 
 from cbedtdc.checks import ClassCheckError, check_class_counts, check_lsf_submission, check_tdc_config
 from cbedtdc.config import ConfigError, schema_defaults
+from conftest import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 TINY_SYNTH = "synth={n_materials: 3, materials_per_file: 3, energies_per_material: 1, image_size: 32, gallery: false}"
 

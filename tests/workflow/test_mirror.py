@@ -5,7 +5,7 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
-from conftest import REPO, job_stats, link_workdir, snakemake
+from conftest import REPO, data_stage_workdir, job_stats, link_workdir, snakemake
 from fixtures import (
     MIRROR_FAULTS,
     MIRROR_PUBLISHED,
@@ -137,13 +137,8 @@ def test_mirror_shard_pixels_are_the_rounded_data_without_a_second_log_scaling(t
 # --------------------------------------------------------------------------- the rules
 @pytest.fixture
 def workdir(tmp_path):
-    link_workdir(tmp_path)
-    (tmp_path / "Snakefile").write_text(
-        'configfile: "config/config.yaml"\n'
-        f'include: "{REPO}/rules/common.smk"\n'
-        f'include: "{REPO}/rules/data.smk"\n'
-    )
-    return tmp_path
+    """A working directory that runs rules/common.smk + rules/data.smk like the main Snakefile."""
+    return data_stage_workdir(tmp_path)
 
 
 def config(workdir, raw, **data):

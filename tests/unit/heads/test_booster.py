@@ -16,8 +16,9 @@ from cbedtdc.heads.booster import booster_probs, fit_booster
 from cbedtdc.heads.jobs import fit_job_head, job_head_probs
 from cbedtdc.train.sampling import job_targets
 from cbedtdc.train import read_keys
+from conftest import REPO
 
-CLI = Path(__file__).resolve().parents[1] / "workflow_scripts" / "xgboost_head.py"
+CLI = REPO / "workflow_scripts" / "xgboost_head.py"
 
 pytest.importorskip("xgboost")
 

@@ -3,7 +3,7 @@
 
 .ci/run starts the cluster (.ci/start_slurm.sh); where no controller answers, the test skips with the reason.
 This machine has no GPU, so the GPU profile (profiles/slurm) is checked in dry runs and through the plugin's own
-sbatch builder in tests/test_profiles.py; here the CPU variant runs for real.
+sbatch builder in tests/workflow/test_profiles.py; here the CPU variant runs for real.
 """
 
 import json
@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
