@@ -24,6 +24,7 @@ from conftest import REPO
 BIN = Path(sys.executable).parent
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 PLACEHOLDER_DATA = ("/data/cbed", "/scratch/me/cbed", "/gpfs/me/cbed")
+PLACEHOLDER_MIRROR = "/data/stemdl"  # a STEMDL mirror layout of empty placeholders
 
 #: Commands that are not run, by the start of the command: (pattern, reason).
 NOT_RUN = [
@@ -35,6 +36,10 @@ NOT_RUN = [
     (r"(\S+/)?snakemake\b.*(<|\.\.\.|\bNAME\b|--cores N\b)", "a placeholder, not a command (the text says what to put)"),
     (r"(\S+/)?cbedtdc classify ", "needs trained models; tests/unit/test_classify.py runs it"),
     (r"cbedtdc table ", "needs the summary files of finished runs"),
+    (r"(\S+/)?cbedtdc (fetch|check-download) ", "downloads or reads the real data; tests/unit/test_fetch.py runs both "
+     "against a local S3 server"),
+    (r"(PYTHONPATH=\S+ )?(\S+/)?python3? workflow_scripts/", "one rule's CLI by hand: needs shards; the rule runs it "
+     "(tests/workflow/test_pipeline_physics.py) and tests/unit/features/test_symmetry.py its library"),
     (r"(\S+/)?python3? bench/", "a benchmark (minutes of CPU), not a test"),
     (r"mpiexec -n \d+ python workflow_scripts/train\.py", "trains a model; tests/unit/train/test_engine.py runs this CLI"),
     (r"(\S+=\S+ )*bsub ", "LSF submission; tests/workflow/test_profiles.py runs submit.lsf through a fake bsub"),
@@ -147,6 +152,9 @@ def workdir(tmp_path_factory):
     data.mkdir()
     for split in ("train", "dev", "test"):
         (data / f"batch_{split}_0.h5").write_bytes(b"")
+    from fixtures import write_placeholder_mirror
+
+    write_placeholder_mirror(wd / "data_stemdl", {"training": 3, "validation": 2, "testing": 2, "inference": 1})
     # my_run.yaml: the one docs/hpc.md shows (its yaml block with raw_dir)
     hpc = (REPO / "docs" / "hpc.md").read_text()
     block = next(b for b in re.findall(r"^```yaml\n(.*?)^```", hpc, re.S | re.M) if "raw_dir:" in b)
@@ -157,6 +165,7 @@ def workdir(tmp_path_factory):
 def as_run(cmd: Command, data: Path) -> str:
     """The block's setup lines and the command, with the placeholder data folders and nohup/& replaced."""
     text = "\n".join([*cmd.setup, cmd.text])
+    text = text.replace(PLACEHOLDER_MIRROR, str(data.parent / "data_stemdl"))
     for placeholder in PLACEHOLDER_DATA:
         text = text.replace(placeholder, str(data))
     if cmd.text.startswith("nohup "):
