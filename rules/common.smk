@@ -67,7 +67,9 @@ except (ConfigError, OSError, ValueError) as err:
     raise SystemExit(f"Error: {prefix}{err}") from None
 STEMS = sorted(RAW)
 HEADS = {v["name"]: v for v in config["heads"]["variants"]}
-REPLICATES = dag.replicate_seeds(config)  # training seeds beyond config["seed"] (rules/replicates.smk)
+REPLICATES = dag.replicate_seeds(
+    config
+)  # training seeds beyond config["seed"] (rules/replicates.smk)
 try:  # one line naming the key: level sizes that cannot cover the run's classes, untrained backbones
     check_tdc_config(config, CLASSES)
 except ConfigError as err:
@@ -119,7 +121,9 @@ def get_report_files():
     if GENERATE and config["synth"]["gallery"]:
         out.append("results/plots/gallery.png")
     if REPLICATES:
-        out.append("results/metrics/replicates.csv")  # rule replicates (rules/replicates.smk)
+        out.append(
+            "results/metrics/replicates.csv"
+        )  # rule replicates (rules/replicates.smk)
     return out
 
 
@@ -181,7 +185,10 @@ def level_outputs(name, levels=None):
 def get_tdc_final_output():
     """What a complete TDC run leaves: every level, the routing, the figures (for rule all and --report)."""
     if is_shared():
-        return ["results/tdc_shared/heads/heads.json", "results/tdc_shared/routing.json"]
+        return [
+            "results/tdc_shared/heads/heads.json",
+            "results/tdc_shared/routing.json",
+        ]
     return [
         "results/tdc/routing.json",
         *level_outputs("best.pt"),
@@ -220,7 +227,10 @@ def get_eval_inputs(wildcards):
     out = [dag.head_file(n, HEADS, root) for n in HEADS]
     out += dag.feature_files(sorted(dirs), ("dev", "test"))
     if is_shared():
-        return out + [f"{root}/tdc_shared/heads/heads.json", f"{root}/tdc_shared/routing.json"]
+        return out + [
+            f"{root}/tdc_shared/heads/heads.json",
+            f"{root}/tdc_shared/routing.json",
+        ]
     return out + ["results/tdc/routing.json", *level_outputs("best.pt")]
 
 
