@@ -295,6 +295,32 @@ def headline_rows(summary: dict) -> list[dict]:
     return rows
 
 
+VARIANT_FIELDS = ["variant", "feature sources", "balanced accuracy", "top-1", "dev balanced accuracy",
+                  "crystal system top-1", "chosen on dev"]
+
+
+def variants_rows(summary: dict) -> list[dict]:
+    """Rows of the variants table: every flat model and cascade with its feature sources, test balanced accuracy
+    [95 % interval], top-1, the dev score it was chosen by, and its crystal-system top-1.
+
+    >>> s = {"variants": [{"name": "flat/ce/cnn", "family": "flat", "features": ["cnn"], "balanced_accuracy": 0.3,
+    ...       "top1": 0.4, "dev_balanced_accuracy": 0.31, "ci95": {"balanced_accuracy": [0.25, 0.35]},
+    ...       "hierarchy": {"crystal_system": {"top1": 0.6}}}], "best": {"flat": "flat/ce/cnn"}}
+    >>> variants_rows(s)[0]["balanced accuracy"], variants_rows(s)[0]["chosen on dev"]
+    ('0.300 [0.250–0.350]', 'best flat')
+    """
+    best = summary.get("best") or {}
+    rows = []
+    for v in summary.get("variants", []):
+        chosen = "best flat" if v["name"] == best.get("flat") else "best TDC" if v["name"] == best.get("tdc") else ""
+        cs = (v.get("hierarchy") or {}).get("crystal_system", {}).get("top1")
+        rows.append({"variant": v["name"], "feature sources": " + ".join(v.get("features") or ["cnn"]),
+                     "balanced accuracy": _cell(v, "balanced_accuracy"), "top-1": _cell({"v": v["top1"]}, "v"),
+                     "dev balanced accuracy": _cell({"v": v.get("dev_balanced_accuracy")}, "v"),
+                     "crystal system top-1": _cell({"v": cs}, "v"), "chosen on dev": chosen})
+    return rows
+
+
 def headline_table(summary: dict, out) -> None:
     """Write :func:`headline_rows` as a CSV (the report's first table)."""
     from cbedtdc.io import write_csv
@@ -450,6 +476,10 @@ def plot_all(metrics_dir, out_dir) -> list[Path]:
     paths = {name: out_dir / f"{name}.png" for name in ("headline", "recall", "confusion", "routing")}
     paths["table"] = out_dir / "headline.csv"
     headline_table(summary, paths["table"])
+    paths["variants"] = out_dir / "variants.csv"
+    from cbedtdc.io import write_csv
+
+    write_csv(paths["variants"], variants_rows(summary), VARIANT_FIELDS)
     headline(summary, paths["headline"])
     recall(_read_table(metrics_dir / "per_class.csv"), paths["recall"])
     confusion(_read_table(metrics_dir / "confusion_flat.csv"), _read_table(metrics_dir / "confusion_tdc.csv"),

@@ -106,6 +106,12 @@ rule plots:
             caption="../report/calibration.rst",
             category="Results",
         ),
+        variants=report(
+            "results/plots/variants.csv",  # also a table of the report's front page
+            caption="../report/variants.rst",
+            category="Results",
+            labels={"table": "every variant"},
+        ),
         table=report(
             "results/plots/headline.csv",  # also the first table of the report's front page
             caption="../report/headline_table.rst",

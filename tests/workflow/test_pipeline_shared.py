@@ -35,6 +35,7 @@ def test_shared_backbone_run_writes_a_valid_summary(run):
     t = s["tdc"]
     assert t["backbone"] == "shared" and t["routing"] == "posterior" and t["shared_loss"] == "ce"
     assert t["head"]["kind"] == "xgboost" and t["head"]["resample"] == "smote"
+    assert t["features"] == ["cnn", "symmetry"]
     assert sum(lv["kept"] for lv in t["per_level"]) == s["n_test"]
     for key in ("top1", "balanced_accuracy", "macro_f1", "estimated_top1"):
         assert 0.0 <= t[key] <= 1.0
@@ -43,7 +44,8 @@ def test_shared_backbone_run_writes_a_valid_summary(run):
     assert s["budget"]["tdc_images_seen"] == s["budget"]["flat_images_seen"] > 0
     assert s["budget"]["tdc_head_images"] > 0
     names = {v["name"] for v in s["variants"]}
-    assert names == {"flat/ce/cnn", "flat/ce/crt", "flat/ce/smote_la", "tdc/shared-ce/rest/posterior/xgboost"}
+    assert names == {"flat/ce/cnn", "flat/ce/crt", "flat/ce/smote_la", "flat/ce+symmetry/cnn_sym_xgb",
+                     "tdc/shared-ce+symmetry/rest/posterior/xgboost"}
     for v in s["variants"]:
         assert 0.0 <= v["balanced_accuracy"] <= 1.0 and v["dev_balanced_accuracy"] is not None
         assert set(v["shots"]) == {"many", "medium", "few"}
@@ -58,7 +60,7 @@ def test_shared_backbone_run_writes_a_valid_summary(run):
     table = subprocess.run([str(BIN / "cbedtdc"), "table", str(run / "results" / "metrics" / "summary.json")],
                            capture_output=True, text=True, timeout=60)
     assert table.returncode == 0, table.stderr
-    assert "tdc/shared-ce/rest/posterior/xgboost" in table.stdout and "paired 95 % interval" in table.stdout
+    assert "tdc/shared-ce+symmetry/rest/posterior/xgboost" in table.stdout and "paired 95 % interval" in table.stdout
 
 
 def test_classify_a_shared_backbone_run_agrees_with_the_evaluation(run, tmp_path):
@@ -109,7 +111,7 @@ def test_classify_the_headline_flat_head_agrees_with_the_evaluation(run, tmp_pat
     ("heads={variants: [{name: crt, backbone: ce, sampler: class_balanced, epochs: 5}]}", "head"),
     # another feature set of a head or of the TDC's levels: the symmetry source joins, no backbone retrains
     ("heads={variants: [{name: crt, backbone: ce, features: [cnn, symmetry], sampler: class_balanced}]}", "head"),
-    ("tdc={head: {features: [cnn, symmetry], kind: xgboost, resample: smote}}", "tdc_heads"),
+    ("tdc={head: {features: [symmetry], kind: xgboost, resample: smote}}", "tdc_heads"),
 ])
 def test_changing_a_head_or_the_routing_retrains_no_backbone(run, override, reruns):
     dry = run_dag(run, "all", "-n", "--config", override)
