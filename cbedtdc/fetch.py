@@ -184,6 +184,43 @@ def _download_retrying(client, bucket: str, obj: RemoteObject, path: Path, retri
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def _download_all(client, bucket, dest: Path, todo, records, result, *, workers, retries, progress_s) -> None:
+    """Fetch ``todo`` in a thread pool into ``dest``, journalling every complete file (and the ``records`` found
+    complete locally) in ``dest/FETCHED``; failures are named in ``result.failed``, progress logged."""
+    total = sum(o.size for o in todo)
+    lock = threading.Lock()
+    with open(dest / FETCHED, "a") as journal:
+        def record_done(obj):
+            with lock:
+                journal.write(f"{obj.rel}\t{obj.size}\t{obj.etag}\n")
+                journal.flush()
+
+        for obj in records:
+            record_done(obj)
+        start = last = time.monotonic()
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            futures = {pool.submit(_download_retrying, client, bucket, o, dest / o.rel, retries): o for o in todo}
+            for fut in as_completed(futures):
+                obj = futures[fut]
+                try:
+                    result.bytes += fut.result()
+                except Exception as err:  # network, server, disk: named, the rest goes on
+                    reason = " ".join(str(err).split()) or type(err).__name__
+                    log.warning("failed %s: %s", obj.rel, reason)
+                    result.failed[obj.rel] = reason
+                    continue
+                record_done(obj)
+                result.fetched.append(obj.rel)
+                now = time.monotonic()
+                if now - last >= progress_s:
+                    last = now
+                    rate = result.bytes / max(now - start, 1e-9)
+                    left = total - result.bytes
+                    log.info("fetched %d/%d files, %.1f/%.1f MB, %.1f MB/s, about %.0f min left",
+                             len(result.fetched), len(todo), result.bytes / 1e6, total / 1e6, rate / 1e6,
+                             left / max(rate, 1) / 60)
+
+
 def fetch_mirror(dest, *, endpoint_url: str = ENDPOINT_URL, bucket: str = BUCKET, prefix: str = PREFIX,
                  workers: int = 16, folders=None, client=None, expected=None, retries: int = 2,
                  progress_s: float = 10.0) -> FetchResult:
@@ -240,37 +277,8 @@ def fetch_mirror(dest, *, endpoint_url: str = ENDPOINT_URL, bucket: str = BUCKET
     total = sum(o.size for o in todo)
     log.info("%d objects (%.1f MB): %d already complete, %d to fetch (%.1f MB) with %d threads",
              len(objects), sum(o.size for o in objects) / 1e6, len(result.skipped), len(todo), total / 1e6, workers)
-    lock = threading.Lock()
-    with open(dest / FETCHED, "a") as journal:
-        def record_done(obj):
-            with lock:
-                journal.write(f"{obj.rel}\t{obj.size}\t{obj.etag}\n")
-                journal.flush()
-
-        for obj in records:
-            record_done(obj)
-        start = last = time.monotonic()
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            futures = {pool.submit(_download_retrying, client, bucket, o, dest / o.rel, retries): o for o in todo}
-            for fut in as_completed(futures):
-                obj = futures[fut]
-                try:
-                    result.bytes += fut.result()
-                except Exception as err:  # network, server, disk: named, the rest goes on
-                    reason = " ".join(str(err).split()) or type(err).__name__
-                    log.warning("failed %s: %s", obj.rel, reason)
-                    result.failed[obj.rel] = reason
-                    continue
-                record_done(obj)
-                result.fetched.append(obj.rel)
-                now = time.monotonic()
-                if now - last >= progress_s:
-                    last = now
-                    rate = result.bytes / max(now - start, 1e-9)
-                    left = total - result.bytes
-                    log.info("fetched %d/%d files, %.1f/%.1f MB, %.1f MB/s, about %.0f min left",
-                             len(result.fetched), len(todo), result.bytes / 1e6, total / 1e6, rate / 1e6,
-                             left / max(rate, 1) / 60)
+    _download_all(client, bucket, dest, todo, records, result, workers=workers, retries=retries,
+                  progress_s=progress_s)
     log.info("fetched %d files (%.1f MB), %d were complete, %d failed", len(result.fetched), result.bytes / 1e6,
              len(result.skipped), len(result.failed))
     fetched_folders = sorted({o.rel.split("/")[0] for o in objects} & set(MIRROR_COUNTS))

@@ -247,6 +247,8 @@ def _two_beam(u, t, s):
     return (u * x) ** 2
 
 
+# ~95 lines, on purpose: one physical model (disks, HOLZ lines, dynamical/kinematic intensities, detector) whose
+# steps share a dozen arrays; split, they would pass them all around.
 def render_panel(panel: Panel, energy_kev: float, thickness: float, size: int, tilt=(0.0, 0.0),
                  mode: str = "kinematic") -> np.ndarray:
     """Noise-free CBED intensities of one panel, float64 (size, size), incident beam = 1 per pixel.

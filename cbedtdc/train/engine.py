@@ -11,6 +11,8 @@ and inputs), so that a rerun whose outputs Snakemake deleted puts them back inst
 Determinism: see :mod:`cbedtdc.train.sampling`.
 """
 
+# Over 500 lines, on purpose: the torchvision references' shape (train_one_epoch, evaluate, fit) with resume,
+# the finished-job record and the per-epoch outputs, which share the Job/JobPlan/Progress state; each function is short.
 from __future__ import annotations
 
 import contextlib

@@ -21,7 +21,7 @@ LIB = REPO / "cbedtdc"
 #: A new module goes here and into the table of docs/architecture.md.
 LAYERS = [
     # base: file formats, class sets, config, pure scores, calibration, the network pieces
-    ["cbedtdc", "cbedtdc.errors", "cbedtdc.io", "cbedtdc.layout", "cbedtdc.mirror", "cbedtdc.classes", "cbedtdc.config", "cbedtdc.checks",
+    ["cbedtdc", "cbedtdc.errors", "cbedtdc.io", "cbedtdc.layout", "cbedtdc.mirror", "cbedtdc.classes", "cbedtdc.config", "cbedtdc.checks", "cbedtdc.cluster",
      "cbedtdc.crystallography", "cbedtdc.metrics", "cbedtdc.calibration", "cbedtdc.losses", "cbedtdc.model",
      "cbedtdc.distributed"],
     # data: generator, shards, the dataset, figures from tables

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from cbedtdc.checks import (SINFO_FORMAT, check_slurm_submission, dag_slurm_requests, parse_sinfo, slurm_fit_errors,
+from cbedtdc.cluster import (SINFO_FORMAT, check_slurm_submission, dag_slurm_requests, parse_sinfo, slurm_fit_errors,
                             slurm_request)
 from cbedtdc.config import ConfigError
 
