@@ -245,9 +245,16 @@ def unlock_if_stale(workdir=".", snakemake: str | None = None, snakefile=None) -
 
 
 def follow(workdir=".", *, pid: int | None = None, interval: float = 20.0, out=sys.stdout) -> None:
-    """Print a job's line whenever it starts, reaches a new epoch, ends or fails; stop when ``pid`` has ended."""
+    """Print a stage's line when its job counts change and a training job's line whenever it starts, reaches a new
+    epoch, ends or fails; stop when ``pid`` has ended."""
     seen: dict[str, tuple] = {}
+    stages: dict[str, str] = {}
     while True:
+        for line in stage_status(workdir):  # one line per stage when its job counts change
+            stage = line.split(":", 1)[0]
+            if stages.get(stage) != line:
+                stages[stage] = line
+                print(f"[stage] {line}", file=out, flush=True)
         for status in run_status(workdir):
             key = (status.state, status.epoch)
             if seen.get(status.name) != key and status.state != "waiting":

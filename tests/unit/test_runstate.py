@@ -110,3 +110,20 @@ def test_status_says_what_runs_in_every_stage(tmp_path):
     lines = runstate.stage_status(tmp_path)
     assert lines == ["data: 2 jobs done (synthesize 2); running now: shard (1)"], lines
     assert runstate.stage_status(tmp_path / "nothing") == []
+
+
+def test_follow_prints_a_stage_line_when_its_jobs_change(tmp_path):
+    """`make run`'s terminal: a [stage] line per stage whose job counts changed, besides the [progress] lines."""
+    import io
+    import subprocess
+    import sys
+
+    (tmp_path / "logs" / "synthesize").mkdir(parents=True)
+    (tmp_path / "logs" / "synthesize" / "batch_train_0.log").write_text("x")
+    (tmp_path / "benchmarks" / "synthesize").mkdir(parents=True)
+    (tmp_path / "benchmarks" / "synthesize" / "batch_train_0.tsv").write_text("s\n1\n")
+    out = io.StringIO()
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])  # an ended process: follow looks once and stops
+    proc.wait()
+    runstate.follow(tmp_path, pid=proc.pid, interval=0.01, out=out)
+    assert out.getvalue().splitlines() == ["[stage] data: 1 jobs done (synthesize 1)"], out.getvalue()
