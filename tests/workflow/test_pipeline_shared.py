@@ -145,3 +145,24 @@ def test_replicate_seeds_retrain_only_the_training_and_report_the_spread(run):
         assert row["seeds"] == [0, 1] and abs(row["balanced_accuracy"]["mean"] - (a + b) / 2) < 1e-12
     assert set(agg["difference"]["per_seed"]) == {"0", "1"}
     assert (run / "results" / "metrics" / "replicates.csv").read_text().count("\n") == len(agg["variants"]) + 2
+
+
+def test_hierarchy_in_the_summary_is_what_predictions_csv_gives(run):
+    """Every hierarchy level's top-1 of the headline flat model and the TDC, recomputed from predictions.csv with the
+    space-group tables, equals summary.json's; the crystal system is never worse than the space group."""
+    from cbedtdc.crystallography import LEVELS, hierarchy_labels
+
+    s = json.loads((run / "results" / "metrics" / "summary.json").read_text())
+    with open(run / "results" / "metrics" / "predictions.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    y = [int(r["space_group"]) for r in rows]
+    for key, col in (("flat", "flat_pred"), ("tdc", "tdc_pred")):
+        pred = [int(r[col]) for r in rows]
+        for level in LEVELS:
+            t, p = np.asarray(hierarchy_labels(y, level)), np.asarray(hierarchy_labels(pred, level))
+            assert s[key]["hierarchy"][level]["top1"] == pytest.approx(float(np.mean(t == p))), (key, level)
+        h = s[key]["hierarchy"]
+        assert h["crystal_system"]["top1"] >= h["point_group"]["top1"] >= h["space_group"]["top1"]
+    for key in ("flat", "tdc"):
+        cal = s["calibration"][key]
+        assert 0 <= cal["after"]["ece"] <= 1 and sum(b["count"] for b in cal["after"]["bins"]) == s["n_test"]
