@@ -115,7 +115,11 @@ def get_final_output():
 
 def get_report_files():
     """Every file the report shows: figures, tables, the run's configuration (the target of `make report`)."""
-    out = ["results/run_config.yaml", "results/plots/headline.csv", "results/plots/variants.csv"]
+    out = [
+        "results/run_config.yaml",
+        "results/plots/headline.csv",
+        "results/plots/variants.csv",
+    ]
     out += [f"results/plots/{name}.png" for name in PLOTS]
     out += ["results/metrics/per_class.csv", "results/metrics/levels.csv"]
     if GENERATE and config["synth"]["gallery"]:

@@ -20,6 +20,8 @@ __all__ = ["TestSet", "Variants", "SHOTS", "shot_accuracy", "headline_flat"]
 class TestSet:
     """The test split of the run's classes (and what the scores need beside it)."""
 
+    __test__ = False  # a dataclass, not a pytest test class
+
     keys: list
     labels: np.ndarray
     materials: np.ndarray

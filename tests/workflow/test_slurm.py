@@ -72,7 +72,7 @@ def test_slurm_cpu_profile_runs_the_whole_tiny_dag_through_sbatch_and_srun(tmp_p
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-5000:]
     assert (wd / "results/metrics/summary.json").is_file()
-    assert re.search(r"srun --mpi=pmi2 -n 2 \S*python\S* workflow_scripts/train\.py", out), out[-3000:]
+    assert re.search(r'srun --mpi=pmi2 -n 2 "\$CBEDTDC_PYTHON" workflow_scripts/train\.py', out), out[-3000:]
     info = json.loads((wd / "results/flat/ce/train.json").read_text())
     assert info["world_size"] == 2 and info["launcher"] == "mpi" and info["backend"] == "gloo"
     assert len(set(info["param_sha256_by_rank"])) == 1  # both ranks ended with the same weights
