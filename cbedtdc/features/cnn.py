@@ -101,6 +101,9 @@ def extract_to_file(model_path, shard_root, split: str, out_path, *, keys=None, 
         raise InputError(f"batch_size={batch_size}: must be >= 1")
     from cbedtdc.train.infer import inference_device
 
+    restored = _restore(Path(model_path), shard_root, split, Path(out_path), keys)
+    if restored is not None:
+        return restored
     with torch_threads(threads):
         return _extract(Path(model_path), shard_root, split, Path(out_path), keys=keys, batch_size=int(batch_size),
                         dev=inference_device(device), workers=int(workers), progress=progress)
@@ -133,4 +136,47 @@ def _extract(model_path: Path, shard_root, split, out_path: Path, *, keys, batch
             "samples_per_s": round(done / secs, 2) if secs > 0 else None, "out": str(out_path)}
     log.info("features of %d %s samples (%d-d) through %s on %s in %.1f s -> %s", done, split, dim, model_path,
              dev, secs, out_path)
+    from cbedtdc.train.checkpoint import record_finished
+
+    record_finished(out_path.parent, _record_dir(out_path), _finished_key(model_path, shard_root, split, keys),
+                    [out_path.name])
     return info
+
+
+def _record_dir(out_path: Path) -> Path:
+    """Where a finished extraction keeps its proof, beside the file (Snakemake deletes only the declared file)."""
+    return out_path.parent / "finished" / out_path.stem
+
+
+def _finished_key(model_path: Path, shard_root, split: str, keys) -> str:
+    """The extraction's arguments and inputs: the checkpoint's bytes, the split, the sample list and shard files."""
+    import hashlib
+
+    from cbedtdc.train.checkpoint import input_digest
+
+    root = Path(shard_root)
+    files = sorted(p.relative_to(root).as_posix() for p in (root / "files").glob("*.h5")) \
+        if (root / "files").is_dir() else []
+    text = "|".join([SOURCE, sha256_file(model_path), split, input_digest(root, [f"{split}.csv"], files),
+                     ",".join(sorted(keys)) if keys is not None else "*"])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _restore(model_path: Path, shard_root, split: str, out_path: Path, keys) -> dict | None:
+    """After a dead Snakemake (the extraction finished, Snakemake deleted its output before rerunning the job):
+    put the finished file back from its record when the arguments and inputs are the same; else None."""
+    from cbedtdc.train.checkpoint import restore_finished
+
+    rec = _record_dir(out_path)
+    if not (rec / "manifest.json").is_file() or not model_path.is_file():
+        return None
+    if restore_finished(out_path.parent, rec, _finished_key(model_path, shard_root, split, keys),
+                        [out_path.name]) is None:
+        return None
+    from cbedtdc.features.store import read_features
+
+    fs = read_features(out_path, split=split)
+    log.info("restored finished features from %s (nothing recomputed): %d %s samples -> %s", rec, len(fs), split,
+             out_path)
+    return {"n": len(fs), "dim": int(fs.features.shape[1]), "split": split, "device": None, "seconds": 0.0,
+            "samples_per_s": None, "out": str(out_path), "restored": True}

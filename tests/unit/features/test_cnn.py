@@ -95,7 +95,8 @@ def test_failed_extraction_leaves_no_file_and_rerun_replaces_stale(job, tiny_sha
     monkeypatch.setattr(F, "pooled_features", original)
     out.write_bytes(b"an old output")
     extract_to_file(job, tiny_shards, "train", out, batch_size=4)
-    assert len(read_features(out)) == 18 and [p.name for p in tmp_path.iterdir()] == ["train.h5"]
+    assert len(read_features(out)) == 18
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["finished", "train.h5"], "the file and its finished record"
 
 
 def test_bad_files_are_named(job, tiny_shards, tmp_path):
@@ -119,3 +120,24 @@ def test_bad_files_are_named(job, tiny_shards, tmp_path):
 def test_pooled_features_rejects_unknown_orientation():
     with pytest.raises(ValueError, match="orientation='side'"):
         pooled_features(None, torch.zeros(1, 3, 4, 4), "side")
+
+
+def test_a_finished_extraction_is_restored_not_recomputed(job, tiny_shards, tmp_path, monkeypatch):
+    """A dead Snakemake reruns the features job after deleting its output: the finished file comes back from its
+    record (same bytes, nothing recomputed); other inputs (another sample list) compute again."""
+    import cbedtdc.features.cnn as F
+
+    out = tmp_path / "features" / "dev.h5"
+    extract_to_file(job, tiny_shards, "dev", out)
+    digest = out.read_bytes()
+    out.unlink()  # what Snakemake does to an incomplete job's outputs
+
+    def never(*args, **kwargs):
+        raise AssertionError("recomputed a finished extraction")
+
+    monkeypatch.setattr(F, "pooled_features", never)
+    info = extract_to_file(job, tiny_shards, "dev", out)
+    assert info["restored"] and out.read_bytes() == digest
+    keys = ShardDataset(tiny_shards, "dev").keys[:3]
+    with pytest.raises(AssertionError, match="recomputed"):
+        extract_to_file(job, tiny_shards, "dev", tmp_path / "features" / "part.h5", keys=keys)
