@@ -53,10 +53,13 @@ def run(tmp_path_factory):
     for name in LINKED:
         (workdir / name).symlink_to(REPO / name)
     (workdir / ".venv").symlink_to(BIN.parent)
+    # the cheapest run that fills every part of the report: one CNN and a shared-backbone TDC (no level trainings);
+    # test_pipeline.py runs the own-backbone TDC
     (workdir / "my.yaml").write_text((REPO / "tests" / "pipeline_config.yaml").read_text()
-                                     + "\n# this run: the gallery on, no XGBoost heads\n")
+                                     + "\n# this run: the gallery on, no XGBoost heads, a shared backbone\n")
     res = snakemake(workdir, "--profile", "local", "--cores", "2", "--configfile", "my.yaml", "--config",
-                    "synth={gallery: true}", "xgboost={activate: false}")
+                    "synth={gallery: true}", "xgboost={activate: false}",
+                    "tdc={backbone: shared, routing: posterior, level_sizes: [2, 2]}")
     assert res.returncode == 0, (res.stdout + res.stderr)[-5000:]
     return workdir
 

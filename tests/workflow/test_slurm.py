@@ -30,7 +30,8 @@ def slurm_up() -> bool:
 pytestmark = [pytest.mark.slurm, pytest.mark.slow,
               pytest.mark.skipif(not slurm_up(), reason="no SLURM controller answers sinfo (.ci/start_slurm.sh starts one)")]
 
-TINY = ["image_size=16", "classes=[14, 225, 1]", "tdc={level_sizes: [1, 2]}",
+TINY = ["image_size=16", "classes=[14, 225, 1]", "tdc={level_sizes: [1, 2], head: {features: [cnn]}}",
+        "heads={variants: []}",  # the heads are local-DAG business (test_pipeline*); here: data, srun training, TDC
         "synth={n_materials: 30, materials_per_file: 30, energies_per_material: 1, image_size: 32, frequency: balanced,"
         " floor: 1, gallery: false}",
         "train={arch: resnet18, epochs: 1, batch_size: 4, ranks: 2, workers: 0, eval_batch_size: 16}"]
@@ -68,7 +69,10 @@ def test_slurm_cpu_profile_runs_the_whole_tiny_dag_through_sbatch_and_srun(tmp_p
     """The shipped profile plus the one option the submission check names on a 2-core node (--cores 2: a group job
     runs at most 2 index_raw/shard jobs side by side); training CPUs follow the config (workers: 0 -> 1 a rank)."""
     wd = workdir(tmp_path)
-    res = snakemake(wd, "--profile", "slurm-cpu", "--cores", "2", "--config", *TINY, timeout=900)
+    # first status check 2 s after a submission instead of the profile's 5 (the plugin then waits 10 s more per
+    # check that sees nothing finish): the DAG is a chain of 5-10 s jobs here (test time only)
+    res = snakemake(wd, "--profile", "slurm-cpu", "--cores", "2", "--slurm-init-seconds-before-status-checks", "2",
+                    "--config", *TINY, timeout=900)
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-5000:]
     assert (wd / "results/metrics/summary.json").is_file()
