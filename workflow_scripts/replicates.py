@@ -32,13 +32,11 @@ def get_parser(add_help=True):
 
 
 def run(args):
-    import json
-
-    from cbedtdc.evaluate.replicates import REPLICATE_FIELDS, aggregate, csv_rows
+    from cbedtdc.evaluate.replicates import REPLICATE_FIELDS, aggregate, csv_rows, load_summaries
     from cbedtdc.evaluate.tables import jsonable
     from cbedtdc.io import write_csv, write_json
 
-    summaries = {seed: json.loads(Path(path).read_text()) for seed, path in args.summary}
+    summaries = load_summaries(args.summary)
     agg = aggregate(summaries)
     out = Path(args.out)
     write_json(out, jsonable(agg))

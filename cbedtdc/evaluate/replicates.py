@@ -8,11 +8,15 @@ difference per seed and pooled over seeds.
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 
-__all__ = ["aggregate", "csv_rows", "REPLICATE_FIELDS"]
+from ..errors import InputError
+
+__all__ = ["aggregate", "csv_rows", "load_summaries", "REPLICATE_FIELDS"]
 
 #: Columns of ``replicates.csv``.
 REPLICATE_FIELDS = ["variant", "family", "seeds", "balanced_accuracy_mean", "balanced_accuracy_sd",
@@ -33,6 +37,27 @@ def _spread(values) -> dict:
     sd = float(v.std(ddof=1)) if len(v) > 1 else None
     return {"mean": float(v.mean()) if len(v) else None, "sd": sd, "min": float(v.min()) if len(v) else None,
             "max": float(v.max()) if len(v) else None, "n": int(len(v))}
+
+
+def load_summaries(pairs) -> dict:
+    """``{seed: summary.json dict}`` from ``(seed, path)`` pairs; a repeated seed, an unreadable file or one without
+    the ``variants`` (each with ``name``, ``family``, ``balanced_accuracy``, ``top1``) stops with the file and seed."""
+    out = {}
+    for seed, path in pairs:
+        if seed in out:
+            raise InputError(f"{path}: seed {seed} given twice")
+        try:
+            summary = json.loads(Path(path).read_text())
+            for v in summary["variants"]:
+                v["name"], v["family"], v["balanced_accuracy"], v["top1"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise InputError(f"{path} (seed {seed}): not a run's summary.json ({type(e).__name__}: {e})") from None
+        out[seed] = summary
+    return out
+
+
+def _fmt(v) -> str:
+    return "nan" if v is None else f"{v:.4f}"
 
 
 def aggregate(summaries: dict) -> dict:
@@ -77,7 +102,7 @@ def csv_rows(agg: dict) -> list[dict]:
                     "balanced_accuracy_mean": ba["mean"], "balanced_accuracy_sd": ba["sd"],
                     "balanced_accuracy_min": ba["min"], "balanced_accuracy_max": ba["max"],
                     "top1_mean": t1["mean"], "top1_sd": t1["sd"],
-                    "per_seed": " ".join(f"{s}:{v:.4f}" for s, v in r["per_seed"].items())})
+                    "per_seed": " ".join(f"{s}:{_fmt(v)}" for s, v in r["per_seed"].items())})
     d = agg["difference"]
     out.append({"variant": "best TDC - best flat (chosen on dev per seed)", "family": "difference",
                 "seeds": " ".join(map(str, agg["seeds"])), "balanced_accuracy_mean": d["mean"],
