@@ -71,7 +71,9 @@ def find_inputs(inputs) -> tuple[list[tuple[Path, str]], list[dict]]:
         for path, key in named:
             real = path.resolve()
             if real in seen.values():
-                continue  # the same file named twice (a folder and a file in it): classified once, first key
+                # the same file named twice (a folder and a file in it): classified once, first key
+                log.info("%s: named twice, classified once", path)
+                continue
             if key in seen:
                 reject(key, f"{path} gives the same key as {seen[key]}: classify them in separate runs "
                        "or give their common parent folder")
@@ -151,7 +153,8 @@ def read_samples(path, image_size: int):
         if "space_group" in node.attrs:
             try:
                 truth = parse_space_group(node.attrs["space_group"])
-            except ValueError:
+            except ValueError as e:  # the label is optional here: classified, scored without a truth
+                log.warning("%s, %s: space_group attribute unreadable (%s); no truth column for it", path, node.name, e)
                 truth = None
         return (preprocess_stack(stack, image_size), truth), ""
 

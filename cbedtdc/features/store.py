@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from cbedtdc.errors import CbedtdcError, InputError
+from cbedtdc.preprocess import sha256_file  # re-exported: the checkpoint hash a feature file records
 
 __all__ = ["FEATURES_FORMAT", "FeaturesError", "FeatureSet", "FeatureWriter", "read_features", "sha256_file"]
 
@@ -54,17 +56,6 @@ class FeatureSet:
 
     def __len__(self) -> int:
         return len(self.keys)
-
-
-def sha256_file(path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB blocks."""
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class FeatureWriter:
@@ -111,7 +102,7 @@ class FeatureWriter:
             for k, v in self.attrs.items():
                 self._fh.attrs[k] = v
         except BaseException:
-            self._close(*__import__("sys").exc_info())
+            self._close(*sys.exc_info())
             raise
         return self
 

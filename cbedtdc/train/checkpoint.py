@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 from cbedtdc.errors import CbedtdcError
+from cbedtdc.preprocess import sha256_file
 
 __all__ = ["CheckpointError", "STATE_FORMAT", "MODEL_FORMAT", "load_checkpoint", "model_file", "load_model",
            "rng_state", "set_rng_state", "resume_state", "FINISHED_FORMAT", "file_sha256", "input_digest",
@@ -139,20 +140,7 @@ def resume_state(resume_dir: Path, fingerprint: str) -> dict | None:
 
 
 # --------------------------------------------------------------------------- finished record
-def file_sha256(path, chunk: int = 1 << 20) -> str:
-    """sha256 of a file's bytes.
-
-    >>> import tempfile
-    >>> with tempfile.NamedTemporaryFile() as fh:
-    ...     _ = fh.write(b"abc"); fh.flush()
-    ...     file_sha256(fh.name)[:16]
-    'ba7816bf8f01cfea'
-    """
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
+file_sha256 = sha256_file  # sha256 of a file's bytes (cbedtdc.preprocess), named as this module's callers read it
 
 
 def input_digest(root, tables, files) -> str:
