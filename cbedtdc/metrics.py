@@ -40,6 +40,7 @@ __all__ = [
     "expected_calibration_error",
     "reliability_bins",
     "ece_from_bins",
+    "selective_prediction",
 ]
 
 log = logging.getLogger(__name__)
@@ -394,6 +395,42 @@ def ece_from_bins(bins) -> float:
     if not n:
         raise InputError("ece_from_bins: every bin is empty; give the bins of at least one sample")
     return float(sum(b["count"] / n * abs(b["accuracy"] - b["confidence"]) for b in bins if b["count"]))
+
+
+def selective_prediction(conf, correct, coverages=(0.5, 0.8), n_points: int = 20) -> dict:
+    """Selective prediction: accuracy when only the most confident fraction of the samples is answered.
+
+    The samples are ranked by confidence (ties keep their order: a stable sort); answering the top
+    ``ceil(c * n)`` gives the accuracy at coverage ``c``. Returns ``{"curve": [{"coverage", "accuracy",
+    "threshold"}, ...]}`` at ``n_points`` equal coverage steps up to 1, and ``"at": {str(c): accuracy}`` for
+    each of ``coverages`` (a user who asks "when can I trust the answer" reads the curve: the threshold is
+    the lowest confidence still answered).
+
+    >>> s = selective_prediction([0.9, 0.8, 0.6, 0.3], [1, 1, 0, 0], coverages=(0.5, 1.0), n_points=4)
+    >>> s["at"], [(p["coverage"], p["accuracy"]) for p in s["curve"]]
+    ({'0.5': 1.0, '1.0': 0.5}, [(0.25, 1.0), (0.5, 1.0), (0.75, 0.6666666666666666), (1.0, 0.5)])
+    """
+    conf = np.asarray(conf, dtype=float).ravel()
+    correct = np.asarray(correct, dtype=float).ravel()
+    if conf.shape != correct.shape or not len(conf):
+        raise InputError(f"selective_prediction: {len(conf)} confidences, {len(correct)} outcomes (need equal, > 0)")
+    if not np.isfinite(conf).all():
+        raise InputError("selective_prediction: confidences must be finite")
+    order = np.argsort(-conf, kind="stable")
+    right = np.cumsum(correct[order])
+    n = len(conf)
+
+    def at(c: float) -> tuple[float, float]:
+        if not 0 < c <= 1:
+            raise InputError(f"selective_prediction: coverage {c} must be in (0, 1]")
+        m = max(1, int(np.ceil(c * n - 1e-9)))
+        return float(right[m - 1] / m), float(conf[order[m - 1]])
+
+    curve = []
+    for i in range(1, int(n_points) + 1):
+        acc, thr = at(i / n_points)
+        curve.append({"coverage": i / n_points, "accuracy": acc, "threshold": thr})
+    return {"curve": curve, "at": {str(c): at(float(c))[0] for c in coverages}}
 
 
 def results_table(summaries) -> str:

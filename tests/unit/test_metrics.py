@@ -246,3 +246,20 @@ def test_reliability_bins_match_scikit_learns_calibration_curve():
 def test_calibration_rejects_bad_input_with_a_clear_message(probs, y, n_bins, message):
     with pytest.raises(ValueError, match=message):
         metrics.expected_calibration_error(probs, y, n_bins=n_bins)
+
+
+def test_selective_prediction_answers_the_most_confident_first():
+    from cbedtdc.metrics import selective_prediction
+
+    rng = np.random.default_rng(0)
+    conf = rng.random(200)
+    correct = (rng.random(200) < conf).astype(float)  # confident samples are right more often
+    s = selective_prediction(conf, correct, coverages=(0.5, 0.8, 1.0))
+    order = np.argsort(-conf)
+    assert s["at"]["0.5"] == pytest.approx(correct[order[:100]].mean())
+    assert s["at"]["0.8"] == pytest.approx(correct[order[:160]].mean())
+    assert s["at"]["1.0"] == pytest.approx(correct.mean())
+    assert s["at"]["0.5"] > s["at"]["1.0"]
+    assert s["curve"][-1]["coverage"] == 1.0 and s["curve"][-1]["threshold"] == pytest.approx(conf.min())
+    with pytest.raises(ValueError, match="coverage"):
+        selective_prediction(conf, correct, coverages=(0.0,))
