@@ -27,7 +27,7 @@ LAYERS = [
     # data: generator, shards, the dataset, figures from tables
     ["cbedtdc.synth", "cbedtdc.synth.scattering", "cbedtdc.synth.crystal", "cbedtdc.synth.zone_axes",
      "cbedtdc.synth.render", "cbedtdc.synth.generate", "cbedtdc.synth.gallery", "cbedtdc.preprocess",
-     "cbedtdc.data", "cbedtdc.plots", "cbedtdc.fetch"],
+     "cbedtdc.data", "cbedtdc.plots", "cbedtdc.fetch", "cbedtdc.perturb"],
     # one classifier, and the cascade's pure logic
     ["cbedtdc.train", "cbedtdc.train.sampling", "cbedtdc.train.checkpoint", "cbedtdc.train.infer",
      "cbedtdc.train.engine", "cbedtdc.cascade.plan", "cbedtdc.cascade.routing"],
@@ -41,7 +41,7 @@ LAYERS = [
     ["cbedtdc.cascade", "cbedtdc.cascade.jobs", "cbedtdc.cascade.shared", "cbedtdc.cascade.load"],
     # a whole run
     ["cbedtdc.evaluate", "cbedtdc.evaluate.variants", "cbedtdc.evaluate.score", "cbedtdc.evaluate.tables",
-     "cbedtdc.evaluate.crystal", "cbedtdc.evaluate.replicates",
+     "cbedtdc.evaluate.crystal", "cbedtdc.evaluate.replicates", "cbedtdc.evaluate.tune",
      "cbedtdc.evaluate.run", "cbedtdc.classify"],
     # entry points
     ["cbedtdc.cli", "cbedtdc.cliutil", "cbedtdc.runstate", "cbedtdc.dag"],
