@@ -120,7 +120,8 @@ def _int(name: str, key: str, value, default: int = 0) -> int:
     >>> _int("train_flat", "mem_mb", "2GB")
     Traceback (most recent call last):
     ...
-    cbedtdc.config.ConfigError: rule train_flat: resource mem_mb='2GB' is not a whole number; set it to an integer in the profile's set-resources or default-resources (or the config), e.g. mem_mb=2000 (docs/hpc.md, Sizes)
+    cbedtdc.config.ConfigError: rule train_flat: resource mem_mb='2GB' is not a whole number; set it to an integer
+    in the profile's set-resources or default-resources (or the config), e.g. mem_mb=2000 (docs/hpc.md, Sizes)
     """
     if value is None or value == "" or value == "<TBD>":
         return default

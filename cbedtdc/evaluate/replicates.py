@@ -68,7 +68,8 @@ def check_complete(summaries: dict, paths: dict | None = None) -> None:
     >>> check_complete({0: {"variants": [v]}, 1: {"variants": []}}, {1: "seed_1/summary.json"})
     Traceback (most recent call last):
     ...
-    cbedtdc.errors.InputError: seed_1/summary.json (seed 1): no variant flat/ce/cnn, which seed 0 has; rerun that seed's evaluation (rule evaluate / evaluate_replicate) or leave the seed out of replicates
+    cbedtdc.errors.InputError: seed_1/summary.json (seed 1): no variant flat/ce/cnn, which seed 0 has; rerun that
+    seed's evaluation (rule evaluate / evaluate_replicate) or leave the seed out of replicates
     """
     paths = paths or {}
     fix = "rerun that seed's evaluation (rule evaluate / evaluate_replicate) or leave the seed out of replicates"

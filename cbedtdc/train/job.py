@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Job:
-    """What one optimizer step needs (:func:`cbedtdc.train.engine.train_step`): the model, its DDP wrapper and optimizer.
+    """What one optimizer step needs (:func:`~cbedtdc.train.engine.train_step`): the model, its DDP wrapper, optimizer.
 
     ``model`` is the model without DDP (``model_without_ddp`` in torchvision); ``ddp`` the module that
     is called in training (``model`` itself in one process).
