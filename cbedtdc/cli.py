@@ -28,11 +28,18 @@ import logging
 import sys
 from pathlib import Path
 
-from cbedtdc.cliutil import inference_parser, set_torch_threads
+from cbedtdc.cliutil import inference_parser, known_errors, set_torch_threads
 from cbedtdc.errors import InputError
 
 log = logging.getLogger("cbedtdc.cli")
 
+# A known error (the project's own, an OSError; see cliutil.known_errors) logs one line, `TypeName: message`, and the
+# command returns 2; anything else, a KeyError or ValueError of a bug included, keeps its traceback.
+
+
+def _one_line(err: BaseException) -> int:
+    log.error("%s: %s", type(err).__name__, " ".join(str(err).split()))
+    return 2
 
 def get_parser(add_help: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cbedtdc", description="CBED space-group classification with a "
@@ -139,19 +146,40 @@ def hierarchy_table(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def table(args) -> int:
+def read_summary(path) -> dict:
+    """One ``summary.json`` whose tables can be drawn; a file that is not JSON or lacks a key the tables need
+    raises :class:`InputError` naming the file and the key."""
     import json
 
     from cbedtdc.metrics import results_table
 
+    what = "give the summary.json of a run (results/metrics/summary.json, rule evaluate), or rerun rule evaluate"
     try:
-        summaries = [json.loads(Path(p).read_text()) for p in args.summaries]
-        text = results_table(summaries)
-        text += "".join(variants_table(s, p) for s, p in zip(summaries, args.summaries) if s.get("variants"))
-        text += "".join(hierarchy_table(s) for s in summaries)
-    except (OSError, ValueError, KeyError) as err:
-        log.error("%s", err)
-        return 2
+        summary = json.loads(Path(path).read_text())
+    except ValueError as err:
+        raise InputError(f"{path}: not JSON ({err}); {what}") from err
+    if not isinstance(summary, dict):
+        raise InputError(f"{path}: a JSON {type(summary).__name__}, not an object; {what}")
+    try:  # draw the tables once: a missing key is named with its file here, not as a bare KeyError later
+        results_table([summary])
+        if summary.get("variants"):
+            variants_table(summary, str(path))
+        hierarchy_table(summary)
+    except KeyError as err:
+        raise InputError(f"{path}: no key {err} in the summary (or one of its entries); {what}") from err
+    return summary
+
+
+def table(args) -> int:
+    from cbedtdc.metrics import results_table
+
+    try:
+        summaries = [read_summary(p) for p in args.summaries]
+    except known_errors() as err:
+        return _one_line(err)
+    text = results_table(summaries)
+    text += "".join(variants_table(s, p) for s, p in zip(summaries, args.summaries) if s.get("variants"))
+    text += "".join(hierarchy_table(s) for s in summaries)
     if args.out:
         from cbedtdc.io import atomic_write_text
 
@@ -173,15 +201,13 @@ def classify(args) -> int:
         device = check_device(args.device)
         if args.batch_size < 1:
             raise InputError(f"--batch-size {args.batch_size}: give a positive number of samples (default: 64)")
-    except ValueError as err:
-        log.error("%s", err)
-        return 2
+    except known_errors() as err:
+        return _one_line(err)
     set_torch_threads(args.threads)
     try:
         preds, rejected = classify_files(args.run_dir, args.inputs, batch_size=args.batch_size, device=device)
-    except (OSError, ValueError, KeyError) as err:
-        log.error("%s", err)
-        return 2
+    except known_errors() as err:
+        return _one_line(err)
     write_csv(out, preds, prediction_fields())
     write_csv(rej, rejected, REJECTED_FIELDS)
     log.info("%d samples classified -> %s; %d rejected -> %s", len(preds), out, len(rejected), rej)
@@ -192,6 +218,8 @@ def classify(args) -> int:
 
 
 def fetch(args) -> int:
+    from botocore.exceptions import BotoCoreError, ClientError
+
     from cbedtdc.fetch import fetch_mirror
 
     if args.workers < 1:
@@ -200,8 +228,12 @@ def fetch(args) -> int:
     try:
         result = fetch_mirror(args.dest, endpoint_url=args.endpoint_url, bucket=args.bucket, prefix=args.prefix,
                               workers=args.workers, folders=args.folders)
-    except Exception as err:  # botocore's errors (no endpoint, no bucket, access denied) are not OSErrors
-        log.error("%s: %s", type(err).__name__, " ".join(str(err).split()))
+    except known_errors() as err:
+        return _one_line(err)
+    except (BotoCoreError, ClientError) as err:  # the server's answer (no endpoint, no bucket, access denied)
+        _one_line(err)
+        log.error("check --endpoint-url %s, --bucket %s, --prefix %s and the network, then type the same command "
+                  "again (files already fetched are kept)", args.endpoint_url, args.bucket, args.prefix)
         return 2
     return 0 if result.complete else 2
 
@@ -217,9 +249,8 @@ def check_download_cmd(args) -> int:
                 raise InputError(f"--expect {item!r}: give NAME=N, e.g. training=1000")
             expected[name] = int(value)
         problems = check_download(args.root, samples=args.samples, expected=expected or None)
-    except (OSError, ValueError) as err:
-        log.error("%s", err)
-        return 2
+    except known_errors() as err:
+        return _one_line(err)
     for line in problems:
         log.error("%s", line)
     if problems:

@@ -4,15 +4,19 @@ functions, unit-tested on ``sinfo`` text; only :func:`check_slurm_submission` ru
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import shutil
 import subprocess
 from dataclasses import dataclass
+
 from cbedtdc.config import ConfigError
 
 __all__ = ["SINFO_FORMAT", "SlurmRequest", "parse_sinfo", "slurm_request", "slurm_fit_errors", "dag_slurm_requests",
            "launcher_errors", "check_slurm_submission"]
+
+log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- SLURM: does every job fit a node?
@@ -105,11 +109,30 @@ def parse_sinfo(text: str) -> tuple[dict[str, list[dict]], str | None]:
     return parts, default
 
 
-def _int(value, default: int = 0) -> int:
+def _int(name: str, key: str, value, default: int = 0) -> int:
+    """A resource of rule ``name`` as a whole number; absent (``None`` or ``""``) is ``default``, and so is
+    Snakemake's ``<TBD>``, a size computed from input files that do not exist yet (SLURM gets it at submission).
+
+    A value that is not a whole number stops the check (a job whose size cannot be read must not pass it as 0):
+
+    >>> _int("train_flat", "tasks", "2"), _int("train_flat", "nodes", None), _int("shard", "mem_mb", "<TBD>")
+    (2, 0, 0)
+    >>> _int("train_flat", "mem_mb", "2GB")
+    Traceback (most recent call last):
+    ...
+    cbedtdc.config.ConfigError: rule train_flat: resource mem_mb='2GB' is not a whole number; set it to an integer
+    in the profile's set-resources or default-resources (or the config), e.g. mem_mb=2000 (docs/hpc.md, Sizes)
+    """
+    if value is None or value == "" or value == "<TBD>":
+        return default
     try:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError(value)
         return int(value)
     except (TypeError, ValueError):
-        return default
+        raise ConfigError(f"rule {name}: resource {key}={value!r} is not a whole number; set it to an integer in the "
+                          f"profile's set-resources or default-resources (or the config), e.g. {key}="
+                          f"{2000 if 'mem' in key else 2} (docs/hpc.md, Sizes)") from None
 
 
 def slurm_request(name: str, resources: dict, threads: int) -> SlurmRequest:
@@ -122,18 +145,20 @@ def slurm_request(name: str, resources: dict, threads: int) -> SlurmRequest:
     >>> r.describe()
     '2 tasks x 2 CPUs, 2000 MB a CPU'
     """
-    cpus = _int(resources.get("cpus_per_task"))
+    cpus = _int(name, "cpus_per_task", resources.get("cpus_per_task"))
     if cpus == 0:
-        cpus = _int(threads, 1)
+        cpus = _int(name, "threads", threads, 1)
     extra = str(resources.get("slurm_extra") or "")
     per_task = re.search(r"--gpus-per-task[= ](?:\w+:)?(\d+)", extra)
     per_node = re.search(r"--gpus-per-node[= ](?:\w+:)?(\d+)", extra)
     gres = str(resources.get("gres") or "")
-    nodes = _int(resources.get("nodes")) or None
+    nodes = _int(name, "nodes", resources.get("nodes")) or None
     return SlurmRequest(
-        name=name, partition=resources.get("slurm_partition") or None, tasks=max(1, _int(resources.get("tasks"), 1)),
-        cpus_per_task=max(1, cpus), nodes=nodes, mem_mb=_int(resources.get("mem_mb")),
-        mem_mb_per_cpu=_int(resources.get("mem_mb_per_cpu")), gpus=_int(resources.get("gpu")),
+        name=name, partition=resources.get("slurm_partition") or None,
+        tasks=max(1, _int(name, "tasks", resources.get("tasks"), 1)), cpus_per_task=max(1, cpus), nodes=nodes,
+        mem_mb=_int(name, "mem_mb", resources.get("mem_mb")),
+        mem_mb_per_cpu=_int(name, "mem_mb_per_cpu", resources.get("mem_mb_per_cpu")),
+        gpus=_int(name, "gpu", resources.get("gpu")),
         gpus_per_node=int(per_node.group(1)) if per_node else _gres_gpus(gres),
         gpus_per_task=int(per_task.group(1)) if per_task else 0)
 

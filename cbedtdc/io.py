@@ -29,7 +29,6 @@ __all__ = [
     "STACK",
     "FLOAT_ATTRS",
     "atomic_path",
-    "atomic_write_bytes",
     "atomic_write_text",
     "atomic_save_torch",
     "write_json",
@@ -82,12 +81,6 @@ def atomic_path(target, suffix=None):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-
-
-def atomic_write_bytes(path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through :func:`atomic_path` (temp file in the same folder, rename)."""
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
 
 
 def atomic_write_text(path, text: str) -> None:

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cbedtdc.errors import InputError  # noqa: E402
 from cbedtdc.cliutil import int_list, run_cli, setup_logging  # noqa: E402
 from cbedtdc.train import DEFAULTS, LAUNCHER_KEYS, OPTIONS, read_keys  # noqa: E402
-from cbedtdc.train.engine import RUNTIME_KEYS  # noqa: E402
+from cbedtdc.train.options import RUNTIME_KEYS  # noqa: E402
 
 log = logging.getLogger("cbedtdc.workflow.train")
 

@@ -40,9 +40,10 @@ def _spread(values) -> dict:
 
 
 def load_summaries(pairs) -> dict:
-    """``{seed: summary.json dict}`` from ``(seed, path)`` pairs; a repeated seed, an unreadable file or one without
-    the ``variants`` (each with ``name``, ``family``, ``balanced_accuracy``, ``top1``) stops with the file and seed."""
-    out = {}
+    """``{seed: summary.json dict}`` from ``(seed, path)`` pairs; a repeated seed, an unreadable file, one without
+    the ``variants`` (each with ``name``, ``family``, ``balanced_accuracy``, ``top1``) or one that lacks a score the
+    other seeds have (:func:`check_complete`) stops with the file and seed."""
+    out, paths = {}, {}
     for seed, path in pairs:
         if seed in out:
             raise InputError(f"{path}: seed {seed} given twice")
@@ -52,8 +53,47 @@ def load_summaries(pairs) -> dict:
                 v["name"], v["family"], v["balanced_accuracy"], v["top1"]
         except (ValueError, KeyError, TypeError) as e:
             raise InputError(f"{path} (seed {seed}): not a run's summary.json ({type(e).__name__}: {e})") from None
-        out[seed] = summary
+        out[seed], paths[seed] = summary, path
+    check_complete(out, paths)
     return out
+
+
+def check_complete(summaries: dict, paths: dict | None = None) -> None:
+    """Raise :class:`InputError` when a seed lacks a variant, or the TDC-minus-flat difference, that another seed
+    has: its score would silently leave the mean. The message names the seed, its file (from ``paths``, ``{seed:
+    path}``), what is missing and which seeds have it. A score that is present but NaN (``null``) is fine: it is
+    written ``nan``.
+
+    >>> v = {"name": "flat/ce/cnn", "family": "flat", "balanced_accuracy": 0.3, "top1": 0.3}
+    >>> check_complete({0: {"variants": [v]}, 1: {"variants": []}}, {1: "seed_1/summary.json"})
+    Traceback (most recent call last):
+    ...
+    cbedtdc.errors.InputError: seed_1/summary.json (seed 1): no variant flat/ce/cnn, which seed 0 has; rerun that
+    seed's evaluation (rule evaluate / evaluate_replicate) or leave the seed out of replicates
+    """
+    paths = paths or {}
+    fix = "rerun that seed's evaluation (rule evaluate / evaluate_replicate) or leave the seed out of replicates"
+
+    def where(seed):
+        return f"{paths[seed]} (seed {seed})" if seed in paths else f"the summary of seed {seed}"
+
+    def seeds_text(seeds):
+        return f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+
+    seeds = sorted(summaries)
+    names = {s: [v["name"] for v in summaries[s]["variants"]] for s in seeds}
+    for name in dict.fromkeys(n for s in seeds for n in names[s]):
+        have = [s for s in seeds if name in names[s]]
+        lack = [s for s in seeds if name not in names[s]]
+        if lack:
+            raise InputError(f"{where(lack[0])}: no variant {name}, which {seeds_text(have)} "
+                             f"{'have' if len(have) > 1 else 'has'}; {fix}")
+    key = "balanced_accuracy_difference"
+    have = [s for s in seeds if key in (summaries[s].get("best") or {})]
+    lack = [s for s in seeds if s not in have]
+    if have and lack:
+        raise InputError(f"{where(lack[0])}: no best.{key} (best TDC minus best flat), which {seeds_text(have)} "
+                         f"{'have' if len(have) > 1 else 'has'}; {fix}")
 
 
 def _fmt(v) -> str:
@@ -63,9 +103,10 @@ def _fmt(v) -> str:
 def aggregate(summaries: dict) -> dict:
     """``{"seeds", "variants": [...], "difference": {...}}`` from ``{training seed: summary.json dict}``.
 
-    A variant is listed with the seeds it ran in (the same name in every summary); ``difference`` gives the
-    dev-chosen best TDC minus best flat balanced accuracy per seed, their mean, standard deviation and a 95 %
-    t-interval over seeds.
+    Every seed must hold every variant (the same name in every summary) and, if one does, the difference
+    (:func:`check_complete`); ``difference`` gives the dev-chosen best TDC minus best flat balanced accuracy per seed,
+    their mean, standard deviation and a 95 % t-interval over seeds. A score that is NaN (``null``) is written
+    ``nan`` per seed and left out of the mean and spread (``n`` counts the seeds used).
 
     >>> s = lambda ba, d: {"variants": [{"name": "flat/ce/cnn", "family": "flat", "balanced_accuracy": ba,
     ...                                   "top1": ba}], "best": {"balanced_accuracy_difference": d}}
@@ -73,14 +114,14 @@ def aggregate(summaries: dict) -> dict:
     >>> round(out["variants"][0]["balanced_accuracy"]["mean"], 3), round(out["difference"]["mean"], 3)
     (0.32, 0.02)
     """
+    check_complete(summaries)
     seeds = sorted(summaries)
     names = []
     for s in seeds:
         names += [v["name"] for v in summaries[s]["variants"] if v["name"] not in names]
     rows = []
     for name in names:
-        got = {s: next((v for v in summaries[s]["variants"] if v["name"] == name), None) for s in seeds}
-        got = {s: v for s, v in got.items() if v is not None}
+        got = {s: next(v for v in summaries[s]["variants"] if v["name"] == name) for s in seeds}
         rows.append({"variant": name, "family": next(iter(got.values()))["family"], "seeds": sorted(got),
                      "balanced_accuracy": _spread(v["balanced_accuracy"] for v in got.values()),
                      "top1": _spread(v["top1"] for v in got.values()),
@@ -108,5 +149,5 @@ def csv_rows(agg: dict) -> list[dict]:
                 "seeds": " ".join(map(str, agg["seeds"])), "balanced_accuracy_mean": d["mean"],
                 "balanced_accuracy_sd": d["sd"], "balanced_accuracy_min": d["min"], "balanced_accuracy_max": d["max"],
                 "top1_mean": None, "top1_sd": None,
-                "per_seed": " ".join(f"{s}:{v:.4f}" for s, v in d["per_seed"].items() if v is not None)})
+                "per_seed": " ".join(f"{s}:{_fmt(v)}" for s, v in d["per_seed"].items())})
     return out

@@ -2,6 +2,9 @@
 
 - :mod:`cbedtdc.train.engine`      :func:`fit` = build, resume, loop over :func:`train_one_epoch` and
   :func:`evaluate`, write ``best.pt``, ``last.pt``, ``metrics.csv``, ``train.json``
+- :mod:`cbedtdc.train.options`     the engine's options (``OPTIONS``, ``DEFAULTS``), :func:`resolve_config`, lr schedule
+- :mod:`cbedtdc.train.job`         a job's plan (samples, batches, lr), its model, optimizer and loss, its progress
+- :mod:`cbedtdc.train.outputs`     resumable state, ``metrics.csv``, the outputs and the record of a finished job
 - :mod:`cbedtdc.train.sampling`    the job's samples and targets, the batch order of every rank, the DataLoader
 - :mod:`cbedtdc.train.checkpoint`  model files and resumable state (``weights_only=True``), :func:`load_model`
 - :mod:`cbedtdc.train.infer`       :func:`predict` / :func:`extract_features`: logits / penultimate features of

@@ -119,3 +119,44 @@ def test_submission_check_runs_sinfo_and_refuses_with_one_line_per_problem():
     # other executors: nothing is checked, sinfo is not run
     check_slurm_submission("local", bad, run=None, which=None)
     check_slurm_submission("cluster-generic", bad, run=None, which=None)
+
+
+@pytest.mark.parametrize("resources, threads, words", [
+    ({"mem_mb": "2GB"}, 1, "resource mem_mb='2GB' is not a whole number"),
+    ({"tasks": "two"}, 1, "resource tasks='two' is not a whole number"),
+    ({"cpus_per_task": 2.5}, 1, "resource cpus_per_task=2.5 is not a whole number"),
+    ({"mem_mb_per_cpu": [2000]}, 1, "resource mem_mb_per_cpu=[2000] is not a whole number"),
+    ({"gpu": True}, 1, "resource gpu=True is not a whole number"),
+    ({}, "many", "resource threads='many' is not a whole number"),
+])
+def test_an_unreadable_resource_stops_the_check_naming_rule_resource_and_value(resources, threads, words):
+    """Read as 0, such a value would make any job fit (0 MB, 0 GPUs): it is refused, and says what to set."""
+    with pytest.raises(ConfigError, match="^rule train_flat: " + words.replace("[", r"\[").replace("]", r"\]")
+                       .replace(".", r"\.") + ".*set it to an integer in the profile"):
+        slurm_request("train_flat", resources, threads)
+
+
+def test_whole_numbers_as_text_or_float_and_snakemakes_tbd_are_read():
+    """Snakemake passes sizes as int or text; ``<TBD>`` (computed from input files that do not exist yet) is left to
+    SLURM at submission, as before."""
+    r = slurm_request("shard", {"mem_mb": "3000", "tasks": 2.0, "nodes": "", "gpu": None}, 1)
+    assert (r.mem_mb, r.tasks, r.nodes, r.gpus) == (3000, 2, None, 0)
+    assert slurm_request("shard", {"mem_mb": "<TBD>"}, 1).mem_mb == 0
+
+
+def test_a_dag_job_with_an_unreadable_resource_fails_the_submission_check():
+    def run(cmd, **kw):
+        return SimpleNamespace(returncode=0, stdout=SITE, stderr="")
+
+    dag = fake_dag([job("train_flat", {"mpi": "srun", "tasks": 2, "mem_mb_per_cpu": "lots"})])
+    with pytest.raises(ConfigError, match=r"rule train_flat: resource mem_mb_per_cpu='lots' is not a whole number"):
+        check_slurm_submission("slurm", dag, run=run, which=lambda _: "/usr/bin/sinfo")
+
+
+def test_without_sinfo_or_when_it_fails_the_sizes_go_unchecked_with_a_warning(caplog):
+    dag = fake_dag([job("train_flat", {"mpi": "srun", "tasks": 2, "cpus_per_task": 1})])
+    check_slurm_submission("slurm", dag, run=None, which=lambda _: None)
+    assert "sinfo is not on PATH" in caplog.text
+    failed = SimpleNamespace(returncode=1, stdout="", stderr="slurm_load_partitions: Unable to contact controller")
+    check_slurm_submission("slurm", dag, run=lambda cmd, **kw: failed, which=lambda _: "/usr/bin/sinfo")
+    assert "sinfo failed (slurm_load_partitions: Unable to contact controller)" in caplog.text

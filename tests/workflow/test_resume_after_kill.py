@@ -35,6 +35,27 @@ ARGS = ["-s", SNAKEFILE, "--profile", "local", "results/flat/ce/best.pt", "--con
         f"train={{epochs: {EPOCHS}, checkpoint_every: 2}}"]
 
 
+def session_members(sid: int) -> list[int]:
+    """Processes of session ``sid`` (zombies included, as ``pgrep -s``), read from /proc: no procps needed."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):  # gone meanwhile
+                if os.getsid(int(entry.name)) == sid:
+                    members.append(int(entry.name))
+    return members
+
+
+def test_session_members_lists_a_new_session_until_it_ends():
+    child = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    try:
+        assert session_members(child.pid) == [child.pid]
+    finally:
+        child.kill()
+        child.wait()
+    assert session_members(child.pid) == []
+
+
 def test_sigkill_mid_training_then_the_documented_rerun_resumes(tmp_path):
     wd = link_workdir(tmp_path)
     (wd / "local").symlink_to(REPO / "profiles" / "local")  # `--profile local` as from the repo root
@@ -49,8 +70,8 @@ def test_sigkill_mid_training_then_the_documented_rerun_resumes(tmp_path):
     os.killpg(first.pid, signal.SIGKILL)  # snakemake and its jobs, at once
     first.wait()
     deadline = time.time() + 30
-    while subprocess.run(["pgrep", "-s", str(first.pid)], capture_output=True).returncode == 0:
-        assert time.time() < deadline, "the killed run's processes did not go away"
+    while left := session_members(first.pid):
+        assert time.time() < deadline, f"the killed run's processes {left} did not go away"
         time.sleep(0.2)
     assert not (wd / "results" / "flat" / "ce" / "best.pt").exists()
     assert any((wd / ".snakemake" / "locks").iterdir()), "expected the killed run's lock"
