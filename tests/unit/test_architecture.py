@@ -26,7 +26,8 @@ LAYERS = [
      "cbedtdc.distributed"],
     # data: generator, shards, the dataset, figures from tables
     ["cbedtdc.synth", "cbedtdc.synth.scattering", "cbedtdc.synth.crystal", "cbedtdc.synth.zone_axes",
-     "cbedtdc.synth.render", "cbedtdc.synth.generate", "cbedtdc.synth.gallery", "cbedtdc.preprocess",
+     "cbedtdc.synth.render", "cbedtdc.synth.multislice", "cbedtdc.synth.generate", "cbedtdc.synth.gallery",
+     "cbedtdc.preprocess",
      "cbedtdc.data", "cbedtdc.plots", "cbedtdc.fetch"],
     # one classifier, and the cascade's pure logic
     ["cbedtdc.train", "cbedtdc.train.sampling", "cbedtdc.train.checkpoint", "cbedtdc.train.infer",
