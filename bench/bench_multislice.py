@@ -62,7 +62,7 @@ def main(argv=None) -> int:
             n = sum(split_material_counts(small["n_materials"]).values())
             total = n * small["energies_per_material"] * 3 * per_panel
             print(f"config/multislice.yaml: {n} materials x {small['energies_per_material']} energies x 3 panels x "
-                  f"{per_panel:.2f} s = {total / 60:.0f} CPU-min, {total / 120:.0f} s on 2 cores")
+                  f"{per_panel:.2f} s = {total / 60:.0f} CPU-min, {total / 120:.0f} min on 2 cores")
     if args.yardstick_seconds > 0:
         from machine_speed import images_per_s
 
