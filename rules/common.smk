@@ -158,6 +158,11 @@ def get_synth_gpus():
     return int(synth["mode"] == "multislice" and synth["device"] != "cpu")
 
 
+def get_synth_launch(wildcards, resources):
+    """Launcher of one synthesize job: resources.gpu_launch (jsrun on Summit) when it uses a GPU, else none."""
+    return resources.gpu_launch if get_synth_gpus() else ""
+
+
 # --- TRAIN and TDC: flags of workflow_scripts/train.py, levels ------------------------------
 TRAIN_KEYS = dag.train_keys(config)
 # Shell fragment: "--arch {params.arch:q} --epochs {params.epochs:q} ..." for a rule whose params are train_params.

@@ -16,7 +16,9 @@ rule synthesize:
         mem_mb=1000,  # one material's stacks + its reflection list (multislice: potential of ~1e5 atoms)
         runtime=lambda wc, attempt: 30 * attempt,
         gpu=get_synth_gpus(),  # 1 in multislice mode (device auto/gpu): SLURM --gpus=1; unused locally
+        gpu_launch="env",  # runs the job where gpu=1; profiles: a jsrun resource set with a GPU on Summit
     params:
+        launch=get_synth_launch,
         first=get_synth_first,
         n_file=get_synth_count,
         materials=dag.synth_materials_args(config),  # integers only (schema-checked)
@@ -35,7 +37,8 @@ rule synthesize:
         device=config["synth"]["device"],
         seed=config["seed"],
     shell:
-        '"$CBEDTDC_PYTHON" workflow_scripts/synthesize.py --out {output.raw:q} --first-material {params.first}'
+        '{params.launch} "$CBEDTDC_PYTHON" workflow_scripts/synthesize.py --out {output.raw:q}'
+        " --first-material {params.first}"
         " --file-materials {params.n_file} {params.materials} --classes {params.classes:q}"
         " --energies {params.energies} --image-size {params.size} --frequency {params.frequency:q}"
         " --floor {params.floor} --zone-axes {params.zone_axes:q} {params.noise} {params.holz}"
