@@ -135,3 +135,17 @@ def test_gpu_path_matches_the_cpu_path():
                                     phonons=2, device=d) for d in ("cpu", "gpu"))
     assert np.corrcoef(cpu.ravel(), gpu.ravel())[0, 1] > 0.999
     assert gpu.sum() == pytest.approx(cpu.sum(), rel=1e-3)
+
+
+def test_synthesize_cli_multislice_mode(tmp_path):
+    from test_synth import _script
+
+    synth = _script("synthesize")
+    out = tmp_path / "raw" / "batch_train_0.h5"
+    args = ["--out", str(out), "--file-materials", "1", "--n-materials", "30", "--classes", "225,2", "--energies",
+            "1", "--image-size", "17", "--mode", "multislice", "--phonons", "1", "--no-progress"]
+    assert synth.main(args + ["--device", "cpu"]) == 0
+    assert index_file(out, expected_side=17)["quarantine"] == []
+    if not ms._has_gpu():  # a GPU asked for where there is none: exit code 2, no file
+        bad = tmp_path / "raw" / "batch_dev_0.h5"
+        assert synth.main(["--out", str(bad)] + args[2:] + ["--device", "gpu"]) == 2 and not bad.exists()
