@@ -224,7 +224,7 @@ def _detector_grid(waves: np.ndarray, total_in: float, size: int, radius: float,
     inten = np.mean(np.abs(np.fft.fftshift(np.fft.fft2(waves * ramp), axes=(-2, -1))) ** 2, axis=0)
     j0 = n // 2 - int(np.floor((f - 1) / 2 + off))
     fine = inten[j0:j0 + f, j0:j0 + f]
-    binned = fine.reshape(size, OVERSAMPLE, size, OVERSAMPLE).mean(axis=(1, 3))
+    binned = fine.reshape(size, OVERSAMPLE, size, OVERSAMPLE).mean(axis=(1, 3)).T  # abTEM's (x, y) -> rows = y
     # vacuum: the disk spreads N^2 total_in over pi r^2 / (dq / OVERSAMPLE)^2 fine pixels
     per_pixel = n * n * total_in / (np.pi * radius**2 * (OVERSAMPLE / dq) ** 2)
     return binned / per_pixel

@@ -13,7 +13,8 @@ from scipy.spatial import cKDTree
 
 import cbedtdc.synth.multislice as ms
 from cbedtdc.io import index_file
-from cbedtdc.synth import Optics, SynthConfig, class_sequence, prepare_panels, random_crystal, write_file, zone_axes
+from cbedtdc.synth import (Optics, SynthConfig, class_sequence, prepare_panels, random_crystal, render_panel,
+                           write_file, zone_axes)
 
 pytest.importorskip("abtem")
 
@@ -81,6 +82,26 @@ def test_monoclinic_and_hexagonal_axes_simulate_on_the_cpu(sg):
         yy, xx = np.mgrid[:SIZE, :SIZE]
         outside = np.hypot(xx - c, yy - c) > r_px + 1.5
         assert img[outside].sum() > 1e-3 * img.sum()  # diffracted disks, not a vacuum pattern
+
+
+@pytest.mark.parametrize("sg, axes", [(2, (0, 1, 2)), (14, (0, 1, 2)), (194, (1, 2))])
+def test_disks_sit_where_the_kinematic_renderer_puts_them(sg, axes):
+    """Same frame, rotation, scale and pixel grid as mode kinematic: the multislice intensity is concentrated on
+    the kinematic disks, and not on the disks of the transposed (x <-> y) pattern."""
+    crystal = random_crystal(sg, np.random.default_rng([0, sg]))
+    panels = prepare_panels(crystal, zone_axes(crystal), Optics(q_max=1.2, overlap=0.5, holz=False), [0.3] * 3)
+    size, c = 40, 19.5
+    yy, xx = np.mgrid[:size, :size]
+    bright_field = np.hypot(xx - c, yy - c) < 3
+    for a in axes:
+        multi = ms.multislice_panel(crystal, panels[a], 0.5, 100.0, 60.0, size, np.random.default_rng(1), phonons=1)
+        kin = render_panel(panels[a], 100.0, 60.0, size)
+
+        def contrast(disks):
+            on = (disks > 0.02) & ~bright_field
+            return multi[on].mean() / multi[~on & ~bright_field].mean()
+
+        assert contrast(kin) > 10 and contrast(kin) > 1.8 * contrast(kin.T), (sg, panels[a].axis.indices)
 
 
 def test_detector_grid_puts_the_optic_axis_at_the_centre_pixel_and_the_beam_at_one():
