@@ -195,7 +195,8 @@ def multislice_panel(crystal: Crystal, panel: Panel, b_iso: float, energy_kev: f
     n = grid_points(size)
     origin = rng.uniform(0.0, 1.0, 3)
     seeds = [int(s) for s in rng.integers(0, 2**31 - 1, phonons)]
-    atoms = specimen(crystal, panel, extent, thickness, np.asarray(tilt, float) * lam, origin)
+    # a beam tilted by tau [1/A] off the zone axis = the crystal turned by -tau lambda [rad] under a fixed beam
+    atoms = specimen(crystal, panel, extent, thickness, -np.asarray(tilt, float) * lam, origin)
     sigma = float(np.sqrt(max(b_iso, 0.0) / (8 * np.pi**2)))
     try:
         with _abtem_settings(device) as abtem:

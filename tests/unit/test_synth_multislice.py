@@ -104,6 +104,23 @@ def test_disks_sit_where_the_kinematic_renderer_puts_them(sg, axes):
         assert contrast(kin) > 10 and contrast(kin) > 1.8 * contrast(kin.T), (sg, panels[a].axis.indices)
 
 
+def test_mistilt_excites_the_disks_as_the_kinematic_renderer_does():
+    """The mistilt tau [1/A] has the renderer's sign: the multislice pattern follows the kinematic one at +tau."""
+    crystal = random_crystal(225, np.random.default_rng([0, 225]))
+    panel = prepare_panels(crystal, zone_axes(crystal), Optics(q_max=1.2, overlap=0.5, holz=False), [0.3] * 3)[0]
+    r = panel.semi_angle / ms.wavelength(100.0)
+    for tilt in ((1.5 * r, 0.0), (-r, r)):
+        multi = ms.multislice_panel(crystal, panel, 0.3, 100.0, 150.0, 48, np.random.default_rng(1), tilt=tilt,
+                                    phonons=1)
+        same, opposite = (render_panel(panel, 100.0, 150.0, 48, tilt=(s * tilt[0], s * tilt[1])) for s in (1, -1))
+        on = (same + opposite) > 0
+
+        def corr(kin):
+            return np.corrcoef(np.log(multi[on] + 1e-6), np.log(kin[on] + 1e-6))[0, 1]
+
+        assert corr(same) > corr(opposite) + 0.05, tilt
+
+
 def test_detector_grid_puts_the_optic_axis_at_the_centre_pixel_and_the_beam_at_one():
     n, size, dq, radius = 120, 24, 0.1, 0.2  # a plane wave: all intensity in the zero beam
     waves = np.ones((1, n, n), complex)
