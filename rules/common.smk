@@ -152,6 +152,17 @@ def get_synth_count(wildcards):
     return SYNTH_PLAN[wildcards.stem].n_materials
 
 
+def get_synth_gpus():
+    """GPUs of one synthesize job: 1 for abTEM multislice on device auto or gpu (cluster profiles pass it on)."""
+    synth = config["synth"]
+    return int(synth["mode"] == "multislice" and synth["device"] != "cpu")
+
+
+def get_synth_launch(wildcards, resources):
+    """Launcher of one synthesize job: resources.gpu_launch (jsrun on Summit) when it uses a GPU, else none."""
+    return resources.gpu_launch if get_synth_gpus() else ""
+
+
 # --- TRAIN and TDC: flags of workflow_scripts/train.py, levels ------------------------------
 TRAIN_KEYS = dag.train_keys(config)
 # Shell fragment: "--arch {params.arch:q} --epochs {params.epochs:q} ..." for a rule whose params are train_params.

@@ -13,9 +13,12 @@ rule synthesize:
     conda:
         "../envs/cbedtdc.yaml"
     resources:
-        mem_mb=1000,  # one stack at a time + the reflection list of one material
+        mem_mb=1000,  # one material's stacks + its reflection list (multislice: potential of ~1e5 atoms)
         runtime=lambda wc, attempt: 30 * attempt,
+        gpu=get_synth_gpus(),  # 1 in multislice mode (device auto/gpu): SLURM --gpus=1; unused locally
+        gpu_launch="env",  # runs the job where gpu=1; profiles: a jsrun resource set with a GPU on Summit
     params:
+        launch=get_synth_launch,
         first=get_synth_first,
         n_file=get_synth_count,
         materials=dag.synth_materials_args(config),  # integers only (schema-checked)
@@ -29,13 +32,18 @@ rule synthesize:
         holz="--holz" if config["synth"]["holz"] else "--no-holz",
         mistilt=config["synth"]["mistilt"],
         mode=config["synth"]["mode"],
+        phonons=config["synth"]["phonons"],
+        slice_thickness=config["synth"]["slice_thickness"],
+        device=config["synth"]["device"],
         seed=config["seed"],
     shell:
-        '"$CBEDTDC_PYTHON" workflow_scripts/synthesize.py --out {output.raw:q} --first-material {params.first}'
+        '{params.launch} "$CBEDTDC_PYTHON" workflow_scripts/synthesize.py --out {output.raw:q}'
+        " --first-material {params.first}"
         " --file-materials {params.n_file} {params.materials} --classes {params.classes:q}"
         " --energies {params.energies} --image-size {params.size} --frequency {params.frequency:q}"
         " --floor {params.floor} --zone-axes {params.zone_axes:q} {params.noise} {params.holz}"
-        " --mistilt {params.mistilt} --mode {params.mode:q} --seed {params.seed} 2> {log:q}"
+        " --mistilt {params.mistilt} --mode {params.mode:q} --phonons {params.phonons}"
+        " --slice-thickness {params.slice_thickness} --device {params.device:q} --seed {params.seed} 2> {log:q}"
 
 
 rule gallery:

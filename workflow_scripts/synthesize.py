@@ -47,8 +47,15 @@ def get_parser(add_help=True):
                    help=f"higher-order Laue zone reflections (default: {d['holz']})")
     p.add_argument("--mistilt", type=float, default=d["mistilt"],
                    help=f"beam mistilt s.d. as a fraction of the disk radius (default: {d['mistilt']})")
-    p.add_argument("--mode", choices=["kinematic", "bloch"], default=d["mode"],
-                   help=f"intensity model: kinematic two-beam, or dynamical Bloch waves (default: {d['mode']})")
+    p.add_argument("--mode", choices=["kinematic", "bloch", "multislice"], default=d["mode"],
+                   help=f"intensity model: kinematic two-beam, dynamical Bloch waves, or abTEM multislice "
+                        f"(default: {d['mode']})")
+    p.add_argument("--phonons", type=int, default=d["phonons"],
+                   help=f"multislice: frozen-phonon configurations per panel (default: {d['phonons']})")
+    p.add_argument("--slice-thickness", type=float, default=d["slice_thickness"],
+                   help=f"multislice: slice thickness in A (default: {d['slice_thickness']})")
+    p.add_argument("--device", choices=["auto", "cpu", "gpu"], default=d["device"],
+                   help=f"multislice: auto (GPU when CuPy sees one), cpu or gpu (default: {d['device']})")
     p.add_argument("--seed", type=int, default=seed, help=f"master seed (default: {seed})")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                    help="tqdm progress bar on stderr (default: on)")
@@ -62,7 +69,8 @@ def run(args):
                     split_materials=args.split_materials, progress=args.progress, n_materials=args.n_materials,
                     energies_per_material=args.energies, image_size=args.image_size, frequency=args.frequency,
                     floor=args.floor, zone_axes=args.zone_axes, noise=args.noise, holz=args.holz,
-                    mistilt=args.mistilt, mode=args.mode, seed=args.seed)
+                    mistilt=args.mistilt, mode=args.mode, phonons=args.phonons,
+                    slice_thickness=args.slice_thickness, device=args.device, seed=args.seed)
 
 
 def main(argv=None) -> int:

@@ -6,6 +6,7 @@ Modules:
 - :mod:`cbedtdc.synth.crystal`     random crystals on Wyckoff orbits, verified with spglib
 - :mod:`cbedtdc.synth.zone_axes`   zone-axis policies (``lowindex``, ``namsa``)
 - :mod:`cbedtdc.synth.render`      CBED renderer (kinematic two-beam or dynamical Bloch waves), detector model
+- :mod:`cbedtdc.synth.multislice`  abTEM multislice panels with frozen phonons (``synth.mode: multislice``)
 - :mod:`cbedtdc.synth.generate`    class plan, materials, samples, atomic file writing
 - :mod:`cbedtdc.synth.gallery`     PNG with one stack per class
 

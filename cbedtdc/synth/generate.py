@@ -18,12 +18,14 @@ from ..config import schema_defaults
 from ..io import atomic_path
 from ..layout import SPLITS, split_material_counts, split_of
 from .crystal import Crystal, random_crystal
-from .render import LAMBDA_100, MODES, Optics, Panel, detector, prepare_panels, render_panel
+from .multislice import DEVICES, MultisliceError, multislice_panel, resolve_device
+from .render import LAMBDA_100, Optics, Panel, detector, prepare_panels, render_panel
+from .render import MODES as RENDER_MODES
 from .zone_axes import POLICIES, zone_axes
 from cbedtdc.errors import InputError
 
 __all__ = ["SynthConfig", "Material", "materials_per_class", "class_sequence", "make_material",
-           "render_sample", "write_file", "synthesize_file", "ENERGY_START_KEV", "ENERGY_STEP_KEV"]
+           "render_sample", "write_file", "synthesize_file", "ENERGY_START_KEV", "ENERGY_STEP_KEV", "MODES"]
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,8 @@ B_ISO = (0.2, 1.5)         # Debye-Waller B [A^2]
 THICKNESS = (100.0, 500.0)  # specimen thickness [A]
 
 _PLAN_TAG = 7  # separates the class-plan stream from the material streams
+#: Intensity models: the renderer's (kinematic, bloch) and abTEM multislice (cbedtdc.synth.multislice).
+MODES = RENDER_MODES + ("multislice",)
 
 
 #: Defaults of the ``synth`` section (config/schema.yaml), the defaults of :class:`SynthConfig`.
@@ -49,7 +53,9 @@ class SynthConfig:
 
     ``mistilt`` is the standard deviation of the beam mistilt as a fraction of the disk radius;
     ``holz`` switches higher-order Laue zones on; ``mode`` is the intensity model (``kinematic``
-    or the dynamical ``bloch``, see :func:`cbedtdc.synth.render.render_panel`).
+    or the dynamical ``bloch``, see :func:`cbedtdc.synth.render.render_panel`, or ``multislice``,
+    :func:`cbedtdc.synth.multislice.multislice_panel`, with ``phonons`` frozen-phonon configurations,
+    slices of ``slice_thickness`` [A], on ``device`` auto, cpu or gpu).
     """
 
     classes: tuple = ()
@@ -64,6 +70,9 @@ class SynthConfig:
     holz: bool = _SYNTH["holz"]
     mistilt: float = _SYNTH["mistilt"]
     mode: str = _SYNTH["mode"]
+    phonons: int = _SYNTH["phonons"]
+    slice_thickness: float = _SYNTH["slice_thickness"]
+    device: str = _SYNTH["device"]
     split_counts: dict = field(default=None, compare=False)
 
     def __post_init__(self):
@@ -75,6 +84,12 @@ class SynthConfig:
             raise InputError(f"synth.zone_axes={self.zone_axes!r}: must be one of {', '.join(POLICIES)}")
         if self.mode not in MODES:
             raise InputError(f"synth.mode={self.mode!r}: must be one of {', '.join(MODES)}")
+        if self.device not in DEVICES:
+            raise InputError(f"synth.device={self.device!r}: must be one of {', '.join(DEVICES)}")
+        if self.phonons < 1:
+            raise InputError(f"synth.phonons={self.phonons}: must be at least 1")
+        if not 0.1 <= self.slice_thickness <= 10.0:
+            raise InputError(f"synth.slice_thickness={self.slice_thickness}: must be in 0.1..10 A")
         if not 1 <= self.energies_per_material <= 10:
             raise InputError(f"synth.energies_per_material={self.energies_per_material}: must be in 1..10")
         if self.image_size < 16:
@@ -87,7 +102,7 @@ class SynthConfig:
         """Build from the whole pipeline config (``synth`` section, ``classes``, ``seed``)."""
         s = dict(config.get("synth", {}))
         keys = {"n_materials", "energies_per_material", "image_size", "frequency", "floor", "zone_axes",
-                "noise", "holz", "mistilt", "mode"}
+                "noise", "holz", "mistilt", "mode", "phonons", "slice_thickness", "device"}
         kwargs = {k: s[k] for k in keys if k in s}
         if isinstance(kwargs.get("n_materials"), dict):  # per-split counts
             kwargs["split_counts"] = split_material_counts(kwargs["n_materials"])
@@ -172,7 +187,7 @@ def make_material(cfg: SynthConfig, split: str, index: int, space_group: int | N
     axes = zone_axes(crystal, cfg.zone_axes, optics.b_iso)
     angles = rng.uniform(0.0, 2 * np.pi, len(axes))
     panels = prepare_panels(crystal, axes, optics, angles, energies_kev=cfg.energies,
-                            min_thickness=THICKNESS[0], mode=cfg.mode)
+                            min_thickness=THICKNESS[0], mode="kinematic" if cfg.mode == "multislice" else cfg.mode)
     return Material(split, int(index), crystal, optics, panels)
 
 
@@ -185,7 +200,12 @@ def render_sample(cfg: SynthConfig, material: Material, energy_index: int) -> tu
     for p, panel in enumerate(material.panels):
         r100 = panel.semi_angle / LAMBDA_100
         tilt = rng.normal(0.0, cfg.mistilt * r100, 2) if cfg.mistilt > 0 else (0.0, 0.0)
-        image = render_panel(panel, energy, thickness, cfg.image_size, tilt=tilt, mode=cfg.mode)
+        if cfg.mode == "multislice":
+            image = multislice_panel(material.crystal, panel, material.optics.b_iso, energy, thickness, cfg.image_size,
+                                     rng, tilt=tilt, phonons=cfg.phonons, slice_thickness=cfg.slice_thickness,
+                                     device=resolve_device(cfg.device))
+        else:
+            image = render_panel(panel, energy, thickness, cfg.image_size, tilt=tilt, mode=cfg.mode)
         stack[p] = detector(image, rng, panel.q_max) if cfg.noise else image.astype(np.float32)
     c = material.crystal
     attrs = {
@@ -209,7 +229,9 @@ def write_file(path, cfg: SynthConfig, first_material: int, n_materials: int, pr
     The split comes from the file name (``batch_{split}_N.h5``). Groups are ``sample_i_j``
     (i = material within the file, j = energy index). The file is written under a temporary
     name in the same folder (HDF5 mode "x") and renamed when complete, so an interrupted job
-    never leaves a file a rerun would trust. At most one stack is held in memory.
+    never leaves a file a rerun would trust. At most one material's stacks are held in memory. A material
+    that multislice cannot simulate (:class:`~cbedtdc.synth.multislice.MultisliceError`) gets no group; it is
+    logged with the reason and listed in the file's root attribute ``skipped_materials`` (one line each).
     """
     import h5py  # lazy
 
@@ -220,6 +242,7 @@ def write_file(path, cfg: SynthConfig, first_material: int, n_materials: int, pr
         raise InputError(f"{path.name}: materials {first_material}..{first_material + n_materials - 1} "
                          f"outside the {total} materials of split {split!r}")
     seq = class_sequence(cfg, split)
+    skipped: list[str] = []
     bar = None
     if progress:
         from tqdm import tqdm
@@ -230,19 +253,27 @@ def write_file(path, cfg: SynthConfig, first_material: int, n_materials: int, pr
             for i in range(n_materials):
                 index = first_material + i
                 material = make_material(cfg, split, index, int(seq[index]))
-                for j in range(cfg.energies_per_material):
-                    stack, attrs = render_sample(cfg, material, j)
+                try:  # one material's samples, then written: a material multislice cannot simulate leaves none
+                    samples = [render_sample(cfg, material, j) for j in range(cfg.energies_per_material)]
+                except MultisliceError as err:
+                    reason = f"{material.material_id} (space group {material.crystal.space_group}): {err}"
+                    log.warning("%s: not simulated, skipped: %s", path.name, reason)
+                    skipped.append(reason)
+                    samples = []
+                for j, (stack, attrs) in enumerate(samples):
                     g = f.create_group(f"sample_{i}_{j}")
                     g.create_dataset("cbed_stack", data=stack)
                     for key, value in attrs.items():
                         g.attrs[key] = value
                 if bar is not None:
                     bar.update(1)
+            if cfg.mode == "multislice":  # the record of what was not simulated, and why (the other modes never skip)
+                f.attrs["skipped_materials"] = "\n".join(skipped)
     finally:
         if bar is not None:
             bar.close()
-    log.info("%s: %d materials x %d energies of split %s written", path, n_materials,
-             cfg.energies_per_material, split)
+    log.info("%s: %d materials x %d energies of split %s written (%d skipped)", path, n_materials - len(skipped),
+             cfg.energies_per_material, split, len(skipped))
     return path
 
 

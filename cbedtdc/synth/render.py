@@ -47,7 +47,6 @@ MAX_TILTS = 17
 LAMBDA_100 = wavelength(100.0)
 _ZOLZ_TOL = 1e-7    # |g.n| [1/A] below which a reflection lies in the zero-order Laue zone
 _EXTINCT = 1e-8     # |F| [A] below which a reflection is systematically absent
-_E_MAX_KEV = 300.0  # highest energy the per-material reflection list is valid for
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ LAYERS = [
      "cbedtdc.distributed"],
     # data: generator, shards, the dataset, figures from tables
     ["cbedtdc.synth", "cbedtdc.synth.scattering", "cbedtdc.synth.crystal", "cbedtdc.synth.zone_axes",
-     "cbedtdc.synth.render", "cbedtdc.synth.generate", "cbedtdc.synth.gallery", "cbedtdc.preprocess",
+     "cbedtdc.synth.render", "cbedtdc.synth.multislice", "cbedtdc.synth.generate", "cbedtdc.synth.gallery", "cbedtdc.preprocess",
      "cbedtdc.data", "cbedtdc.data.formats", "cbedtdc.data.manifest", "cbedtdc.data.splits",
      "cbedtdc.data.shard_index", "cbedtdc.data.dataset", "cbedtdc.plots", "cbedtdc.fetch", "cbedtdc.perturb"],
     # one classifier, and the cascade's pure logic

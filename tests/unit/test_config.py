@@ -115,7 +115,8 @@ def test_synth_defaults():
     table = {f.name: f.default for f in fields(SynthConfig) if f.name not in ("classes", "split_counts", "seed")}
     assert_matches_schema(table, "synth", "cbedtdc.synth.SynthConfig")
     cli = parser_defaults("synthesize.py", ["n_materials", "energies", "image_size", "frequency", "floor",
-                                            "zone_axes", "noise", "holz", "mistilt", "mode"])
+                                            "zone_axes", "noise", "holz", "mistilt", "mode", "phonons",
+                                            "slice_thickness", "device"])
     assert_matches_schema(cli, "synth", "workflow_scripts/synthesize.py", {"energies": "energies_per_material"})
 
 
