@@ -78,14 +78,15 @@ class RoutingRule:
         """The same rule without temperatures (the reliability before calibration)."""
         return replace(self, temperatures=None)
 
-    def check(self, plan: LevelPlan, source="routing") -> "RoutingRule":
-        """This rule, checked against ``plan`` (reading, number of temperatures and of the rule's parameters)."""
+    def check(self, plan: LevelPlan, source="routing", redo: str = "tune_routing") -> "RoutingRule":
+        """This rule, checked against ``plan`` (reading, number of temperatures and of the rule's parameters);
+        an error names ``source`` and the rule that tunes it again (``redo``)."""
         if plan.mode not in self.modes:
             raise InputError(f"{source}: routing rule {self.name} for a {plan.mode}-reading cascade, which routes "
-                             f"with {rule_for(self.name, plan.mode).name}; rerun rule tune_routing")
+                             f"with {rule_for(self.name, plan.mode).name}; rerun rule {redo}")
         if self.temperatures is not None and len(self.temperatures) != plan.n_levels:
             raise InputError(f"{source}: {len(self.temperatures)} temperatures for {plan.n_levels} levels; rerun "
-                             "rule tune_routing")
+                             f"rule {redo}")
         return self
 
     # ---------------------------------------------------------------- tuning on dev
@@ -158,10 +159,7 @@ class RoutingRule:
                             **{k: rule_cls._param(k, d[k]) for k in own})
         except (TypeError, ValueError) as err:
             raise InputError(f"{source}: bad value of the routing ({err}); rerun rule {redo}") from err
-        try:
-            return rule.check(plan, source)
-        except InputError as err:
-            raise InputError(str(err).replace("rule tune_routing", f"rule {redo}")) from err
+        return rule.check(plan, source, redo)
 
     @classmethod
     def _param(cls, key, value):
@@ -216,11 +214,11 @@ class ThresholdRule(RoutingRule):
         t = float(self.thresholds[k])
         return p[:, -1] > t if plan.mode == "rest" else p.max(axis=1) < t
 
-    def check(self, plan, source="routing"):
-        super().check(plan, source)
+    def check(self, plan, source="routing", redo="tune_routing"):
+        super().check(plan, source, redo)
         if len(self.thresholds) != plan.n_levels - 1:
             raise InputError(f"{source}: {len(self.thresholds)} thresholds for {plan.n_levels} levels (one per "
-                             "level but the last, tuned on dev); rerun rule tune_routing")
+                             f"level but the last, tuned on dev); rerun rule {redo}")
         return self
 
     def _tuned(self, plan, probs, labels):
