@@ -4,7 +4,8 @@ The samples are read with the data stage's walk and checks (:func:`cbedtdc.io.wa
 :func:`cbedtdc.io.check_stack`) and preprocessing (:func:`cbedtdc.preprocess.preprocess_stack`),
 then routed down the levels exactly as in the evaluation (the run's tuned
 :class:`~cbedtdc.cascade.routing.RoutingRule`). Bad inputs, files and samples are returned as rejected
-rows (key, file, group, reason), never crashed on; keys are paths relative to the input that named the file, in predictions and rejected rows alike.
+rows (key, file, group, reason), never crashed on; keys are paths relative to the input that named the
+file, in predictions and rejected rows alike.
 """
 
 from __future__ import annotations
