@@ -137,10 +137,6 @@ def _check_tdc_backbones(config: dict) -> None:
         raise ConfigError(
             "config error at replicates: replicate seeds retrain the flat backbone and the heads of the "
             "shared-backbone TDC; set tdc.backbone: shared, or replicates: 1")
-    if shared and config.get("xgboost", {}).get("activate", False):
-        raise ConfigError(
-            "config error at xgboost.activate: its heads sit on the own-backbone level ResNets; with "
-            "tdc.backbone: shared set tdc.head.kind: xgboost (or add an xgboost entry to heads.variants) instead")
     for v in config.get("heads", {}).get("variants", []):
         backbone = v.get("backbone", "ce")
         if "cnn" in v.get("features", ["cnn"]) and backbone not in losses:

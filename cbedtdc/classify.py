@@ -2,9 +2,10 @@
 
 The samples are read with the data stage's walk and checks (:func:`cbedtdc.io.walk_samples`,
 :func:`cbedtdc.io.check_stack`) and preprocessing (:func:`cbedtdc.preprocess.preprocess_stack`),
-then routed down the levels exactly as in the evaluation (:func:`cbedtdc.cascade.route`). Bad
-inputs, files and samples are returned as rejected rows (key, file, group, reason), never crashed
-on; keys are paths relative to the input that named the file, in predictions and rejected rows alike.
+then routed down the levels exactly as in the evaluation (the run's tuned
+:class:`~cbedtdc.cascade.routing.RoutingRule`). Bad inputs, files and samples are returned as rejected
+rows (key, file, group, reason), never crashed on; keys are paths relative to the input that named the
+file, in predictions and rejected rows alike.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 
 from cbedtdc.calibration import softmax
 from cbedtdc.cascade.plan import LevelPlan
-from cbedtdc.cascade.routing import TunedRouting
+from cbedtdc.cascade.routing import ArgmaxRule, RoutingRule
 from cbedtdc.crystallography import sg_name
 from cbedtdc.errors import InputError
 
@@ -168,13 +169,14 @@ def read_samples(path, image_size: int):
 @dataclass
 class LoadedRun:
     """A trained variant ready to classify: what it is, its plan (one level for a flat model), the levels'
-    probabilities of a batch of stacks, the tuned routing (``None``: a flat model), the image side it reads."""
+    probabilities of a batch of stacks, the tuned routing rule (a flat model, one level: the argmax of its
+    classes), the image side it reads."""
 
     kind: str  # "flat CNN", "flat head", "own-backbone TDC", "shared-backbone TDC"
     folder: Path
     plan: LevelPlan
     probs: Callable  # (B, 3, S, S) uint8 tensor on the device -> one (B, n_outputs_k) array per level
-    tuned: TunedRouting | None
+    rule: RoutingRule
     image_size: int
 
 
@@ -189,7 +191,7 @@ def _resolve(path, folder: Path) -> Path:
     raise FileNotFoundError(f"{folder}: {path} (recorded by the run) is missing; rerun the run")
 
 
-def _cnn_levels(kind, folder, plan, models, tuned) -> LoadedRun:
+def _cnn_levels(kind, folder, plan, models, rule) -> LoadedRun:
     from cbedtdc.train import forward
 
     size = int(models[0][1]["image_size"])
@@ -199,7 +201,7 @@ def _cnn_levels(kind, folder, plan, models, tuned) -> LoadedRun:
     def probs(x):
         return [softmax(forward(model, x, meta["orientation"]).float().cpu().numpy()) for model, meta in models]
 
-    return LoadedRun(kind, folder, plan, probs, tuned, size)
+    return LoadedRun(kind, folder, plan, probs, rule, size)
 
 
 def source_extractor(sources, folder: Path, device: str):
@@ -251,8 +253,8 @@ def _flat_head(folder: Path, head_file: Path, device: str) -> LoadedRun:
                                             "model_sha256": head.info.get("backbone_sha256")}]
     features, size = source_extractor(sources, folder, device)
     classes = [int(c) for c in head.info["classes"]]
-    return LoadedRun("flat head", folder, LevelPlan([classes]), lambda x: [head.predict_proba(features(x))], None,
-                     size)
+    return LoadedRun("flat head", folder, LevelPlan([classes]), lambda x: [head.predict_proba(features(x))],
+                     ArgmaxRule(), size)
 
 
 def _shared_tdc(folder: Path, device: str) -> LoadedRun:
@@ -266,14 +268,14 @@ def _shared_tdc(folder: Path, device: str) -> LoadedRun:
     sources = m.get("sources") or [{"source": "cnn", "model": m["backbone"], "model_sha256": m.get("backbone_sha256")}]
     features, size = source_extractor(sources, folder, device)
     return LoadedRun("shared-backbone TDC", folder, cas.plan, lambda x: tdc_head_probs(cas.heads, features(x)),
-                     cas.tuned, size)
+                     cas.rule, size)
 
 
 def _own_tdc(folder: Path, device: str) -> LoadedRun:
     from cbedtdc.cascade.load import load_cascade
 
     cas = load_cascade(folder / "levels.json", folder / "routing.json", device=device)
-    return _cnn_levels("own-backbone TDC", folder, cas.plan, cas.models, cas.tuned)
+    return _cnn_levels("own-backbone TDC", folder, cas.plan, cas.models, cas.rule)
 
 
 def _run_tdc(run: Path) -> Path:
@@ -306,7 +308,8 @@ def load_run(run_dir, device: str = "cpu") -> LoadedRun:
         model, meta = load_model(folder / "best.pt", device=device)
         if meta.get("rest"):
             raise InputError(f"{folder}/best.pt has a 'rest' output: classify its whole TDC folder instead")
-        run = _cnn_levels("flat CNN", folder, LevelPlan([[int(c) for c in meta["classes"]]]), [(model, meta)], None)
+        run = _cnn_levels("flat CNN", folder, LevelPlan([[int(c) for c in meta["classes"]]]), [(model, meta)],
+                          ArgmaxRule())
     elif any((folder / f"head.{ext}").exists() for ext in ("pt", "json")):
         head_file = next(folder / f"head.{ext}" for ext in ("pt", "json") if (folder / f"head.{ext}").exists())
         run = _flat_head(folder, head_file, device)
@@ -364,7 +367,6 @@ def classify_files(run_dir, inputs, *, batch_size: int = 64, top: int = 5, devic
     device = check_device(device)
     run = load_run(run_dir, device)
     plan, size = run.plan, run.image_size
-    tuned = run.tuned or TunedRouting("argmax")
     files, rejected = find_inputs(inputs)
     predictions = []
 
@@ -372,7 +374,7 @@ def classify_files(run_dir, inputs, *, batch_size: int = 64, top: int = 5, devic
         x = torch.from_numpy(np.stack([b[1] for b in batch])).to(device)
         with torch.inference_mode():
             probs = run.probs(x)
-        predictions.extend(_prediction_rows(plan, probs, tuned.apply(plan, probs), batch, top))
+        predictions.extend(_prediction_rows(plan, probs, run.rule.route(plan, probs), batch, top))
 
     batch = []
     for path, key in files:

@@ -10,14 +10,13 @@ of one training run: ``results`` for the run itself, ``results/replicates/seed_<
 from __future__ import annotations
 
 import json
-import shlex
 
 from cbedtdc.heads.options import DEFAULTS as HEAD_DEFAULTS
 from cbedtdc.heads.options import XGBOOST_DEFAULTS
 from cbedtdc.layout import FEATURES_ROOT, feature_dir
 
 __all__ = ["HEAD_OPTIONS", "head_spec", "head_feature_dirs", "feature_files", "head_file", "heads_json",
-           "shared_json", "tdc_sources", "tdc_variant", "xgb_flags", "train_keys", "train_params", "replicate_seeds",
+           "shared_json", "tdc_sources", "tdc_variant", "train_keys", "train_params", "replicate_seeds",
            "replicate_root", "synth_materials_args", "friedel_groups_arg", "data_kind"]
 
 #: Options of a head that heads.variants entries and tdc.head may set (name, backbone, features are the rules').
@@ -85,16 +84,14 @@ def shared_json(config: dict, root: str = "results") -> str:
 
 
 def tdc_variant(config: dict) -> str:
-    """Name of the TDC reading for per-variant copies of the summary: rest, rest_threshold or hard."""
-    tdc = config["tdc"]
-    if tdc["mode"] == "rest" and tdc["routing"] == "threshold":
-        return "rest_threshold"
-    return tdc["mode"]
+    """Name of the TDC reading for per-variant copies of the summary (:func:`cbedtdc.cascade.routing.reading_name`).
 
+    >>> tdc_variant({"tdc": {"mode": "rest", "routing": "threshold"}})
+    'rest_threshold'
+    """
+    from cbedtdc.cascade.routing import reading_name
 
-def xgb_flags(config: dict) -> str:
-    """Booster flags of ``workflow_scripts/xgboost_head.py`` from ``config["xgboost"]``, each value shell-quoted."""
-    return " ".join(f"--{k.replace('_', '-')} {shlex.quote(str(config['xgboost'][k]))}" for k in XGBOOST_DEFAULTS)
+    return reading_name(config["tdc"]["mode"], config["tdc"]["routing"])
 
 
 def train_keys(config: dict) -> list[str]:

@@ -470,9 +470,6 @@ def results_table(summaries) -> str:
         lines.append(f"| flat, {f['loss']} + {f['head']} head (best flat on dev) | {f.get('images_seen') or '-'} | "
                      f"{cell(f, 'top1')} | {cell(f, 'balanced_accuracy')} | {cell(f, 'macro_f1')} | {cell(f, 'top5')} "
                      f"| {friedel(f)} |")
-    for loss, s in first.get("flat_xgb_by_loss", {}).items():
-        lines.append(f"| flat, {loss} + XGBoost head | same | {cell(s, 'top1')} | {cell(s, 'balanced_accuracy')} | "
-                     f"{cell(s, 'macro_f1')} | {cell(s, 'top5')} | {friedel(s)} |")
     for s in summaries:
         t = s["tdc"]
         sizes = "+".join(str(len(lv)) for lv in t["levels"])
@@ -484,12 +481,6 @@ def results_table(summaries) -> str:
                                           else "")
         lines.append(f"| {name}, *estimated* (perfect routing) | same | {est} | "
                      f"{pct(t.get('estimated_balanced_accuracy'))} | - | - | - |")
-        if "tdc_xgb" in s:
-            x = s["tdc_xgb"]
-            lines.append(f"| {name} + XGBoost heads, end to end | same | {cell(x, 'top1')} | "
-                         f"{cell(x, 'balanced_accuracy')} | {cell(x, 'macro_f1')} | - | {friedel(x)} |")
-            lines.append(f"| {name} + XGBoost heads, *estimated* | same | {pct(x['estimated_top1'])} | "
-                         f"{pct(x.get('estimated_balanced_accuracy'))} | - | - | - |")
     lines.append("")
     lines.append(f"Test split: {first['n_test']} samples of {first['n_test_materials']} materials; intervals: 95 % "
                  f"bootstrap over {first['bootstrap'].get('over', 'materials')} ({first['bootstrap']['resamples']} "

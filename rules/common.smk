@@ -82,7 +82,6 @@ wildcard_constraints:
     level=r"\d+",
     loss="ce|weighted_ce|logit_adjusted|balanced_softmax",
     source=r"flat/(ce|weighted_ce|logit_adjusted|balanced_softmax)|level_\d+",
-    job=r"flat/(ce|weighted_ce|logit_adjusted|balanced_softmax)|level_\d+",
     rseed=r"\d+",
 
 
@@ -93,10 +92,6 @@ THREADS = config["train"]["ranks"] * config["train"]["threads_per_rank"]
 def get_raw(wildcards):
     """Path of one raw challenge file (generated or under raw_dir)."""
     return RAW[wildcards.stem]
-
-
-def is_activated(section):
-    return bool(config.get(section, {}).get("activate", False))
 
 
 def is_shared():
@@ -247,35 +242,6 @@ def get_eval_inputs(wildcards):
             f"{root}/tdc_shared/routing.json",
         ]
     return out + ["results/tdc/routing.json", *level_outputs("best.pt")]
-
-
-def get_xgb_heads(wildcards=None):
-    """CNN-XGBoost heads evaluated beside the CNNs (xgboost.activate) and the features they are scored on."""
-    if not is_activated("xgboost"):
-        return []
-    jobs = [f"flat/{loss}" for loss in config["flat"]["losses"]]
-    jobs += [f"level_{level}" for level in LEVELS]
-    return [f"results/xgboost/{j}/head.json" for j in jobs] + [
-        f"results/features/{j}/{s}.h5" for j in jobs for s in ("dev", "test")
-    ]
-
-
-def get_xgb_inputs(wildcards):
-    """Features of one trained job and, for a TDC level, its own samples (selected by key)."""
-    out = {s: f"results/features/{wildcards.job}/{s}.h5" for s in ("train", "dev")}
-    if wildcards.job.startswith("level_"):
-        for s in ("train", "dev"):
-            out[f"{s}_keys"] = f"results/tdc/{wildcards.job}/job/{s}_keys.csv"
-    return out
-
-
-def xgb_keys_args(wildcards, input):
-    """--train-keys/--dev-keys of a TDC level's XGBoost head (shell-quoted), nothing for a flat model."""
-    import shlex
-
-    if "train_keys" not in input.keys():
-        return ""
-    return f"--train-keys {shlex.quote(input.train_keys)} --dev-keys {shlex.quote(input.dev_keys)}"
 
 
 def lsf_project_setting():

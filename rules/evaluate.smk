@@ -11,7 +11,6 @@ rule evaluate:
         test="results/shards/test.csv",
         run_classes="results/data/run_classes.json",  # the run's one class order
         info="results/shards/data_info.json",  # what the bootstrap resamples (materials, or samples)
-        heads=get_xgb_heads,
     output:
         summary="results/metrics/summary.json",
         # the same summary under the reading's name: a rest and a hard run side by side
@@ -50,12 +49,6 @@ rule evaluate:
         # Friedel pairs are indistinguishable only in kinematic patterns
         friedel=dag.friedel_groups_arg(config, GENERATE),
         data=dag.data_kind(config, GENERATE, STEMS),
-        # fixed literal flags
-        xgb=(
-            "--xgb-dir results/xgboost --features-root results/features"
-            if is_activated("xgboost")
-            else ""
-        ),
         batch=config["train"]["eval_batch_size"],
         heads=dag.heads_json(HEADS),  # JSON: file, backbone, feature sources of every flat head
         shared=dag.shared_json(config),  # JSON: the shared-backbone TDC, {} with own backbones
@@ -65,7 +58,7 @@ rule evaluate:
         " --run-classes {input.run_classes:q} --data-info {input.info:q} --bootstrap {params.bootstrap:q}"
         " --seed {params.seed:q} --friedel-groups {params.friedel:q} --data {params.data:q}"
         " --batch-size {params.batch:q} --threads {threads} --heads {params.heads:q} --shared {params.shared:q}"
-        " {params.xgb} 2> {log:q}"
+        " 2> {log:q}"
 
 
 rule plots:
@@ -155,31 +148,3 @@ rule run_config:
 rule report_files:
     input:
         get_report_files(),
-
-
-# Optional CNN-XGBoost heads (xgboost.activate): one per flat model and per own-backbone TDC level, on that
-# job's own training samples, fitted on the features files of rule features (rules/heads.smk), so the network
-# is not run again; rule evaluate then scores the flat models and the cascade with the heads as well.
-
-
-rule xgboost_head:
-    input:
-        unpack(get_xgb_inputs),  # train/dev features of the job; a level's own samples by key
-    output:
-        head="results/xgboost/{job}/head.json",
-        meta="results/xgboost/{job}/head.meta.json",
-    log:
-        "logs/xgboost_head/{job}.log",
-    benchmark:
-        "benchmarks/xgboost_head/{job}.tsv"
-    conda:
-        "../envs/cbedtdc.yaml"
-    threads: THREADS
-    params:
-        job_keys=xgb_keys_args,  # --train-keys/--dev-keys of a level, already shell-quoted
-        booster=dag.xgb_flags(config),  # every value already shell-quoted
-        seed=config["seed"],
-    shell:
-        '"$CBEDTDC_PYTHON" workflow_scripts/xgboost_head.py --train {input.train:q} --dev {input.dev:q}'
-        " {params.job_keys} --out {output.head:q} --seed {params.seed:q} --threads {threads} {params.booster}"
-        " 2> {log:q}"

@@ -48,8 +48,6 @@ def get_parser(add_help=True):
                    help="flat CNN baselines, e.g. ce=results/flat/ce/best.pt (default: none, heads only)")
     p.add_argument("--tdc", required=True, help="TDC folder: levels.json, routing.json, level_K/best.pt (required)")
     p.add_argument("--summary", required=True, help="summary.json to write; its folder gets the tables (required)")
-    p.add_argument("--xgb-dir", help="folder of the CNN-XGBoost heads (flat/{loss}/head.json, level_{k}/head.json); "
-                   "adds their scores on the features of --features-root (default: none)")
     p.add_argument("--data-info", default=None, help="data_info.json of the shards: its bootstrap_unit (material or "
                    "sample) is what the intervals resample (default: materials)")
     p.add_argument("--run-classes", default=None, help="run_classes.json of rule check_classes: the run's one class "
@@ -60,9 +58,6 @@ def get_parser(add_help=True):
     p.add_argument("--shared", type=_json_object, default=None, metavar="JSON",
                    help='shared-backbone TDC, {"backbone": LOSS, "features": [...], "dirs": [...], "heads": FOLDER, '
                    '"routing": routing.json}; it is then the headline TDC (default: none, own-backbone levels)')
-    p.add_argument("--features-root", default=None,
-                   help="folder of the features files flat/{loss}/{split}.h5 and level_{k}/{split}.h5 of the "
-                   "CNN-XGBoost heads (default: none; needed with --xgb-dir)")
     p.add_argument("--copy", help="also write the summary here, e.g. summary_rest.json (default: none)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples over materials (default: 1000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
@@ -87,8 +82,8 @@ def run(args):
     classes = read_run_classes(args.run_classes) if args.run_classes else None
     evaluate_run(args.shards, dict(args.flat), args.tdc, summary.parent, classes=classes, n_boot=args.bootstrap,
                  seed=args.seed, friedel_groups=groups or None, batch_size=args.batch_size, data_kind=args.data,
-                 device=args.device, xgb_dir=args.xgb_dir, heads=args.heads, features_root=args.features_root,
-                 shared=args.shared or None, bootstrap_over=_bootstrap_over(args.data_info))
+                 device=args.device, heads=args.heads, shared=args.shared or None,
+                 bootstrap_over=_bootstrap_over(args.data_info))
     if args.copy:
         with atomic_path(args.copy) as tmp:
             shutil.copyfile(summary, tmp)

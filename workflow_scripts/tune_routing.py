@@ -1,9 +1,8 @@
-"""tune_routing: per-level routing thresholds of the TDC, tuned on dev to maximise balanced accuracy.
+"""tune_routing: the own-backbone TDC's routing rule (tdc.routing), tuned on dev to maximise balanced accuracy.
 
-Writes ``routing.json``. Hard reading (and rest reading with ``tdc.routing: threshold``): a
-sample trickles from level k when its largest class probability is below (resp. its "rest"
-probability above) threshold k; the thresholds are set by coordinate ascent on the dev
-split's end-to-end balanced accuracy. Rest reading with argmax routing: nothing to tune.
+Writes ``routing.json``: one temperature per level fitted on dev, then the rule's own parameters (the
+thresholds of the threshold rule, the prior correction of the posterior rule), chosen on the dev split's
+end-to-end balanced accuracy (:mod:`cbedtdc.cascade.routing.rules`). The hard reading always thresholds.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """tune_routing_shared: routing.json of the shared-backbone TDC, tuned on the dev features.
 
-One temperature per level head (fitted on dev), then the thresholds (threshold routing) or the
-prior correction (posterior routing) chosen on dev, as for the own-backbone cascade.
+One temperature per level head (fitted on dev), then the rule's own parameters (thresholds, prior
+correction) chosen on dev, as for the own-backbone cascade (:mod:`cbedtdc.cascade.routing.rules`).
 """
 
 from __future__ import annotations

@@ -7,18 +7,14 @@ Each function reads and writes the files of one rule (``levels.json``, ``job/``,
 from __future__ import annotations
 
 import csv
-import json
 import logging
 from collections import Counter
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from cbedtdc import metrics
 from cbedtdc.cascade.plan import LevelPlan, check_trainable, level_budgets, level_job, plan_levels, trickle
-from cbedtdc.cascade.routing import (TunedRouting, calibrate, effective_rule, fit_temperatures, forward_mask, softmax,
-                                     tune_thresholds)
+from cbedtdc.cascade.routing import DEFAULT, ArgmaxRule, RoutingRule, rule_for, softmax
 from cbedtdc.io import atomic_write_text, read_csv, write_csv
 from cbedtdc.errors import InputError
 
@@ -34,10 +30,6 @@ __all__ = [
     "check_level_model",
     "collect_missed",
     "tune_routing",
-    "tune_routing_on",
-    "read_routing",
-    "routing_from_json",
-    "route_tuned",
 ]
 
 log = logging.getLogger(__name__)
@@ -151,7 +143,7 @@ def collect_missed(levels_path, level: int, model_path, shard_root, *, missed_pa
         cls = probs[:, : len(outs)]
         best = np.argmax(cls, axis=1) if len(cls) else np.zeros(0, dtype=int)
         # diagnostic of the rest reading: would "rest" win the argmax (the routing is tuned later, on dev)
-        routed = forward_mask(plan, k, probs, rule="argmax") if plan.mode == "rest" else None
+        routed = ArgmaxRule().forwards(plan, k, probs) if plan.mode == "rest" else None
         for i in np.flatnonzero(mask):
             rows.append({
                 "key": sel_keys[i], "split": split, "space_group": int(sel_labels[i]), "reason": reasons[i],
@@ -171,60 +163,14 @@ def collect_missed(levels_path, level: int, model_path, shard_root, *, missed_pa
     return rows, stats
 
 
-def tune_routing_on(plan: LevelPlan, probs, labels, routing: str = "argmax") -> dict:
-    """The content of ``routing.json`` from the levels' dev probabilities (pure; no file read).
+def tune_routing(tdc_dir, shard_root, out_path, *, routing: str = DEFAULT, batch_size: int = 64,
+                 device: str = "cpu") -> RoutingRule:
+    """Tune the routing of the own-backbone levels on dev and write ``routing.json`` (rule tune_routing).
 
-    ``routing`` is the rest reading's rule (:data:`~cbedtdc.cascade.routing.ROUTINGS`); the hard reading
-    always thresholds. One temperature per level is fitted on dev
-    (:func:`~cbedtdc.cascade.routing.fit_temperatures`) and the thresholds are tuned on the calibrated
-    probabilities. Posterior routing is scored on dev with and without the training-prior correction, and
-    the better one (balanced accuracy) is kept. :func:`read_routing` turns the file into a
-    :class:`~cbedtdc.cascade.routing.TunedRouting`.
-    """
-    rule = effective_rule(plan.mode, routing)
-    out = {"mode": plan.mode, "routing": rule, "thresholds": [], "levels": plan.levels,
-           "temperatures": [1.0] * plan.n_levels, "prior": False}
-    labels = np.asarray(labels)
-    if not len(labels):
-        return out
-    temps = fit_temperatures(plan, probs, labels)
-    out["temperatures"] = temps
-    out["n_dev"] = int(len(labels))
-
-    def score(tuned: TunedRouting):
-        r = tuned.apply(plan, probs)
-        return {"balanced_accuracy": metrics.balanced_accuracy(labels, r.pred, plan.classes),
-                "top1": metrics.top1(labels, r.pred),
-                "kept_fraction": [float((r.kept == k).mean()) for k in range(plan.n_levels)]}
-
-    base = TunedRouting(rule, temperatures=tuple(temps))
-    if rule == "posterior":
-        plain, corrected = score(base), score(replace(base, prior=True))
-        out["prior"] = corrected["balanced_accuracy"] > plain["balanced_accuracy"]
-        out["dev_tuned"] = corrected if out["prior"] else plain
-        out["dev_without_prior"], out["dev_with_prior"] = plain, corrected
-    elif rule == "threshold" and plan.n_levels > 1:
-        th = tune_thresholds(plan, calibrate(probs, temps), labels)
-        out["thresholds"] = th
-        out["dev_tuned"] = score(replace(base, thresholds=tuple(th)))
-        out["dev_default_0.5"] = score(replace(base, thresholds=(0.5,) * (plan.n_levels - 1)))
-    else:
-        out["dev_tuned"] = score(base)
-    log.info("routing %s tuned on %d dev samples: thresholds %s, temperatures %s, prior %s (dev balanced "
-             "accuracy %.4f)", rule, len(labels), out["thresholds"], [round(t, 3) for t in temps], out["prior"],
-             out["dev_tuned"]["balanced_accuracy"])
-    return out
-
-
-def tune_routing(tdc_dir, shard_root, out_path, *, routing: str = "argmax", batch_size: int = 64,
-                 device: str = "cpu") -> dict:
-    """Tune the routing of the own-backbone levels on dev and write ``routing.json``.
-
-    ``routing`` is the rest reading's rule (``argmax``, ``threshold`` or ``posterior``); the hard
-    reading always uses thresholds. It lives here, not in ``levels.json``, so changing it never
-    retrains a level. ``routing.json`` holds ``mode``, ``routing``, ``thresholds`` (one per level but
-    the last, threshold routing), ``temperatures`` (one per level, fitted on dev), ``prior``
-    (posterior routing: divide by the training prior) and the dev scores (:func:`tune_routing_on`).
+    ``routing`` is ``tdc.routing``; :func:`~cbedtdc.cascade.routing.rule_for` turns it into the rule of the
+    plan's reading (the hard reading always thresholds), tuned on the levels' dev probabilities
+    (:meth:`~cbedtdc.cascade.routing.RoutingRule.tune`). It lives here, not in ``levels.json``, so changing it
+    never retrains a level.
     """
     from cbedtdc.data import ShardDataset
     from cbedtdc.train import inference_device
@@ -235,39 +181,9 @@ def tune_routing(tdc_dir, shard_root, out_path, *, routing: str = "argmax", batc
         raise InputError(f"{shard_root}/dev.csv has no sample of the run's classes: cannot tune the routing")
     _, models = load_levels(tdc_dir, plan, device=inference_device(device))
     _, probs = predict_levels(models, shard_root, "dev", keys=list(ds.keys), batch_size=batch_size)
-    out = tune_routing_on(plan, probs, ds.labels, routing)
-    atomic_write_text(out_path, json.dumps(out, indent=2) + "\n")
-    return out
-
-
-def routing_from_json(d: dict, plan: LevelPlan, source="routing.json") -> TunedRouting:
-    """The :class:`~cbedtdc.cascade.routing.TunedRouting` of a ``routing.json`` dict, checked against the plan."""
-    if d.get("mode") != plan.mode or d.get("levels") != plan.levels:
-        raise InputError(f"{source} was tuned for mode {d.get('mode')} levels {d.get('levels')}, levels.json has "
-                         f"{plan.mode} {plan.levels}; rerun rule tune_routing")
-    rule = effective_rule(plan.mode, d.get("routing", "argmax"))
-    temps = d.get("temperatures")
-    tuned = TunedRouting(rule, thresholds=tuple(float(t) for t in d.get("thresholds") or []) if rule == "threshold"
-                         else (), temperatures=None if temps is None else tuple(float(t) for t in temps),
-                         prior=bool(d.get("prior")) and rule == "posterior")
-    try:
-        return tuned.check(plan, str(source))
-    except ValueError as err:
-        raise InputError(f"{err}; rerun rule tune_routing") from err
-
-
-def read_routing(path, plan: LevelPlan) -> TunedRouting:
-    """``routing.json`` as a :class:`~cbedtdc.cascade.routing.TunedRouting`, checked against the plan."""
-    try:
-        d = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as err:
-        raise InputError(f"{path}: not a readable routing.json ({err}); rerun rule tune_routing") from err
-    return routing_from_json(d, plan, path)
-
-
-def route_tuned(plan: LevelPlan, probs, tuned: TunedRouting):
-    """Route with a tuned routing: calibrate, then threshold / argmax / posterior."""
-    return tuned.apply(plan, probs)
+    rule = rule_for(routing, plan.mode).tune(plan, probs, ds.labels)
+    rule.save(out_path, plan)
+    return rule
 
 
 def write_plan(train_csv, classes, out_path, *, mode=None, how=None, level_sizes=None, n_levels=None,

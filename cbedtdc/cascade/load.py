@@ -1,7 +1,7 @@
 """One loader of a trained cascade for :mod:`cbedtdc.evaluate` and :mod:`cbedtdc.classify`.
 
-A cascade is its plan (``levels.json``), its tuned routing (``routing.json``,
-:class:`~cbedtdc.cascade.routing.TunedRouting`) and its levels: one ResNet per level
+A cascade is its plan (``levels.json``), its tuned routing rule (``routing.json``,
+:class:`~cbedtdc.cascade.routing.RoutingRule`) and its levels: one ResNet per level
 (``tdc.backbone: own``, ``results/tdc/level_k/best.pt``) or one head per level on shared feature
 sources (``tdc.backbone: shared``, ``results/tdc_shared/heads/``). What each caller feeds the levels
 differs (shards, features files, new stacks), so the loader gives the parts, checked against each other.
@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cbedtdc.cascade.jobs import load_levels, read_routing
+from cbedtdc.cascade.jobs import load_levels
 from cbedtdc.cascade.plan import LevelPlan
-from cbedtdc.cascade.routing import TunedRouting
+from cbedtdc.cascade.routing import RoutingRule, load_rule
 
 __all__ = ["Cascade", "load_cascade"]
 
@@ -25,7 +25,7 @@ class Cascade:
     (``heads``: one :class:`~cbedtdc.heads.Head` per level, ``manifest``: ``heads.json``)."""
 
     plan: LevelPlan
-    tuned: TunedRouting
+    rule: RoutingRule
     backbone: str
     folder: Path
     models: list = field(default_factory=list)
@@ -33,8 +33,8 @@ class Cascade:
     manifest: dict = field(default_factory=dict)
 
     def route(self, probs):
-        """Route the levels' probabilities with the tuned routing."""
-        return self.tuned.apply(self.plan, probs)
+        """Route the levels' probabilities with the tuned rule."""
+        return self.rule.route(self.plan, probs)
 
 
 def load_cascade(levels_path, routing_path, *, heads_dir=None, device: str = "cpu", models: bool = True) -> Cascade:
@@ -44,14 +44,11 @@ def load_cascade(levels_path, routing_path, *, heads_dir=None, device: str = "cp
     """
     levels_path, routing_path = Path(levels_path), Path(routing_path)
     plan = LevelPlan.load(levels_path)
-    if not routing_path.exists():
-        rule = "tune_routing_shared" if heads_dir is not None else "tune_routing"
-        raise FileNotFoundError(f"{routing_path} missing: finish the run (rule {rule}) first")
-    tuned = read_routing(routing_path, plan)
+    rule = load_rule(routing_path, plan, redo="tune_routing_shared" if heads_dir is not None else "tune_routing")
     if heads_dir is not None:
         from cbedtdc.cascade.shared import load_tdc_heads
 
         manifest, heads = load_tdc_heads(heads_dir, plan)
-        return Cascade(plan, tuned, "shared", Path(heads_dir).parent, heads=heads, manifest=manifest)
+        return Cascade(plan, rule, "shared", Path(heads_dir).parent, heads=heads, manifest=manifest)
     loaded = load_levels(levels_path.parent, plan, device=device)[1] if models else []
-    return Cascade(plan, tuned, "own", levels_path.parent, models=loaded)
+    return Cascade(plan, rule, "own", levels_path.parent, models=loaded)

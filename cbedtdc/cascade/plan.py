@@ -9,15 +9,15 @@ level ``k + 1``; the last level keeps everything. Two readings of "missed" (``td
 ``rest``
     Level ``k`` has one output per class of level ``k`` plus a last output "rest" (not for the
     last level). Its training set is every sample whose class belongs to levels ``k..K``; the
-    samples of later levels are labelled "rest". At inference a sample trickles when "rest" wins
-    (``routing="argmax"``) or when ``p(rest)`` exceeds a threshold tuned on dev (``"threshold"``).
+    samples of later levels are labelled "rest". At inference the routing rule of ``tdc.routing``
+    (:mod:`cbedtdc.cascade.routing.rules`) decides where a sample ends.
 ``hard``
     Level ``k`` trains on the samples that reached it (level 1: all). Its outputs are the classes
     of levels ``1..k`` (``hard_outputs="cumulative"``, so that a head-class sample that an earlier
     level got wrong can still be learnt further down) or of level ``k`` only (``"own"``). After
     training, the samples it gets wrong or whose class is not among its outputs trickle to level
     ``k + 1`` and form its training set. At inference a sample trickles when the largest class
-    probability is below a per-level threshold tuned on dev to maximise balanced accuracy.
+    probability is below a per-level threshold tuned on dev (the threshold rule).
 
 Probabilities of level ``k`` are an array ``(N, n_outputs)`` whose columns are ``plan.outputs(k)``
 followed by "rest" when ``plan.has_rest(k)``.
@@ -53,7 +53,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MODES = ("rest", "hard")
-REST = "rest"
 
 
 # --------------------------------------------------------------------------------------------

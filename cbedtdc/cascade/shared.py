@@ -7,7 +7,7 @@ costs the flat budget plus head training and compares at exactly equal backbone 
 Rest reading: level ``k`` trains on the samples of levels ``k..K``, the later ones labelled "rest".
 Hard reading: level ``k`` trains on the samples that reached it, and its wrong or foreign training
 samples reach level ``k + 1`` (the same trickle as the ResNet cascade, :func:`cbedtdc.cascade.plan.trickle`).
-The routing is tuned on dev as for the own backbone (:func:`cbedtdc.cascade.jobs.tune_routing_on`).
+The routing is tuned on dev as for the own backbone (:meth:`cbedtdc.cascade.routing.RoutingRule.tune`).
 """
 
 from __future__ import annotations
@@ -18,9 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cbedtdc.cascade.jobs import tune_routing_on
 from cbedtdc.cascade.plan import LevelPlan, level_training_mask, trickle
-from cbedtdc.cascade.routing import level_targets
+from cbedtdc.cascade.routing import DEFAULT, RoutingRule, level_targets, rule_for
 from cbedtdc.heads import fit_head, load_head, resolve_spec
 from cbedtdc.heads.jobs import head_images, head_suffix, run_features
 from cbedtdc.io import atomic_write_text
@@ -119,13 +118,14 @@ def tdc_head_probs(heads, X) -> list[np.ndarray]:
     return [h.predict_proba(X) for h in heads]
 
 
-def tune_shared_routing(levels_path, heads_dir, feature_dirs, out_path, *, routing: str = "argmax") -> dict:
-    """``routing.json`` of the shared-backbone cascade, tuned on the dev features (rule ``tune_routing_shared``)."""
+def tune_shared_routing(levels_path, heads_dir, feature_dirs, out_path, *, routing: str = DEFAULT) -> RoutingRule:
+    """``routing.json`` of the shared-backbone cascade, tuned on the dev features (rule ``tune_routing_shared``):
+    the rule of ``tdc.routing`` for the plan's reading (:func:`~cbedtdc.cascade.routing.rule_for`)."""
     plan = LevelPlan.load(levels_path)
     _, heads = load_tdc_heads(heads_dir, plan)
     _, Xd, yd = run_features(feature_dirs, "dev", plan.classes)
     if not len(yd):
         raise InputError(f"{feature_dirs}: no dev sample of the run's classes: cannot tune the routing")
-    out = tune_routing_on(plan, tdc_head_probs(heads, Xd), yd, routing)
-    atomic_write_text(out_path, json.dumps(out, indent=2) + "\n")
-    return out
+    rule = rule_for(routing, plan.mode).tune(plan, tdc_head_probs(heads, Xd), yd)
+    rule.save(out_path, plan)
+    return rule

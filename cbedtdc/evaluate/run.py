@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +10,7 @@ import numpy as np
 from cbedtdc.cascade.load import load_cascade
 from cbedtdc.crystallography import extinction_groups
 from cbedtdc.evaluate.crystal import calibration, hierarchy
-from cbedtdc.evaluate.score import (dev_ba_of_routing, score_cascade, score_flat_cnns, score_flat_head, score_xgb,
-                                    source_label)
+from cbedtdc.evaluate.score import score_cascade, score_flat_cnns, score_flat_head, source_label
 from cbedtdc.evaluate.tables import jsonable, write_tables
 from cbedtdc.evaluate.variants import TestSet, Variants, headline_flat
 from cbedtdc.features.sources import align_rows
@@ -69,12 +67,16 @@ def _flat_variants(flat_models, heads, ts, shard_root, classes, batch_size, devi
     return flat_by_loss, variants, flat, recall
 
 
-def _tdc_variant(cas, probs, ts, classes, variants, flat_by_loss, shared, tdc_dir):
-    """Score the cascade and add it to the variants: ``(summary["tdc"], routing, oracle predictions)``."""
+def _tdc_variant(cas, probs, ts, classes, variants, flat_by_loss, shared):
+    """Score the cascade and add it to the variants: ``(summary["tdc"], routing, oracle predictions)``.
+
+    Its dev balanced accuracy, which ranks it among the variants, is the one its rule was tuned to
+    (``routing.json``, required by :func:`~cbedtdc.cascade.routing.load_rule`)."""
     plan = cas.plan
+    dev_ba = cas.rule.dev["balanced_accuracy"]
     if cas.backbone == "own":
         t, r, oracle = score_cascade(cas, probs, ts, classes)
-        dev_ba, head_images = dev_ba_of_routing(tdc_dir / "routing.json"), 0
+        head_images = 0
         name = f"tdc/own/{plan.mode}/{t['routing']}/cnn"
     else:
         uses_cnn = "cnn" in shared["features"]
@@ -83,12 +85,12 @@ def _tdc_variant(cas, probs, ts, classes, variants, flat_by_loss, shared, tdc_di
         label = source_label(shared["backbone"], shared["features"])
         t.update({"shared_loss": shared["backbone"], "features": list(shared["features"]), "head": cas.manifest["spec"],
                   "head_images": int(sum(cas.manifest["head_images"]))})
-        dev_ba, head_images = dev_ba_of_routing(shared["routing"]), t["head_images"]
+        head_images = t["head_images"]
         name = f"tdc/shared-{label}/{plan.mode}/{t['routing']}/{cas.manifest['spec']['kind']}"
     variants.add(name, "tdc", t, r.pred, dev_ba=dev_ba, backbone=t["backbone"], head=name.rsplit("/", 1)[1],
                  features=t.get("features", ["cnn"]), mode=plan.mode, routing=t["routing"],
                  backbone_images=t["images_seen"], head_images=head_images)
-    raw = replace(cas.tuned, temperatures=None).apply(plan, probs)  # the same routing on uncalibrated levels
+    raw = cas.rule.uncalibrated().route(plan, probs)  # the same routing on uncalibrated levels
     variants.conf[name] = {"before": (raw.pred, raw.conf), "after": (r.pred, r.conf)}
     return t, r, oracle
 
@@ -121,8 +123,7 @@ def _budget(plan, summary, shared) -> dict:
 
 def evaluate_run(shard_root, flat_models: dict, tdc_dir, out_dir, *, classes=None, n_boot: int = 1000,
                  seed: int = 0, friedel_groups=None, batch_size: int = 64, data_kind: str = "generated",
-                 device: str = "cpu", xgb_dir=None, heads=None, shared=None, features_root=None,
-                 bootstrap_over: str = "materials") -> dict:
+                 device: str = "cpu", heads=None, shared=None, bootstrap_over: str = "materials") -> dict:
     """Evaluate the flat baselines and the TDC on the test split; write the tables; return the summary.
 
     Parameters
@@ -145,12 +146,10 @@ def evaluate_run(shard_root, flat_models: dict, tdc_dir, out_dir, *, classes=Non
     friedel_groups : list of lists or "auto", optional
         Groups merged in the Friedel score (pass them for kinematic data only); ``"auto"``: the groups of the
         run's classes that share an extinction class (:func:`cbedtdc.crystallography.extinction_groups`).
-    xgb_dir : path-like, optional
-        Folder of the CNN-XGBoost heads (``flat/{loss}/head.json``, ``level_{k}/head.json``) scored on
-        the features files under ``features_root``: adds ``flat_xgb_by_loss`` and ``tdc_xgb``.
     heads : dict, optional
-        Flat heads ``{name: {"path", "backbone", "features", "dirs"}}``: the head file, the flat loss of its
-        ``cnn`` source, its source names and their folders of ``{split}.h5``.
+        Flat heads ``{name: {"path", "backbone", "features", "dirs"}}`` (CNN-XGBoost heads included, ``kind:
+        xgboost``): the head file, the flat loss of its ``cnn`` source, its source names and their folders of
+        ``{split}.h5``.
     shared : dict, optional
         Shared-backbone cascade ``{"backbone", "features", "dirs", "heads" (folder with heads.json),
         "routing" (routing.json)}``: it is then the headline ``tdc`` (no level ResNet is loaded).
@@ -185,17 +184,9 @@ def evaluate_run(shard_root, flat_models: dict, tdc_dir, out_dir, *, classes=Non
                                                                           classes, batch_size, device)
     summary["flat_by_loss"] = flat_by_loss
     probs = _cascade_probs(cas, ts, shard_root, shared, batch_size)
-    t, r, oracle = _tdc_variant(cas, probs, ts, classes, variants, flat_by_loss, shared, tdc_dir)
+    t, r, oracle = _tdc_variant(cas, probs, ts, classes, variants, flat_by_loss, shared)
     summary["tdc"] = t
     summary["budget"] = _budget(plan, summary, shared)
-    if xgb_dir is not None:
-        if shared is not None:
-            raise InputError("xgboost.activate scores the own-backbone levels; with tdc.backbone: shared use an "
-                             "xgboost head in heads.variants or tdc.head instead")
-        if features_root is None:
-            raise InputError("the CNN-XGBoost heads (xgb_dir) are scored on features files: pass features_root "
-                             "(--features-root results/features)")
-        summary.update(score_xgb(Path(xgb_dir), Path(features_root), flat_models, cas, ts, classes))
     summary["variants"] = variants.rows
     summary["best"] = variants.best_difference(n_boot, seed)
     _crystal_readings(summary, variants, ts, classes, n_boot, seed)

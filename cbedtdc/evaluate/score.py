@@ -6,7 +6,6 @@ a model's columns are put in that order before anything is scored, whatever orde
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from cbedtdc.metrics import balanced_accuracy, bootstrap_materials, score, top1
 from cbedtdc.errors import InputError
 
 __all__ = ["check_flat_classes", "flat_probs", "score_flat_cnns", "score_flat_head", "score_cascade",
-           "score_xgb", "dev_ba_of_routing", "source_label"]
+           "source_label"]
 
 log = logging.getLogger(__name__)
 
@@ -130,24 +129,15 @@ def score_flat_head(variants: Variants, hname: str, h: dict, ts: TestSet, classe
                   "loss": label, "head": hname, "features": list(h["features"]), "head_images": n_head}
 
 
-def dev_ba_of_routing(routing_path):
-    """Dev balanced accuracy of a tuned cascade, from its routing.json (``None`` when not recorded)."""
-    try:
-        d = json.loads(Path(routing_path).read_text())
-    except (OSError, ValueError):
-        return None
-    return (d.get("dev_tuned") or {}).get("balanced_accuracy")
-
-
 def score_cascade(cas, probs, ts: TestSet, classes, shared_images=None):
-    """``(tdc summary, routing, oracle predictions)`` of a cascade on the test split.
+    """``(tdc summary, routing, oracle predictions)`` of a cascade on the test split, routed by its tuned rule.
 
     ``probs``: the levels' test probabilities (own ResNets or shared heads), rows in ``ts.keys`` order;
     ``shared_images``: images seen by the shared backbone (``None``: own-backbone levels).
     """
     from cbedtdc.train import images_seen
 
-    plan, tuned = cas.plan, cas.tuned
+    plan = cas.plan
     y, mats, n_boot, seed = ts.labels, ts.materials, ts.kw["n_boot"], ts.kw["seed"]
     r = cas.route(probs)
     t = score(y, r.pred, classes, **ts.kw)
@@ -164,9 +154,7 @@ def score_cascade(cas, probs, ts: TestSet, classes, shared_images=None):
                               else images_seen(cascade.level_dir(cas.folder, row["level"]) / "train.json"))
     seen = [lv["images_seen"] for lv in levels]
     t.update({
-        "mode": plan.mode, "routing": tuned.rule,
-        "thresholds": list(tuned.thresholds), "temperatures": None if tuned.temperatures is None
-        else list(tuned.temperatures), "prior": tuned.prior,
+        "mode": plan.mode, **cas.rule.summary(),  # routing (the rule's name), temperatures, the rule's parameters
         "levels": plan.levels,
         "estimated_top1": est["top1"], "estimated_balanced_accuracy": est["balanced_accuracy"],
         "estimated_ci95": est_ci,
@@ -178,50 +166,3 @@ def score_cascade(cas, probs, ts: TestSet, classes, shared_images=None):
     log.info("TDC (%s): test top-1 %.4f, balanced accuracy %.4f, macro-F1 %.4f; estimated top-1 %.4f", plan.mode,
              t["top1"], t["balanced_accuracy"], t["macro_f1"], t["estimated_top1"])
     return t, r, oracle
-
-
-def _xgb_probs(head, fdir: Path, split: str, wanted) -> np.ndarray:
-    """A job head's probabilities on ``fdir/{split}.h5``, rows aligned to ``wanted`` (keys)."""
-    from cbedtdc.heads.jobs import job_head_probs
-
-    keys, p = job_head_probs(head, fdir / f"{split}.h5", split)
-    return p[align_rows(keys, wanted, fdir / f"{split}.h5", split)]
-
-
-def score_xgb(xgb_dir: Path, features_root: Path, flat_models, cas, ts: TestSet, classes) -> dict:
-    """``flat_xgb_by_loss`` and ``tdc_xgb``: the CNN-XGBoost heads of ``xgboost.activate`` in place of the
-    linear layers, the cascade routed by its rule re-tuned on the heads' dev probabilities.
-
-    Every head is scored on the features files of its job's model (``features_root/flat/{loss}/`` or
-    ``features_root/level_{k}/``), the rows taken by key in the order of the test (dev) set.
-    """
-    from cbedtdc.heads import load_head
-    from cbedtdc.heads.jobs import reorder_columns
-
-    plan, y, keys, dev = cas.plan, ts.labels, ts.keys, ts.dev
-    out = {"flat_xgb_by_loss": {}}
-    for loss in flat_models:
-        head = xgb_dir / "flat" / loss / "head.json"
-        check_flat_classes(load_head(head).info, classes, head, rule="xgboost_head")
-        p = _xgb_probs(head, features_root / "flat" / loss, "test", keys)
-        p = reorder_columns(p, load_head(head).info["classes"], classes, head, rule="xgboost_head")
-        pred = np.asarray(classes)[p.argmax(1)]
-        out["flat_xgb_by_loss"][loss] = score(y, pred, classes, scores=p, **ts.kw)
-    jobs = [(xgb_dir / f"level_{k + 1}" / "head.json", features_root / f"level_{k + 1}") for k in range(plan.n_levels)]
-    probs = [_xgb_probs(h, fdir, "test", keys) for h, fdir in jobs]
-    rule = cas.tuned.rule
-    if len(dev):
-        dprobs = [_xgb_probs(h, fdir, "dev", list(dev.keys)) for h, fdir in jobs]
-        tuned = cascade.routing_from_json(cascade.tune_routing_on(plan, dprobs, dev.labels, rule), plan)
-    else:
-        tuned = cascade.TunedRouting(rule, thresholds=(0.5,) * (plan.n_levels - 1) if rule == "threshold" else ())
-    r = tuned.apply(plan, probs)
-    t = score(y, r.pred, classes, **ts.kw)
-    est = cascade.estimated_accuracy(plan, probs, y)
-    t.update({"mode": plan.mode, "routing": rule, "thresholds": list(tuned.thresholds), "levels": plan.levels,
-              "estimated_top1": est["top1"], "estimated_balanced_accuracy": est["balanced_accuracy"],
-              "per_level": cascade.level_report(plan, r, y)})
-    out["tdc_xgb"] = t
-    log.info("TDC + XGBoost heads: test top-1 %.4f, balanced accuracy %.4f; estimated top-1 %.4f", t["top1"],
-             t["balanced_accuracy"], t["estimated_top1"])
-    return out

@@ -24,9 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from cbedtdc import metrics
-from cbedtdc.cascade.jobs import tune_routing_on
 from cbedtdc.cascade.plan import LevelPlan
-from cbedtdc.cascade.routing import TunedRouting
+from cbedtdc.cascade.routing import DEFAULT, rule_for
 from cbedtdc.cascade.shared import fit_level_heads, tdc_head_probs
 from cbedtdc.errors import InputError
 from cbedtdc.features.sources import load_sources
@@ -115,13 +114,11 @@ def _tdc_try(data, plan: LevelPlan, spec, seed, routing):
     (X, y), (Xd, yd) = data["train"], data["dev"]
     heads = fit_level_heads(plan, (X, y), (Xd, yd), spec=spec, seed=seed, source="tuning (tdc)")
     probs = tdc_head_probs(heads, Xd)
-    tuned = tune_routing_on(plan, probs, yd, routing)
-    r = TunedRouting(tuned["routing"], thresholds=tuple(tuned["thresholds"]),
-                     temperatures=tuple(tuned["temperatures"]), prior=bool(tuned["prior"])).apply(plan, probs)
+    r = rule_for(routing, plan.mode).tune(plan, probs, yd).route(plan, probs)
     return _scores(yd, r.pred, plan.classes)
 
 
-def tune(data: dict, classes, tries: list[dict], *, plan: LevelPlan | None = None, routing: str = "posterior",
+def tune(data: dict, classes, tries: list[dict], *, plan: LevelPlan | None = None, routing: str = DEFAULT,
          seed: int = 0, sides=SIDES) -> list[dict]:
     """Every try of ``tries`` on each side of ``sides`` (``flat``; ``tdc`` needs ``plan``): rows of :data:`TRY_FIELDS`.
 
@@ -181,7 +178,7 @@ def read_grid(path) -> tuple[dict, dict]:
     return doc["grid"], base
 
 
-def run_tuning(feature_dirs, run_classes_path, grid_path, out_csv, *, levels_path=None, routing: str = "posterior",
+def run_tuning(feature_dirs, run_classes_path, grid_path, out_csv, *, levels_path=None, routing: str = DEFAULT,
                seed: int = 0, threads: int = 0) -> dict:
     """Tune both sides on the features ``feature_dirs`` (rule/CLI ``tune_heads``); write ``out_csv``.
 

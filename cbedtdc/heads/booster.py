@@ -1,8 +1,8 @@
 """The one XGBoost implementation of the project: a multi-class booster (``multi:softprob``, histogram
 method) with optional sample weights and early stopping on dev, and its probabilities.
 
-Used by every XGBoost head (:class:`cbedtdc.heads.Head` with ``kind: xgboost``): flat heads, the levels
-of the shared-backbone TDC, and the CNN-XGBoost heads of ``xgboost.activate`` (Ren et al. 2017).
+Used by every XGBoost head (:class:`cbedtdc.heads.Head` with ``kind: xgboost``): flat heads (the
+CNN-XGBoost of Ren et al. 2017 is one on the ``cnn`` source) and the levels of the shared-backbone TDC.
 xgboost is imported lazily. The native API with ``num_class`` allows classes absent from the training
 targets, unlike the scikit-learn wrapper.
 """

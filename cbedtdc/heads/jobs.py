@@ -1,8 +1,8 @@
-"""The head jobs on files: a flat head over the run's classes on a list of feature sources, and the
-CNN-XGBoost head of one trained job (``xgboost.activate``: a flat CNN or an own-backbone TDC level).
+"""The head jobs on files: a flat head over the run's classes on a list of feature sources (linear or
+XGBoost: the paper's CNN-XGBoost is a flat head of ``kind: xgboost`` on the ``cnn`` source).
 
 Inputs are features files (:mod:`cbedtdc.features`): one folder per source holding ``{split}.h5``
-(``results/features/flat/{loss}/``, ``results/features/symmetry/``, ``results/features/level_{k}/``).
+(``results/features/flat/{loss}/``, ``results/features/symmetry/``).
 A head reads a *list* of sources, joined by key and concatenated (:func:`cbedtdc.features.load_sources`);
 the head standardises every column. The class order of a flat head is the run's
 (``results/data/run_classes.json``); its probabilities are returned in whatever order the caller asks
@@ -18,14 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from cbedtdc.features.sources import load_sources
-from cbedtdc.features.store import FeaturesError, read_features
 from cbedtdc.heads.head import fit_head, load_head
 from cbedtdc.heads.options import HeadError, resolve_spec
 from cbedtdc.io import atomic_write_text
-from cbedtdc.train.sampling import job_targets
 
 __all__ = ["head_suffix", "source_files", "run_features", "head_images", "reorder_columns", "train_flat_head",
-           "flat_head_probs", "fit_job_head", "job_head_probs"]
+           "flat_head_probs"]
 
 log = logging.getLogger(__name__)
 
@@ -114,70 +112,3 @@ def flat_head_probs(head_path, dirs, split: str, classes, keys=None, calibrated:
     got_keys, X, _ = run_features(dirs, split, classes, keys=keys)
     p = reorder_columns(head.predict_proba(X, calibrated), head.info.get("classes", []), classes, head_path)
     return got_keys, p, head
-
-
-# --------------------------------------------------------------------------- CNN-XGBoost of one trained job
-def _job_rows(path, split, keys, keys_source):
-    try:
-        ss = load_sources([path], split, keys=keys)
-    except FeaturesError as err:
-        raise FeaturesError(f"{err} (the keys of {keys_source or 'the job'})") from err
-    if keys is not None and len(set(keys)) != len(ss):
-        raise FeaturesError(f"{path}: holds {len(ss)} of the {len(set(keys))} keys of {keys_source or 'the job'}")
-    return ss
-
-
-def fit_job_head(train_path, dev_path, out_path, *, train_keys=None, dev_keys=None, params=None, seed: int = 0,
-                 threads: int = 0, train_keys_source=None, dev_keys_source=None) -> dict:
-    """Fit the XGBoost head of one trained job on its own features; write ``out_path`` (+ ``.meta.json``).
-
-    The job's outputs (classes, "rest") come from the features file's ``model_meta``; ``train_keys`` /
-    ``dev_keys`` are the job's samples (a TDC level's ``job/train_keys.csv``), ``None`` meaning every row
-    of the job's outputs (a flat model). An empty ``dev_keys`` turns early stopping off.
-    """
-    tr = _job_rows(train_path, "train", train_keys, train_keys_source)
-    meta = read_features(train_path, split="train").model_meta
-    classes, rest = [int(c) for c in meta["classes"]], bool(meta.get("rest", False))
-    n_out = len(classes) + int(rest)
-    ttr, keep = job_targets(tr.labels, classes, rest)
-    if not keep.any():
-        raise HeadError(f"{train_path}: no training sample of the job's outputs {classes} for the XGBoost head")
-    dev = None
-    if dev_keys is None or len(dev_keys):
-        dv = _job_rows(dev_path, "dev", dev_keys, dev_keys_source)
-        if dv.parts[0]["model_sha256"] != tr.parts[0]["model_sha256"]:
-            raise FeaturesError(f"{dev_path} was extracted through another model than {train_path}; rerun the "
-                                "features rule of the older one")
-        tdv, kdv = job_targets(dv.labels, classes, rest)
-        dev = (dv.X[kdv], tdv[kdv])
-    spec = {"kind": "xgboost", "xgboost": dict(params or {}), "threads": int(threads), "temperature": False}
-    info = {"classes": classes, "rest": rest, "model": tr.parts[0]["model"],
-            "model_sha256": tr.parts[0]["model_sha256"], "train_features": str(train_path)}
-    head = fit_head(tr.X[keep], ttr[keep], n_out, spec=spec, dev=dev if dev is not None and len(dev[1]) else None,
-                    seed=seed, info=info, source=str(train_path))
-    head.save(out_path)
-    out = head.metadata()
-    if dev is not None and len(dev[1]):
-        out["dev_accuracy"] = float((head.predict(dev[0]) == dev[1]).mean())
-    atomic_write_text(Path(out_path).with_suffix(".meta.json"), json.dumps(out, indent=2) + "\n")
-    log.info("XGBoost head of %s: %d outputs, %d train samples -> %s", info["model"], n_out, int(keep.sum()),
-             out_path)
-    return out
-
-
-def job_head_probs(head_path, features_path, split: str):
-    """``(keys, probabilities)`` of a job's XGBoost head on every row of a features file of that job.
-
-    The file must come from the checkpoint the head was fitted on (same hash) and the same outputs.
-    """
-    head = load_head(head_path)
-    fs = read_features(features_path, split=split)
-    meta, info = fs.model_meta, head.info
-    if [int(c) for c in meta["classes"]] != info.get("classes") or bool(meta.get("rest", False)) != info.get("rest"):
-        raise HeadError(f"{head_path} was fitted for outputs {info.get('classes')} rest={info.get('rest')}, "
-                        f"{features_path} holds features of a model with {meta['classes']} rest={meta.get('rest')}; "
-                        "rerun its xgboost rule")
-    if info.get("model_sha256") and info["model_sha256"] != fs.model_sha256:
-        raise HeadError(f"{features_path} was extracted through another checkpoint of {fs.model} than {head_path} "
-                        "was fitted on; rerun its features and xgboost rules")
-    return fs.keys, head.predict_proba(fs.features)

@@ -31,7 +31,8 @@ LAYERS = [
      "cbedtdc.data.shard_index", "cbedtdc.data.dataset", "cbedtdc.plots", "cbedtdc.fetch", "cbedtdc.perturb"],
     # one classifier, and the cascade's pure logic
     ["cbedtdc.train", "cbedtdc.train.options", "cbedtdc.train.sampling", "cbedtdc.train.checkpoint",
-     "cbedtdc.train.infer", "cbedtdc.train.job", "cbedtdc.train.outputs", "cbedtdc.train.engine", "cbedtdc.cascade.plan", "cbedtdc.cascade.routing"],
+     "cbedtdc.train.infer", "cbedtdc.train.job", "cbedtdc.train.outputs", "cbedtdc.train.engine", "cbedtdc.cascade.plan", "cbedtdc.cascade.routing",
+     "cbedtdc.cascade.routing.core", "cbedtdc.cascade.routing.rules"],
     # feature sources: a backbone's activations, the physics descriptors, several joined by key
     ["cbedtdc.features", "cbedtdc.features.store", "cbedtdc.features.cnn", "cbedtdc.features.sources",
      "cbedtdc.features.symmetry"],
@@ -48,7 +49,7 @@ LAYERS = [
     ["cbedtdc.cli", "cbedtdc.cliutil", "cbedtdc.runstate", "cbedtdc.dag"],
 ]
 PURE = ["cbedtdc.metrics", "cbedtdc.plots", "cbedtdc.crystallography", "cbedtdc.calibration", "cbedtdc.cascade.plan",
-        "cbedtdc.cascade.routing"]
+        "cbedtdc.cascade.routing", "cbedtdc.cascade.routing.core", "cbedtdc.cascade.routing.rules"]
 HEAVY = {"torch", "torchvision", "h5py", "xgboost"}
 
 

@@ -138,6 +138,21 @@ def test_tdc_and_routing_cli_defaults():
         assert action.required and tuple(action.choices) == ROUTINGS, script
 
 
+def test_routing_library_defaults_are_the_schema_default():
+    """Every library function that takes the routing rule defaults to tdc.routing's schema default."""
+    import inspect
+
+    from cbedtdc.cascade import jobs, routing, shared
+
+    default = DEFAULTS["tdc"]["routing"]
+    assert routing.DEFAULT == default, "cbedtdc/cascade/routing/rules.py DEFAULT vs the schema's tdc.routing"
+    for fn, arg in ((routing.rule_for, "name"), (routing.reading_name, "name"), (jobs.tune_routing, "routing"),
+                    (shared.tune_shared_routing, "routing")):
+        got = inspect.signature(fn).parameters[arg].default
+        assert got == default, f"{fn.__module__}.{fn.__name__}({arg}={got!r}): the schema says {default!r}"
+    assert routing.rule_for().name == default
+
+
 def test_data_and_evaluate_cli_defaults():
     assert_matches_schema(parser_defaults("split.py", ["fractions"]), "data", "workflow_scripts/split.py",
                           {"fractions": "split_fractions"})
@@ -195,7 +210,5 @@ def test_head_and_booster_defaults_equal_the_schema():
     exposed = {k: v for k, v in DEFAULTS["tdc"]["head"].items() if k != "features"}
     assert exposed, "the schema's tdc.head defaults"
     assert_matches_schema({k: HEAD[k] for k in exposed}, "tdc.head", "cbedtdc/heads/options.py DEFAULTS")
-    xgb = {k: v for k, v in DEFAULTS["xgboost"].items() if k != "activate"}
-    assert_matches_schema({**XGBOOST_DEFAULTS, "activate": DEFAULTS["xgboost"]["activate"]}, "xgboost",
-                          "cbedtdc/heads/options.py XGBOOST_DEFAULTS")
-    assert set(XGBOOST_DEFAULTS) == set(xgb)
+    assert_matches_schema(XGBOOST_DEFAULTS, "xgboost", "cbedtdc/heads/options.py XGBOOST_DEFAULTS")
+    assert set(XGBOOST_DEFAULTS) == set(DEFAULTS["xgboost"])

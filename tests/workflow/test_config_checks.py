@@ -162,9 +162,6 @@ def test_tdc_config_defaults_pass():
      "at parse time; set tdc.backbone: shared, or tdc.levels: explicit or auto"),
     ({"shared_loss": "weighted_ce"}, {},
      "config error at tdc.shared_loss: weighted_ce is not among flat.losses ['ce']; add it there or pick one of them"),
-    ({}, {"xgboost": {"activate": True}},
-     "config error at xgboost.activate: its heads sit on the own-backbone level ResNets; with tdc.backbone: shared "
-     "set tdc.head.kind: xgboost (or add an xgboost entry to heads.variants) instead"),
     ({"backbone": "own"}, {"heads": {"variants": [{"name": "crt", "backbone": "ce"}, {"name": "w",
                                                                                      "backbone": "weighted_ce"}]}},
      "config error at heads.variants: head w uses backbone weighted_ce, not among flat.losses ['ce']; add it there "

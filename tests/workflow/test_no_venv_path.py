@@ -88,7 +88,7 @@ def test_every_rule_calls_the_environments_python(clone, bare_env):
     """Every rule runs "$CBEDTDC_PYTHON" (set with the venv's bin/ first on PATH by the shell prefix of
     rules/common.smk, cbedtdc.layout.shell_prefix), never a bare python or mpiexec found on the caller's PATH; the
     slow tests below run rules for real without the venv on PATH."""
-    res = run(clone, bare_env, DEFAULT, "-n", "-p", "all", *TINY, "--config", "xgboost={activate: true}")
+    res = run(clone, bare_env, DEFAULT, "-n", "-p", "all", *TINY)
     out = res.stdout + res.stderr
     assert res.returncode == 0, out
     commands = [ln.removeprefix("Shell command: ") for ln in out.splitlines() if "workflow_scripts/" in ln]

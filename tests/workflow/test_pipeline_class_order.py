@@ -37,7 +37,7 @@ def test_heads_tdc_and_evaluation_agree_on_data_of_another_class_order(tmp_path_
     res = snakemake("-s", SNAKEFILE, "--cores", "2", "all", "--configfile", "config/config.yaml",
                     REPO / "tests" / "pipeline_config.yaml", REPO / "tests" / "pipeline_shared.yaml",
                     "--config", f"raw_dir={raw}",
-                    "tdc={backbone: shared, head: {kind: linear}, level_sizes: [2, 2]}", "xgboost={activate: false}",
+                    "tdc={backbone: shared, head: {kind: linear}, level_sizes: [2, 2]}",
                     "synth={gallery: false}", cwd=workdir, timeout=900)
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
     levels = json.loads((workdir / "results" / "tdc" / "levels.json").read_text())

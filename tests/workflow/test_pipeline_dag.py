@@ -75,24 +75,15 @@ def job_files(output: str) -> dict[str, tuple[str, set[str]]]:
     return jobs
 
 
-def test_xgboost_heads_read_the_features_files_not_the_models(workdir):
-    res = dry_run(workdir, "results/metrics/summary.json", "--config", "xgboost={activate: true}",
-                  "tdc={backbone: own, level_sizes: [10, 10]}")
+def test_the_cnn_xgboost_head_is_a_flat_head_on_the_features_files(workdir):
+    """The paper's CNN-XGBoost goes through the heads package like every head: rule head, one file format."""
+    res = dry_run(workdir, "results/metrics/summary.json",
+                  "--config", "heads={variants: [{name: cnn_xgb, backbone: ce, kind: xgboost}]}")
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    stats = job_stats(res.stdout)
-    assert stats["xgboost_head"] == 3, stats  # the flat ce model and the 2 levels: one rule, a job wildcard
-    # train, dev, test of the flat ce model and of each level (one features rule, a source wildcard)
-    assert stats["features"] == 9, stats
     jobs = job_files(res.stdout)
-    assert jobs["results/xgboost/flat/ce/head.json"] == (
-        "xgboost_head", {"results/features/flat/ce/train.h5", "results/features/flat/ce/dev.h5"})
-    assert jobs["results/xgboost/level_2/head.json"] == ("xgboost_head", {
-        "results/features/level_2/train.h5", "results/features/level_2/dev.h5",
-        "results/tdc/level_2/job/train_keys.csv", "results/tdc/level_2/job/dev_keys.csv"})
-    assert jobs["results/features/level_2/train.h5"] == ("features", {
-        "results/tdc/level_2/best.pt", "results/shards/train.csv"})
+    assert jobs["results/heads/flat/cnn_xgb/head.json"] == ("head", {
+        "results/features/flat/ce/train.h5", "results/features/flat/ce/dev.h5", "results/data/run_classes.json"})
     assert jobs["results/features/flat/ce/dev.h5"] == ("features", {
         "results/flat/ce/best.pt", "results/shards/dev.csv"})
     rule, evaluated = jobs["results/metrics/summary.json"]
-    assert rule == "evaluate" and {"results/features/level_1/test.h5", "results/features/level_2/dev.h5",
-                                   "results/features/flat/ce/test.h5", "results/xgboost/level_1/head.json"} <= evaluated
+    assert rule == "evaluate" and "results/heads/flat/cnn_xgb/head.json" in evaluated

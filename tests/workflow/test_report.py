@@ -56,9 +56,9 @@ def run(tmp_path_factory):
     # the cheapest run that fills every part of the report: one CNN and a shared-backbone TDC (no level trainings);
     # test_pipeline.py runs the own-backbone TDC
     (workdir / "my.yaml").write_text((REPO / "tests" / "pipeline_config.yaml").read_text()
-                                     + "\n# this run: the gallery on, no XGBoost heads, a shared backbone\n")
+                                     + "\n# this run: the gallery on, a shared backbone\n")
     res = snakemake(workdir, "--profile", "local", "--cores", "2", "--configfile", "my.yaml", "--config",
-                    "synth={gallery: true}", "xgboost={activate: false}",
+                    "synth={gallery: true}",
                     "tdc={backbone: shared, routing: posterior, level_sizes: [2, 2]}")
     assert res.returncode == 0, (res.stdout + res.stderr)[-5000:]
     return workdir
@@ -69,7 +69,7 @@ def test_run_saves_its_configuration(run):
 
     saved = yaml.safe_load((run / "results" / "run_config.yaml").read_text())
     assert saved["synth"]["n_materials"] == 60 and saved["synth"]["gallery"] is True
-    assert saved["train"]["arch"] == "resnet18" and saved["xgboost"]["activate"] is False
+    assert saved["train"]["arch"] == "resnet18" and saved["xgboost"]["n_estimators"] == 20
 
 
 def test_missing_figures_are_redrawn_by_plot_rules_only(run):

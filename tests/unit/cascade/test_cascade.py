@@ -8,8 +8,13 @@ import pytest
 from cbedtdc import cascade
 from cbedtdc.cascade import LevelPlan
 from cbedtdc.cascade.plan import plan_levels, plan_levels_ratio
-from cbedtdc.cascade.routing import (calibrate, fit_temperatures, posterior, posterior_matrix, route,
-                                     tune_thresholds)
+from cbedtdc.cascade.routing import (ArgmaxRule, PosteriorRule, ThresholdRule, calibrate, fit_temperatures, posterior,
+                                     posterior_matrix)
+
+
+def thresholds(*t):
+    """The threshold rule with these (already tuned) thresholds."""
+    return ThresholdRule(thresholds=tuple(t))
 
 
 # ------------------------------------------------------------------ planning
@@ -125,21 +130,21 @@ def _rest_case():
 
 def test_rest_routing_follows_the_argmax():
     plan, probs, labels = _rest_case()
-    r = cascade.route(plan, probs)
+    r = ArgmaxRule().route(plan, probs)
     assert r.kept.tolist() == [0, 0, 1, 2, 2]
     assert r.pred.tolist() == [1, 2, 3, 5, 4]
     assert r.reached.tolist() == [[True, False, False]] * 2 + [[True, True, False]] + [[True, True, True]] * 2
 
 
 def test_threshold_routing_equals_a_per_sample_walk_down_the_levels():
-    """route() against a plain loop: each sample goes down until a level does not forward it."""
+    """The threshold rule against a plain loop: each sample goes down until a level does not forward it."""
     rng = np.random.default_rng(0)
     th = [0.7, 0.5]
     for mode in ("rest", "hard"):
         plan = LevelPlan([[1, 2], [3, 4], [5, 6, 7]], mode=mode)
         n = 200
         probs = [rng.dirichlet(np.ones(len(plan.outputs(k)) + plan.has_rest(k)), size=n) for k in range(3)]
-        r = cascade.route(plan, probs, thresholds=th, rule="threshold")
+        r = thresholds(*th).route(plan, probs)
         for i in range(n):
             for k in range(3):
                 p = probs[k][i]
@@ -157,21 +162,25 @@ def test_hard_routing_uses_the_thresholds():
     p1 = np.array([[1.0], [1.0]])
     p2 = np.array([[1.0], [1.0]])
     # a one-class level is always sure: it keeps everything at any threshold <= 1
-    assert cascade.route(plan, [p1, p2], [1.0]).kept.tolist() == [0, 0]
+    assert thresholds(1.0).route(plan, [p1, p2]).kept.tolist() == [0, 0]
     plan2 = LevelPlan([[1, 2], [3]], mode="hard")
     p1 = np.array([[0.95, 0.05], [0.55, 0.45], [0.7, 0.3]])
     p2 = np.array([[0.1, 0.1, 0.8], [0.1, 0.6, 0.3], [0.3, 0.3, 0.4]])
-    r = cascade.route(plan2, [p1, p2], [0.6])
+    r = thresholds(0.6).route(plan2, [p1, p2])
     assert r.kept.tolist() == [0, 1, 0]
     assert r.pred.tolist() == [1, 2, 1]
-    with pytest.raises(ValueError, match="threshold routing needs a threshold"):
-        cascade.route(plan2, [p1, p2])
+    with pytest.raises(ValueError, match="0 thresholds for 2 levels"):
+        ThresholdRule().route(plan2, [p1, p2])
+    # the hard reading has no "rest" output: the rule of tdc.routing becomes the threshold rule
+    assert cascade.rule_for("posterior", "hard") == ThresholdRule()
+    with pytest.raises(ValueError, match="routing rule argmax for a hard-reading cascade, which routes with threshold"):
+        ArgmaxRule().route(plan2, [p1, p2])
 
 
 def test_route_rejects_probabilities_of_the_wrong_shape():
     plan, probs, _ = _rest_case()
     with pytest.raises(ValueError, match=r"level 2: probabilities of shape \(5, 3\), expected \(N, 2\)"):
-        cascade.route(plan, [probs[0], probs[0], probs[2]])
+        ArgmaxRule().route(plan, [probs[0], probs[0], probs[2]])
 
 
 def test_threshold_tuning_finds_the_known_best_cut():
@@ -184,8 +193,8 @@ def test_threshold_tuning_finds_the_known_best_cut():
     p2[np.arange(6), [2, 2, 0, 1, 2, 3]] = 1.0
     th = cascade.tune_thresholds(plan, [p1, p2], labels)
     assert 0.7 < th[0] <= 0.9
-    assert (cascade.route(plan, [p1, p2], th).pred == labels).all()
-    assert (cascade.route(plan, [p1, p2], [0.5]).pred == labels).mean() < 0.5
+    assert (thresholds(*th).route(plan, [p1, p2]).pred == labels).all()
+    assert (thresholds(0.5).route(plan, [p1, p2]).pred == labels).mean() < 0.5
 
 
 def test_rest_threshold_routing_is_tuned_on_p_rest():
@@ -193,19 +202,19 @@ def test_rest_threshold_routing_is_tuned_on_p_rest():
     labels = np.array([1, 1, 2, 2])
     p1 = np.array([[0.6, 0.4], [0.7, 0.3], [0.55, 0.45], [0.58, 0.42]])  # "rest" never wins the argmax
     p2 = np.ones((4, 1))
-    assert (cascade.route(plan, [p1, p2]).pred == 1).all()
+    assert (ArgmaxRule().route(plan, [p1, p2]).pred == 1).all()
     th = cascade.tune_thresholds(plan, [p1, p2], labels)
-    assert (cascade.route(plan, [p1, p2], th, rule="threshold").pred == labels).all()
-    # the same thresholds as a tuned routing value, and the plan never holds a routing
-    tuned = cascade.TunedRouting("threshold", thresholds=tuple(th)).check(plan)
-    assert (tuned.apply(plan, [p1, p2]).pred == labels).all()
+    assert (thresholds(*th).route(plan, [p1, p2]).pred == labels).all()
+    # tuned on dev by the rule itself (temperatures, then thresholds), and the plan never holds a routing
+    tuned = cascade.rule_for("threshold").tune(plan, [p1, p2], labels)
+    assert (tuned.route(plan, [p1, p2]).pred == labels).all() and tuned.dev["balanced_accuracy"] == 1.0
     assert "routing" not in plan.to_json()
 
 
 # ------------------------------------------------------------------ the two accuracies
 def test_estimated_vs_end_to_end_accuracy():
     plan, probs, labels = _rest_case()
-    r = cascade.route(plan, probs)
+    r = ArgmaxRule().route(plan, probs)
     # end to end: row 0 right (1), row 1 wrong (2 for 1), row 2 right (3), row 3 right (5), row 4 wrong (4 for 2)
     assert (r.pred == labels).mean() == pytest.approx(3 / 5)
     est = cascade.estimated_accuracy(plan, probs, labels)
@@ -221,14 +230,14 @@ def test_estimate_ignores_routing_errors():
     labels = np.array([1, 1, 2, 2])
     p1 = np.array([[0.4, 0.6]] * 4)
     p2 = np.ones((4, 1))
-    r = cascade.route(plan, [p1, p2])
+    r = ArgmaxRule().route(plan, [p1, p2])
     assert (r.pred == labels).mean() == 0.5  # all predicted 2
     assert cascade.estimated_accuracy(plan, [p1, p2], labels)["top1"] == 1.0
 
 
 def test_level_report_counts_add_up():
     plan, probs, labels = _rest_case()
-    r = cascade.route(plan, probs)
+    r = ArgmaxRule().route(plan, probs)
     rep = cascade.level_report(plan, r, labels)
     assert [d["kept"] for d in rep] == [2, 1, 2]
     assert sum(d["kept"] for d in rep) == len(labels)
@@ -398,17 +407,17 @@ def test_ratio_levels_edge_cases():
         plan_levels_ratio({}, 2)
 
 
-def test_route_with_posterior_routing_matches_posterior():
+def test_the_posterior_rule_routes_by_the_posterior():
     rng = np.random.default_rng(5)
     probs = dirichlet_levels(rng, 300)
-    plan = LevelPlan(POST_LEVELS)
-    r = route(plan, probs, rule="posterior")
+    prior = {c: 10 * (i + 1) for i, c in enumerate(LevelPlan(POST_LEVELS).classes)}
+    plan = LevelPlan(POST_LEVELS, counts=prior)
+    r = PosteriorRule().route(plan, probs)
     direct = posterior(POST_LEVELS, probs)
     assert r.pred.tolist() == direct.pred.tolist() and r.kept.tolist() == direct.kept.tolist()
     assert (r.kept == plan.level_of(r.pred)).all(), "the level that keeps a sample owns its predicted class"
-    assert route(plan, probs).pred.tolist() != r.pred.tolist(), "argmax routing is another rule"
-    prior = {c: 10 * (i + 1) for i, c in enumerate(plan.classes)}
-    assert route(plan, probs, prior=prior, rule="posterior").pred.tolist() == posterior(
+    assert ArgmaxRule().route(plan, probs).pred.tolist() != r.pred.tolist(), "argmax routing is another rule"
+    assert PosteriorRule(prior=True).route(plan, probs).pred.tolist() == posterior(
         POST_LEVELS, probs, prior=prior).pred.tolist()
 
 

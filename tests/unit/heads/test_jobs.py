@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cbedtdc.cascade import LevelPlan
-from cbedtdc.cascade.jobs import read_routing, route_tuned
+from cbedtdc.cascade.routing import PosteriorRule, ThresholdRule, load_rule, tune_thresholds
 from cbedtdc.features import FEATURES_FORMAT
 from cbedtdc.cascade.shared import (fit_level_heads, load_tdc_heads, tdc_head_probs, train_tdc_heads,
                                     tune_shared_routing)
@@ -66,17 +66,15 @@ def test_flat_head_beats_chance_and_reloads(features, tmp_path):
 @pytest.mark.parametrize("mode", ["rest", "hard"])
 def test_shared_backbone_levels_route_to_the_right_class(features, mode):
     plan = LevelPlan([[14, 225], [1, 2]], mode=mode)
-    rule = "posterior" if mode == "rest" else "threshold"
     _, X, y = run_features(features, "train", CLASSES)
     _, Xd, yd = run_features(features, "dev", CLASSES)
     heads = fit_level_heads(plan, (X, y), (Xd, yd), spec={"epochs": 50, "lr": 0.1}, seed=0)
     assert [h.n_classes for h in heads] == [len(plan.outputs(k)) + plan.has_rest(k) for k in range(2)]
     _, Xt, yt = run_features(features, "test", CLASSES)
-    from cbedtdc.cascade import route, tune_thresholds
-
-    probs = tdc_head_probs(heads, Xt)
-    th = tune_thresholds(plan, tdc_head_probs(heads, Xd), yd) if mode == "hard" else None
-    r = route(plan, probs, th, rule=rule)
+    # uncalibrated, the heads alone: the rest reading's posterior, the hard reading's thresholds tuned on dev
+    pd = tdc_head_probs(heads, Xd)
+    rule = PosteriorRule() if mode == "rest" else ThresholdRule(thresholds=tuple(tune_thresholds(plan, pd, yd)))
+    r = rule.route(plan, tdc_head_probs(heads, Xt))
     assert sorted(np.concatenate(r.kept_sets()).tolist()) == list(range(len(yt)))
     assert balanced_accuracy(yt, r.pred, CLASSES) > 0.8  # chance: 0.25
 
@@ -92,12 +90,13 @@ def test_shared_tdc_files_round_trip(features, tmp_path):
     assert manifest["files"] == ["level_1.json", "level_2.json"] and all(n > 0 for n in manifest["head_images"])
     routing = tmp_path / "tdc_shared" / "routing.json"
     out = tune_shared_routing(levels, heads_dir, features, routing, routing="posterior")
-    assert out["routing"] == "posterior" and len(out["temperatures"]) == 2
+    assert out.name == "posterior" and len(out.temperatures) == 2
     plan = LP.load(levels)
-    tuned = read_routing(routing, plan)
+    tuned = load_rule(routing, plan, redo="tune_routing_shared")
+    assert tuned == out and tuned.dev == out.dev
     _, heads = load_tdc_heads(heads_dir, plan)
     _, Xt, yt = run_features(features, "test", CLASSES)
-    r = route_tuned(plan, tdc_head_probs(heads, Xt), tuned)
+    r = tuned.route(plan, tdc_head_probs(heads, Xt))
     assert balanced_accuracy(yt, r.pred, CLASSES) > 0.8
     LP([[14], [225, 1, 2]]).save(levels)
     with pytest.raises(ValueError, match="rerun rule tdc_heads"):

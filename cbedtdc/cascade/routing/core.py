@@ -1,32 +1,25 @@
-"""Routing of the TDC at inference, threshold tuning, calibration and the two accuracies (end to end, estimated).
+"""The arithmetic of routing, shared by every rule: the walk down the levels, the hierarchical posterior,
+temperatures per level, and the two accuracies (end to end, estimated).
 
 Pure numpy (no torch, no h5py). ``probs`` is a list with one array ``(N, n_outputs)`` per level,
-columns ``plan.outputs(k)`` followed by "rest" when ``plan.has_rest(k)``.
+columns ``plan.outputs(k)`` followed by "rest" when ``plan.has_rest(k)``. The rules themselves
+(argmax, threshold, posterior) are the classes of :mod:`cbedtdc.cascade.routing.rules`.
 
-Routing rules (``tdc.routing``; the hard reading always uses thresholds):
+The hierarchical posterior (:func:`posterior`): level ``k`` gives ``p_k(c)`` for its own classes and
+``p_k(rest)``; the probability of a class ``c`` of level ``k`` is
 
-``argmax``
-    Rest reading: a level forwards a sample when its "rest" output has the largest probability.
-``threshold``
-    Rest reading: forward when ``p(rest)`` exceeds a per-level threshold; hard reading: when the
-    largest class probability is below it. The thresholds are tuned on dev
-    (:func:`tune_thresholds`) on probabilities calibrated by one temperature per level, fitted on
-    dev (:func:`fit_temperatures`, Guo et al., "On calibration of modern neural networks", ICML 2017).
-``posterior``
-    Rest reading as a hierarchical model (:func:`posterior`). Level ``k`` gives ``p_k(c)`` for its
-    own classes and ``p_k(rest)``; the probability of a class ``c`` of level ``k`` is
+.. math:: P(c) = \\prod_{j<k} p_j(\\mathrm{rest}) \\; p_k(c),
 
-    .. math:: P(c) = \\prod_{j<k} p_j(\\mathrm{rest}) \\; p_k(c),
-
-    and the prediction is the argmax over all classes of all levels. No sample is forced down one
-    path, and the evidence of every level enters the product. With ``prior`` (training class
-    frequencies) the argmax is over ``P(c) / prior(c)``, the Bayes rule for balanced accuracy
-    (Menon et al., "Long-tail learning via logit adjustment", ICLR 2021). The level that keeps a
-    sample is the level of its predicted class, so the kept sets partition the samples.
+and the prediction is the argmax over all classes of all levels. No sample is forced down one path, and
+the evidence of every level enters the product. With ``prior`` (training class frequencies) the argmax is
+over ``P(c) / prior(c)``, the Bayes rule for balanced accuracy (Menon et al., "Long-tail learning via logit
+adjustment", ICLR 2021). The level that keeps a sample is the level of its predicted class, so the kept
+sets partition the samples. Temperatures: Guo et al., "On calibration of modern neural networks", ICML 2017.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,74 +30,21 @@ from cbedtdc.cascade.plan import LevelPlan
 from cbedtdc.errors import InputError
 
 __all__ = [
-    "ROUTINGS",
-    "effective_rule",
-    "TunedRouting",
     "Routing",
-    "forward_mask",
-    "route",
+    "check_probs",
+    "walk",
     "posterior",
     "posterior_matrix",
     "check_level_probs",
+    "level_targets",
     "calibrate",
     "fit_temperature",
     "fit_temperatures",
-    "tune_thresholds",
     "oracle_predictions",
     "estimated_accuracy",
     "level_report",
     "softmax",
 ]
-
-
-#: The routing rules of the rest reading (``tdc.routing``); the hard reading always uses ``threshold``.
-ROUTINGS = ("argmax", "threshold", "posterior")
-
-
-def effective_rule(mode: str, rule: str) -> str:
-    """The rule a cascade of reading ``mode`` routes with: ``rule`` (rest reading) or ``threshold`` (hard).
-
-    >>> effective_rule("rest", "posterior"), effective_rule("hard", "posterior")
-    ('posterior', 'threshold')
-    """
-    if rule not in ROUTINGS:
-        raise InputError(f"tdc.routing={rule!r}: must be one of {', '.join(ROUTINGS)}")
-    return rule if mode == "rest" else "threshold"
-
-
-@dataclass(frozen=True)
-class TunedRouting:
-    """How a cascade routes, tuned on dev (``routing.json``): a value, never part of the plan.
-
-    ``rule``: the effective rule (:func:`effective_rule`); ``thresholds``: one per level but the last
-    (threshold rule); ``temperatures``: one per level (``None``: uncalibrated); ``prior``: posterior
-    rule divides by the training prior (the plan's class counts).
-    """
-
-    rule: str = "argmax"
-    thresholds: tuple = ()
-    temperatures: tuple | None = None
-    prior: bool = False
-
-    def __post_init__(self):
-        if self.rule not in ROUTINGS:
-            raise InputError(f"routing rule {self.rule!r}: must be one of {', '.join(ROUTINGS)}")
-
-    def check(self, plan: LevelPlan, source="routing") -> "TunedRouting":
-        """This value, checked against ``plan`` (number of thresholds and temperatures, rule of the reading)."""
-        if effective_rule(plan.mode, self.rule) != self.rule:
-            raise InputError(f"{source}: rule {self.rule} for a {plan.mode}-reading cascade (which routes with "
-                             f"{effective_rule(plan.mode, self.rule)})")
-        if self.rule == "threshold" and len(self.thresholds) != plan.n_levels - 1:
-            raise InputError(f"{source}: {len(self.thresholds)} thresholds for {plan.n_levels} levels")
-        if self.temperatures is not None and len(self.temperatures) != plan.n_levels:
-            raise InputError(f"{source}: {len(self.temperatures)} temperatures for {plan.n_levels} levels")
-        return self
-
-    def apply(self, plan: LevelPlan, probs) -> "Routing":
-        """Calibrate the levels' probabilities, then route them by this rule."""
-        return route(plan, calibrate(probs, self.temperatures), list(self.thresholds) or None,
-                     prior=dict(plan.counts) if self.prior and self.rule == "posterior" else None, rule=self.rule)
 
 
 @dataclass
@@ -125,7 +65,7 @@ class Routing:
         return [np.flatnonzero(self.kept == k) for k in range(self.reached.shape[1])]
 
 
-def _check_probs(plan: LevelPlan, probs) -> list[np.ndarray]:
+def check_probs(plan: LevelPlan, probs) -> list[np.ndarray]:
     if len(probs) != plan.n_levels:
         raise InputError(f"got probabilities of {len(probs)} levels, the plan has {plan.n_levels}")
     out, n = [], None
@@ -142,57 +82,22 @@ def _check_probs(plan: LevelPlan, probs) -> list[np.ndarray]:
     return out
 
 
-def forward_mask(plan: LevelPlan, k: int, p: np.ndarray, threshold=None, rule: str = "argmax") -> np.ndarray:
-    """Pure decision: which samples level ``k`` (0-based) forwards, given its probabilities.
-
-    rest + argmax: "rest" has the largest probability; rest + threshold: ``p(rest) > threshold``;
-    hard: the largest class probability ``< threshold``. The last level forwards nothing.
-
-    >>> rest = LevelPlan([[1, 2], [3]])
-    >>> forward_mask(rest, 0, np.array([[0.5, 0.1, 0.4], [0.2, 0.3, 0.5]])).tolist()
-    [False, True]
-    >>> hard = LevelPlan([[1, 2], [3]], mode="hard")
-    >>> forward_mask(hard, 0, np.array([[0.9, 0.1], [0.55, 0.45]]), threshold=0.6).tolist()
-    [False, True]
-    """
-    p = np.asarray(p, dtype=float)
-    if k >= plan.n_levels - 1:
-        return np.zeros(len(p), dtype=bool)
-    if plan.mode == "rest":
-        if rule == "argmax":
-            return np.argmax(p, axis=1) == p.shape[1] - 1
-        return p[:, -1] > _threshold(threshold, k)
-    return p.max(axis=1) < _threshold(threshold, k)
-
-
-def _threshold(threshold, k):
-    if threshold is None:
-        raise InputError(f"level {k + 1}: threshold routing needs a threshold (tuned on dev by rule tune_routing)")
-    return float(threshold)
-
-
-def route(plan: LevelPlan, probs, thresholds=None, prior=None, rule: str = "argmax") -> Routing:
+def walk(plan: LevelPlan, probs, forwards: Callable[[int, np.ndarray], np.ndarray]) -> Routing:
     """Send every sample down the levels until one keeps it; the last level keeps the rest.
 
-    ``rule`` (:data:`ROUTINGS`; the hard reading always thresholds): ``thresholds``, one per level except
-    the last, are ignored by the rest reading's ``argmax``. The prediction of the keeping level is its
-    most probable class output ("rest" excluded). With ``rule="posterior"`` (rest reading) the samples
-    are routed by :func:`posterior` instead, with the optional class ``prior``.
+    ``forwards(k, p)`` is a rule's decision: the samples level ``k`` (0-based) passes on, given its
+    probabilities ``p``; it is never asked about the last level. The prediction of the keeping level is
+    its most probable class output ("rest" excluded).
 
     >>> plan = LevelPlan([[1, 2], [3, 4]])
     >>> p1 = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])
     >>> p2 = np.array([[0.5, 0.5], [0.3, 0.7]])
-    >>> r = route(plan, [p1, p2])
+    >>> r = walk(plan, [p1, p2], lambda k, p: p[:, -1] > 0.5)
     >>> r.kept.tolist(), r.pred.tolist()
     ([0, 1], [1, 4])
     """
-    probs = _check_probs(plan, probs)
-    rule = effective_rule(plan.mode, rule)
-    if rule == "posterior":
-        return posterior(plan.levels, probs, prior=prior)
+    probs = check_probs(plan, probs)
     n, K = len(probs[0]), plan.n_levels
-    if thresholds is not None and len(thresholds) < K - 1:
-        raise InputError(f"need {K - 1} thresholds (one per level but the last), got {list(thresholds)}")
     kept = np.full(n, -1, dtype=np.int64)
     pred = np.zeros(n, dtype=np.int64)
     conf = np.zeros(n)
@@ -200,7 +105,7 @@ def route(plan: LevelPlan, probs, thresholds=None, prior=None, rule: str = "argm
     active = np.ones(n, dtype=bool)
     for k, p in enumerate(probs):
         reached[:, k] = active
-        fwd = forward_mask(plan, k, p, None if thresholds is None or k >= K - 1 else thresholds[k], rule)
+        fwd = np.zeros(n, dtype=bool) if k == K - 1 else np.asarray(forwards(k, p), dtype=bool)
         keep = active & ~fwd
         outs = np.asarray(plan.outputs(k))
         cls = p[:, : len(outs)]
@@ -357,7 +262,7 @@ def fit_temperatures(plan: LevelPlan, probs, labels) -> list[float]:
     A level scores the samples whose class is one of its outputs or, with "rest", of a later
     level; a level with no such sample keeps ``T = 1``.
     """
-    probs = _check_probs(plan, probs)
+    probs = check_probs(plan, probs)
     out = []
     for k, p in enumerate(probs):
         y = level_targets(plan, k, labels)
@@ -367,49 +272,6 @@ def fit_temperatures(plan: LevelPlan, probs, labels) -> list[float]:
             continue
         out.append(fit_temperature(np.log(np.clip(p[m], 1e-12, None)), y[m]))
     return out
-
-
-def tune_thresholds(plan: LevelPlan, probs, labels, *, grid=None, sweeps: int = 3) -> list[float]:
-    """Per-level thresholds that maximise the end-to-end balanced accuracy on ``labels`` (dev).
-
-    Coordinate ascent: each sweep sets one level's threshold at a time to the grid value with
-    the best balanced accuracy (ties: best top-1, then the value closest to 0.5), the others
-    fixed, routing by the ``threshold`` rule. Returns ``K - 1`` thresholds (empty for one level).
-
-    >>> plan = LevelPlan([[1], [2, 3]], mode="hard", hard_outputs="own")
-    >>> p1 = np.array([[1.0], [1.0], [1.0]])  # a 1-class level is always sure: cannot route
-    >>> p2 = np.array([[0.6, 0.4], [0.9, 0.1], [0.2, 0.8]])
-    >>> tune_thresholds(plan, [p1, p2], [1, 2, 3])
-    [0.5]
-    """
-    probs = _check_probs(plan, probs)
-    labels = np.asarray(labels)
-    K = plan.n_levels
-    if K == 1:
-        return []
-    grid = np.round(np.linspace(0.0, 1.0, 41), 4) if grid is None else np.asarray(grid, dtype=float)
-    th = [0.5] * (K - 1)
-    classes = plan.classes
-
-    def objective(t):
-        r = route(plan, probs, t, rule="threshold")
-        return (metrics.balanced_accuracy(labels, r.pred, classes), metrics.top1(labels, r.pred))
-
-    best_score = objective(th)
-    for _ in range(sweeps):
-        changed = False
-        for k in range(K - 1):
-            for g in grid:
-                trial = list(th)
-                trial[k] = float(g)
-                s = objective(trial)
-                better = s > best_score or (s == best_score and abs(g - 0.5) < abs(th[k] - 0.5))
-                if better:
-                    changed = changed or trial != th
-                    best_score, th = s, trial
-        if not changed:
-            break
-    return [float(t) for t in th]
 
 
 # --------------------------------------------------------------------------------------------
@@ -426,7 +288,7 @@ def oracle_predictions(plan: LevelPlan, probs, labels) -> np.ndarray:
     >>> oracle_predictions(plan, [p1, p2], [2, 4]).tolist()
     [2, 3]
     """
-    probs = _check_probs(plan, probs)
+    probs = check_probs(plan, probs)
     owner = plan.level_of(labels)
     if (owner < 0).any():
         raise InputError("labels outside the classes of the levels")
@@ -473,7 +335,7 @@ def level_report(plan: LevelPlan, routing: Routing, labels) -> list[dict]:
     recall); ``accuracy``: correct among the kept samples.
 
     >>> plan = LevelPlan([[1], [2]])
-    >>> r = route(plan, [np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]]), np.ones((3, 1))])
+    >>> r = walk(plan, [np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]]), np.ones((3, 1))], lambda k, p: p[:, -1] > 0.5)
     >>> [(d["kept"], d["belongs"], d["correct"]) for d in level_report(plan, r, [1, 2, 2])]
     [(2, 1, 1), (1, 1, 1)]
     """
