@@ -205,6 +205,7 @@ class SynthFile:
     split: str
     first_material: int  # index of its first material within the split
     n_materials: int
+    tail: bool = False  # holds extra training materials of synth.tail_min_train (cbedtdc.synth.tail_per_class)
 
 
 def split_material_counts(n_materials, fractions=(0.79, 0.11, 0.10)) -> dict[str, int]:
@@ -227,20 +228,34 @@ def split_material_counts(n_materials, fractions=(0.79, 0.11, 0.10)) -> dict[str
     return {"train": n_materials - dev - test, "dev": dev, "test": test}
 
 
-def synth_file_plan(n_materials, materials_per_file: int) -> list[SynthFile]:
+def synth_file_plan(n_materials, materials_per_file: int, tail_materials: int = 0) -> list[SynthFile]:
     """Static list of generated files (one ``synthesize`` job each); ``n_materials`` is a total
     or a per-split mapping (see :func:`split_material_counts`).
 
+    ``tail_materials`` extra training materials (the tail option, ``cbedtdc.synth.SynthConfig.n_tail``) follow
+    the train split's own materials in files of their own, numbered on after the plain train files, so the
+    data stage reads them as train and every plain file is the same as without them.
+
     >>> [f.stem for f in synth_file_plan(250, 100)]
     ['batch_train_0', 'batch_train_1', 'batch_dev_0', 'batch_test_0']
+    >>> [(f.stem, f.first_material, f.n_materials) for f in synth_file_plan(250, 100, 130) if f.tail]  # 197 train
+    [('batch_train_2', 197, 100), ('batch_train_3', 297, 30)]
     """
+    if tail_materials < 0:
+        raise InputError(f"tail_materials={tail_materials}: must be >= 0")
     plan = []
     for split, count in split_material_counts(n_materials).items():
-        n_files = math.ceil(count / materials_per_file)
-        for i in range(n_files):
-            first = i * materials_per_file
-            plan.append(SynthFile(f"batch_{split}_{i}", split, first, min(materials_per_file, count - first)))
+        plan += _files(split, 0, 0, count, materials_per_file, tail=False)
+        if split == "train" and tail_materials:
+            plan += _files(split, len(plan), count, tail_materials, materials_per_file, tail=True)
     return plan
+
+
+def _files(split, first_file: int, first: int, count: int, per_file: int, tail: bool) -> list[SynthFile]:
+    """Files ``batch_{split}_{first_file}, ...`` of ``count`` materials from material ``first`` on."""
+    return [SynthFile(f"batch_{split}_{first_file + i}", split, first + i * per_file,
+                      min(per_file, count - i * per_file), tail)
+            for i in range(math.ceil(count / per_file))]
 
 
 def n_levels(tdc: dict) -> int:

@@ -42,6 +42,16 @@ except ConfigError as err:
     raise SystemExit(f"Error: {err}") from None
 validate(config, schema="../config/schema.yaml")
 
+
+def synth_tail_materials():
+    """Extra training materials of synth.tail_min_train (cbedtdc.synth.tail_per_class; 0 when off)."""
+    if not config["synth"]["tail_min_train"]:
+        return 0
+    from cbedtdc.synth import SynthConfig
+
+    return SynthConfig.from_config(config).n_tail
+
+
 LEVELS = [str(k) for k in range(1, n_levels(config["tdc"]) + 1)]
 GENERATE = not config["raw_dir"]
 try:
@@ -49,7 +59,9 @@ try:
         SYNTH_PLAN = {
             f.stem: f
             for f in synth_file_plan(
-                config["synth"]["n_materials"], config["synth"]["materials_per_file"]
+                config["synth"]["n_materials"],
+                config["synth"]["materials_per_file"],
+                synth_tail_materials(),
             )
         }
         RAW = {stem: f"results/raw/{stem}.h5" for stem in SYNTH_PLAN}
@@ -145,6 +157,14 @@ def get_synth_first(wildcards):
 def get_synth_count(wildcards):
     """Number of materials in a generated file."""
     return SYNTH_PLAN[wildcards.stem].n_materials
+
+
+def get_synth_tail(wildcards):
+    """--tail-min-train for the files of tail materials only: the plain files' commands stay those of a run
+    without the tail, so switching it on adds jobs and reruns none."""
+    if SYNTH_PLAN[wildcards.stem].tail:
+        return f"--tail-min-train {int(config['synth']['tail_min_train'])}"
+    return ""
 
 
 def get_synth_gpus():

@@ -1,6 +1,7 @@
 # Built-in generator (only when raw_dir is empty): one job per batch_{split}_N.h5 file of the static plan
 # (cbedtdc.layout.synth_file_plan), so generation spreads over cores and cluster nodes; every job computes the
-# same class plan from config + seed. Then a gallery with one stack per class.
+# same class plan from config + seed. synth.tail_min_train adds train files of extra materials for the rare classes
+# after the plain ones (only those jobs get --tail-min-train). Then a gallery with one stack per class.
 
 
 rule synthesize:
@@ -35,6 +36,7 @@ rule synthesize:
         phonons=config["synth"]["phonons"],
         slice_thickness=config["synth"]["slice_thickness"],
         device=config["synth"]["device"],
+        tail=get_synth_tail,
         seed=config["seed"],
     shell:
         '{params.launch} "$CBEDTDC_PYTHON" workflow_scripts/synthesize.py --out {output.raw:q}'
@@ -43,7 +45,8 @@ rule synthesize:
         " --energies {params.energies} --image-size {params.size} --frequency {params.frequency:q}"
         " --floor {params.floor} --zone-axes {params.zone_axes:q} {params.noise} {params.holz}"
         " --mistilt {params.mistilt} --mode {params.mode:q} --phonons {params.phonons}"
-        " --slice-thickness {params.slice_thickness} --device {params.device:q} --seed {params.seed} 2> {log:q}"
+        " --slice-thickness {params.slice_thickness} --device {params.device:q} {params.tail} --seed {params.seed}"
+        " 2> {log:q}"
 
 
 rule gallery:

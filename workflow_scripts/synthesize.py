@@ -56,6 +56,10 @@ def get_parser(add_help=True):
                    help=f"multislice: slice thickness in A (default: {d['slice_thickness']})")
     p.add_argument("--device", choices=["auto", "cpu", "gpu"], default=d["device"],
                    help=f"multislice: auto (GPU when CuPy sees one), cpu or gpu (default: {d['device']})")
+    p.add_argument("--tail-min-train", type=int, default=d["tail_min_train"],
+                   help="extra training materials for every class below this many training samples (the tail "
+                        "option; needed to write its files, numbered after the plain train files; "
+                        f"default: {d['tail_min_train']}, off)")
     p.add_argument("--seed", type=int, default=seed, help=f"master seed (default: {seed})")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                    help="tqdm progress bar on stderr (default: on)")
@@ -70,7 +74,8 @@ def run(args):
                     energies_per_material=args.energies, image_size=args.image_size, frequency=args.frequency,
                     floor=args.floor, zone_axes=args.zone_axes, noise=args.noise, holz=args.holz,
                     mistilt=args.mistilt, mode=args.mode, phonons=args.phonons,
-                    slice_thickness=args.slice_thickness, device=args.device, seed=args.seed)
+                    slice_thickness=args.slice_thickness, device=args.device, tail_min_train=args.tail_min_train,
+                    seed=args.seed)
 
 
 def main(argv=None) -> int:

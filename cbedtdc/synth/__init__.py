@@ -19,10 +19,10 @@ Rule synthesize runs ``workflow_scripts/synthesize.py``, which calls :func:`synt
 
 from .crystal import Crystal, CrystalError, crystal_family, random_crystal
 from .generate import (SynthConfig, class_sequence, make_material, materials_per_class, render_sample,
-                       synthesize_file, write_file)
+                       synthesize_file, tail_per_class, write_file)
 from .render import Optics, detector, prepare_panels, render_panel
 from .zone_axes import zone_axes
 
 __all__ = ["Crystal", "CrystalError", "crystal_family", "random_crystal", "SynthConfig", "class_sequence",
-           "make_material", "materials_per_class", "render_sample", "synthesize_file", "write_file", "Optics",
-           "detector", "prepare_panels", "render_panel", "zone_axes"]
+           "make_material", "materials_per_class", "render_sample", "synthesize_file", "tail_per_class", "write_file",
+           "Optics", "detector", "prepare_panels", "render_panel", "zone_axes"]

@@ -24,7 +24,7 @@ from .render import MODES as RENDER_MODES
 from .zone_axes import POLICIES, zone_axes
 from cbedtdc.errors import InputError
 
-__all__ = ["SynthConfig", "Material", "materials_per_class", "class_sequence", "make_material",
+__all__ = ["SynthConfig", "Material", "materials_per_class", "tail_per_class", "class_sequence", "make_material",
            "render_sample", "write_file", "synthesize_file", "ENERGY_START_KEV", "ENERGY_STEP_KEV", "MODES"]
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ B_ISO = (0.2, 1.5)         # Debye-Waller B [A^2]
 THICKNESS = (100.0, 500.0)  # specimen thickness [A]
 
 _PLAN_TAG = 7  # separates the class-plan stream from the material streams
+_TAIL_PLAN = len(SPLITS)  # the class plan of the tail's extra training materials (after train, dev, test)
 #: Intensity models: the renderer's (kinematic, bloch) and abTEM multislice (cbedtdc.synth.multislice).
 MODES = RENDER_MODES + ("multislice",)
 
@@ -55,7 +56,8 @@ class SynthConfig:
     ``holz`` switches higher-order Laue zones on; ``mode`` is the intensity model (``kinematic``
     or the dynamical ``bloch``, see :func:`cbedtdc.synth.render.render_panel`, or ``multislice``,
     :func:`cbedtdc.synth.multislice.multislice_panel`, with ``phonons`` frozen-phonon configurations,
-    slices of ``slice_thickness`` [A], on ``device`` auto, cpu or gpu).
+    slices of ``slice_thickness`` [A], on ``device`` auto, cpu or gpu). ``tail_min_train`` > 0 adds extra
+    training materials to every class with fewer training samples (:func:`tail_per_class`).
     """
 
     classes: tuple = ()
@@ -73,6 +75,7 @@ class SynthConfig:
     phonons: int = _SYNTH["phonons"]
     slice_thickness: float = _SYNTH["slice_thickness"]
     device: str = _SYNTH["device"]
+    tail_min_train: int = _SYNTH["tail_min_train"]
     split_counts: dict = field(default=None, compare=False)
 
     def __post_init__(self):
@@ -94,6 +97,8 @@ class SynthConfig:
             raise InputError(f"synth.energies_per_material={self.energies_per_material}: must be in 1..10")
         if self.image_size < 16:
             raise InputError(f"synth.image_size={self.image_size}: must be at least 16")
+        if self.tail_min_train < 0:
+            raise InputError(f"synth.tail_min_train={self.tail_min_train}: must be >= 0 (0: no tail materials)")
         if self.split_counts is None:
             object.__setattr__(self, "split_counts", split_material_counts(self.n_materials))
 
@@ -102,7 +107,7 @@ class SynthConfig:
         """Build from the whole pipeline config (``synth`` section, ``classes``, ``seed``)."""
         s = dict(config.get("synth", {}))
         keys = {"n_materials", "energies_per_material", "image_size", "frequency", "floor", "zone_axes",
-                "noise", "holz", "mistilt", "mode", "phonons", "slice_thickness", "device"}
+                "noise", "holz", "mistilt", "mode", "phonons", "slice_thickness", "device", "tail_min_train"}
         kwargs = {k: s[k] for k in keys if k in s}
         if isinstance(kwargs.get("n_materials"), dict):  # per-split counts
             kwargs["split_counts"] = split_material_counts(kwargs["n_materials"])
@@ -113,6 +118,11 @@ class SynthConfig:
     @property
     def energies(self) -> list[int]:
         return [ENERGY_START_KEV + ENERGY_STEP_KEV * j for j in range(self.energies_per_material)]
+
+    @property
+    def n_tail(self) -> int:
+        """Extra training materials of the tail option (0 when ``tail_min_train`` is 0)."""
+        return sum(tail_per_class(self).values())
 
 
 def materials_per_class(classes, n: int, frequency: str = "real", floor: int = 0) -> dict[int, int]:
@@ -148,13 +158,42 @@ def materials_per_class(classes, n: int, frequency: str = "real", floor: int = 0
     return {c: int(m) for c, m in zip(classes, out)}
 
 
-def class_sequence(cfg: SynthConfig, split: str) -> np.ndarray:
-    """Space group of every material of ``split``, in material order (deterministic)."""
-    n = cfg.split_counts[split]
-    per = materials_per_class(cfg.classes, n, cfg.frequency, cfg.floor)
+def tail_per_class(cfg: SynthConfig) -> dict[int, int]:
+    """Extra training materials per class of the tail option: every class whose planned training samples
+    (materials x ``energies_per_material``, :func:`materials_per_class` of the train split) are fewer than
+    ``tail_min_train`` gets the materials that bring it to at least ``tail_min_train`` samples; the others,
+    and every class when ``tail_min_train`` is 0, get none (absent from the dict).
+
+    >>> cfg = SynthConfig(classes=(14, 62, 225, 229), n_materials={"train": 14, "dev": 4, "test": 4},
+    ...                   energies_per_material=2, floor=1, tail_min_train=10)
+    >>> materials_per_class(cfg.classes, 14, "real", 1), tail_per_class(cfg)
+    ({14: 5, 62: 3, 225: 5, 229: 1}, {62: 2, 229: 4})
+    """
+    if cfg.tail_min_train <= 0:
+        return {}
+    per = materials_per_class(cfg.classes, cfg.split_counts["train"], cfg.frequency, cfg.floor)
+    need = -(-cfg.tail_min_train // cfg.energies_per_material)  # ceil: materials that give tail_min_train samples
+    return {c: need - m for c, m in per.items() if m < need}
+
+
+def _shuffled_plan(per: dict[int, int], seed: int, stream: int) -> np.ndarray:
     seq = np.repeat(np.array(list(per), dtype=int), list(per.values()))
-    rng = np.random.default_rng([cfg.seed, _PLAN_TAG, SPLITS.index(split)])
+    rng = np.random.default_rng([seed, _PLAN_TAG, stream])
     return seq[rng.permutation(len(seq))]
+
+
+def class_sequence(cfg: SynthConfig, split: str) -> np.ndarray:
+    """Space group of every material of ``split``, in material order (deterministic).
+
+    The train split with the tail option is the plain train plan followed by the tail's extra materials
+    (:func:`tail_per_class`, shuffled by a stream of their own): materials ``0 .. split_counts["train"] - 1``
+    are those of the run without the tail, so its files are unchanged.
+    """
+    per = materials_per_class(cfg.classes, cfg.split_counts[split], cfg.frequency, cfg.floor)
+    seq = _shuffled_plan(per, cfg.seed, SPLITS.index(split))
+    if split == "train" and cfg.tail_min_train > 0:
+        seq = np.concatenate([seq, _shuffled_plan(tail_per_class(cfg), cfg.seed, _TAIL_PLAN)])
+    return seq
 
 
 @dataclass(frozen=True)
@@ -226,7 +265,8 @@ def render_sample(cfg: SynthConfig, material: Material, energy_index: int) -> tu
 def write_file(path, cfg: SynthConfig, first_material: int, n_materials: int, progress: bool = False) -> Path:
     """Write one challenge-layout file of ``n_materials`` materials starting at ``first_material``.
 
-    The split comes from the file name (``batch_{split}_N.h5``). Groups are ``sample_i_j``
+    The split comes from the file name (``batch_{split}_N.h5``); train materials from ``split_counts["train"]``
+    on are the tail option's (:func:`tail_per_class`, in files of their own). Groups are ``sample_i_j``
     (i = material within the file, j = energy index). The file is written under a temporary
     name in the same folder (HDF5 mode "x") and renamed when complete, so an interrupted job
     never leaves a file a rerun would trust. At most one material's stacks are held in memory. A material
@@ -237,11 +277,12 @@ def write_file(path, cfg: SynthConfig, first_material: int, n_materials: int, pr
 
     path = Path(path)
     split = split_of(path.name)
-    total = cfg.split_counts[split]
+    seq = class_sequence(cfg, split)
+    total = len(seq)
     if first_material < 0 or first_material + n_materials > total:
         raise InputError(f"{path.name}: materials {first_material}..{first_material + n_materials - 1} "
-                         f"outside the {total} materials of split {split!r}")
-    seq = class_sequence(cfg, split)
+                         f"outside the {total} materials of split {split!r}"
+                         + (f" ({cfg.n_tail} of them tail materials)" if split == "train" and cfg.n_tail else ""))
     skipped: list[str] = []
     bar = None
     if progress:

@@ -116,7 +116,7 @@ def test_synth_defaults():
     assert_matches_schema(table, "synth", "cbedtdc.synth.SynthConfig")
     cli = parser_defaults("synthesize.py", ["n_materials", "energies", "image_size", "frequency", "floor",
                                             "zone_axes", "noise", "holz", "mistilt", "mode", "phonons",
-                                            "slice_thickness", "device"])
+                                            "slice_thickness", "device", "tail_min_train"])
     assert_matches_schema(cli, "synth", "workflow_scripts/synthesize.py", {"energies": "energies_per_material"})
 
 
