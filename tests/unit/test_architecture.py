@@ -21,7 +21,7 @@ LIB = REPO / "cbedtdc"
 #: A new module goes here and into the table of docs/architecture.md.
 LAYERS = [
     # base: file formats, class sets, config, pure scores, calibration, the network pieces
-    ["cbedtdc", "cbedtdc.errors", "cbedtdc.io", "cbedtdc.layout", "cbedtdc.mirror", "cbedtdc.classes", "cbedtdc.config", "cbedtdc.checks", "cbedtdc.cluster",
+    ["cbedtdc", "cbedtdc.errors", "cbedtdc.io", "cbedtdc.layout", "cbedtdc.mirror", "cbedtdc.classes", "cbedtdc.config", "cbedtdc.cluster",
      "cbedtdc.crystallography", "cbedtdc.metrics", "cbedtdc.calibration", "cbedtdc.losses", "cbedtdc.model",
      "cbedtdc.distributed"],
     # data: generator, shards, the dataset, figures from tables
@@ -31,9 +31,11 @@ LAYERS = [
     # one classifier, and the cascade's pure logic
     ["cbedtdc.train", "cbedtdc.train.sampling", "cbedtdc.train.checkpoint", "cbedtdc.train.infer",
      "cbedtdc.train.engine", "cbedtdc.cascade.plan", "cbedtdc.cascade.routing"],
-    # feature sources: a backbone's activations, the physics descriptors, several joined by key
-    ["cbedtdc.features", "cbedtdc.features.store", "cbedtdc.features.cnn", "cbedtdc.features.sources",
-     "cbedtdc.features.symmetry"],
+    # feature sources: their registry, a backbone's activations, the physics descriptors, several joined by key
+    ["cbedtdc.features", "cbedtdc.features.registry", "cbedtdc.features.spec", "cbedtdc.features.store",
+     "cbedtdc.features.cnn", "cbedtdc.features.sources", "cbedtdc.features.symmetry",
+     "cbedtdc.features.symmetry.params", "cbedtdc.features.symmetry.plan", "cbedtdc.features.symmetry.centre",
+     "cbedtdc.features.symmetry.descriptors"],
     # heads on features
     ["cbedtdc.heads", "cbedtdc.heads.options", "cbedtdc.heads.booster", "cbedtdc.heads.resample",
      "cbedtdc.heads.head", "cbedtdc.heads.jobs"],
@@ -44,7 +46,7 @@ LAYERS = [
      "cbedtdc.evaluate.crystal", "cbedtdc.evaluate.replicates",
      "cbedtdc.evaluate.run", "cbedtdc.classify"],
     # entry points
-    ["cbedtdc.cli", "cbedtdc.cliutil", "cbedtdc.runstate", "cbedtdc.dag"],
+    ["cbedtdc.cli", "cbedtdc.cliutil", "cbedtdc.runstate", "cbedtdc.dag", "cbedtdc.checks"],
 ]
 PURE = ["cbedtdc.metrics", "cbedtdc.plots", "cbedtdc.crystallography", "cbedtdc.calibration", "cbedtdc.cascade.plan",
         "cbedtdc.cascade.routing"]
