@@ -216,6 +216,13 @@ def get_features_model(wildcards):
     return {"model": model} if model else {}
 
 
+def features_model_args(wildcards, input):
+    """--model of a backbone source's features job (shell-quoted), nothing for a source without a backbone."""
+    import shlex
+
+    return f"--model {shlex.quote(input.model)}" if "model" in input.keys() else ""
+
+
 def get_features_threads(wildcards):
     """Threads of a features job: the torch threads of a training job for a source that uses them, else one."""
     return THREADS if dag.features_job(wildcards.folder)["threads"] else 1

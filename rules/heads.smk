@@ -19,11 +19,11 @@ rule features:
     threads: get_features_threads  # a torch source: THREADS; a numpy descriptor source: one core
     params:
         source=lambda wc: dag.features_job(wc.folder)["source"],  # the registered source writing this folder
-        model=lambda wc, input: input.get("model", ""),
+        model=features_model_args,  # --model CHECKPOINT (shell-quoted), or nothing
         shards=lambda wc, input: Path(input.split).parent,  # shard root
         batch=config["train"]["eval_batch_size"],
     shell:
-        '"$CBEDTDC_PYTHON" workflow_scripts/features.py --source {params.source:q} --model {params.model:q}'
+        '"$CBEDTDC_PYTHON" workflow_scripts/features.py --source {params.source:q} {params.model}'
         " --shards {params.shards:q} --split {wildcards.split:q} --out {output.features:q}"
         " --batch-size {params.batch} --threads {threads} 2> {log:q}"
 

@@ -51,7 +51,7 @@ def test_shared_backbone_trains_no_level_resnet(workdir):
     stats = job_stats(res.stdout)
     assert stats["tdc_heads"] == 1 and stats["tune_routing_shared"] == 1, stats
     assert not {"train_level", "level_job", "collect_missed", "tune_routing"} & set(stats), stats
-    assert stats["features"] == 3  # train, dev, test of the flat ce model
+    assert stats["features"] == 6  # train, dev, test of the flat ce model and of the symmetry descriptors
 
 
 def test_ratio_levels_need_the_shared_backbone(workdir):
@@ -81,8 +81,9 @@ def test_xgboost_heads_read_the_features_files_not_the_models(workdir):
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     stats = job_stats(res.stdout)
     assert stats["xgboost_head"] == 3, stats  # the flat ce model and the 2 levels: one rule, a job wildcard
-    # train, dev, test of the flat ce model and of each level (one features rule, a source wildcard)
-    assert stats["features"] == 9, stats
+    # train, dev, test of the flat ce model, of each level and of the symmetry descriptors (the head on
+    # [cnn, symmetry]): one features rule for every source, a folder wildcard
+    assert stats["features"] == 12, stats
     jobs = job_files(res.stdout)
     assert jobs["results/xgboost/flat/ce/head.json"] == (
         "xgboost_head", {"results/features/flat/ce/train.h5", "results/features/flat/ce/dev.h5"})
