@@ -17,9 +17,9 @@ from cbedtdc.features.spec import split_file
 from cbedtdc.heads.options import DEFAULTS as HEAD_DEFAULTS
 from cbedtdc.heads.options import XGBOOST_DEFAULTS
 
-__all__ = ["HEAD_OPTIONS", "head_spec", "head_feature_dirs", "feature_files", "features_folders", "features_job", "head_file", "heads_json",
-           "shared_json", "tdc_sources", "tdc_variant", "xgb_flags", "train_keys", "train_params", "replicate_seeds",
-           "replicate_root", "synth_materials_args", "friedel_groups_arg", "data_kind"]
+__all__ = ["HEAD_OPTIONS", "head_spec", "head_feature_dirs", "feature_files", "features_folders", "features_job",
+           "head_file", "heads_json", "shared_json", "tdc_sources", "tdc_variant", "xgb_flags", "train_keys",
+           "train_params", "replicate_seeds", "replicate_root", "synth_materials_args", "friedel_groups_arg", "data_kind"]
 
 #: Options of a head that heads.variants entries and tdc.head may set (name, backbone, features are the rules').
 HEAD_OPTIONS = frozenset(HEAD_DEFAULTS) - {"xgboost"}

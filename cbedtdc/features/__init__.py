@@ -1,4 +1,4 @@
-"""Feature sources: each a name -> float32 ``(N, D)`` array + keys per split, in ``results/features/<folder>/<split>.h5``.
+"""Feature sources: each a name -> float32 ``(N, D)`` array + keys per split, in ``results/features/<folder>/``.
 
 - :mod:`cbedtdc.features.registry`: the one list of sources (:data:`SOURCES`), where each one's files live;
 - :mod:`cbedtdc.features.spec`: what a source is (:class:`FeatureSource`), and the descriptor sources' writer;
