@@ -200,7 +200,9 @@ def descriptor_source(name: str, summary: str, describe, names, settings: dict, 
     settings, names = dict(settings), list(names)
     model, sha = f"{name}/{settings['version']}", settings_sha256(settings)
 
-    def extract(shard_root, split, out_path, *, model=None, keys=None, batch_size=256, progress=True, **_):
+    def extract(shard_root, split, out_path, *, model=None, keys=None, batch_size=256, device="auto", threads=0,
+                workers=0, progress=True):
+        del device, threads, workers  # numpy on one core, in this process
         if model:
             raise InputError(f"feature source {name} reads no model; drop --model {model}")
         return write_descriptors(shard_root, split, out_path, name=name, describe=describe, names=names,

@@ -101,7 +101,7 @@ def test_a_head_trains_and_predicts_on_the_new_source(toy, tiny_shards, tmp_path
         labels = np.array([CLASSES.index(int(k)) for k in read_features(f"{dirs[0]}/test.h5").labels])
         assert probs.shape == (9, 3) and np.allclose(probs.sum(1), 1, atol=1e-5)
         assert balanced_accuracy(labels, probs.argmax(1), range(3)) > 0.5, name  # chance: 1/3
-        assert [s["source"] for s in head.info["sources"]] == [n for n in ("toy", "symmetry")][: len(heads_dirs)]
+        assert [s["source"] for s in head.info["sources"]] == ["toy", "symmetry"][: len(heads_dirs)]
 
     # classify: the registered source computes the same numbers from the patterns, in the recorded order
     extract, size = source_extractor(head.info["sources"], tmp_path, "cpu")
