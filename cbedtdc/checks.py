@@ -127,8 +127,9 @@ def _check_tdc_backbones(config: dict) -> None:
         raise ConfigError(
             "config error at tdc.levels: ratio plans the number of levels from the data, which the own-backbone DAG "
             "needs at parse time; set tdc.backbone: shared, or tdc.levels: explicit or auto")
-    uses_cnn = "cnn" in tdc.get("head", {}).get("features", ["cnn"])
-    if shared and uses_cnn and tdc["shared_loss"] not in losses:
+    from cbedtdc.features.registry import needs_backbone
+
+    if shared and needs_backbone(tdc.get("head", {}).get("features", ["cnn"])) and tdc["shared_loss"] not in losses:
         raise ConfigError(
             f"config error at tdc.shared_loss: {tdc['shared_loss']} is not among flat.losses {losses}; add it there "
             "or pick one of them")
@@ -139,7 +140,7 @@ def _check_tdc_backbones(config: dict) -> None:
             "shared-backbone TDC; set tdc.backbone: shared, or replicates: 1")
     for v in config.get("heads", {}).get("variants", []):
         backbone = v.get("backbone", "ce")
-        if "cnn" in v.get("features", ["cnn"]) and backbone not in losses:
+        if needs_backbone(v.get("features", ["cnn"])) and backbone not in losses:
             raise ConfigError(
                 f"config error at heads.variants: head {v['name']} uses backbone {backbone}, not among flat.losses "
                 f"{losses}; add it there or change the head's backbone")

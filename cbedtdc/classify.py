@@ -180,17 +180,6 @@ class LoadedRun:
     image_size: int
 
 
-def _resolve(path, folder: Path) -> Path:
-    """A path recorded relative to the run's working directory, found from ``folder`` upwards."""
-    path = Path(path)
-    if path.is_absolute():
-        return path
-    for base in [folder, *folder.resolve().parents]:
-        if (base / path).exists():
-            return base / path
-    raise FileNotFoundError(f"{folder}: {path} (recorded by the run) is missing; rerun the run")
-
-
 def _cnn_levels(kind, folder, plan, models, rule) -> LoadedRun:
     from cbedtdc.train import forward
 
@@ -205,35 +194,21 @@ def _cnn_levels(kind, folder, plan, models, rule) -> LoadedRun:
 
 
 def source_extractor(sources, folder: Path, device: str):
-    """``(features of a batch, image size)`` for the feature sources a head recorded (``info["sources"]``): a
-    ``cnn`` source runs its backbone (checked by sha256 against the one the head was fitted on), a ``symmetry``
-    source computes the descriptors; the blocks are concatenated in the recorded order."""
-    from cbedtdc.features.cnn import pooled_features
-    from cbedtdc.features.store import sha256_file
-    from cbedtdc.train import load_model
+    """``(features of a batch, image size)`` for the feature sources a head recorded (``info["sources"]``), each
+    computed by its registered source (:mod:`cbedtdc.features.registry`), which checks that the head was fitted on
+    the same backbone (sha256) or settings; the blocks are concatenated in the recorded order."""
+    from cbedtdc.features.registry import SOURCES
 
     parts, size = [], None
     for src in sources:
-        if src["source"] == "cnn":
-            backbone = _resolve(src["model"], folder)
-            if src.get("model_sha256") and sha256_file(backbone) != src["model_sha256"]:
-                raise InputError(f"{backbone} changed after the heads of {folder} were fitted on its features; rerun "
-                                 "the run (snakemake reruns features and heads)")
-            model, meta = load_model(backbone, device=device)
-            size = int(meta["image_size"])
-            parts.append(lambda x, m=model, o=meta["orientation"]: pooled_features(m, x, o).float().cpu().numpy())
-        elif src["source"] == "symmetry":
-            from cbedtdc.features import symmetry
-
-            if src.get("model") != f"symmetry/{symmetry.VERSION}" or src.get("model_sha256") != symmetry.params_sha256():
-                raise InputError(f"{folder}: its heads were fitted on symmetry descriptors {src.get('model')} of other "
-                                 f"settings than this version's (symmetry/{symmetry.VERSION}); rerun the run")
-            if size is not None and src.get("image_size") and int(src["image_size"]) != size:
-                raise InputError(f"{folder}: its sources were computed at {size} and {src['image_size']} px")
-            size = size or (int(src["image_size"]) if src.get("image_size") else None)
-            parts.append(lambda x: symmetry.describe(x.cpu().numpy())[0])
-        else:
-            raise InputError(f"{folder}: unknown feature source {src['source']!r} (cnn, symmetry)")
+        if src["source"] not in SOURCES:
+            raise InputError(f"{folder}: its heads read feature source {src['source']!r}, which this version does not "
+                             f"have ({', '.join(SOURCES)}); rerun the run")
+        extract, own = SOURCES[src["source"]].batch_features(src, folder, device)
+        if own and size and own != size:
+            raise InputError(f"{folder}: its sources were computed at {size} and {own} px")
+        size = size or own
+        parts.append(extract)
 
     if size is None:
         raise InputError(f"{folder}: its heads record no image size for their sources; rerun the run")

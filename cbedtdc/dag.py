@@ -4,20 +4,21 @@ The DAG is static: nothing here reads results. Every function takes the validate
 from ``config/schema.yaml``) and returns paths or rule params; a JSON or flag string is meant for a rule param
 quoted with ``:q`` (or is made of shell-quoted values already, as its docstring says). ``root`` is the folder
 of one training run: ``results`` for the run itself, ``results/replicates/seed_<s>`` for a replicate seed
-(the data stage and the seed-free symmetry source stay under ``results``).
+(the data stage and the seed-free feature sources, e.g. ``symmetry``, stay under ``results``).
 """
 
 from __future__ import annotations
 
 import json
 
+from cbedtdc.features import registry
+from cbedtdc.features.spec import split_file
 from cbedtdc.heads.options import DEFAULTS as HEAD_DEFAULTS
 from cbedtdc.heads.options import XGBOOST_DEFAULTS
-from cbedtdc.layout import FEATURES_ROOT, feature_dir
 
-__all__ = ["HEAD_OPTIONS", "head_spec", "head_feature_dirs", "feature_files", "head_file", "heads_json",
-           "shared_json", "tdc_sources", "tdc_variant", "train_keys", "train_params", "replicate_seeds",
-           "replicate_root", "synth_materials_args", "friedel_groups_arg", "data_kind"]
+__all__ = ["HEAD_OPTIONS", "head_spec", "head_feature_dirs", "feature_files", "features_folders", "features_job",
+           "head_file", "heads_json", "shared_json", "tdc_sources", "tdc_variant", "train_keys",
+           "train_params", "replicate_seeds", "replicate_root", "synth_materials_args", "friedel_groups_arg", "data_kind"]
 
 #: Options of a head that heads.variants entries and tdc.head may set (name, backbone, features are the rules').
 HEAD_OPTIONS = frozenset(HEAD_DEFAULTS) - {"xgboost"}
@@ -36,25 +37,37 @@ def head_spec(options: dict, config: dict) -> str:
     return json.dumps(spec, sort_keys=True)
 
 
-def _in_root(path: str, root: str) -> str:
-    """A training run's path under ``root`` (``results/...`` -> ``<root>/...``); the symmetry source is seed-free."""
-    if root == "results" or path.startswith(f"{FEATURES_ROOT}/symmetry"):
-        return path
-    return root + path[len("results"):]
-
-
 def head_feature_dirs(options: dict, backbone: str | None = None, root: str = "results") -> list[str]:
-    """Folders of the feature sources of a head (``cnn``: the flat model of its backbone, in ``root``).
+    """Folders of the feature sources of a head (:func:`cbedtdc.features.registry.head_feature_dirs`: a backbone
+    source in ``root``, the seed-free ones under ``results``).
 
     >>> head_feature_dirs({"features": ["cnn", "symmetry"], "backbone": "ce"}, root="results/replicates/seed_1")
     ['results/replicates/seed_1/features/flat/ce', 'results/features/symmetry']
     """
-    return [_in_root(feature_dir(s, backbone or options.get("backbone")), root) for s in options["features"]]
+    return registry.head_feature_dirs(options["features"], backbone or options.get("backbone"), root)
 
 
 def feature_files(dirs, splits) -> list[str]:
     """``{dir}/{split}.h5`` of every folder and split."""
-    return [f"{d}/{s}.h5" for d in dirs for s in splits]
+    return [str(split_file(d, s)) for d in dirs for s in splits]
+
+
+def features_folders() -> str:
+    """Rule ``features``' wildcard ``folder``: every folder under ``features/`` a registered source writes."""
+    return registry.folder_pattern()
+
+
+def features_job(folder: str, root: str = "results") -> dict:
+    """What rule ``features`` runs for one folder: the source's name, its checkpoint (``""`` for a source without
+    a backbone) and whether it uses the rule's threads.
+
+    >>> features_job("flat/ce", "results/replicates/seed_2")
+    {'source': 'cnn', 'model': 'results/replicates/seed_2/flat/ce/best.pt', 'threads': True}
+    >>> features_job("symmetry")
+    {'source': 'symmetry', 'model': '', 'threads': False}
+    """
+    src = registry.source_of_folder(folder)
+    return {"source": src.name, "model": src.checkpoint(folder, root) if src.backbone else "", "threads": src.threads}
 
 
 def tdc_sources(config: dict, root: str = "results") -> list[str]:

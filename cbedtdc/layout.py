@@ -15,7 +15,7 @@ from pathlib import Path
 from cbedtdc.errors import InputError
 
 __all__ = ["RAW_NAME", "SPLITS", "discover_raw", "split_of", "synth_file_plan", "SynthFile", "n_levels",
-           "shell_prefix", "feature_dir", "FEATURES_ROOT", "MIRROR_SPLITS", "MIRROR_STEM", "MIRROR_SAMPLE", "is_mirror",
+           "shell_prefix", "MIRROR_SPLITS", "MIRROR_STEM", "MIRROR_SAMPLE", "is_mirror",
            "mirror_members", "mirror_order", "mirror_plan", "chunk_members", "parse_mirror_stem", "split_of_stem",
            "raw_layout", "raw_data_kind"]
 
@@ -283,23 +283,3 @@ def shell_prefix(executable, conda: bool) -> str:
     path = Path(executable)
     return (f"set -euo pipefail; export CBEDTDC_PYTHON={shlex.quote(str(path))} "
             f'PATH={shlex.quote(str(path.parent))}:"$PATH"; ')
-
-
-#: Where each feature source of a head is written (``results/features/<source>/<split>.h5``).
-FEATURES_ROOT = "results/features"
-
-
-def feature_dir(source: str, backbone: str | None = None) -> str:
-    """Folder of a feature source: ``cnn`` is the flat model of ``backbone`` (a flat loss), ``symmetry`` the
-    physics descriptors.
-
-    >>> feature_dir("cnn", "ce"), feature_dir("symmetry")
-    ('results/features/flat/ce', 'results/features/symmetry')
-    """
-    if source == "cnn":
-        if not backbone:
-            raise InputError("feature source cnn needs the flat model (backbone) it comes from")
-        return f"{FEATURES_ROOT}/flat/{backbone}"
-    if source == "symmetry":
-        return f"{FEATURES_ROOT}/symmetry"
-    raise InputError(f"feature source {source!r}: must be cnn or symmetry")

@@ -156,7 +156,7 @@ STAGES = (
     ("data", ("synthesize", "gallery", "index_raw", "index_mirror", "manifest", "split", "check_classes", "shard",
               "shard_mirror", "shard_index")),
     ("training", ("train_flat", "plan_levels", "level_job", "train_level", "collect_missed", "tune_routing")),
-    ("features and heads", ("features", "symmetry_features", "head", "tdc_heads", "tune_routing_shared")),
+    ("features and heads", ("features", "head", "tdc_heads", "tune_routing_shared")),
     ("evaluation and report", ("evaluate", "plots", "run_config")),
 )
 

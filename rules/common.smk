@@ -93,7 +93,7 @@ wildcard_constraints:
     split="train|dev|test",
     level=r"\d+",
     loss="ce|weighted_ce|logit_adjusted|balanced_softmax",
-    source=r"flat/(ce|weighted_ce|logit_adjusted|balanced_softmax)|level_\d+",
+    folder=dag.features_folders(),  # every folder of a registered feature source
     rseed=r"\d+",
 
 
@@ -237,10 +237,21 @@ def get_head_features(wildcards):
 
 
 def get_features_model(wildcards):
-    """The checkpoint whose activations a features file holds: a flat model or an own-backbone level."""
-    if wildcards.source.startswith("level_"):
-        return f"results/tdc/{wildcards.source}/best.pt"
-    return f"{root_of(wildcards)}/{wildcards.source}/best.pt"
+    """The checkpoint a backbone source's folder is computed through (a flat model or an own-backbone level)."""
+    model = dag.features_job(wildcards.folder, root_of(wildcards))["model"]
+    return {"model": model} if model else {}
+
+
+def features_model_args(wildcards, input):
+    """--model of a backbone source's features job (shell-quoted), nothing for a source without a backbone."""
+    import shlex
+
+    return f"--model {shlex.quote(input.model)}" if "model" in input.keys() else ""
+
+
+def get_features_threads(wildcards):
+    """Threads of a features job: the torch threads of a training job for a source that uses them, else one."""
+    return THREADS if dag.features_job(wildcards.folder)["threads"] else 1
 
 
 def root_of(wildcards):

@@ -1,47 +1,31 @@
-# Features -> heads: feature sources (results/features/<source>/<split>.h5), flat heads re-trained on them, and
-# the shared-backbone TDC (tdc.backbone: shared), whose levels are heads on the same sources.
+# Features -> heads: feature sources (results/features/<folder>/<split>.h5, one rule for every source of
+# cbedtdc.features.registry), flat heads re-trained on them, and the shared-backbone TDC (tdc.backbone: shared),
+# whose levels are heads on the same sources.
 # Changing a head, its feature set or the routing reruns only these jobs and evaluate, never a backbone.
 
 
 rule features:
     input:
-        model=get_features_model,  # results/flat/{loss}/best.pt or results/tdc/level_{k}/best.pt
+        unpack(get_features_model),  # a backbone source's checkpoint (results/flat/{loss}/best.pt, ...), or none
         split="results/shards/{split}.csv",
     output:
-        features="results/features/{source}/{split}.h5",
+        features="results/features/{folder}/{split}.h5",
     log:
-        "logs/features/{source}/{split}.log",
+        "logs/features/{folder}/{split}.log",
     benchmark:
-        "benchmarks/features/{source}/{split}.tsv"
+        "benchmarks/features/{folder}/{split}.tsv"
     conda:
         "../envs/cbedtdc.yaml"
-    threads: THREADS
+    threads: get_features_threads  # a torch source: THREADS; a numpy descriptor source: one core
     params:
+        source=lambda wc: dag.features_job(wc.folder)["source"],  # the registered source writing this folder
+        model=features_model_args,  # --model CHECKPOINT (shell-quoted), or nothing
         shards=lambda wc, input: Path(input.split).parent,  # shard root
         batch=config["train"]["eval_batch_size"],
     shell:
-        '"$CBEDTDC_PYTHON" workflow_scripts/features.py --model {input.model:q} --shards {params.shards:q}'
-        " --split {wildcards.split:q} --out {output.features:q} --batch-size {params.batch}"
-        " --threads {threads} 2> {log:q}"
-
-
-rule symmetry_features:
-    input:
-        split="results/shards/{split}.csv",
-    output:
-        features="results/features/symmetry/{split}.h5",
-    log:
-        "logs/symmetry_features/{split}.log",
-    benchmark:
-        "benchmarks/symmetry_features/{split}.tsv"
-    conda:
-        "../envs/cbedtdc.yaml"
-    params:
-        shards=lambda wc, input: Path(input.split).parent,  # shard root
-    shell:
-        # descriptors of every pattern's symmetry, computed from the shards (numpy, one core, no backbone)
-        '"$CBEDTDC_PYTHON" workflow_scripts/symmetry_features.py --shards {params.shards:q}'
-        " --split {wildcards.split:q} --out {output.features:q} 2> {log:q}"
+        '"$CBEDTDC_PYTHON" workflow_scripts/features.py --source {params.source:q} {params.model}'
+        " --shards {params.shards:q} --split {wildcards.split:q} --out {output.features:q}"
+        " --batch-size {params.batch} --threads {threads} 2> {log:q}"
 
 
 rule head:

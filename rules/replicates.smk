@@ -22,14 +22,14 @@ use rule train_flat as train_flat_replicate with:
 
 use rule features as features_replicate with:
     input:
-        model=get_features_model,
+        unpack(get_features_model),
         split="results/shards/{split}.csv",
     output:
-        features=f"{REP}/features/{{source}}/{{split}}.h5",
+        features=f"{REP}/features/{{folder}}/{{split}}.h5",
     log:
-        "logs/replicates/seed_{rseed}/features/{source}/{split}.log",
+        "logs/replicates/seed_{rseed}/features/{folder}/{split}.log",
     benchmark:
-        "benchmarks/replicates/seed_{rseed}/features/{source}/{split}.tsv"
+        "benchmarks/replicates/seed_{rseed}/features/{folder}/{split}.tsv"
 
 
 use rule head as head_replicate with:

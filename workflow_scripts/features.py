@@ -1,8 +1,9 @@
-"""features: penultimate activations of one trained backbone over one split, written to an HDF5 file.
+"""features: one feature source of one split's shards, written to an HDF5 file (results/features/<folder>/<split>.h5).
 
-The heads (rules head and tdc_heads) train on these. Batches are appended as they are computed
-(memory: one batch); the file appears under its final name only when complete, so an interrupted
-job is simply rerun.
+--source names a source of cbedtdc.features.registry: cnn (the penultimate activations of the trained backbone
+--model), symmetry (the physics descriptors of every pattern, no model; docs/symmetry.md), ... The heads (rules
+head and tdc_heads) train on these. Batches are appended as they are computed (memory: one batch); the file
+appears under its final name only when complete, so an interrupted job is simply rerun.
 """
 
 from __future__ import annotations
@@ -17,20 +18,27 @@ from cbedtdc.cliutil import inference_parser, run_cli  # noqa: E402
 
 
 def get_parser(add_help=True):
+    from cbedtdc.features.registry import SOURCES
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], add_help=add_help, parents=[inference_parser()])
-    p.add_argument("--model", required=True, help="best.pt of a trained flat model or TDC level (required)")
+    p.add_argument("--source", required=True, choices=list(SOURCES), help="the feature source (required)")
+    p.add_argument("--model", default="", help="best.pt of the trained flat model or TDC level a backbone source "
+                   "(cnn) is computed through; '' for a source without one (default: '')")
     p.add_argument("--shards", required=True, help="shard root holding {split}.csv (required)")
     p.add_argument("--split", required=True, choices=["train", "dev", "test"], help="split to extract (required)")
     p.add_argument("--out", required=True, help="features .h5 file to write (required)")
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default: 0)")
+    p.add_argument("--progress", action="store_true", help="show a progress bar (default: off; the log line at "
+                   "the end gives the rate)")
     return p
 
 
 def run(args):
-    from cbedtdc.features.cnn import extract_to_file
+    from cbedtdc.features.registry import get_source
 
-    extract_to_file(args.model, args.shards, args.split, args.out, batch_size=args.batch_size, device=args.device,
-                    workers=args.workers, threads=args.threads, progress=False)
+    get_source(args.source).extract(args.shards, args.split, args.out, model=args.model or None,
+                                    batch_size=args.batch_size, device=args.device, threads=args.threads,
+                                    workers=args.workers, progress=args.progress)
 
 
 def main(argv=None) -> int:

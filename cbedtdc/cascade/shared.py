@@ -72,13 +72,12 @@ def train_tdc_heads(levels_path, feature_dirs, out_dir, *, spec=None, seed: int 
 
     ``feature_dirs``: the feature sources (folders of ``{split}.h5``), joined by key.
     """
-    from cbedtdc.features.sources import load_sources
-    from cbedtdc.heads.jobs import source_files
+    from cbedtdc.features.sources import load_split
 
     plan = LevelPlan.load(levels_path)
     spec = resolve_spec(spec)
-    tr = load_sources(source_files(feature_dirs, "train"), "train", classes=plan.classes)
-    dv = load_sources(source_files(feature_dirs, "dev"), "dev", classes=plan.classes)
+    tr = load_split(feature_dirs, "train", classes=plan.classes)
+    dv = load_split(feature_dirs, "dev", classes=plan.classes)
     src = tr.parts[0]["path"]
     heads = fit_level_heads(plan, (tr.X, tr.labels), (dv.X, dv.labels) if len(dv) else None, spec=spec, seed=seed,
                             source=src)

@@ -15,14 +15,15 @@ import logging
 import time
 from pathlib import Path
 
+from cbedtdc.features.spec import FeatureSource, recorded_path
 from cbedtdc.features.store import FeaturesError, FeatureWriter, sha256_file
 from cbedtdc.errors import InputError
 
-__all__ = ["SOURCE", "pooled_features", "torch_threads", "extract_to_file"]
+__all__ = ["NAME", "SOURCE", "pooled_features", "torch_threads", "extract_to_file", "checkpoint", "batch_features"]
 
 log = logging.getLogger(__name__)
 
-SOURCE = "cnn"
+NAME = "cnn"
 _META_KEYS = ("classes", "rest", "output_names", "arch", "orientation", "in_channels", "n_outputs", "image_size",
               "loss", "epoch")
 
@@ -120,7 +121,7 @@ def _extract(model_path: Path, shard_root, split, out_path: Path, *, keys, batch
     dim = int(model.backbone.fc.in_features)
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers)
     t0 = time.perf_counter()
-    writer = FeatureWriter(out_path, ds.keys, ds.labels, dim=dim, split=split, source=SOURCE, model=str(model_path),
+    writer = FeatureWriter(out_path, ds.keys, ds.labels, dim=dim, split=split, source=NAME, model=str(model_path),
                            model_sha256=sha256_file(model_path), model_meta={k: meta.get(k) for k in _META_KEYS},
                            chunk_rows=batch_size)
     with writer:
@@ -157,7 +158,7 @@ def _finished_key(model_path: Path, shard_root, split: str, keys) -> str:
     root = Path(shard_root)
     files = sorted(p.relative_to(root).as_posix() for p in (root / "files").glob("*.h5")) \
         if (root / "files").is_dir() else []
-    text = "|".join([SOURCE, sha256_file(model_path), split, input_digest(root, [f"{split}.csv"], files),
+    text = "|".join([NAME, sha256_file(model_path), split, input_digest(root, [f"{split}.csv"], files),
                      ",".join(sorted(keys)) if keys is not None else "*"])
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -180,3 +181,48 @@ def _restore(model_path: Path, shard_root, split: str, out_path: Path, keys) -> 
              out_path)
     return {"n": len(fs), "dim": int(fs.features.shape[1]), "split": split, "device": None, "seconds": 0.0,
             "samples_per_s": None, "out": str(out_path), "restored": True}
+
+
+# ------------------------------------------------------------------------------------ the source
+def checkpoint(folder: str, root: str = "results") -> str:
+    """The checkpoint a folder of this source is computed through: ``flat/{loss}`` in the training root ``root``,
+    ``level_{k}`` (an own-backbone TDC level, for its XGBoost head) in ``results/tdc``.
+
+    >>> checkpoint("flat/ce", "results/replicates/seed_1"), checkpoint("level_2", "results/replicates/seed_1")
+    ('results/replicates/seed_1/flat/ce/best.pt', 'results/tdc/level_2/best.pt')
+    """
+    if folder.startswith("level_"):
+        return f"results/tdc/{folder}/best.pt"
+    return f"{root}/{folder}/best.pt"
+
+
+def _extract_source(shard_root, split, out_path, *, model=None, keys=None, batch_size=64, device="auto", threads=0,
+                    workers=0, progress=True):
+    if not model:
+        raise InputError(f"feature source {NAME} needs --model, the checkpoint of the backbone to extract through")
+    return extract_to_file(model, shard_root, split, out_path, keys=keys, batch_size=batch_size, device=device,
+                           workers=workers, threads=threads, progress=progress)
+
+
+def batch_features(record: dict, run_folder: Path, device: str):
+    """``(features of a batch, image size)`` through the backbone a head recorded, checked by sha256."""
+    from cbedtdc.train import load_model
+
+    backbone = recorded_path(record["model"], run_folder)
+    if record.get("model_sha256") and sha256_file(backbone) != record["model_sha256"]:
+        raise InputError(f"{backbone} changed after the heads of {run_folder} were fitted on its features; rerun "
+                         "the run (snakemake reruns features and heads)")
+    model, meta = load_model(backbone, device=device)
+
+    def features(x):
+        return pooled_features(model, x, meta["orientation"]).float().cpu().numpy()
+
+    return features, int(meta["image_size"])
+
+
+#: The source: the penultimate activations of a flat model (``flat/{backbone}``) or of an own-backbone TDC level.
+SOURCE = FeatureSource(name=NAME, summary="the penultimate activations of a trained backbone (the flat model named "
+                       "by the head's backbone)", folder="flat/{backbone}", extract=_extract_source,
+                       batch_features=batch_features, backbone=True, threads=True,
+                       folders=r"flat/[a-z_]+|level_\d+",
+                       checkpoint=checkpoint)

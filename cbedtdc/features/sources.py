@@ -1,7 +1,8 @@
 """Several feature sources of one split joined by key: the input of every head.
 
-A head names a *list* of sources (``[cnn]``, ``[symmetry]``, ``[cnn, symmetry]``); each is one features
-file of the split (:mod:`cbedtdc.features.store`). :func:`load_sources` reads them, keeps the run's
+A head names a *list* of sources (``[cnn]``, ``[symmetry]``, ``[cnn, symmetry]``); each is one folder of
+``{split}.h5`` features files (:mod:`cbedtdc.features.store`, :mod:`cbedtdc.features.registry` says which folder).
+:func:`load_split` reads one split of such folders, :func:`load_sources` any list of files; each keeps the run's
 classes, aligns every source to the first one's rows by key and concatenates the columns; the heads
 standardise every column (:class:`cbedtdc.heads.Head`), so sources of different scales mix.
 """
@@ -13,10 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
+from cbedtdc.features.spec import split_file
 from cbedtdc.features.store import FeaturesError, read_features
 from cbedtdc.errors import InputError
 
-__all__ = ["SourceSet", "load_sources", "align_rows"]
+__all__ = ["SourceSet", "load_sources", "load_split", "source_files", "align_rows"]
 
 
 @dataclass
@@ -96,3 +98,18 @@ def load_sources(paths, split: str, classes=None, keys=None) -> SourceSet:
     X = blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)
     return SourceSet(keys=out_keys, X=np.ascontiguousarray(X, dtype=np.float32), labels=first.labels[rows],
                      split=split, parts=parts)
+
+
+def source_files(dirs, split: str) -> list[Path]:
+    """``{dir}/{split}.h5`` of every source folder (a single folder is a list of one).
+
+    >>> [str(p) for p in source_files(["f/flat/ce", "f/symmetry"], "dev")]
+    ['f/flat/ce/dev.h5', 'f/symmetry/dev.h5']
+    """
+    dirs = [dirs] if isinstance(dirs, (str, Path)) else list(dirs)
+    return [split_file(d, split) for d in dirs]
+
+
+def load_split(dirs, split: str, classes=None, keys=None) -> SourceSet:
+    """:func:`load_sources` of the ``{split}.h5`` of every source folder ``dirs`` (one per source, in order)."""
+    return load_sources(source_files(dirs, split), split, classes=classes, keys=keys)

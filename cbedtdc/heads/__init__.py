@@ -10,10 +10,10 @@ The shared-backbone TDC, whose levels are heads, is in :mod:`cbedtdc.cascade.sha
 """
 
 from cbedtdc.heads.head import Head, fit_head, load_head, standardisation
-from cbedtdc.heads.options import (DEFAULTS, HEAD_FORMAT, KINDS, LINEAR_LOSSES, RESAMPLERS, SAMPLERS, SOURCES,
+from cbedtdc.heads.options import (DEFAULTS, HEAD_FORMAT, KINDS, LINEAR_LOSSES, RESAMPLERS, SAMPLERS,
                                    XGBOOST_DEFAULTS, XGBOOST_LOSSES, HeadError, resolve_spec)
 from cbedtdc.heads.resample import resample
 
-__all__ = ["DEFAULTS", "HEAD_FORMAT", "KINDS", "LINEAR_LOSSES", "RESAMPLERS", "SAMPLERS", "SOURCES", "XGBOOST_DEFAULTS",
+__all__ = ["DEFAULTS", "HEAD_FORMAT", "KINDS", "LINEAR_LOSSES", "RESAMPLERS", "SAMPLERS", "XGBOOST_DEFAULTS",
            "XGBOOST_LOSSES", "Head", "HeadError", "fit_head", "load_head", "resample", "resolve_spec",
            "standardisation"]

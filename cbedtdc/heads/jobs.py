@@ -2,8 +2,8 @@
 XGBoost: the paper's CNN-XGBoost is a flat head of ``kind: xgboost`` on the ``cnn`` source).
 
 Inputs are features files (:mod:`cbedtdc.features`): one folder per source holding ``{split}.h5``
-(``results/features/flat/{loss}/``, ``results/features/symmetry/``).
-A head reads a *list* of sources, joined by key and concatenated (:func:`cbedtdc.features.load_sources`);
+(:mod:`cbedtdc.features.registry`: ``results/features/flat/{loss}/``, ``results/features/symmetry/``, ...).
+A head reads a *list* of sources, joined by key and concatenated (:func:`cbedtdc.features.load_split`);
 the head standardises every column. The class order of a flat head is the run's
 (``results/data/run_classes.json``); its probabilities are returned in whatever order the caller asks
 for, so a head, the cascade and the evaluation agree whatever the data's class-count order.
@@ -17,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from cbedtdc.features.sources import load_sources
+from cbedtdc.features.sources import load_split
 from cbedtdc.heads.head import fit_head, load_head
 from cbedtdc.heads.options import HeadError, resolve_spec
 from cbedtdc.io import atomic_write_text
 
-__all__ = ["head_suffix", "source_files", "run_features", "head_images", "reorder_columns", "train_flat_head",
+__all__ = ["head_suffix", "run_features", "head_images", "reorder_columns", "train_flat_head",
            "flat_head_probs"]
 
 log = logging.getLogger(__name__)
@@ -37,19 +37,9 @@ def head_suffix(kind: str) -> str:
     return ".json" if kind == "xgboost" else ".pt"
 
 
-def source_files(dirs, split: str) -> list[Path]:
-    """``{dir}/{split}.h5`` of every source folder (a single folder is a list of one).
-
-    >>> [str(p) for p in source_files(["f/flat/ce", "f/symmetry"], "dev")]
-    ['f/flat/ce/dev.h5', 'f/symmetry/dev.h5']
-    """
-    dirs = [dirs] if isinstance(dirs, (str, Path)) else list(dirs)
-    return [Path(d) / f"{split}.h5" for d in dirs]
-
-
 def run_features(dirs, split: str, classes, keys=None):
     """``(keys, X, y)`` of the run's ``classes`` in the sources ``dirs`` of ``split``, in the split's order."""
-    ss = load_sources(source_files(dirs, split), split, classes=classes, keys=keys)
+    ss = load_split(dirs, split, classes=classes, keys=keys)
     return ss.keys, ss.X, ss.labels
 
 
@@ -90,8 +80,8 @@ def train_flat_head(dirs, out_path, classes, *, spec=None, seed: int = 0) -> dic
     """
     spec = resolve_spec(spec)
     classes = [int(c) for c in classes]
-    tr = load_sources(source_files(dirs, "train"), "train", classes=classes)
-    dv = load_sources(source_files(dirs, "dev"), "dev", classes=classes)
+    tr = load_split(dirs, "train", classes=classes)
+    dv = load_split(dirs, "dev", classes=classes)
     first = tr.parts[0]
     info = {"classes": classes, "sources": tr.provenance(), "backbone": first["model"],
             "backbone_sha256": first["model_sha256"]}

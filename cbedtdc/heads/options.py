@@ -7,7 +7,7 @@ section; every other key is an option of one head.
 from __future__ import annotations
 from cbedtdc.errors import InputError
 
-__all__ = ["HEAD_FORMAT", "KINDS", "LINEAR_LOSSES", "XGBOOST_LOSSES", "SAMPLERS", "RESAMPLERS", "SOURCES",
+__all__ = ["HEAD_FORMAT", "KINDS", "LINEAR_LOSSES", "XGBOOST_LOSSES", "SAMPLERS", "RESAMPLERS",
            "XGBOOST_DEFAULTS", "DEFAULTS", "HeadError", "resolve_spec"]
 
 HEAD_FORMAT = "cbedtdc-head/1"
@@ -16,9 +16,6 @@ LINEAR_LOSSES = ("ce", "weighted_ce", "drw", "logit_adjusted", "balanced_softmax
 SAMPLERS = ("instance", "class_balanced")
 RESAMPLERS = ("none", "smote", "borderline_smote", "cluster_centroids")
 XGBOOST_LOSSES = ("ce", "weighted_ce")
-#: Feature sources a head may read (:mod:`cbedtdc.features`): a CNN backbone's activations, the
-#: physics descriptors of the pattern's symmetry.
-SOURCES = ("cnn", "symmetry")
 
 #: Booster settings (config ``xgboost:``): shallow trees on ~512-2048 features, histogram method.
 XGBOOST_DEFAULTS = {"n_estimators": 200, "max_depth": 4, "learning_rate": 0.1, "subsample": 0.8,

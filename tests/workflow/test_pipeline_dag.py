@@ -51,7 +51,7 @@ def test_shared_backbone_trains_no_level_resnet(workdir):
     stats = job_stats(res.stdout)
     assert stats["tdc_heads"] == 1 and stats["tune_routing_shared"] == 1, stats
     assert not {"train_level", "level_job", "collect_missed", "tune_routing"} & set(stats), stats
-    assert stats["features"] == 3  # train, dev, test of the flat ce model
+    assert stats["features"] == 6  # train, dev, test of the flat ce model and of the symmetry descriptors
 
 
 def test_ratio_levels_need_the_shared_backbone(workdir):

@@ -386,15 +386,22 @@ def test_extract_to_file_streams_batches_and_is_rerunnable(tiny_shards, tmp_path
 
 
 def test_cli_writes_the_file_and_names_bad_input(tiny_shards, tmp_path, caplog):
-    import symmetry_features
+    import features as cli
 
     out = tmp_path / "dev.h5"
-    assert symmetry_features.main(["--shards", str(tiny_shards), "--split", "dev", "--out", str(out),
-                                   "--batch-size", "4"]) == 0
+    assert cli.main(["--source", "symmetry", "--shards", str(tiny_shards), "--split", "dev", "--out", str(out),
+                     "--batch-size", "4"]) == 0
     assert len(read_features(out, split="dev")) == 9
-    assert symmetry_features.main(["--shards", str(tmp_path / "none"), "--split", "dev",
-                                   "--out", str(tmp_path / "x.h5")]) == 2
+    assert cli.main(["--source", "symmetry", "--shards", str(tmp_path / "none"), "--split", "dev",
+                     "--out", str(tmp_path / "x.h5")]) == 2
     assert "not found" in caplog.text and not (tmp_path / "x.h5").exists()
-    for action in symmetry_features.get_parser()._actions:
+    # a source without a backbone takes no model, the cnn source needs one: one line each, nothing written
+    assert cli.main(["--source", "symmetry", "--model", "best.pt", "--shards", str(tiny_shards), "--split", "dev",
+                     "--out", str(tmp_path / "y.h5")]) == 2
+    assert "reads no model" in caplog.text
+    assert cli.main(["--source", "cnn", "--shards", str(tiny_shards), "--split", "dev",
+                     "--out", str(tmp_path / "y.h5")]) == 2
+    assert "needs --model" in caplog.text and not (tmp_path / "y.h5").exists()
+    for action in cli.get_parser()._actions:
         if action.dest != "help":
             assert "default" in action.help or "required" in action.help, action.dest
