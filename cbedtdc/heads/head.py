@@ -371,8 +371,8 @@ def _load_linear(path: Path) -> Head:
     hidden = [(w.numpy(), b.numpy()) for w, b in zip(obj.get("hidden_weights", []), obj.get("hidden_biases", []))]
     layers = int(obj["spec"].get("layers", 0)) if obj["spec"].get("kind") == "mlp" else 0
     if len(hidden) != layers:
-        raise HeadError(f"{path}: a {obj['spec'].get('kind')} head with {layers} hidden layer(s) in its options "
-                        f"but {len(hidden)} in the file; delete it and rerun its head rule")
+        raise HeadError(f"{path}: the head's options ask for {layers} hidden layer(s), the file holds {len(hidden)}; "
+                        "delete it and rerun its head rule")
     return Head(obj["spec"], obj["n_classes"], obj["mean"].numpy(), obj["std"].numpy(), obj["fit_counts"],
                 temperature=obj["temperature"], info=obj["info"], weight=obj["weight"].numpy(),
                 bias=obj["bias"].numpy(), hidden=hidden)

@@ -9,7 +9,7 @@ section; every other key is an option of one head.
 from __future__ import annotations
 from cbedtdc.errors import InputError
 
-__all__ = ["HEAD_FORMAT", "KINDS", "TORCH_KINDS", "LINEAR_LOSSES", "XGBOOST_LOSSES", "SAMPLERS", "RESAMPLERS", "SOURCES",
+__all__ = ["HEAD_FORMAT", "KINDS", "LINEAR_LOSSES", "XGBOOST_LOSSES", "SAMPLERS", "RESAMPLERS", "SOURCES",
            "XGBOOST_DEFAULTS", "DEFAULTS", "HeadError", "resolve_spec"]
 
 HEAD_FORMAT = "cbedtdc-head/1"
@@ -84,7 +84,8 @@ def resolve_spec(spec: dict | None = None) -> dict:
             raise HeadError(f"head {key}={out[key]!r}: must be one of {', '.join(allowed)}"
                             + (f" for a {out['kind']} head" if key == "loss" else ""))
     if out["kind"] == "xgboost" and (out["sampler"] != "instance" or float(out["tau_norm"])):
-        raise HeadError("an xgboost head takes neither sampler: class_balanced nor tau_norm (linear and mlp heads only)")
+        raise HeadError("an xgboost head takes neither sampler: class_balanced nor tau_norm (linear and mlp heads "
+                        "only)")
     for key in ("epochs", "batch_size", "resample_k", "hidden", "layers"):
         if int(out[key]) < 1:
             raise HeadError(f"head {key}={out[key]}: must be >= 1")
