@@ -1,7 +1,8 @@
 """Heads: classifiers on frozen features (one or more feature sources), trained in seconds to minutes on a CPU.
 
 - :mod:`cbedtdc.heads.options`: the one table of head options and booster settings, and their check;
-- :mod:`cbedtdc.heads.head`: :class:`Head` (linear or XGBoost), :func:`fit_head`, :func:`load_head`;
+- :mod:`cbedtdc.heads.head`: :class:`Head` (linear, mlp or XGBoost), :func:`fit_head`, :func:`load_head`;
+- :mod:`cbedtdc.heads.mlp`: the layers of the torch heads (linear, mlp);
 - :mod:`cbedtdc.heads.booster`: the one XGBoost implementation;
 - :mod:`cbedtdc.heads.resample`: imbalanced-learn resampling;
 - :mod:`cbedtdc.heads.jobs`: the head jobs on features files (flat heads, CNN-XGBoost heads of a job).

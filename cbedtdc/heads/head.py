@@ -1,7 +1,7 @@
 """A head: a classifier on frozen features, trained in seconds to minutes on a CPU.
 
 A head maps the rows of one or more feature sources (:mod:`cbedtdc.features`: a backbone's
-penultimate activations, the symmetry descriptors) to class probabilities. Two kinds:
+penultimate activations, the symmetry descriptors) to class probabilities. Three kinds:
 ``linear``
     A softmax layer trained with AdamW (mini-batches, cosine schedule, zero initialisation, so the
     same seed gives the same weights on CPU). Losses (the long-tail baselines of Zhang et al., "Bag
@@ -16,20 +16,26 @@ penultimate activations, the symmetry descriptors) to class probabilities. Two k
     classifier re-training, cRT (Kang et al., "Decoupling representation and classifier", ICLR 2020).
     ``tau_norm`` rescales each class's weight vector by ``1 / ||w_c||^tau`` at prediction (the
     same paper's tau-normalisation); the bias, which carries the training prior, is then dropped.
+``mlp``
+    ``layers`` hidden layers of ``hidden`` units (ReLU, ``dropout`` while fitting) before the softmax layer
+    (:mod:`cbedtdc.heads.mlp`), for classes the features separate only nonlinearly. It is fitted by the linear
+    head's loop (same optimiser, schedule, losses and samplers; hidden weights and dropout masks drawn from the
+    seed). ``tau_norm`` rescales the weight vectors of its output layer, the linear classifier on the learnt
+    hidden features, as Kang et al. do for the last layer of a deep network.
 ``xgboost``
     Gradient-boosted trees (``multi:softprob``, histogram method), optionally with inverse-frequency
     sample weights (``loss: weighted_ce``), early stopping on dev.
 
-Both kinds share: standardisation of the features (training mean and std, kept in the head);
+All kinds share: standardisation of the features (training mean and std, kept in the head);
 optional resampling of the standardised training features with imbalanced-learn (``SMOTE``,
 ``BorderlineSMOTE``, ``ClusterCentroids``); post-hoc logit adjustment (``posthoc_tau``: subtract
 ``tau * log prior`` from the scores, the prior being the class frequencies the head was fitted on,
 :attr:`Head.prior`); and a temperature fitted on dev by minimising the log-loss (Guo et al., "On
 calibration of modern neural networks", ICML 2017), applied last.
 
-Options: :mod:`cbedtdc.heads.options`. Files: a linear head is ``torch.save`` of a plain dict of tensors and metadata, read back with
-``torch.load(weights_only=True)``; an XGBoost head is XGBoost's own JSON model with the head's
-metadata in a booster attribute. Both are written atomically and predict identically after reloading.
+Options: :mod:`cbedtdc.heads.options`. Files: a linear or mlp head is ``torch.save`` of a plain dict of tensors
+and metadata, read back with ``torch.load(weights_only=True)``; an XGBoost head is XGBoost's own JSON model with
+the head's metadata in a booster attribute. All are written atomically and predict identically after reloading.
 """
 
 from __future__ import annotations
@@ -44,7 +50,8 @@ import numpy as np
 
 from cbedtdc.calibration import fit_temperature, softmax
 from cbedtdc.heads.booster import booster_probs, fit_booster
-from cbedtdc.heads.options import HEAD_FORMAT, HeadError, resolve_spec
+from cbedtdc.heads.mlp import forward, hidden_features, init_layers
+from cbedtdc.heads.options import HEAD_FORMAT, TORCH_KINDS, HeadError, resolve_spec
 from cbedtdc.heads.resample import resample
 
 __all__ = ["standardisation", "Head", "fit_head", "load_head"]
@@ -88,7 +95,8 @@ def standardisation(X) -> tuple[np.ndarray, np.ndarray]:
 
 # --------------------------------------------------------------------------- the head
 class Head:
-    """A fitted head: standardisation, a linear layer or a booster, and the post-hoc steps.
+    """A fitted head: standardisation, a linear layer (after the hidden layers of an mlp) or a booster, and the
+    post-hoc steps.
 
     Use :func:`fit_head` to create one and :func:`load_head` to read a saved one.
 
@@ -101,13 +109,17 @@ class Head:
         Standardisation of the input features.
     fit_counts : ndarray (n_classes,)
         Class counts of the set the head was fitted on (after resampling); see :attr:`prior`.
+    weight, bias : ndarray (n_classes, H), (n_classes,)
+        Output layer of a linear or mlp head (``H``: ``D``, or the mlp's ``hidden``).
+    hidden : list of (weight, bias)
+        Hidden layers of an mlp head (``[]`` otherwise).
     temperature : float
     info : dict
         Caller's metadata (JSON types) plus the fit's record (``n_train``, ``counts``, ...).
     """
 
     def __init__(self, spec, n_classes, mean, std, fit_counts, *, temperature=1.0, info=None, weight=None,
-                 bias=None, booster=None):
+                 bias=None, hidden=None, booster=None):
         self.spec, self.n_classes = resolve_spec(spec), int(n_classes)
         self.mean = np.asarray(mean, dtype=np.float32)
         self.std = np.asarray(std, dtype=np.float32)
@@ -115,6 +127,7 @@ class Head:
         self.temperature, self.info = float(temperature), dict(info or {})
         self.weight = None if weight is None else np.asarray(weight, dtype=np.float32)
         self.bias = None if bias is None else np.asarray(bias, dtype=np.float32)
+        self.hidden = [(np.asarray(w, dtype=np.float32), np.asarray(b, dtype=np.float32)) for w, b in hidden or ()]
         self.booster = booster
 
     @property
@@ -132,10 +145,11 @@ class Head:
         return (X - self.mean) / self.std
 
     def raw_scores(self, X) -> np.ndarray:
-        """Scores before post-hoc adjustment and temperature: logits (linear, tau-normalised when
-        ``tau_norm > 0``) or log-probabilities (XGBoost), float64 ``(N, n_classes)``."""
+        """Scores before post-hoc adjustment and temperature: logits (linear and mlp, the output layer
+        tau-normalised when ``tau_norm > 0``) or log-probabilities (XGBoost), float64 ``(N, n_classes)``."""
         Xs = self._standardise(X)
-        if self.kind == "linear":
+        if self.kind in TORCH_KINDS:
+            Xs = hidden_features(self.hidden, Xs)
             tau = float(self.spec["tau_norm"])
             if tau > 0:
                 norm = np.maximum(np.linalg.norm(self.weight.astype(np.float64), axis=1), 1e-12)
@@ -179,16 +193,19 @@ class Head:
                                       "info": self.info}))
 
     def save(self, path) -> Path:
-        """Write the head atomically: ``torch.save`` dict (linear) or XGBoost JSON (xgboost)."""
+        """Write the head atomically: ``torch.save`` dict (linear, mlp) or XGBoost JSON (xgboost)."""
         from cbedtdc.io import atomic_path
 
         path = Path(path)
-        if self.kind == "linear":
+        if self.kind in TORCH_KINDS:
             import torch
 
             obj = {**self.metadata(), "weight": torch.from_numpy(self.weight.copy()),
                    "bias": torch.from_numpy(self.bias.copy()), "mean": torch.from_numpy(self.mean.copy()),
                    "std": torch.from_numpy(self.std.copy())}
+            if self.hidden:
+                obj["hidden_weights"] = [torch.from_numpy(w.copy()) for w, _ in self.hidden]
+                obj["hidden_biases"] = [torch.from_numpy(b.copy()) for _, b in self.hidden]
             with atomic_path(path) as tmp:
                 torch.save(obj, tmp)
         else:
@@ -214,18 +231,26 @@ def _epoch_order(y: np.ndarray, sampler: str, seed: int, epoch: int) -> np.ndarr
     return rng.choice(len(y), size=len(y), replace=True, p=w / w.sum())
 
 
-def _fit_linear(X: np.ndarray, y: np.ndarray, counts: np.ndarray, spec: dict, seed: int):
-    """AdamW on a zero-initialised softmax layer; returns ``(weight, bias, last epoch's mean loss)``."""
+def _fit_torch(X: np.ndarray, y: np.ndarray, counts: np.ndarray, spec: dict, seed: int):
+    """The one loop of the torch heads: AdamW (weight decay on the weights only) on the layers of
+    :func:`~cbedtdc.heads.mlp.init_layers` (the output layer alone for ``linear``), a cosine schedule per step,
+    the sampler's epoch order and the loss (``drw``: ``ce``, then ``weighted_ce``).
+
+    Returns ``(hidden [(weight, bias), ...], output weight, output bias, last epoch's mean loss)`` in numpy.
+    """
     import torch
 
     from cbedtdc.losses import make_loss
 
     n, d = X.shape
     xt, yt = torch.from_numpy(X), torch.from_numpy(y)
-    weight = torch.zeros(len(counts), d, requires_grad=True)
-    bias = torch.zeros(len(counts), requires_grad=True)
-    opt = torch.optim.AdamW([{"params": [weight], "weight_decay": float(spec["weight_decay"])},
-                             {"params": [bias], "weight_decay": 0.0}], lr=float(spec["lr"]))
+    gen = torch.Generator().manual_seed(int(seed))
+    deep = spec["kind"] == "mlp"
+    params = init_layers(d, len(counts), hidden=int(spec["hidden"]), layers=int(spec["layers"]) if deep else 0,
+                         generator=gen)
+    dropout = float(spec["dropout"]) if deep else 0.0
+    opt = torch.optim.AdamW([{"params": [w for w, _ in params], "weight_decay": float(spec["weight_decay"])},
+                             {"params": [b for _, b in params], "weight_decay": 0.0}], lr=float(spec["lr"]))
     bs, epochs = min(int(spec["batch_size"]), n), int(spec["epochs"])
     steps = math.ceil(n / bs)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 0.5 * (1 + math.cos(math.pi * t / (epochs * steps))))
@@ -240,14 +265,15 @@ def _fit_linear(X: np.ndarray, y: np.ndarray, counts: np.ndarray, spec: dict, se
         total = 0.0
         for s in range(steps):
             idx = order[s * bs:(s + 1) * bs]
-            loss = fn(xt[idx] @ weight.T + bias, yt[idx])
+            loss = fn(forward(params, xt[idx], dropout=dropout, generator=gen), yt[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
             total += float(loss.detach()) * len(idx)
         mean_loss = total / n
-    return weight.detach().numpy().copy(), bias.detach().numpy().copy(), mean_loss
+    out = [(w.detach().numpy().copy(), b.detach().numpy().copy()) for w, b in params]
+    return out[:-1], out[-1][0], out[-1][1], mean_loss
 
 
 def fit_head(X, y, n_classes: int, *, spec: dict | None = None, dev=None, seed: int = 0, info=None,
@@ -295,13 +321,13 @@ def fit_head(X, y, n_classes: int, *, spec: dict | None = None, dev=None, seed: 
         devs = ((Xd - mean) / std, yd)
     record = {"n_train": int(len(y)), "n_fit": int(len(yr)), "counts": counts.tolist(), "seed": int(seed),
               "n_dev": 0 if devs is None else int(len(devs[1]))}
-    if spec["kind"] == "linear":
+    if spec["kind"] in TORCH_KINDS:
         from cbedtdc.features.cnn import torch_threads
 
         with torch_threads(int(spec["threads"])):
-            w, b, loss = _fit_linear(Xr, yr, fit_counts, spec, seed)
-        head = Head(spec, n_classes, mean, std, fit_counts, weight=w, bias=b, info={**info, **record,
-                                                                                   "train_loss": loss})
+            hidden, w, b, loss = _fit_torch(Xr, yr, fit_counts, spec, seed)
+        head = Head(spec, n_classes, mean, std, fit_counts, weight=w, bias=b, hidden=hidden,
+                    info={**info, **record, "train_loss": loss})
     else:
         from cbedtdc.losses import class_weights
 
@@ -322,7 +348,7 @@ def fit_head(X, y, n_classes: int, *, spec: dict | None = None, dev=None, seed: 
 
 # --------------------------------------------------------------------------- reading
 def load_head(path) -> Head:
-    """Read a head written by :meth:`Head.save` (``weights_only=True`` for linear heads)."""
+    """Read a head written by :meth:`Head.save` (``weights_only=True`` for linear and mlp heads)."""
     path = Path(path)
     if not path.is_file():
         raise HeadError(f"{path}: head file not found; rerun its head rule")
@@ -342,9 +368,14 @@ def _load_linear(path: Path) -> Head:
     if not isinstance(obj, dict) or obj.get("format") != HEAD_FORMAT:
         found = obj.get("format") if isinstance(obj, dict) else type(obj).__name__
         raise HeadError(f"{path}: not a {HEAD_FORMAT} file (found {found!r})")
+    hidden = [(w.numpy(), b.numpy()) for w, b in zip(obj.get("hidden_weights", []), obj.get("hidden_biases", []))]
+    layers = int(obj["spec"].get("layers", 0)) if obj["spec"].get("kind") == "mlp" else 0
+    if len(hidden) != layers:
+        raise HeadError(f"{path}: the head's options ask for {layers} hidden layer(s), the file holds {len(hidden)}; "
+                        "delete it and rerun its head rule")
     return Head(obj["spec"], obj["n_classes"], obj["mean"].numpy(), obj["std"].numpy(), obj["fit_counts"],
                 temperature=obj["temperature"], info=obj["info"], weight=obj["weight"].numpy(),
-                bias=obj["bias"].numpy())
+                bias=obj["bias"].numpy(), hidden=hidden)
 
 
 def _load_xgboost(path: Path) -> Head:

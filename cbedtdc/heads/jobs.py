@@ -47,7 +47,7 @@ def head_images(head) -> int:
     """Feature vectors a head processed while fitting: epochs x fitted samples (linear) or rounds x
     fitted samples (XGBoost); the head's share of the compute budget, beside the backbone's images."""
     n = int(head.info.get("n_fit", 0))
-    if head.kind == "linear":
+    if head.kind != "xgboost":  # torch heads (linear, mlp): epochs x fitted samples
         return n * int(head.spec["epochs"])
     rounds = head.info.get("best_iteration")
     rounds = int(head.spec["xgboost"]["n_estimators"]) if rounds is None else int(rounds) + 1

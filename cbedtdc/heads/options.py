@@ -1,5 +1,7 @@
 """Head options: the one table of defaults of a head (``heads.variants`` entries and ``tdc.head``) and their check.
 
+``hidden``, ``layers`` and ``dropout`` shape an ``mlp`` head; the linear and XGBoost heads ignore them.
+
 The booster settings of ``kind: xgboost`` (:data:`XGBOOST_DEFAULTS`) are the config's ``xgboost:``
 section; every other key is an option of one head.
 """
@@ -11,7 +13,9 @@ __all__ = ["HEAD_FORMAT", "KINDS", "LINEAR_LOSSES", "XGBOOST_LOSSES", "SAMPLERS"
            "XGBOOST_DEFAULTS", "DEFAULTS", "HeadError", "resolve_spec"]
 
 HEAD_FORMAT = "cbedtdc-head/1"
-KINDS = ("linear", "xgboost")
+KINDS = ("linear", "mlp", "xgboost")
+#: Kinds trained with torch (AdamW, the losses of :data:`LINEAR_LOSSES`, the samplers, tau_norm).
+TORCH_KINDS = ("linear", "mlp")
 LINEAR_LOSSES = ("ce", "weighted_ce", "drw", "logit_adjusted", "balanced_softmax")
 SAMPLERS = ("instance", "class_balanced")
 RESAMPLERS = ("none", "smote", "borderline_smote", "cluster_centroids")
@@ -40,6 +44,9 @@ DEFAULTS = {
     "posthoc_tau": 0.0,
     "temperature": True,
     "threads": 0,  # torch / XGBoost threads while fitting (0: their default)
+    "hidden": 512,  # mlp: units of each hidden layer
+    "layers": 1,  # mlp: hidden layers
+    "dropout": 0.2,  # mlp: dropout after each hidden layer while fitting
     "xgboost": XGBOOST_DEFAULTS,
 }
 
@@ -55,6 +62,9 @@ def resolve_spec(spec: dict | None = None) -> dict:
     >>> s = resolve_spec({"loss": "drw", "xgboost": {"max_depth": 6}})
     >>> s["kind"], s["loss"], s["xgboost"]["max_depth"], s["xgboost"]["n_estimators"]
     ('linear', 'drw', 6, 200)
+    >>> m = resolve_spec({"kind": "mlp", "loss": "logit_adjusted"})
+    >>> m["hidden"], m["layers"], m["dropout"]
+    (512, 1, 0.2)
     """
     spec = dict(spec or {})
     unknown = sorted(set(spec) - set(DEFAULTS))
@@ -65,14 +75,15 @@ def resolve_spec(spec: dict | None = None) -> dict:
     if bad:
         raise HeadError(f"unknown xgboost option(s) {bad}; allowed: {', '.join(sorted(DEFAULTS['xgboost']))}")
     out = {**DEFAULTS, **spec, "xgboost": {**DEFAULTS["xgboost"], **xgb}}
-    losses = LINEAR_LOSSES if out["kind"] == "linear" else XGBOOST_LOSSES
+    losses = LINEAR_LOSSES if out["kind"] in TORCH_KINDS else XGBOOST_LOSSES
     for key, allowed in (("kind", KINDS), ("loss", losses), ("sampler", SAMPLERS), ("resample", RESAMPLERS)):
         if out[key] not in allowed:
             raise HeadError(f"head {key}={out[key]!r}: must be one of {', '.join(allowed)}"
                             + (f" for a {out['kind']} head" if key == "loss" else ""))
     if out["kind"] == "xgboost" and (out["sampler"] != "instance" or float(out["tau_norm"])):
-        raise HeadError("an xgboost head takes neither sampler: class_balanced nor tau_norm (linear heads only)")
-    for key in ("epochs", "batch_size", "resample_k"):
+        raise HeadError("an xgboost head takes neither sampler: class_balanced nor tau_norm (linear and mlp heads "
+                        "only)")
+    for key in ("epochs", "batch_size", "resample_k", "hidden", "layers"):
         if int(out[key]) < 1:
             raise HeadError(f"head {key}={out[key]}: must be >= 1")
     for key in ("lr", "weight_cap"):
@@ -85,4 +96,6 @@ def resolve_spec(spec: dict | None = None) -> dict:
             raise HeadError(f"head {key}={out[key]}: must be >= 0")
     if not 0.0 <= float(out["drw_start"]) <= 1.0:
         raise HeadError(f"head drw_start={out['drw_start']}: must be a fraction of the epochs in [0, 1]")
+    if not 0.0 <= float(out["dropout"]) < 1.0:
+        raise HeadError(f"head dropout={out['dropout']}: must be a probability in [0, 1)")
     return out

@@ -40,7 +40,7 @@ LAYERS = [
      "cbedtdc.features.symmetry.descriptors"],
     # heads on features
     ["cbedtdc.heads", "cbedtdc.heads.options", "cbedtdc.heads.booster", "cbedtdc.heads.resample",
-     "cbedtdc.heads.head", "cbedtdc.heads.jobs"],
+     "cbedtdc.heads.mlp", "cbedtdc.heads.head", "cbedtdc.heads.jobs"],
     # cascades of trained models
     ["cbedtdc.cascade", "cbedtdc.cascade.jobs", "cbedtdc.cascade.shared", "cbedtdc.cascade.load"],
     # a whole run
