@@ -146,6 +146,27 @@ def hierarchy_table(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def selective_table(summary: dict) -> str:
+    """Markdown lines of the selective prediction of the headline flat model and TDC (``summary["calibration"]``):
+    top-1 accuracy when only the most confident 50 %, 80 % or all test samples are answered; empty without it.
+
+    >>> s = {"calibration": {"flat": {"model": "flat/ce/crt", "selective": {"at": {"0.5": 0.9, "0.8": 0.7,
+    ...       "1.0": 0.6}}}}}
+    >>> print(selective_table(s).splitlines()[-1])
+    | flat: flat/ce/crt | 90.0 | 70.0 | 60.0 |
+    """
+    rows = [(key, c) for key, c in (summary.get("calibration") or {}).items() if c.get("selective")]
+    if not rows:
+        return ""
+    lines = ["\nSelective prediction (top-1 % of the answered samples, most confident first, calibrated confidence)\n",
+             "", "| model | 50 % answered | 80 % answered | all |", "|---|---|---|---|"]
+    for key, c in rows:
+        at = c["selective"]["at"]
+        lines.append(f"| {key}: {c.get('model', '-')} | {_pct(at.get('0.5'))} | {_pct(at.get('0.8'))} | "
+                     f"{_pct(at.get('1.0'))} |")
+    return "\n".join(lines) + "\n"
+
+
 def read_summary(path) -> dict:
     """One ``summary.json`` whose tables can be drawn; a file that is not JSON or lacks a key the tables need
     raises :class:`InputError` naming the file and the key."""
@@ -165,6 +186,7 @@ def read_summary(path) -> dict:
         if summary.get("variants"):
             variants_table(summary, str(path))
         hierarchy_table(summary)
+        selective_table(summary)
     except KeyError as err:
         raise InputError(f"{path}: no key {err} in the summary (or one of its entries); {what}") from err
     return summary
@@ -180,6 +202,7 @@ def table(args) -> int:
     text = results_table(summaries)
     text += "".join(variants_table(s, p) for s, p in zip(summaries, args.summaries) if s.get("variants"))
     text += "".join(hierarchy_table(s) for s in summaries)
+    text += "".join(selective_table(s) for s in summaries)
     if args.out:
         from cbedtdc.io import atomic_write_text
 

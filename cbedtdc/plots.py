@@ -449,6 +449,29 @@ def plot_reliability(bins_by_model: dict, out) -> None:
     _save(reliability_figure(bins_by_model), out)
 
 
+def selective_figure(curves_by_model: dict):
+    """Selective prediction: accuracy against coverage (the fraction of test samples answered, most confident
+    first), one curve per model; ``curves_by_model``: ``{model: metrics.selective_prediction(...)["curve"]}``."""
+    if not isinstance(curves_by_model, dict) or not curves_by_model:
+        raise InputError("curves_by_model: give {model: metrics.selective_prediction(...)['curve']}")
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.6, 4.4))
+    for i, (model, curve) in enumerate(curves_by_model.items()):
+        if not isinstance(curve, (list, tuple)) or not curve:
+            raise InputError(f"curves_by_model[{model!r}]: give the 'curve' list of metrics.selective_prediction")
+        cov = [_check_fraction(p.get("coverage"), f"curves_by_model[{model!r}] coverage") for p in curve]
+        acc = [_check_fraction(p.get("accuracy"), f"curves_by_model[{model!r}] accuracy") for p in curve]
+        ax.plot(cov, acc, ["o-", "s--", "^-.", "d:"][i % 4], color=f"C{i}", ms=3, label=model)
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(0, 1.02)
+    ax.tick_params(labelsize=TICK_PT)
+    ax.set_xlabel("coverage (fraction of test samples answered, most confident first)", fontsize=TICK_PT + 1)
+    ax.set_ylabel("top-1 accuracy of the answered samples", fontsize=TICK_PT + 1)
+    ax.set_title("Selective prediction")
+    _legend_below(fig, ax, ncol=1)
+    return fig
+
+
 def _crystal_figures(summary: dict, out_dir: Path) -> dict:
     """hierarchy.png (flat vs TDC at every hierarchy level) and calibration.png (reliability before and after
     temperature scaling), from ``summary["flat"/"tdc"]["hierarchy"]`` and ``summary["calibration"]``."""
@@ -465,6 +488,11 @@ def _crystal_figures(summary: dict, out_dir: Path) -> dict:
     plot_reliability({f"{key}: {c['model']}": {"before temperature scaling": c["before"]["bins"],
                                                "after temperature scaling": c["after"]["bins"]}
                       for key, c in cal.items()}, out["calibration"])
+    curves = {f"{key}: {c['model']}": c["selective"]["curve"] for key, c in cal.items() if c.get("selective")}
+    if not curves:
+        raise InputError("summary.json has no selective prediction: rerun rule evaluate")
+    out["selective"] = out_dir / "selective.png"
+    _save(selective_figure(curves), out["selective"])
     return out
 
 

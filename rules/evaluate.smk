@@ -99,6 +99,11 @@ rule plots:
             caption="../report/calibration.rst",
             category="Results",
         ),
+        selective=report(
+            "results/plots/selective.png",
+            caption="../report/selective.rst",
+            category="Results",
+        ),
         variants=report(
             "results/plots/variants.csv",  # also a table of the report's front page
             caption="../report/variants.rst",

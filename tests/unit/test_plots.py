@@ -78,7 +78,17 @@ def figures():
         "routing": lambda: plots.routing_figure(levels_3()),
         "hierarchy": lambda: plots.hierarchy_figure(hierarchy_by_model()),
         "reliability": lambda: plots.reliability_figure(reliability_by_model()),
+        "selective": lambda: plots.selective_figure(selective_by_model()),
     }
+
+
+def selective_by_model():
+    rng = np.random.default_rng(2)
+    out = {}
+    for model in ("flat", "TDC"):
+        conf = rng.uniform(0.2, 1.0, 400)
+        out[model] = metrics.selective_prediction(conf, (rng.random(400) < conf).astype(float))["curve"]
+    return out
 
 
 def data_axes(fig):
@@ -257,3 +267,13 @@ def test_reliability_plot_rejects_bad_input_and_writes_nothing(tmp_path):
     with pytest.raises(ValueError, match="give the list of bin dicts of metrics.reliability_bins"):
         plots.plot_reliability({"flat": {"after": "bins.json"}}, out)
     assert not out.exists()
+
+
+def test_selective_figure_draws_each_models_curve_and_rejects_bad_input():
+    curves = selective_by_model()
+    fig = plots.selective_figure(curves)
+    lines = {ln.get_label(): ln for ln in fig.axes[0].get_lines()}
+    assert set(lines) == {"flat", "TDC"}
+    assert lines["flat"].get_xydata()[:, 1].tolist() == [p["accuracy"] for p in curves["flat"]]
+    with pytest.raises(ValueError, match="accuracy"):
+        plots.selective_figure({"flat": [{"coverage": 0.5, "accuracy": 1.5}]})
