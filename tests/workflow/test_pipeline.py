@@ -100,12 +100,15 @@ def test_nothing_to_do_after_a_complete_run(run):
     assert job_stats(res.stdout + res.stderr) == {}, res.stdout
 
 
-def classify_agrees_with_evaluate(run, tmp_path):
+def classify_agrees_with_evaluate(run, tmp_path, broken=False):
     """`cbedtdc classify` on a copy of a test file: the same predictions and levels as evaluate's
-    predictions.csv for the same samples (same preprocessing, same calibrated routing)."""
+    predictions.csv for the same samples (same preprocessing, same calibrated routing). ``broken``: a file that is
+    not HDF5 sits beside it."""
     new = tmp_path / "new"
     new.mkdir(exist_ok=True)
     shutil.copy(run / "results" / "raw" / "batch_test_0.h5", new / "batch_test_0.h5")
+    if broken:
+        (new / "broken.h5").write_bytes(b"not an HDF5 file")
     out = tmp_path / "preds.csv"
     res = subprocess.run([str(BIN / "cbedtdc"), "classify", str(run / "results" / "tdc"), str(new), "--out", str(out)],
                          capture_output=True, text=True, timeout=300)
@@ -124,11 +127,7 @@ def classify_agrees_with_evaluate(run, tmp_path):
 
 
 def test_classify_new_files_reports_bad_ones(run, tmp_path):
-    new, out = classify_agrees_with_evaluate(run, tmp_path)
-    (new / "broken.h5").write_bytes(b"not an HDF5 file")
-    res = subprocess.run([str(BIN / "cbedtdc"), "classify", str(run / "results" / "tdc"), str(new), "--out", str(out)],
-                         capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr
+    new, out = classify_agrees_with_evaluate(run, tmp_path, broken=True)  # the good file is classified all the same
     rejected = read_csv(tmp_path / "preds.rejected.csv")
     assert [r["reason"].split(":")[0] for r in rejected] == ["cannot open"] and "broken.h5" in rejected[0]["file"]
     bad = subprocess.run([str(BIN / "cbedtdc"), "classify", str(tmp_path), str(new), "--out", str(out)],
