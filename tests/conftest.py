@@ -135,8 +135,12 @@ def tiny_run(tmp_path_factory) -> Path:
         if not (workdir / ".tiny_run_done").exists():
             shutil.rmtree(workdir, ignore_errors=True)
             workdir.mkdir()
-            res = snakemake("--profile", "local", "--cores", "2", "--configfile", *TINY_RUN_CONFIG,
-                            cwd=clone_workdir(workdir), timeout=1200)
+            try:
+                res = snakemake("--profile", "local", "--cores", "2", "--configfile", *TINY_RUN_CONFIG,
+                                cwd=clone_workdir(workdir), timeout=1200)
+            except subprocess.TimeoutExpired as exc:  # the other workers fail at once rather than build it again
+                failed.write_text(f"{exc}\n{(exc.stdout or b'')[-5000:].decode(errors='replace')}")
+                raise
             if res.returncode != 0:
                 failed.write_text((res.stdout + res.stderr)[-5000:])
                 pytest.fail(f"the session's tiny run failed:\n{failed.read_text()}")
