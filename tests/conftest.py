@@ -1,12 +1,14 @@
 """Shared pytest fixtures and helpers. Real-layout data builders live in tests/fixtures.py.
 
-Helpers (``from conftest import snakemake, job_stats, kill_driver``): run Snakemake from the venv,
-read its job-stats table, and write a driver script that kills a training CLI at a chosen step.
+Helpers (``from conftest import snakemake, job_stats, kill_driver, copy_run``): run Snakemake from the venv,
+read its job-stats table, write a driver script that kills a training CLI at a chosen step, and copy the
+session's finished tiny run (fixture ``tiny_run``) to a folder a test may change.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -16,6 +18,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # `from fixtures import ...` from any test file
 
+from filelock import FileLock  # noqa: E402  (installed with Snakemake)
 from fixtures import build_tiny_shards  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,6 +51,30 @@ def link_workdir(path: Path) -> Path:
     (path / "workflow_scripts").symlink_to(REPO / "workflow_scripts")
     (path / "config").symlink_to(REPO / "config")
     return path
+
+
+#: What a working directory laid out like a clone links to the repository (``make report`` runs there).
+CLONE_LINKS = ["Snakefile", "rules", "config", "profiles", "local", "workflow_scripts", "report", "envs", "tests",
+               "Makefile", "requirements.txt", "pyproject.toml"]
+#: The configuration files of the session's tiny run (paths from the repository root). config/config.yaml comes
+#: first, as in the tests that run Snakemake on a copy: the order of the keys sets the order of a training
+#: command's flags, and a command that changed reruns its job.
+TINY_RUN_CONFIG = ["config/config.yaml", "tests/pipeline_config.yaml", "tests/pipeline_shared.yaml"]
+
+
+def clone_workdir(path: Path) -> Path:
+    """A working directory laid out like a clone: the repository's files and its venv linked in."""
+    for name in CLONE_LINKS:
+        (path / name).symlink_to(REPO / name)
+    (path / ".venv").symlink_to(BIN.parent)
+    return path
+
+
+def copy_run(run: Path, dest: Path) -> Path:
+    """A copy of the finished run in ``run`` (results, logs, benchmarks, Snakemake's records; links stay links) at
+    ``dest``, with the files' times kept, so that Snakemake sees the copy as complete as the original."""
+    shutil.copytree(run, dest, symlinks=True, ignore=shutil.ignore_patterns(".tiny_run_done"))
+    return dest
 
 
 def data_stage_workdir(path: Path) -> Path:
@@ -89,6 +116,36 @@ def kill_driver(path: Path, when: str, action: str = "sigkill", cli: Path = REPO
         runpy.run_path({str(cli)!r}, run_name="__main__")
     """))
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A finished tiny run of the whole DAG, built once per test session and shared by every pytest-xdist worker
+    (the first worker to ask builds it under the workers' common temporary folder, the others wait on a file
+    lock): ``snakemake --profile local`` with :data:`TINY_RUN_CONFIG` (4 classes, 16 px, resnet18, 1 epoch, the
+    shared-backbone TDC with XGBoost level heads, three flat heads, the gallery) in a folder laid out like a clone.
+    Read-only: a test that runs Snakemake in it or changes a file works on a :func:`copy_run` copy."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # this session's folder, common to its workers (each worker's basetemp is below it)
+    workdir, failed = root / "tiny_run", root / "tiny_run.failed"
+    with FileLock(str(root / "tiny_run.lock"), timeout=3600):
+        if failed.exists():
+            pytest.fail(f"the session's tiny run failed in another worker:\n{failed.read_text()}")
+        if not (workdir / ".tiny_run_done").exists():
+            shutil.rmtree(workdir, ignore_errors=True)
+            workdir.mkdir()
+            try:
+                res = snakemake("--profile", "local", "--cores", "2", "--configfile", *TINY_RUN_CONFIG,
+                                cwd=clone_workdir(workdir), timeout=1200)
+            except subprocess.TimeoutExpired as exc:  # the other workers fail at once rather than build it again
+                failed.write_text(f"{exc}\n{(exc.stdout or b'')[-5000:].decode(errors='replace')}")
+                raise
+            if res.returncode != 0:
+                failed.write_text((res.stdout + res.stderr)[-5000:])
+                pytest.fail(f"the session's tiny run failed:\n{failed.read_text()}")
+            (workdir / ".tiny_run_done").write_text(res.stdout + res.stderr)
+    return workdir
 
 
 @pytest.fixture(scope="session")

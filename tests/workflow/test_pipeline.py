@@ -1,9 +1,10 @@
-"""The whole DAG, tiny: generator -> data stage -> flat + TDC (both readings) -> evaluate -> plots.
+"""The whole DAG, tiny: generator -> data stage -> flat + own-backbone TDC (both readings) -> evaluate -> plots.
 
-One run in a temporary working directory (tests/pipeline_config.yaml on top of config/config.yaml:
-4 classes, 2 levels, 16 px, resnet18, 1 epoch, 1 rank, a CNN-XGBoost flat head), then the behaviours a user relies on:
-a valid summary.json, nothing to do after a complete run, deleting level 2 reruns level 2 and
-after only, switching the reading retrains only the TDC, and `cbedtdc classify` on new files.
+A copy of the session's tiny run (fixture ``tiny_run``: generator, data stage, flat CNN, shared-backbone TDC) is
+switched to tests/pipeline_config.yaml on top of config/config.yaml (4 classes, 2 levels, 16 px, resnet18, 1 epoch,
+1 rank, one ResNet per TDC level, a CNN-XGBoost flat head), which trains the levels and reruns no data job and no flat
+CNN; then the behaviours a user relies on: a valid summary.json, nothing to do after a complete run, deleting level
+2 reruns level 2 and after only, switching the reading retrains only the TDC, and `cbedtdc classify` on new files.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import BIN, REPO, SNAKEFILE, job_stats, link_workdir, snakemake
+from conftest import BIN, REPO, SNAKEFILE, copy_run, job_stats, snakemake
 
 # rule all needs only summary.json; tdc (every level) and the plots make a deleted level count as missing
 TARGETS = ["all", "tdc", "results/plots/headline.png"]
@@ -67,11 +68,16 @@ def check_summary(path, mode):
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """A complete tiny run in the rest reading (the config default)."""
-    workdir = link_workdir(tmp_path_factory.mktemp("pipeline"))
+def run(tiny_run, tmp_path_factory):
+    """A complete tiny run with one ResNet per level in the rest reading (the config default): the session's
+    shared-backbone run, copied, then switched to the own backbone."""
+    workdir = copy_run(tiny_run, tmp_path_factory.mktemp("pipeline") / "run")
     res = run_dag(workdir, *TARGETS)
     assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-5000:]
+    stats = job_stats(res.stdout + res.stderr)
+    # the switch trains the levels and their heads and reuses the data and the flat CNN
+    assert stats.get("train_level") == 2 and stats.get("head", 0) >= 1, stats  # the levels, the CNN-XGBoost head
+    assert not {"synthesize", "index_raw", "manifest", "split", "shard", "train_flat"} & set(stats), stats
     return workdir
 
 
@@ -98,12 +104,15 @@ def test_nothing_to_do_after_a_complete_run(run):
     assert job_stats(res.stdout + res.stderr) == {}, res.stdout
 
 
-def classify_agrees_with_evaluate(run, tmp_path):
+def classify_agrees_with_evaluate(run, tmp_path, broken=False):
     """`cbedtdc classify` on a copy of a test file: the same predictions and levels as evaluate's
-    predictions.csv for the same samples (same preprocessing, same calibrated routing)."""
+    predictions.csv for the same samples (same preprocessing, same calibrated routing). ``broken``: a file that is
+    not HDF5 sits beside it."""
     new = tmp_path / "new"
     new.mkdir(exist_ok=True)
     shutil.copy(run / "results" / "raw" / "batch_test_0.h5", new / "batch_test_0.h5")
+    if broken:
+        (new / "broken.h5").write_bytes(b"not an HDF5 file")
     out = tmp_path / "preds.csv"
     res = subprocess.run([str(BIN / "cbedtdc"), "classify", str(run / "results" / "tdc"), str(new), "--out", str(out)],
                          capture_output=True, text=True, timeout=300)
@@ -122,11 +131,7 @@ def classify_agrees_with_evaluate(run, tmp_path):
 
 
 def test_classify_new_files_reports_bad_ones(run, tmp_path):
-    new, out = classify_agrees_with_evaluate(run, tmp_path)
-    (new / "broken.h5").write_bytes(b"not an HDF5 file")
-    res = subprocess.run([str(BIN / "cbedtdc"), "classify", str(run / "results" / "tdc"), str(new), "--out", str(out)],
-                         capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr
+    new, out = classify_agrees_with_evaluate(run, tmp_path, broken=True)  # the good file is classified all the same
     rejected = read_csv(tmp_path / "preds.rejected.csv")
     assert [r["reason"].split(":")[0] for r in rejected] == ["cannot open"] and "broken.h5" in rejected[0]["file"]
     bad = subprocess.run([str(BIN / "cbedtdc"), "classify", str(tmp_path), str(new), "--out", str(out)],

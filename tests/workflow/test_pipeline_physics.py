@@ -1,5 +1,8 @@
 """The physics-only path: no CNN is trained (flat.losses: []); flat heads, an XGBoost head and the shared-backbone
-TDC sit on the symmetry descriptors alone, and `cbedtdc classify` computes the descriptors for new files."""
+TDC sit on the symmetry descriptors alone, and `cbedtdc classify` computes the descriptors for new files.
+
+The DAG of a fresh working directory shows what the path runs; the run itself is a copy of the session's tiny run
+(fixture ``tiny_run``: same generated data, same descriptors) switched to tests/pipeline_physics.yaml."""
 
 from __future__ import annotations
 
@@ -8,25 +11,33 @@ import json
 import subprocess
 
 import pytest
-from conftest import BIN, REPO, SNAKEFILE, job_stats, link_workdir, snakemake
+from conftest import BIN, REPO, SNAKEFILE, copy_run, job_stats, link_workdir, snakemake
 
 pytestmark = pytest.mark.slow
 
 
+def run_dag(workdir, *args):
+    return snakemake("-s", SNAKEFILE, "--cores", "2", "all", *args, "--configfile", "config/config.yaml",
+                     REPO / "tests" / "pipeline_config.yaml", REPO / "tests" / "pipeline_physics.yaml", cwd=workdir,
+                     timeout=900)
+
+
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    workdir = link_workdir(tmp_path_factory.mktemp("pipeline_physics"))
-    res = snakemake("-s", SNAKEFILE, "--cores", "2", "all", "--configfile", "config/config.yaml",
-                    REPO / "tests" / "pipeline_config.yaml", REPO / "tests" / "pipeline_physics.yaml", cwd=workdir,
-                    timeout=900)
+def run(tiny_run, tmp_path_factory):
+    workdir = copy_run(tiny_run, tmp_path_factory.mktemp("pipeline_physics") / "run")
+    res = run_dag(workdir)
     assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-5000:]
     return workdir, res.stdout + res.stderr
 
 
-def test_no_cnn_is_trained_and_every_model_reads_the_descriptors(run):
+def test_no_cnn_is_trained_and_every_model_reads_the_descriptors(run, tmp_path):
     workdir, out = run
-    stats = job_stats(out)
+    fresh = run_dag(link_workdir(tmp_path), "-n")  # everything the path runs from nothing
+    assert fresh.returncode == 0, fresh.stdout[-3000:] + fresh.stderr[-3000:]
+    stats = job_stats(fresh.stdout)
     assert "train_flat" not in stats and stats["features"] == 3, stats  # the symmetry descriptors of each split
+    assert stats["synthesize"] and stats["evaluate"] == 1, stats
+    assert not {"train_flat", "features"} & set(job_stats(out)), "the run reran a backbone or the descriptors"
     s = json.loads((workdir / "results" / "metrics" / "summary.json").read_text())
     names = {v["name"] for v in s["variants"]}
     assert names == {"flat/symmetry/sym_crt", "flat/symmetry/sym_xgb", "tdc/shared-symmetry/rest/posterior/linear"}

@@ -1,5 +1,8 @@
 """The tiny DAG with the shared-backbone TDC: XGBoost level heads on SMOTE-resampled flat features, posterior
-routing, flat heads beside the flat CNN; then changing a head or the routing reruns no backbone."""
+routing, flat heads beside the flat CNN; then changing a head or the routing reruns no backbone.
+
+The run is the session's tiny run (fixture ``tiny_run``, tests/pipeline_shared.yaml), copied to this module's
+folder because the replicate test adds to it."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from conftest import BIN, REPO, SNAKEFILE, job_stats, link_workdir, snakemake
+from conftest import BIN, REPO, SNAKEFILE, copy_run, job_stats, snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -23,11 +26,8 @@ def run_dag(workdir, *args, timeout=900):
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    workdir = link_workdir(tmp_path_factory.mktemp("pipeline_shared"))
-    res = run_dag(workdir, "all")
-    assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-5000:]
-    return workdir
+def run(tiny_run, tmp_path_factory):
+    return copy_run(tiny_run, tmp_path_factory.mktemp("pipeline_shared") / "run")
 
 
 def test_shared_backbone_run_writes_a_valid_summary(run):

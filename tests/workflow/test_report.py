@@ -1,25 +1,20 @@
 """`make report` after a finished tiny run: it redraws missing figures from the saved results (plot rules only),
 then writes a report that describes the run it shows, headline table first.
 
-The run uses its own configuration file (60 generated materials, resnet18, 1 epoch, not the defaults), and
-`make report` is then called without it, as a user would.
+The run is a copy of the session's tiny run (fixture ``tiny_run``: a folder laid out like a clone, its own
+configuration files with 60 generated materials, resnet18, 1 epoch, not the defaults), and `make report` is then
+called without them, as a user would.
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-from conftest import REPO
-
-BIN = Path(sys.executable).parent
-LINKED = ["Snakefile", "rules", "config", "profiles", "local", "workflow_scripts", "report", "envs", "tests",
-          "Makefile", "requirements.txt", "pyproject.toml"]
+from conftest import copy_run, job_stats
 PLOT_FILES = ["headline.png", "recall.png", "confusion.png", "routing.png", "hierarchy.png", "calibration.png",
-              "gallery.png", "headline.csv", "variants.csv"]
+              "selective.png", "gallery.png", "headline.csv", "variants.csv"]
 
 pytestmark = pytest.mark.slow
 
@@ -39,29 +34,11 @@ def make_report(workdir):
                           timeout=600)
 
 
-def job_stats(output: str) -> dict[str, int]:
-    if "Job stats:" not in output:
-        return {}
-    table = output.split("Job stats:")[1].split("total")[0]
-    return {ln.split()[0]: int(ln.split()[1]) for ln in table.splitlines() if ln.strip() and ln.split()[-1].isdigit()}
-
-
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """A finished tiny run with its own configuration file, in a folder laid out like a clone."""
-    workdir = tmp_path_factory.mktemp("report_run")
-    for name in LINKED:
-        (workdir / name).symlink_to(REPO / name)
-    (workdir / ".venv").symlink_to(BIN.parent)
-    # the cheapest run that fills every part of the report: one CNN and a shared-backbone TDC (no level trainings);
-    # test_pipeline.py runs the own-backbone TDC
-    (workdir / "my.yaml").write_text((REPO / "tests" / "pipeline_config.yaml").read_text()
-                                     + "\n# this run: the gallery on, a shared backbone\n")
-    res = snakemake(workdir, "--profile", "local", "--cores", "2", "--configfile", "my.yaml", "--config",
-                    "synth={gallery: true}",
-                    "tdc={backbone: shared, routing: posterior, level_sizes: [2, 2]}")
-    assert res.returncode == 0, (res.stdout + res.stderr)[-5000:]
-    return workdir
+def run(tiny_run, tmp_path_factory):
+    """A finished tiny run with its own configuration files, in a folder laid out like a clone: a copy of the
+    session's (these tests delete files and write the report)."""
+    return copy_run(tiny_run, tmp_path_factory.mktemp("report_run") / "run")
 
 
 def test_run_saves_its_configuration(run):
