@@ -62,8 +62,12 @@ def run_models(summary: dict, root) -> dict:
     ...                    "features": ["cnn"], "dev_balanced_accuracy": 0.5},
     ...                   {"name": "flat/symmetry/sym_crt", "family": "flat", "head": "sym_crt",
     ...                    "features": ["symmetry"], "dev_balanced_accuracy": 0.4}]}
-    >>> {k: str(v[1]) for k, v in run_models(s, "results").items()}
-    {'flat': 'results/heads/flat/cnn_sym_crt', 'tdc': 'results/tdc_shared', 'descriptors': 'results/heads/flat/sym_crt', 'cnn': 'results/flat/ce'}
+    >>> for model, (variant, folder) in run_models(s, "results").items():
+    ...     print(model, variant, folder)
+    flat flat/ce+symmetry/cnn_sym_crt results/heads/flat/cnn_sym_crt
+    tdc t results/tdc_shared
+    descriptors flat/symmetry/sym_crt results/heads/flat/sym_crt
+    cnn flat/ce/cnn results/flat/ce
     """
     root = Path(root)
     try:
@@ -72,8 +76,9 @@ def run_models(summary: dict, root) -> dict:
     except KeyError as err:
         raise InputError(f"summary.json lacks {err}: it was written by another version; rerun rule evaluate") from None
     variants = summary.get("variants", [])
+    tdc = summary.get("best", {}).get("tdc") or "tdc"  # the run's one cascade, by its variant name
     out = {"flat": (flat, _flat_folder(flat, root)),
-           "tdc": (summary.get("best", {}).get("tdc") or "tdc", root / ("tdc_shared" if backbone == "shared" else "tdc"))}
+           "tdc": (tdc, root / ("tdc_shared" if backbone == "shared" else "tdc"))}
     desc = _best(variants, lambda r: list(r.get("features") or []) == ["symmetry"])
     if desc is not None:
         out["descriptors"] = (desc["name"], _flat_folder(desc["name"], root))

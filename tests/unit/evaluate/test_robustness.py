@@ -162,7 +162,8 @@ def test_transfer_split_holds_the_run_test_materials(tmp_path):
         with h5py.File(path) as f:
             return {g.attrs["material"].decode(): (g.attrs["space_group"], g.attrs["energy_keV"],
                                                    tuple(g.attrs["abc_angstrom"]), tuple(g.attrs["angles_degree"]),
-                                                   g.attrs["formula"]) for g in f.values() if g.attrs["energy_keV"] == 100}
+                                                   g.attrs["formula"])
+                    for g in f.values() if g.attrs["energy_keV"] == 100}
 
     own_attrs = attrs(own)
     with h5py.File(own) as f, h5py.File(other[0]) as g:  # the same sample, other physics
