@@ -198,7 +198,8 @@ class FeatureCache:
     """The feature blocks of the last batch, by source record: variants loaded with the same cache (a flat head and
     the shared TDC on ``[cnn, symmetry]``) compute each source once per batch instead of once per variant.
 
-    A block is reused only for the very batch object it was computed from (``x is`` the cached one).
+    A block is reused only for the very batch object it was computed from (``x is`` the cached one) and for a record
+    of the same source, backbone or settings, sha256 and image size.
 
     >>> cache, calls = FeatureCache(), []
     >>> x = object()
@@ -212,7 +213,9 @@ class FeatureCache:
     def get(self, record: dict, x, compute):
         if x is not self._x:
             self._x, self._blocks = x, {}
-        key = json.dumps(record, sort_keys=True, default=str)
+        # what determines the block: the source, its backbone or settings, their hash, the side (not e.g. the path
+        # of the training features the record also names)
+        key = json.dumps([record.get(k) for k in ("source", "model", "model_sha256", "image_size")], default=str)
         if key not in self._blocks:
             self._blocks[key] = compute()
         return self._blocks[key]

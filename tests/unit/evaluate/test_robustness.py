@@ -209,3 +209,25 @@ def test_cli_defaults_are_the_schema_defaults():
     assert got["robustness.py"]["n_materials"] == d["robustness"]["n_materials"]
     assert got["transfer.py"]["own_mode"] == d["synth"]["mode"]
     assert got["robustness.py"]["bootstrap"] == got["transfer.py"]["bootstrap"] == d["evaluate"]["bootstrap"]
+
+
+def test_variants_sharing_a_cache_compute_a_source_once_per_batch():
+    """predict_images hands every variant the same batch tensor, so a FeatureCache shared by them computes a feature
+    block once per batch (the headline head and the TDC on the same backbone)."""
+    from cbedtdc.classify import FeatureCache
+
+    cache, calls = FeatureCache(), []
+    record = {"source": "cnn", "model": "results/flat/ce/best.pt", "model_sha256": "ab", "image_size": SIZE}
+
+    def model(name, path):
+        def probs(x):
+            block = cache.get({**record, "path": path}, x, lambda: calls.append(1) or x[:, 0].float().mean((1, 2)))
+            return [np.stack([block.numpy() < 150, block.numpy() >= 150, np.zeros(len(x), bool)], 1) + 1e-3]
+
+        return LoadedRun("flat head", Path(name), LevelPlan([CLASSES]), probs, ArgmaxRule(), SIZE)
+
+    runs = {"a": model("a", "train.h5"), "b": model("b", "dev.h5")}
+    images = np.full((5, 3, SIZE, SIZE), 160, np.uint8)
+    out = predict_images(runs, images, batch_size=2)
+    assert len(calls) == 3  # 3 batches, not 6
+    assert out["a"].tolist() == out["b"].tolist() == [225] * 5
