@@ -491,6 +491,11 @@ def plot_all(metrics_dir, out_dir) -> list[Path]:
     return list(paths.values())
 
 
+_STRENGTH_UNITS = {"dose": "electrons per bright-field pixel", "centre_offset": "shift / field of view",
+                   "q_scale": "magnification (camera-length error)", "blur": "sigma / field of view",
+                   "blank_panel": "blank panel"}
+
+
 def robustness_figure(rows: list[dict]):
     """One panel per perturbation of ``robustness.csv`` (:mod:`cbedtdc.evaluate.robustness`): balanced accuracy
     against strength with its interval, one curve per model, the model's clean score dotted."""
@@ -509,10 +514,14 @@ def robustness_figure(rows: list[dict]):
                         label=model)
             ax.axhline(clean[model], color=f"C{i}", ls=":", lw=0.8)
         ax.set_xscale("log" if name == "dose" else "linear")
+        if name == "blank_panel":
+            ax.set_xticks(sorted({int(float(r["strength"])) for r in rows if r["perturbation"] == name}))
+        ax.set_xlabel(_STRENGTH_UNITS.get(name, "strength"), fontsize=TICK_PT + 1)
         ax.set_title(name.replace("_", " "), fontsize=TICK_PT + 2)
         ax.tick_params(labelsize=TICK_PT)
         ax.set_ylim(0, 1)
     axes[0][0].set_ylabel("balanced accuracy (dotted: clean)", fontsize=TICK_PT + 1)
+    fig.tight_layout()  # the x labels inside the figure, the legend below it
     _legend_below(fig, axes[0], ncol=len(clean))
     return fig
 
