@@ -35,7 +35,7 @@ run: $(STAMP)
 # any missing figure or table is redrawn from the saved results (only the rules in REPORT_RULES may run: never a
 # training or data rule), then the HTML report. CONFIG=my.yaml reports with another configuration file.
 CONFIG ?= $(wildcard results/run_config.yaml)
-REPORT_RULES := run_config plots gallery report_files
+REPORT_RULES := run_config plots gallery robustness_plot report_files
 REPORT_SNAKEMAKE = $(BIN)/snakemake --profile local --cores 1 $(if $(CONFIG),--configfile $(CONFIG))
 
 report: $(STAMP)

@@ -19,6 +19,7 @@ include: "rules/tdc.smk"
 include: "rules/heads.smk"
 include: "rules/evaluate.smk"
 include: "rules/replicates.smk"
+include: "rules/robustness.smk"
 
 
 rule all:

@@ -10,6 +10,7 @@ file, in predictions and rejected rows alike.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from cbedtdc.crystallography import sg_name
 from cbedtdc.errors import InputError
 
 __all__ = ["find_inputs", "check_device", "check_output", "read_samples", "load_run", "classify_files",
-           "prediction_fields", "REJECTED_FIELDS", "LoadedRun"]
+           "prediction_fields", "route_batch", "predict_images", "FeatureCache", "REJECTED_FIELDS", "LoadedRun"]
 
 log = logging.getLogger(__name__)
 
@@ -193,10 +194,38 @@ def _cnn_levels(kind, folder, plan, models, rule) -> LoadedRun:
     return LoadedRun(kind, folder, plan, probs, rule, size)
 
 
-def source_extractor(sources, folder: Path, device: str):
+class FeatureCache:
+    """The feature blocks of the last batch, by source record: variants loaded with the same cache (a flat head and
+    the shared TDC on ``[cnn, symmetry]``) compute each source once per batch instead of once per variant.
+
+    A block is reused only for the very batch object it was computed from (``x is`` the cached one) and for a record
+    of the same source, backbone or settings, sha256 and image size.
+
+    >>> cache, calls = FeatureCache(), []
+    >>> x = object()
+    >>> [cache.get({"source": "s"}, x, lambda: calls.append(1) or 7) for _ in range(2)], len(calls)
+    ([7, 7], 1)
+    """
+
+    def __init__(self):
+        self._x, self._blocks = None, {}
+
+    def get(self, record: dict, x, compute):
+        if x is not self._x:
+            self._x, self._blocks = x, {}
+        # what determines the block: the source, its backbone or settings, their hash, the side (not e.g. the path
+        # of the training features the record also names)
+        key = json.dumps([record.get(k) for k in ("source", "model", "model_sha256", "image_size")], default=str)
+        if key not in self._blocks:
+            self._blocks[key] = compute()
+        return self._blocks[key]
+
+
+def source_extractor(sources, folder: Path, device: str, cache: FeatureCache | None = None):
     """``(features of a batch, image size)`` for the feature sources a head recorded (``info["sources"]``), each
     computed by its registered source (:mod:`cbedtdc.features.registry`), which checks that the head was fitted on
-    the same backbone (sha256) or settings; the blocks are concatenated in the recorded order."""
+    the same backbone (sha256) or settings; the blocks are concatenated in the recorded order. With a ``cache``,
+    a source block already computed for the same batch by another variant is reused."""
     from cbedtdc.features.registry import SOURCES
 
     parts, size = [], None
@@ -208,31 +237,31 @@ def source_extractor(sources, folder: Path, device: str):
         if own and size and own != size:
             raise InputError(f"{folder}: its sources were computed at {size} and {own} px")
         size = size or own
-        parts.append(extract)
+        parts.append((src, extract))
 
     if size is None:
         raise InputError(f"{folder}: its heads record no image size for their sources; rerun the run")
 
     def features(x):
-        blocks = [f(x) for f in parts]
+        blocks = [f(x) if cache is None else cache.get(src, x, lambda f=f: f(x)) for src, f in parts]
         return blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)
 
     return features, size
 
 
-def _flat_head(folder: Path, head_file: Path, device: str) -> LoadedRun:
+def _flat_head(folder: Path, head_file: Path, device: str, cache=None) -> LoadedRun:
     from cbedtdc.heads import load_head
 
     head = load_head(head_file)
     sources = head.info.get("sources") or [{"source": "cnn", "model": head.info["backbone"],
                                             "model_sha256": head.info.get("backbone_sha256")}]
-    features, size = source_extractor(sources, folder, device)
+    features, size = source_extractor(sources, folder, device, cache)
     classes = [int(c) for c in head.info["classes"]]
     return LoadedRun("flat head", folder, LevelPlan([classes]), lambda x: [head.predict_proba(features(x))],
                      ArgmaxRule(), size)
 
 
-def _shared_tdc(folder: Path, device: str) -> LoadedRun:
+def _shared_tdc(folder: Path, device: str, cache=None) -> LoadedRun:
     """The shared-backbone cascade in ``folder`` (``results/tdc_shared``): its feature sources, then every level's
     head; the plan is ``../tdc/levels.json``."""
     from cbedtdc.cascade.load import load_cascade
@@ -241,7 +270,7 @@ def _shared_tdc(folder: Path, device: str) -> LoadedRun:
     cas = load_cascade(folder.parent / "tdc" / "levels.json", folder / "routing.json", heads_dir=folder / "heads")
     m = cas.manifest
     sources = m.get("sources") or [{"source": "cnn", "model": m["backbone"], "model_sha256": m.get("backbone_sha256")}]
-    features, size = source_extractor(sources, folder, device)
+    features, size = source_extractor(sources, folder, device, cache)
     return LoadedRun("shared-backbone TDC", folder, cas.plan, lambda x: tdc_head_probs(cas.heads, features(x)),
                      cas.rule, size)
 
@@ -265,10 +294,11 @@ def _run_tdc(run: Path) -> Path:
     return run / ("tdc_shared" if (run / "tdc_shared" / "routing.json").exists() else "tdc")
 
 
-def load_run(run_dir, device: str = "cpu") -> LoadedRun:
+def load_run(run_dir, device: str = "cpu", cache: FeatureCache | None = None) -> LoadedRun:
     """Any trained variant folder: a run (``results``: its TDC), an own-backbone TDC (``results/tdc``), the
     shared-backbone TDC (``results/tdc_shared``), a flat CNN (``results/flat/<loss>``) or a flat head
-    (``results/heads/flat/<name>``)."""
+    (``results/heads/flat/<name>``). Variants loaded with one ``cache`` share their feature blocks per batch
+    (:class:`FeatureCache`)."""
     from cbedtdc.train import inference_device, load_model
 
     folder = Path(run_dir)
@@ -276,7 +306,7 @@ def load_run(run_dir, device: str = "cpu") -> LoadedRun:
     if (folder / "tdc" / "levels.json").exists():
         folder = _run_tdc(folder)
     if (folder / "heads" / "heads.json").exists():
-        run = _shared_tdc(folder, device)
+        run = _shared_tdc(folder, device, cache)
     elif (folder / "levels.json").exists():
         run = _own_tdc(folder, device)
     elif (folder / "best.pt").exists():
@@ -287,7 +317,7 @@ def load_run(run_dir, device: str = "cpu") -> LoadedRun:
                           ArgmaxRule())
     elif any((folder / f"head.{ext}").exists() for ext in ("pt", "json")):
         head_file = next(folder / f"head.{ext}" for ext in ("pt", "json") if (folder / f"head.{ext}").exists())
-        run = _flat_head(folder, head_file, device)
+        run = _flat_head(folder, head_file, device, cache)
     else:
         raise FileNotFoundError(f"{folder}: not a trained variant; give a run folder (results), a TDC (results/tdc, "
                                 "results/tdc_shared), a flat CNN (results/flat/<loss>) or a flat head "
@@ -347,9 +377,8 @@ def classify_files(run_dir, inputs, *, batch_size: int = 64, top: int = 5, devic
 
     def run_batch(batch):
         x = torch.from_numpy(np.stack([b[1] for b in batch])).to(device)
-        with torch.inference_mode():
-            probs = run.probs(x)
-        predictions.extend(_prediction_rows(plan, probs, run.rule.route(plan, probs), batch, top))
+        probs, routed = route_batch(run, x)
+        predictions.extend(_prediction_rows(plan, probs, routed, batch, top))
 
     batch = []
     for path, key in files:
@@ -366,6 +395,38 @@ def classify_files(run_dir, inputs, *, batch_size: int = 64, top: int = 5, devic
     if batch:
         run_batch(batch)
     return predictions, rejected
+
+
+def route_batch(run: LoadedRun, x):
+    """``(level probabilities, routing)`` of one batch ``x`` ((B, 3, S, S) uint8 tensor on the run's device)."""
+    import torch
+
+    with torch.inference_mode():
+        probs = run.probs(x)
+    return probs, run.rule.route(run.plan, probs)
+
+
+def predict_images(runs: dict, images, *, device: str = "cpu", batch_size: int = 64) -> dict:
+    """Predicted space groups of preprocessed stacks in memory, by every loaded variant: ``{name: (N,) int array}``.
+
+    ``runs``: ``{name: LoadedRun}``, all reading ``images``' side; ``images``: (N, 3, S, S) uint8 as
+    :func:`cbedtdc.preprocess.preprocess_stack` writes them. Every variant sees the same batch tensor, so variants
+    loaded with one :class:`FeatureCache` compute each feature source once per batch.
+    """
+    import torch
+
+    images = np.asarray(images)
+    if images.ndim != 4 or images.dtype != np.uint8:
+        raise InputError(f"predict_images takes (N, 3, S, S) uint8 stacks, got {images.dtype} {images.shape}")
+    for name, run in runs.items():
+        if run.image_size != images.shape[-1]:
+            raise InputError(f"{name} ({run.folder}) reads {run.image_size} px stacks, got {images.shape[-1]} px")
+    out = {name: [] for name in runs}
+    for start in range(0, len(images), batch_size):
+        x = torch.from_numpy(np.ascontiguousarray(images[start:start + batch_size])).to(device)
+        for name, run in runs.items():
+            out[name].append(np.asarray(route_batch(run, x)[1].pred, dtype=int))
+    return {name: np.concatenate(p) if p else np.zeros(0, int) for name, p in out.items()}
 
 
 def prediction_fields(top: int = 5) -> list[str]:

@@ -34,6 +34,7 @@ __all__ = [
     "chance_rates",
     "merge_labels",
     "bootstrap_materials",
+    "paired_difference",
     "score",
     "results_table",
     "hierarchy_scores",
@@ -214,6 +215,28 @@ def bootstrap_materials(fn, materials, n_boot: int = 1000, seed: int = 0, level:
     alpha = (1 - level) / 2
     lo, hi = np.nanquantile(values, [alpha, 1 - alpha])
     return float(lo), float(hi)
+
+
+def paired_difference(y_true, pred_a, pred_b, classes, materials, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Balanced accuracy of ``pred_a`` minus that of ``pred_b`` on the same samples, with a paired interval.
+
+    Both predictions are scored on the same bootstrap resamples of whole materials (:func:`bootstrap_materials`),
+    so what the two share (the samples, their difficulty) cancels in the interval. Returns ``{"difference",
+    "ci95": [lo, hi]}``.
+
+    >>> d = paired_difference([1, 1, 2, 2], [1, 1, 2, 2], [1, 2, 2, 2], [1, 2], ["a", "b", "c", "d"], n_boot=20)
+    >>> d["difference"], d["ci95"][0] >= 0.0
+    (0.25, True)
+    """
+    y, pa, pb = np.asarray(y_true), np.asarray(pred_a), np.asarray(pred_b)
+    if not len(y) == len(pa) == len(pb) == len(materials):
+        raise InputError(f"paired_difference: {len(y)} labels, {len(pa)} and {len(pb)} predictions, "
+                         f"{len(materials)} materials: they must be the same samples")
+
+    def diff(i):
+        return balanced_accuracy(y[i], pa[i], classes) - balanced_accuracy(y[i], pb[i], classes)
+
+    return {"difference": diff(np.arange(len(y))), "ci95": list(bootstrap_materials(diff, materials, n_boot, seed))}
 
 
 def score(y_true, y_pred, classes, *, scores=None, materials=None, n_boot: int = 0, seed: int = 0,

@@ -135,7 +135,7 @@ def get_report_files():
         out.append(
             "results/metrics/replicates.csv"
         )  # rule replicates (rules/replicates.smk)
-    return out
+    return out + get_robustness_report_files()
 
 
 PLOTS = ["headline", "recall", "confusion", "routing", "hierarchy", "calibration"]
@@ -273,6 +273,68 @@ def get_eval_inputs(wildcards):
             f"{root}/tdc_shared/routing.json",
         ]
     return out + ["results/tdc/routing.json", *level_outputs("best.pt")]
+
+
+# --- ROBUSTNESS and TRANSFER (rules/robustness.smk) -----------------------------------------
+def robustness_on():
+    """robustness.activate on challenge HDF5 data (generated or raw_dir); the STEMDL mirror is log-scaled already."""
+    from cbedtdc.layout import raw_layout
+
+    mirror = not GENERATE and raw_layout(STEMS) == "stemdl_mirror"
+    return config["robustness"]["activate"] and not mirror
+
+
+def transfer_modes():
+    """The other intensity models of transfer.modes; none with raw_dir set (no generator) or transfer off."""
+    if not (GENERATE and config["transfer"]["activate"]):
+        return []
+    return [m for m in config["transfer"]["modes"] if m != config["synth"]["mode"]]
+
+
+def transfer_plan():
+    """{part: (first material, materials)} of the transfer files (the first test materials)."""
+    if not transfer_modes():
+        return {}
+    from cbedtdc.evaluate.transfer import transfer_file_plan
+    from cbedtdc.synth import SynthConfig
+
+    t = config["transfer"]
+    test = SynthConfig.from_config(config).split_counts["test"]
+    return dict(
+        enumerate(transfer_file_plan(t["n_materials"], t["materials_per_file"], test))
+    )
+
+
+TRANSFER_PLAN = transfer_plan()
+
+
+def get_transfer_files(mode):
+    """The transfer files of one mode."""
+    return [f"results/transfer/{mode}/batch_test_{part}.h5" for part in TRANSFER_PLAN]
+
+
+def get_transfer_rendered(wildcards, input):
+    """--rendered MODE=FILE of every transfer file (shell-quoted)."""
+    import shlex
+
+    pairs = [f"{m}={f}" for m in transfer_modes() for f in get_transfer_files(m)]
+    return " ".join(shlex.quote(p) for p in pairs)
+
+
+def get_run_models():
+    """Every model robustness and transfer may score (the headline flat model is chosen on dev by evaluate)."""
+    flat = expand("results/flat/{loss}/best.pt", loss=config["flat"]["losses"])
+    return flat + [dag.head_file(n, HEADS) for n in HEADS] + get_tdc_final_output()
+
+
+def get_robustness_report_files():
+    """robustness.csv, its figure and transfer.csv when they are on."""
+    out = []
+    if robustness_on():
+        out += ["results/metrics/robustness.csv", "results/plots/robustness.png"]
+    if transfer_modes():
+        out.append("results/metrics/transfer.csv")
+    return out
 
 
 def lsf_project_setting():

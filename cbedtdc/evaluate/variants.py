@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cbedtdc.metrics import balanced_accuracy, bootstrap_materials, hierarchy_scores, per_class_recall
+from cbedtdc.metrics import hierarchy_scores, paired_difference, per_class_recall
 from cbedtdc.errors import InputError
 
 __all__ = ["TestSet", "Variants", "SHOTS", "shot_accuracy", "headline_flat"]
@@ -84,14 +84,9 @@ class Variants:
         out = {"selected_by": "dev balanced_accuracy", "flat": f and f["name"], "tdc": t and t["name"]}
         if f is None or t is None:
             return out
-        y, cl = self.ts.labels, self.classes
-        pf, pt = self.pred[f["name"]], self.pred[t["name"]]
-
-        def diff(i):
-            return balanced_accuracy(y[i], pt[i], cl) - balanced_accuracy(y[i], pf[i], cl)
-
-        out["balanced_accuracy_difference"] = diff(np.arange(len(y)))
-        out["difference_ci95"] = list(bootstrap_materials(diff, self.ts.materials, n_boot, seed))
+        d = paired_difference(self.ts.labels, self.pred[t["name"]], self.pred[f["name"]], self.classes,
+                              self.ts.materials, n_boot, seed)
+        out["balanced_accuracy_difference"], out["difference_ci95"] = d["difference"], d["ci95"]
         out["paired"] = "same bootstrap resamples of whole test materials for both models"
         return out
 

@@ -46,7 +46,7 @@ LAYERS = [
     # a whole run
     ["cbedtdc.evaluate", "cbedtdc.evaluate.variants", "cbedtdc.evaluate.score", "cbedtdc.evaluate.tables",
      "cbedtdc.evaluate.crystal", "cbedtdc.evaluate.replicates", "cbedtdc.evaluate.tune",
-     "cbedtdc.evaluate.run", "cbedtdc.classify"],
+     "cbedtdc.evaluate.run", "cbedtdc.evaluate.robustness", "cbedtdc.evaluate.transfer", "cbedtdc.classify"],
     # entry points
     ["cbedtdc.cli", "cbedtdc.cliutil", "cbedtdc.runstate", "cbedtdc.dag", "cbedtdc.checks"],
 ]

@@ -1,0 +1,248 @@
+"""Robustness curves: the run's models on test stacks perturbed as a real detector and microscope would.
+
+A fixed, seeded subset of the run's test materials is read from the raw files (intensities before the log
+scaling), every perturbation of :data:`cbedtdc.perturb.PERTURBATIONS` is applied at every configured strength
+(config ``robustness.perturbations``), the stacks are preprocessed as the shards were
+(:func:`cbedtdc.preprocess.preprocess_stack`) and classified in memory by the four models of the run
+(:func:`run_models`) through :func:`cbedtdc.classify.predict_images`; the flat head and the TDC share their
+feature blocks per batch (:class:`cbedtdc.classify.FeatureCache`). Each row scores one model on one perturbed
+batch: balanced accuracy with a bootstrap interval over materials, top-1, crystal-system accuracy, and the ratio
+to the model's clean balanced accuracy on the same stacks.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from cbedtdc.classes import read_run_classes
+from cbedtdc.errors import InputError
+from cbedtdc.io import read_csv, read_json, write_csv
+from cbedtdc.metrics import balanced_accuracy, bootstrap_materials, hierarchy_scores, top1
+
+__all__ = ["ROBUSTNESS_FIELDS", "MODELS", "run_models", "held_out_rows", "choose_materials", "read_raw_stacks",
+           "score_predictions", "load_models", "preprocessed", "robustness_table", "run_robustness"]
+
+log = logging.getLogger(__name__)
+
+#: Columns of ``results/metrics/robustness.csv``; the clean row of each model has perturbation ``clean``.
+ROBUSTNESS_FIELDS = ["perturbation", "strength", "model", "variant", "n", "n_materials", "balanced_accuracy", "lo",
+                     "hi", "top1", "crystal_system", "ratio_to_clean"]
+#: The models scored, in this order: the headline flat model, the TDC, the head on the physics descriptors alone
+#: and the flat CNN's own softmax.
+MODELS = ("flat", "tdc", "descriptors", "cnn")
+
+
+def _best(variants, keep):
+    rows = [r for r in variants if r.get("family") == "flat" and keep(r)]
+    rows = [r for r in rows if r.get("dev_balanced_accuracy") is not None] or rows
+    return max(rows, key=lambda r: r.get("dev_balanced_accuracy") or 0.0) if rows else None
+
+
+def _flat_folder(name: str, root: Path) -> Path:
+    """Folder of the flat variant named in ``summary.json`` (``flat/ce/cnn`` or ``flat/<sources>/<head>``)."""
+    parts = name.split("/")
+    if len(parts) != 3 or parts[0] != "flat":
+        raise InputError(f"summary.json names flat variant {name!r}, not flat/<sources>/<head>; rerun rule evaluate")
+    return root / "flat" / parts[1] if parts[2] == "cnn" else root / "heads" / "flat" / parts[2]
+
+
+def run_models(summary: dict, root) -> dict:
+    """``{model: (variant name, folder)}`` of the four models of :data:`MODELS` in a run's ``summary.json``.
+
+    ``flat``: the headline flat model (chosen on dev by evaluate); ``tdc``: the run's TDC (``tdc_shared`` with a
+    shared backbone, else ``tdc``); ``descriptors``: the flat head on ``[symmetry]`` alone with the best dev
+    balanced accuracy; ``cnn``: the flat CNN with the best dev balanced accuracy (its own softmax). A model the
+    run lacks (no head on the descriptors alone) is left out, and said so in the log.
+
+    >>> s = {"flat": {"model": "flat/ce+symmetry/cnn_sym_crt"}, "tdc": {"backbone": "shared"}, "best": {"tdc": "t"},
+    ...      "variants": [{"name": "flat/ce/cnn", "family": "flat", "head": "cnn", "backbone": "ce",
+    ...                    "features": ["cnn"], "dev_balanced_accuracy": 0.5},
+    ...                   {"name": "flat/symmetry/sym_crt", "family": "flat", "head": "sym_crt",
+    ...                    "features": ["symmetry"], "dev_balanced_accuracy": 0.4}]}
+    >>> for model, (variant, folder) in run_models(s, "results").items():
+    ...     print(model, variant, folder)
+    flat flat/ce+symmetry/cnn_sym_crt results/heads/flat/cnn_sym_crt
+    tdc t results/tdc_shared
+    descriptors flat/symmetry/sym_crt results/heads/flat/sym_crt
+    cnn flat/ce/cnn results/flat/ce
+    """
+    root = Path(root)
+    try:
+        flat = summary["flat"]["model"]
+        backbone = summary["tdc"]["backbone"]
+    except KeyError as err:
+        raise InputError(f"summary.json lacks {err}: it was written by another version; rerun rule evaluate") from None
+    variants = summary.get("variants", [])
+    tdc = summary.get("best", {}).get("tdc") or "tdc"  # the run's one cascade, by its variant name
+    out = {"flat": (flat, _flat_folder(flat, root)),
+           "tdc": (tdc, root / ("tdc_shared" if backbone == "shared" else "tdc"))}
+    desc = _best(variants, lambda r: list(r.get("features") or []) == ["symmetry"])
+    if desc is not None:
+        out["descriptors"] = (desc["name"], _flat_folder(desc["name"], root))
+    else:
+        log.info("no flat head on [symmetry] alone in heads.variants: no descriptor-only curve")
+    cnn = _best(variants, lambda r: r.get("head") == "cnn")
+    if cnn is not None:
+        out["cnn"] = (cnn["name"], _flat_folder(cnn["name"], root))
+    else:
+        log.info("no flat CNN (flat.losses is empty): no CNN curve")
+    return {m: out[m] for m in MODELS if m in out}
+
+
+def held_out_rows(splits_path, classes) -> list[dict]:
+    """The test rows of ``splits.csv`` (key, file, group, space_group, material, energy_keV) of the run's classes."""
+    keep = {int(c) for c in classes}
+    rows = [r for r in read_csv(splits_path) if r["split"] == "test" and int(r["space_group"]) in keep]
+    if not rows:
+        raise InputError(f"{splits_path}: no test sample of the run's classes {sorted(keep)}")
+    return rows
+
+
+def choose_materials(rows, n_materials: int, seed: int) -> list[dict]:
+    """Every row of ``n_materials`` test materials drawn without replacement by ``seed`` (all when there are fewer),
+    in their original order.
+
+    >>> rows = [{"material": m} for m in "aabbccdd"]
+    >>> [r["material"] for r in choose_materials(rows, 2, 0)] == [r["material"] for r in choose_materials(rows, 2, 0)]
+    True
+    >>> len(choose_materials(rows, 2, 0)), len(choose_materials(rows, 9, 0))
+    (4, 8)
+    """
+    if n_materials < 1:
+        raise InputError(f"robustness.n_materials={n_materials}: must be at least 1")
+    names = sorted({r["material"] for r in rows})
+    if n_materials < len(names):
+        rng = np.random.default_rng([int(seed), 25])
+        names = set(np.asarray(names)[rng.choice(len(names), size=n_materials, replace=False)].tolist())
+    else:
+        names = set(names)
+    return [r for r in rows if r["material"] in names]
+
+
+def read_raw_stacks(rows, raw_files) -> np.ndarray:
+    """The raw ``cbed_stack`` (float32) of every row (``file``: a file name, ``group``), from ``raw_files``."""
+    import h5py
+
+    from cbedtdc.io import STACK
+
+    by_name = {}
+    for p in raw_files:
+        by_name.setdefault(Path(p).name, Path(p))
+    out, handles = [], {}
+    try:
+        for r in rows:
+            path = by_name.get(r["file"])
+            if path is None:
+                raise InputError(f"sample {r['file']}/{r['group']}: no raw file named {r['file']} among the "
+                                 f"{len(by_name)} given; give the run's raw files (--raw)")
+            if path.suffix != ".h5":
+                raise InputError(f"{path}: robustness needs raw intensities from challenge HDF5 files; STEMDL mirror "
+                                 "samples are already log-scaled (set robustness.activate: false)")
+            if path not in handles:
+                handles[path] = h5py.File(path, "r")
+            out.append(np.asarray(handles[path][r["group"]][STACK][()], dtype=np.float32))
+    finally:
+        for f in handles.values():
+            f.close()
+    return np.stack(out)
+
+
+def score_predictions(y, pred, classes, materials, n_boot: int, seed: int) -> dict:
+    """Balanced accuracy ``[lo, hi]`` (bootstrap over materials), top-1 and crystal-system and point-group top-1.
+
+    >>> s = score_predictions([14, 14, 225], [14, 2, 225], [14, 225, 2], ["a", "b", "c"], 0, 0)
+    >>> round(s["balanced_accuracy"], 2), round(s["crystal_system"], 2), round(s["point_group"], 2)
+    (0.75, 0.67, 0.67)
+    """
+    y, pred = np.asarray(y), np.asarray(pred)
+    lo, hi = bootstrap_materials(lambda i: balanced_accuracy(y[i], pred[i], classes), materials, n_boot, seed)
+    h = hierarchy_scores(y, pred, classes)
+    return {"n": int(len(y)), "n_materials": int(len(set(materials))),
+            "balanced_accuracy": balanced_accuracy(y, pred, classes), "lo": lo, "hi": hi, "top1": top1(y, pred),
+            "crystal_system": h["crystal_system"]["top1"], "point_group": h["point_group"]["top1"]}
+
+
+def load_models(models: dict, device: str = "cpu") -> dict:
+    """``{model: LoadedRun}`` of :func:`run_models`' folders, sharing one feature cache."""
+    from cbedtdc.classify import FeatureCache, load_run
+
+    cache = FeatureCache()
+    runs = {m: load_run(folder, device, cache=cache) for m, (_, folder) in models.items()}
+    sizes = {r.image_size for r in runs.values()}
+    if len(sizes) != 1:
+        raise InputError(f"the models read stacks of different sides {sorted(sizes)}: "
+                         + ", ".join(f"{m} {r.image_size}" for m, r in runs.items()))
+    return runs
+
+
+def preprocessed(raw, size: int) -> np.ndarray:
+    """Raw stacks as the shards hold them: (N, 3, size, size) uint8 (:func:`cbedtdc.preprocess.preprocess_stack`)."""
+    from cbedtdc.preprocess import preprocess_stack
+
+    return np.stack([preprocess_stack(s, size) for s in raw])
+
+
+def robustness_table(raw, y, materials, runs: dict, variants: dict, perturbations: dict, classes, *, seed: int = 0,
+                     n_boot: int = 1000, device: str = "cpu", batch_size: int = 64) -> list[dict]:
+    """Rows of ``robustness.csv`` (:data:`ROBUSTNESS_FIELDS`): every model on the clean ``raw`` stacks, then on
+    every perturbation and strength of ``perturbations`` (``{name: [strength, ...]}``).
+
+    Perturbation ``k`` at strength ``j`` draws from ``numpy.random.default_rng([seed, k, j])``, stack after stack
+    in row order, so the same seed gives the same table. ``variants``: ``{model: variant name}``.
+    """
+    from cbedtdc.classify import predict_images
+    from cbedtdc.perturb import PERTURBATIONS, perturb
+
+    unknown = sorted(set(perturbations) - set(PERTURBATIONS))
+    if unknown:
+        raise InputError(f"robustness.perturbations: {', '.join(unknown)} unknown; allowed: {', '.join(PERTURBATIONS)}")
+    size = next(iter(runs.values())).image_size
+    y, materials = np.asarray(y), np.asarray(materials)
+    rows, clean = [], {}
+
+    def add(name, strength, images):
+        preds = predict_images(runs, images, device=device, batch_size=batch_size)
+        for model, pred in preds.items():
+            s = score_predictions(y, pred, classes, materials, n_boot, seed)
+            if name == "clean":
+                clean[model] = s["balanced_accuracy"]
+            base = clean[model]
+            rows.append({"perturbation": name, "strength": strength, "model": model, "variant": variants[model],
+                         **{k: s[k] for k in ROBUSTNESS_FIELDS if k in s},
+                         "ratio_to_clean": s["balanced_accuracy"] / base if base > 0 else float("nan")})
+
+    add("clean", "", preprocessed(raw, size))
+    for k, name in enumerate(PERTURBATIONS):  # a fixed order (and stream) per perturbation, whatever the config's
+        for j, strength in enumerate(perturbations.get(name, ())):
+            rng = np.random.default_rng([int(seed), k, j])
+            images = preprocessed([perturb(s, name, float(strength), rng) for s in raw], size)
+            add(name, strength, images)
+            log.info("%s %s: %s", name, strength, ", ".join(f"{r['model']} {r['balanced_accuracy']:.3f}"
+                                                            for r in rows[-len(runs):]))
+    return rows
+
+
+def run_robustness(summary_path, splits_path, run_classes_path, raw_files, out_csv, *, perturbations: dict,
+                   n_materials: int, seed: int = 0, n_boot: int = 1000, device: str = "cpu",
+                   batch_size: int = 64) -> list[dict]:
+    """Write ``robustness.csv`` for the run whose results folder holds ``summary_path`` (rule ``robustness``)."""
+    from cbedtdc.train import inference_device
+
+    device = inference_device(device)
+    summary = read_json(summary_path)
+    classes = read_run_classes(run_classes_path)
+    root = Path(summary_path).parent.parent  # results/metrics/summary.json -> results
+    models = run_models(summary, root)
+    rows = choose_materials(held_out_rows(splits_path, classes), n_materials, seed)
+    log.info("robustness: %d test samples of %d materials, models %s", len(rows),
+             len({r["material"] for r in rows}), ", ".join(f"{m}={v[0]}" for m, v in models.items()))
+    raw = read_raw_stacks(rows, raw_files)
+    runs = load_models(models, device)
+    table = robustness_table(raw, [int(r["space_group"]) for r in rows], [r["material"] for r in rows], runs,
+                             {m: v[0] for m, v in models.items()}, perturbations, classes, seed=seed, n_boot=n_boot,
+                             device=device, batch_size=batch_size)
+    write_csv(out_csv, table, ROBUSTNESS_FIELDS)
+    return table

@@ -1,0 +1,131 @@
+# Robustness and transfer (docs/robustness.md): the run's headline flat model, TDC, descriptor-only head and flat
+# CNN on perturbed test stacks, and on the first test materials rendered by other intensity models (generated
+# data only: with raw_dir set there is no generator and rule transfer is not in the DAG).
+import json
+
+
+rule robustness:
+    input:
+        summary="results/metrics/summary.json",  # names the headline flat model, chosen on dev
+        models=get_run_models(),
+        splits="results/data/splits.csv",
+        run_classes="results/data/run_classes.json",
+        raw=[RAW[stem] for stem in STEMS],
+    output:
+        table="results/metrics/robustness.csv",
+    log:
+        "logs/robustness/robustness.log",
+    benchmark:
+        "benchmarks/robustness/robustness.tsv"
+    conda:
+        "../envs/cbedtdc.yaml"
+    threads: THREADS
+    params:
+        perturbations=json.dumps(config["robustness"]["perturbations"]),
+        n_materials=config["robustness"]["n_materials"],
+        bootstrap=config["evaluate"]["bootstrap"],
+        seed=config["seed"],
+        batch=config["train"]["eval_batch_size"],
+    shell:
+        '"$CBEDTDC_PYTHON" workflow_scripts/robustness.py --summary {input.summary:q} --splits {input.splits:q}'
+        " --run-classes {input.run_classes:q} --raw {input.raw:q} --out {output.table:q}"
+        " --perturbations {params.perturbations:q} --n-materials {params.n_materials}"
+        " --bootstrap {params.bootstrap} --seed {params.seed} --batch-size {params.batch} --threads {threads}"
+        " 2> {log:q}"
+
+
+rule robustness_plot:
+    input:
+        table="results/metrics/robustness.csv",
+    output:
+        png=report(
+            "results/plots/robustness.png",
+            caption="../report/robustness.rst",
+            category="Robustness",
+        ),
+    log:
+        "logs/robustness_plot/robustness_plot.log",
+    benchmark:
+        "benchmarks/robustness_plot/robustness_plot.tsv"
+    conda:
+        "../envs/cbedtdc.yaml"
+    shell:
+        '"$CBEDTDC_PYTHON" workflow_scripts/robustness_plot.py --table {input.table:q} --out {output.png:q}'
+        " 2> {log:q}"
+
+
+# The first transfer.n_materials test materials, one sample (100 keV) each, rendered in another mode: the same
+# generator command as rule synthesize with the run's settings, so the materials are the run's own.
+rule transfer_synthesize:
+    output:
+        raw="results/transfer/{mode}/batch_test_{part}.h5",
+    log:
+        "logs/transfer_synthesize/{mode}/{part}.log",
+    benchmark:
+        "benchmarks/transfer_synthesize/{mode}/{part}.tsv"
+    wildcard_constraints:
+        mode="kinematic|bloch|multislice",
+        part=r"\d+",
+    conda:
+        "../envs/cbedtdc.yaml"
+    resources:
+        mem_mb=1000,  # as rule synthesize
+        runtime=lambda wc, attempt: 30 * attempt,
+    params:
+        first=lambda wc: TRANSFER_PLAN[int(wc.part)][0],
+        n_file=lambda wc: TRANSFER_PLAN[int(wc.part)][1],
+        materials=dag.synth_materials_args(config),  # the run's split sizes: the same class plan
+        classes=",".join(map(str, CLASSES)),
+        size=config["synth"]["image_size"],
+        frequency=config["synth"]["frequency"],
+        floor=config["synth"]["floor"],
+        zone_axes=config["synth"]["zone_axes"],
+        noise="--noise" if config["synth"]["noise"] else "--no-noise",
+        holz="--holz" if config["synth"]["holz"] else "--no-holz",
+        mistilt=config["synth"]["mistilt"],
+        phonons=config["transfer"]["phonons"],
+        slice_thickness=config["synth"]["slice_thickness"],
+        device=config["synth"]["device"],
+        seed=config["seed"],
+    shell:
+        '"$CBEDTDC_PYTHON" workflow_scripts/synthesize.py --out {output.raw:q} --first-material {params.first}'
+        " --file-materials {params.n_file} {params.materials} --classes {params.classes:q} --energies 1"
+        " --image-size {params.size} --frequency {params.frequency:q} --floor {params.floor}"
+        " --zone-axes {params.zone_axes:q} {params.noise} {params.holz} --mistilt {params.mistilt}"
+        " --mode {wildcards.mode:q} --phonons {params.phonons} --slice-thickness {params.slice_thickness}"
+        " --device {params.device:q} --seed {params.seed} --no-progress 2> {log:q}"
+
+
+rule transfer:
+    input:
+        summary="results/metrics/summary.json",
+        models=get_run_models(),
+        splits="results/data/splits.csv",
+        run_classes="results/data/run_classes.json",
+        raw=[RAW[stem] for stem in STEMS],
+        rendered=[f for m in transfer_modes() for f in get_transfer_files(m)],
+    output:
+        table=report(
+            "results/metrics/transfer.csv",
+            caption="../report/transfer.rst",
+            category="Robustness",
+            labels={"table": "transfer across intensity models"},
+        ),
+    log:
+        "logs/transfer/transfer.log",
+    benchmark:
+        "benchmarks/transfer/transfer.tsv"
+    conda:
+        "../envs/cbedtdc.yaml"
+    threads: THREADS
+    params:
+        rendered=get_transfer_rendered,  # MODE=FILE pairs, shell-quoted
+        own=config["synth"]["mode"],
+        bootstrap=config["evaluate"]["bootstrap"],
+        seed=config["seed"],
+        batch=config["train"]["eval_batch_size"],
+    shell:
+        '"$CBEDTDC_PYTHON" workflow_scripts/transfer.py --summary {input.summary:q} --splits {input.splits:q}'
+        " --run-classes {input.run_classes:q} --raw {input.raw:q} --rendered {params.rendered}"
+        " --own-mode {params.own:q} --out {output.table:q} --bootstrap {params.bootstrap} --seed {params.seed}"
+        " --batch-size {params.batch} --threads {threads} 2> {log:q}"
