@@ -21,7 +21,7 @@ def get_parser(add_help=True):
 
 def run(args):
     from cbedtdc.io import read_csv
-    from cbedtdc.plots import plot_robustness
+    from cbedtdc.plots_robustness import plot_robustness
 
     plot_robustness(read_csv(args.table), args.out)
 

@@ -28,7 +28,8 @@ LAYERS = [
     ["cbedtdc.synth", "cbedtdc.synth.scattering", "cbedtdc.synth.crystal", "cbedtdc.synth.zone_axes",
      "cbedtdc.synth.render", "cbedtdc.synth.multislice", "cbedtdc.synth.generate", "cbedtdc.synth.gallery", "cbedtdc.preprocess",
      "cbedtdc.data", "cbedtdc.data.formats", "cbedtdc.data.manifest", "cbedtdc.data.splits",
-     "cbedtdc.data.shard_index", "cbedtdc.data.dataset", "cbedtdc.plots", "cbedtdc.fetch", "cbedtdc.perturb"],
+     "cbedtdc.data.shard_index", "cbedtdc.data.dataset", "cbedtdc.plots", "cbedtdc.fetch", "cbedtdc.perturb",
+     "cbedtdc.plots_robustness"],
     # one classifier, and the cascade's pure logic
     ["cbedtdc.train", "cbedtdc.train.options", "cbedtdc.train.sampling", "cbedtdc.train.checkpoint",
      "cbedtdc.train.infer", "cbedtdc.train.job", "cbedtdc.train.outputs", "cbedtdc.train.engine", "cbedtdc.cascade.plan", "cbedtdc.cascade.routing",
@@ -53,8 +54,8 @@ LAYERS = [
 #: Packages whose new modules take the package's layer without a line here: a feature source is one module, its
 #: registry line and the schema's enum (docs/architecture.md, "Adding a feature source").
 OPEN_PACKAGES = ["cbedtdc.features"]
-PURE = ["cbedtdc.metrics", "cbedtdc.plots", "cbedtdc.crystallography", "cbedtdc.calibration", "cbedtdc.cascade.plan",
-        "cbedtdc.cascade.routing", "cbedtdc.cascade.routing.core", "cbedtdc.cascade.routing.rules"]
+PURE = ["cbedtdc.metrics", "cbedtdc.plots", "cbedtdc.plots_robustness", "cbedtdc.crystallography", "cbedtdc.calibration",
+        "cbedtdc.cascade.plan", "cbedtdc.cascade.routing", "cbedtdc.cascade.routing.core", "cbedtdc.cascade.routing.rules"]
 HEAVY = {"torch", "torchvision", "h5py", "xgboost"}
 
 

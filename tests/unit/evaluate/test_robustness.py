@@ -176,7 +176,7 @@ def test_transfer_split_holds_the_run_test_materials(tmp_path):
 def test_robustness_figure_from_the_csv(tmp_path, stacks):
     """The report's figure is drawn from robustness.csv alone: a panel per perturbation, a curve per model."""
     from cbedtdc.io import read_csv
-    from cbedtdc.plots import plot_robustness, robustness_figure
+    from cbedtdc.plots_robustness import plot_robustness, robustness_figure
 
     raw, y, materials = stacks
     write_csv(tmp_path / "r.csv", robustness_table(raw, y, materials, RUNS, VARIANTS, PERTURB, CLASSES, n_boot=20),
