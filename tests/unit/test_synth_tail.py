@@ -190,7 +190,7 @@ def test_cli_writes_the_tail_files_byte_identical_for_a_seed(runs):
 # --------------------------------------------------------------------------- the workflow's static plan
 def _synth_commands(out: str) -> dict[str, str]:
     return {line.split("--out results/raw/")[1].split(".h5")[0]: line.split("synthesize.py", 1)[1]
-            for line in out.splitlines() if "workflow_scripts/synthesize.py" in line}
+            for line in out.splitlines() if "workflow_scripts/synthesize.py" in line and "--out results/raw/" in line}
 
 
 @pytest.mark.slow
