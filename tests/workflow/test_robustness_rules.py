@@ -1,5 +1,7 @@
 """The tiny run with robustness curves and the transfer table on (tests/pipeline_robustness.yaml): rule all writes
-robustness.csv, its figure and transfer.csv with a row per model, perturbation, strength and rendering."""
+robustness.csv, its figure and transfer.csv with a row per model, perturbation, strength and rendering. The run is a
+copy of the session's tiny run (fixture ``tiny_run``) switched to this configuration: it reuses the data and the flat
+CNN and runs the heads, the TDC's heads, the evaluation and the new rules."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ import csv
 
 import h5py
 import pytest
-from conftest import REPO, SNAKEFILE, job_stats, link_workdir, snakemake
+from conftest import REPO, SNAKEFILE, copy_run, job_stats, snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -20,10 +22,13 @@ def run_dag(workdir, *args, timeout=900):
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    workdir = link_workdir(tmp_path_factory.mktemp("robustness"))
+def run(tiny_run, tmp_path_factory):
+    workdir = copy_run(tiny_run, tmp_path_factory.mktemp("robustness") / "run")
     res = run_dag(workdir, "all")
     assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-5000:]
+    stats = job_stats(res.stdout + res.stderr)
+    assert {"robustness", "transfer", "transfer_synthesize"} <= set(stats), stats
+    assert not {"synthesize", "index_raw", "shard", "train_flat"} & set(stats), stats  # the shared run's data and CNN
     return workdir
 
 
