@@ -247,7 +247,8 @@ def synth_file_plan(n_materials, materials_per_file: int, tail_materials: int = 
     for split, count in split_material_counts(n_materials).items():
         plan += _files(split, 0, 0, count, materials_per_file, tail=False)
         if split == "train" and tail_materials:
-            plan += _files(split, len(plan), count, tail_materials, materials_per_file, tail=True)
+            plan += _files(split, math.ceil(count / materials_per_file), count, tail_materials, materials_per_file,
+                           tail=True)
     return plan
 
 

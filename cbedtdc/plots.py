@@ -489,8 +489,9 @@ def _crystal_figures(summary: dict, out_dir: Path) -> dict:
                                                "after temperature scaling": c["after"]["bins"]}
                       for key, c in cal.items()}, out["calibration"])
     curves = {f"{key}: {c['model']}": c["selective"]["curve"] for key, c in cal.items() if c.get("selective")}
-    if not curves:
-        raise InputError("summary.json has no selective prediction: rerun rule evaluate")
+    if not curves:  # a summary.json written before selective prediction existed: rerun rule evaluate to get it
+        raise InputError("summary.json has no selective prediction (calibration.<model>.selective): it was written "
+                         "by an older cbedtdc; rerun rule evaluate (snakemake -R evaluate)")
     out["selective"] = out_dir / "selective.png"
     _save(selective_figure(curves), out["selective"])
     return out

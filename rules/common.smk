@@ -138,7 +138,15 @@ def get_report_files():
     return out + get_robustness_report_files()
 
 
-PLOTS = ["headline", "recall", "confusion", "routing", "hierarchy", "calibration"]
+PLOTS = [
+    "headline",
+    "recall",
+    "confusion",
+    "routing",
+    "hierarchy",
+    "calibration",
+    "selective",
+]
 
 
 def run_config_json():

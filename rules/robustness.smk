@@ -29,8 +29,8 @@ rule robustness:
     shell:
         '"$CBEDTDC_PYTHON" workflow_scripts/robustness.py --summary {input.summary:q} --splits {input.splits:q}'
         " --run-classes {input.run_classes:q} --raw {input.raw:q} --out {output.table:q}"
-        " --perturbations {params.perturbations:q} --n-materials {params.n_materials}"
-        " --bootstrap {params.bootstrap} --seed {params.seed} --batch-size {params.batch} --threads {threads}"
+        " --perturbations {params.perturbations:q} --n-materials {params.n_materials:q}"
+        " --bootstrap {params.bootstrap:q} --seed {params.seed:q} --batch-size {params.batch:q} --threads {threads}"
         " 2> {log:q}"
 
 
@@ -88,12 +88,12 @@ rule transfer_synthesize:
         device=config["synth"]["device"],
         seed=config["seed"],
     shell:
-        '"$CBEDTDC_PYTHON" workflow_scripts/synthesize.py --out {output.raw:q} --first-material {params.first}'
-        " --file-materials {params.n_file} {params.materials} --classes {params.classes:q} --energies 1"
-        " --image-size {params.size} --frequency {params.frequency:q} --floor {params.floor}"
-        " --zone-axes {params.zone_axes:q} {params.noise} {params.holz} --mistilt {params.mistilt}"
-        " --mode {wildcards.mode:q} --phonons {params.phonons} --slice-thickness {params.slice_thickness}"
-        " --device {params.device:q} --seed {params.seed} --no-progress 2> {log:q}"
+        '"$CBEDTDC_PYTHON" workflow_scripts/synthesize.py --out {output.raw:q} --first-material {params.first:q}'
+        " --file-materials {params.n_file:q} {params.materials} --classes {params.classes:q} --energies 1"
+        " --image-size {params.size:q} --frequency {params.frequency:q} --floor {params.floor:q}"
+        " --zone-axes {params.zone_axes:q} {params.noise} {params.holz} --mistilt {params.mistilt:q}"
+        " --mode {wildcards.mode:q} --phonons {params.phonons:q} --slice-thickness {params.slice_thickness:q}"
+        " --device {params.device:q} --seed {params.seed:q} --no-progress 2> {log:q}"
 
 
 rule transfer:
@@ -127,5 +127,5 @@ rule transfer:
     shell:
         '"$CBEDTDC_PYTHON" workflow_scripts/transfer.py --summary {input.summary:q} --splits {input.splits:q}'
         " --run-classes {input.run_classes:q} --raw {input.raw:q} --rendered {params.rendered}"
-        " --own-mode {params.own:q} --out {output.table:q} --bootstrap {params.bootstrap} --seed {params.seed}"
-        " --batch-size {params.batch} --threads {threads} 2> {log:q}"
+        " --own-mode {params.own:q} --out {output.table:q} --bootstrap {params.bootstrap:q} --seed {params.seed:q}"
+        " --batch-size {params.batch:q} --threads {threads} 2> {log:q}"

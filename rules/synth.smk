@@ -40,12 +40,12 @@ rule synthesize:
         seed=config["seed"],
     shell:
         '{params.launch} "$CBEDTDC_PYTHON" workflow_scripts/synthesize.py --out {output.raw:q}'
-        " --first-material {params.first}"
-        " --file-materials {params.n_file} {params.materials} --classes {params.classes:q}"
-        " --energies {params.energies} --image-size {params.size} --frequency {params.frequency:q}"
-        " --floor {params.floor} --zone-axes {params.zone_axes:q} {params.noise} {params.holz}"
-        " --mistilt {params.mistilt} --mode {params.mode:q} --phonons {params.phonons}"
-        " --slice-thickness {params.slice_thickness} --device {params.device:q} {params.tail} --seed {params.seed}"
+        " --first-material {params.first:q}"
+        " --file-materials {params.n_file:q} {params.materials} --classes {params.classes:q}"
+        " --energies {params.energies:q} --image-size {params.size:q} --frequency {params.frequency:q}"
+        " --floor {params.floor:q} --zone-axes {params.zone_axes:q} {params.noise} {params.holz}"
+        " --mistilt {params.mistilt:q} --mode {params.mode:q} --phonons {params.phonons:q}"
+        " --slice-thickness {params.slice_thickness:q} --device {params.device:q} {params.tail} --seed {params.seed:q}"
         " 2> {log:q}"
 
 

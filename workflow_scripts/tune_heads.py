@@ -14,6 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from cbedtdc.cascade.routing import DEFAULT, ROUTINGS  # noqa: E402
 from cbedtdc.cliutil import run_cli  # noqa: E402
 
 
@@ -25,8 +26,8 @@ def get_parser(add_help=True):
     p.add_argument("--grid", required=True, help="YAML tuning grid, e.g. config/tuning.yaml (required)")
     p.add_argument("--levels", default=None, help="levels.json of rule plan_levels: also tune the TDC's level "
                    "heads (default: the flat side only)")
-    p.add_argument("--routing", default="posterior", help="the TDC's routing rule, tuned on dev for every try "
-                   "(default: posterior, config tdc.routing)")
+    p.add_argument("--routing", default=DEFAULT, choices=ROUTINGS, help="the TDC's routing rule, tuned on dev for "
+                   f"every try (default: {DEFAULT}, config tdc.routing)")
     p.add_argument("--seed", type=int, default=0, help="seed of every head's initialisation and sampling (default: 0)")
     p.add_argument("--threads", type=int, default=0, help="torch / XGBoost threads, 0 = their default (default: 0)")
     p.add_argument("--out", required=True, help="CSV of every try and its dev scores (required)")

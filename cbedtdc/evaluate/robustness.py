@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 #: Columns of ``results/metrics/robustness.csv``; the clean row of each model has perturbation ``clean``.
 ROBUSTNESS_FIELDS = ["perturbation", "strength", "model", "variant", "n", "n_materials", "balanced_accuracy", "lo",
-                     "hi", "top1", "crystal_system", "ratio_to_clean"]
+                     "hi", "top1", "crystal_system", "point_group", "ratio_to_clean"]
 #: The models scored, in this order: the headline flat model, the TDC, the head on the physics descriptors alone
 #: and the flat CNN's own softmax.
 MODELS = ("flat", "tdc", "descriptors", "cnn")
@@ -143,7 +143,11 @@ def read_raw_stacks(rows, raw_files) -> np.ndarray:
                                  "samples are already log-scaled (set robustness.activate: false)")
             if path not in handles:
                 handles[path] = h5py.File(path, "r")
-            out.append(np.asarray(handles[path][r["group"]][STACK][()], dtype=np.float32))
+            try:
+                out.append(np.asarray(handles[path][r["group"]][STACK][()], dtype=np.float32))
+            except KeyError:
+                raise InputError(f"{path}: sample {r['group']} has no {STACK} (the raw file changed after the data "
+                                 "stage's splits.csv; rerun the data stage)") from None
     finally:
         for f in handles.values():
             f.close()
@@ -231,6 +235,9 @@ def run_robustness(summary_path, splits_path, run_classes_path, raw_files, out_c
     """Write ``robustness.csv`` for the run whose results folder holds ``summary_path`` (rule ``robustness``)."""
     from cbedtdc.train import inference_device
 
+    if not any(list(v or []) for v in perturbations.values()):
+        raise InputError("robustness.perturbations: every list of strengths is empty; give at least one strength or "
+                         "set robustness.activate: false")
     device = inference_device(device)
     summary = read_json(summary_path)
     classes = read_run_classes(run_classes_path)

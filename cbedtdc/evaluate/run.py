@@ -9,6 +9,7 @@ import numpy as np
 
 from cbedtdc.cascade.load import load_cascade
 from cbedtdc.crystallography import extinction_groups
+from cbedtdc.features.registry import needs_backbone
 from cbedtdc.evaluate.crystal import calibration, hierarchy
 from cbedtdc.evaluate.score import score_cascade, score_flat_cnns, score_flat_head, source_label
 from cbedtdc.evaluate.tables import jsonable, write_tables
@@ -79,7 +80,7 @@ def _tdc_variant(cas, probs, ts, classes, variants, flat_by_loss, shared):
         head_images = 0
         name = f"tdc/own/{plan.mode}/{t['routing']}/cnn"
     else:
-        uses_cnn = "cnn" in shared["features"]
+        uses_cnn = needs_backbone(shared["features"])
         backbone_images = flat_by_loss.get(shared["backbone"], {}).get("images_seen") if uses_cnn else 0
         t, r, oracle = score_cascade(cas, probs, ts, classes, shared_images=backbone_images or 0)
         label = source_label(shared["backbone"], shared["features"])

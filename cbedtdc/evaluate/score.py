@@ -14,6 +14,7 @@ import numpy as np
 from cbedtdc import cascade
 from cbedtdc.calibration import softmax
 from cbedtdc.evaluate.variants import TestSet, Variants
+from cbedtdc.features.registry import get_source, needs_backbone
 from cbedtdc.features.sources import align_rows
 from cbedtdc.metrics import balanced_accuracy, bootstrap_materials, score, top1
 from cbedtdc.errors import InputError
@@ -31,7 +32,7 @@ def source_label(backbone: str, features) -> str:
     >>> source_label("ce", ["cnn"]), source_label("ce", ["cnn", "symmetry"]), source_label("ce", ["symmetry"])
     ('ce', 'ce+symmetry', 'symmetry')
     """
-    return "+".join(backbone if f == "cnn" else f for f in features)
+    return "+".join(backbone if get_source(f).backbone else f for f in features)
 
 
 def check_flat_classes(meta, classes, source="flat model", rule: str = "train_flat") -> list[int]:
@@ -117,7 +118,7 @@ def score_flat_head(variants: Variants, hname: str, h: dict, ts: TestSet, classe
         yd = np.array([dev_labels[k] for k in dkeys])
         dev_ba = balanced_accuracy(yd, np.asarray(classes)[pd_.argmax(1)], classes)
     label = source_label(h["backbone"], h["features"])
-    uses_cnn = "cnn" in h["features"]
+    uses_cnn = needs_backbone(h["features"])
     n_head = int(head.info.get("head_images", head_images(head)))
     name = f"flat/{label}/{hname}"
     variants.add(name, "flat", s, pred, dev_ba=dev_ba, backbone=h["backbone"] if uses_cnn else None, head=hname,

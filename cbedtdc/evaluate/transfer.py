@@ -85,6 +85,11 @@ def pair_renderings(own: list[dict], others: dict, classes) -> tuple[list[dict],
     common = set(own_by)
     for m, rows in by_mode.items():
         common &= set(rows)
+    for m, rows in by_mode.items():  # what a rendering lacks leaves the pairing: say which samples
+        missing = sorted((set(rows) | set(own_by)) - common)
+        if missing:
+            log.warning("transfer: %d sample(s) left out of the pairing with %s (not in every rendering), e.g. %s",
+                        len(missing), m, missing[0])
     for m, rows in by_mode.items():
         for k in common:
             if int(rows[k]["space_group"]) != int(own_by[k]["space_group"]):

@@ -28,12 +28,12 @@ from cbedtdc.cascade.plan import LevelPlan
 from cbedtdc.cascade.routing import DEFAULT, rule_for
 from cbedtdc.cascade.shared import fit_level_heads, tdc_head_probs
 from cbedtdc.errors import InputError
-from cbedtdc.features.sources import load_sources
+from cbedtdc.features.sources import load_split
 from cbedtdc.heads import DEFAULTS, fit_head, resolve_spec
 from cbedtdc.io import write_csv
 
 __all__ = ["TUNE_SPLITS", "SIDES", "TRY_FIELDS", "expand_grid", "load_tuning_data", "tune", "write_tries",
-           "best_tries"]
+           "best_tries", "read_grid", "run_tuning"]
 
 log = logging.getLogger(__name__)
 
@@ -78,21 +78,16 @@ def expand_grid(grid: dict, base: dict | None = None) -> list[dict]:
     return tries
 
 
-def _split_files(feature_dirs, split: str) -> list[Path]:
-    if split not in TUNE_SPLITS:  # never reached through this module's API: the splits are fixed below
-        raise InputError(f"the tuning machine reads {TUNE_SPLITS} only, not {split!r}")
-    return [Path(d) / f"{split}.h5" for d in feature_dirs]
-
-
 def load_tuning_data(feature_dirs, classes) -> dict:
     """``{"train": (X, y), "dev": (X, y)}`` of the run's ``classes`` from the feature folders (train and dev only)."""
     classes = [int(c) for c in classes]
     out = {}
-    for split in TUNE_SPLITS:
-        ss = load_sources(_split_files(feature_dirs, split), split, classes=classes)
+    for split in TUNE_SPLITS:  # fixed here: the test split is never read
+        ss = load_split(feature_dirs, split, classes=classes)
         out[split] = (ss.X, np.asarray(ss.labels))
-    if not len(out["dev"][1]):
-        raise InputError(f"{feature_dirs}: no dev sample of the run's classes: nothing to choose on")
+        if not len(ss):
+            raise InputError(f"{', '.join(map(str, feature_dirs))}: no {split} sample of the run's classes "
+                             f"{classes[:5]}...; give the features and run_classes.json of one run")
     return out
 
 
@@ -180,7 +175,7 @@ def read_grid(path) -> tuple[dict, dict]:
 
 def run_tuning(feature_dirs, run_classes_path, grid_path, out_csv, *, levels_path=None, routing: str = DEFAULT,
                seed: int = 0, threads: int = 0) -> dict:
-    """Tune both sides on the features ``feature_dirs`` (rule/CLI ``tune_heads``); write ``out_csv``.
+    """Tune both sides on the features ``feature_dirs`` (CLI ``workflow_scripts/tune_heads.py``); write ``out_csv``.
 
     Returns ``{side: chosen row}``; the flat side only when ``levels_path`` is ``None``.
     """
@@ -192,6 +187,11 @@ def run_tuning(feature_dirs, run_classes_path, grid_path, out_csv, *, levels_pat
     tries = expand_grid(grid, base)
     classes = read_run_classes(run_classes_path)
     plan = LevelPlan.load(levels_path) if levels_path else None
+    if plan is not None:  # both checked before any fitting
+        rule_for(routing, plan.mode)
+        if sorted(plan.classes) != sorted(classes):
+            raise InputError(f"{levels_path} plans classes {sorted(plan.classes)}, {run_classes_path} has "
+                             f"{sorted(classes)}: give the levels.json and run_classes.json of one run")
     data = load_tuning_data(feature_dirs, classes)
     log.info("tuning %d tries per side on %d train / %d dev samples of %s", len(tries), len(data["train"][1]),
              len(data["dev"][1]), " + ".join(str(d) for d in feature_dirs))

@@ -186,7 +186,7 @@ def _restore(model_path: Path, shard_root, split: str, out_path: Path, keys) -> 
 # ------------------------------------------------------------------------------------ the source
 def checkpoint(folder: str, root: str = "results") -> str:
     """The checkpoint a folder of this source is computed through: ``flat/{loss}`` in the training root ``root``,
-    ``level_{k}`` (an own-backbone TDC level, for its XGBoost head) in ``results/tdc``.
+    ``level_{k}`` (an own-backbone TDC level; target ``features_all``, for heads fitted by hand) in ``results/tdc``.
 
     >>> checkpoint("flat/ce", "results/replicates/seed_1"), checkpoint("level_2", "results/replicates/seed_1")
     ('results/replicates/seed_1/flat/ce/best.pt', 'results/tdc/level_2/best.pt')

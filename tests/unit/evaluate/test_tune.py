@@ -73,3 +73,15 @@ def test_cli_flat_side_only_and_a_bad_grid_names_the_file(run_dir):
     (root / "grid.yaml").write_text("base: {}\n")
     res = subprocess.run(cmd, capture_output=True, text=True)
     assert res.returncode == 2 and "grid.yaml" in res.stderr and "grid:" in res.stderr
+
+
+def test_levels_of_another_run_or_a_bad_routing_stop_before_any_fitting(run_dir):
+    root, feats = run_dir
+    LevelPlan([[14, 225], [1, 3]], counts={14: 60, 225: 40, 1: 15, 3: 10}).save(root / "other_levels.json")
+    with pytest.raises(InputError, match="other_levels.json plans classes"):
+        run_tuning([feats], root / "run_classes.json", root / "grid.yaml", root / "t.csv",
+                   levels_path=root / "other_levels.json")
+    with pytest.raises(InputError):
+        run_tuning([feats], root / "run_classes.json", root / "grid.yaml", root / "t.csv",
+                   levels_path=root / "levels.json", routing="nearest")
+    assert not (root / "t.csv").exists()
