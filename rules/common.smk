@@ -190,9 +190,12 @@ def get_synth_launch(wildcards, resources):
 TRAIN_KEYS = dag.train_keys(config)
 # Shell fragment: "--arch {params.arch:q} --epochs {params.epochs:q} ..." for a rule whose params are train_params.
 TRAIN_FLAGS = " ".join(f"--{k.replace('_', '-')} {{params.{k}:q}}" for k in TRAIN_KEYS)
-# A TDC level gets its epochs (its budget) from its args.txt, once: the same flags without train.epochs.
+# A TDC level gets its epochs (its budget) from its args.txt, once: the same flags without train.epochs and
+# train.images (the flat budget, already shared by the levels in levels.json).
 LEVEL_TRAIN_FLAGS = " ".join(
-    f"--{k.replace('_', '-')} {{params.{k}:q}}" for k in TRAIN_KEYS if k != "epochs"
+    f"--{k.replace('_', '-')} {{params.{k}:q}}"
+    for k in TRAIN_KEYS
+    if k not in ("epochs", "images")
 )
 
 

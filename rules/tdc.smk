@@ -23,14 +23,15 @@ rule plan_levels:
         n_levels=config["tdc"]["n_levels"],
         max_ratio=config["tdc"]["max_ratio"],
         hard_outputs=config["tdc"]["hard_outputs"],
-        epochs=config["train"]["epochs"],  # the flat baseline's epochs fix the shared budget
+        epochs=config["train"]["epochs"],  # the flat baseline's epochs (or images, when > 0) fix the shared budget
+        images=config["train"]["images"],
         budget_split=config["tdc"]["budget_split"],
     shell:
         '"$CBEDTDC_PYTHON" workflow_scripts/plan_levels.py --train {input.train:q} --classes {params.classes:q}'
         " --levels {output.levels:q} --mode {params.mode:q} --how {params.how:q}"
         " --level-sizes {params.sizes:q} --n-levels {params.n_levels} --max-ratio {params.max_ratio}"
         " --hard-outputs {params.hard_outputs:q}"
-        " --epochs {params.epochs} --budget-split {params.budget_split:q}"
+        " --epochs {params.epochs:q} --images {params.images:q} --budget-split {params.budget_split:q}"
         " 2> {log:q}"
 
 

@@ -19,7 +19,8 @@ from cbedtdc.cliutil import int_list, run_cli  # noqa: E402
 def get_parser(add_help=True):
     from cbedtdc.config import schema_defaults, schema_property
 
-    d, epochs = schema_defaults("tdc"), schema_defaults("train")["epochs"]  # config/schema.yaml: one source
+    d, train = schema_defaults("tdc"), schema_defaults("train")  # config/schema.yaml: one source
+    epochs, images = train["epochs"], train["images"]
 
     def choices(key):
         return schema_property("tdc", key)["enum"]
@@ -45,6 +46,9 @@ def get_parser(add_help=True):
                    f"(default: {d['hard_outputs']})")
     p.add_argument("--epochs", type=int, default=epochs,
                    help=f"epochs of the flat baseline (train.epochs), sets the budget (default: {epochs})")
+    p.add_argument("--images", type=int, default=images,
+                   help="images of the flat baseline (train.images); > 0 sets the budget instead of --epochs "
+                   f"(default: {images})")
     p.add_argument("--budget-split", default=d["budget_split"], choices=choices("budget_split"),
                    help=f"how the budget is shared by the levels (default: {d['budget_split']})")
     return p
@@ -55,7 +59,7 @@ def run(args):
 
     write_plan(args.train, args.classes, args.levels, mode=args.mode, how=args.how, level_sizes=args.level_sizes,
                n_levels=args.n_levels, max_ratio=args.max_ratio, hard_outputs=args.hard_outputs, epochs=args.epochs,
-               budget_split=args.budget_split)
+               budget_split=args.budget_split, images=args.images)
 
 
 def main(argv=None) -> int:

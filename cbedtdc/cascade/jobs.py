@@ -187,12 +187,13 @@ def tune_routing(tdc_dir, shard_root, out_path, *, routing: str = DEFAULT, batch
 
 
 def write_plan(train_csv, classes, out_path, *, mode=None, how=None, level_sizes=None, n_levels=None,
-               max_ratio=None, hard_outputs=None, epochs=None, budget_split=None) -> LevelPlan:
+               max_ratio=None, hard_outputs=None, epochs=None, budget_split=None, images=None) -> LevelPlan:
     """Plan the levels from the training split's counts and write ``levels.json`` (rule plan_levels).
 
-    The budget is that of the flat baseline, ``epochs`` x the training samples of the run's
-    classes, shared by the levels (:func:`~cbedtdc.cascade.plan.level_budgets`). An option left ``None``
-    takes the config schema's default (``tdc.mode``, ``tdc.levels`` for ``how``, ..., ``train.epochs``).
+    The budget is that of the flat baseline, ``epochs`` x the training samples of the run's classes (or
+    ``images`` when > 0: ``train.images``), shared by the levels (:func:`~cbedtdc.cascade.plan.level_budgets`). An
+    option left ``None`` takes the config schema's default (``tdc.mode``, ``tdc.levels`` for ``how``, ...,
+    ``train.epochs``, ``train.images``).
     """
     from cbedtdc.config import schema_defaults
 
@@ -203,6 +204,7 @@ def write_plan(train_csv, classes, out_path, *, mode=None, how=None, level_sizes
     n_levels = tdc["n_levels"] if n_levels is None else n_levels
     max_ratio = tdc["max_ratio"] if max_ratio is None else max_ratio
     epochs = schema_defaults("train")["epochs"] if epochs is None else int(epochs)
+    images = schema_defaults("train")["images"] if images is None else int(images)
     rows = read_csv(train_csv)
     wanted = {int(c) for c in classes}
     labels = [int(r["space_group"]) for r in rows if int(r["space_group"]) in wanted]
@@ -214,14 +216,14 @@ def write_plan(train_csv, classes, out_path, *, mode=None, how=None, level_sizes
     plan = LevelPlan(levels, mode=mode, hard_outputs=hard_outputs, counts=dict(counts))
     check_trainable(plan)
     plan.n_train = len(labels)
-    plan.flat_images = epochs * len(labels)
+    plan.flat_images = images if images > 0 else epochs * len(labels)
     plan.budgets = level_budgets(plan, labels, plan.flat_images, budget_split)
     plan.save(out_path)
     for k, lv in enumerate(plan.levels):
         log.info("level %d: classes %s (%d training samples), budget %d images", k + 1, lv,
                  sum(counts[c] for c in lv), plan.budgets[k])
-    log.info("%s reading; flat budget %d images = %d epochs x %d samples", plan.mode, plan.flat_images, epochs,
-             len(labels))
+    log.info("%s reading; flat budget %d images = %s", plan.mode, plan.flat_images,
+             "train.images" if images > 0 else f"{epochs} epochs x {len(labels)} samples")
     return plan
 
 

@@ -81,7 +81,7 @@ def train_one_epoch(job: Job, plan: JobPlan, prog: Progress, loader, resume_dir:
     from tqdm import tqdm
 
     ctx, batches = job.ctx, plan.batches
-    steps = batches.steps_per_epoch
+    steps = plan.steps_in(prog.epoch)
     batches.set_position(prog.epoch, prog.step)
     it = iter(loader)
     tty = sys.stderr.isatty()
@@ -137,7 +137,7 @@ def scores(y_true, y_pred) -> dict:
 
 def end_epoch(job: Job, plan: JobPlan, prog: Progress, out_dir: Path, resume_dir: Path) -> None:
     """Loss over the ranks, dev scores, best checkpoint, the metrics row, then the state of the next epoch."""
-    ctx, steps, g = job.ctx, plan.batches.steps_per_epoch, plan.batches.global_batch
+    ctx, steps, g = job.ctx, plan.steps_in(prog.epoch), plan.batches.global_batch
     prog.loss_sum += float(prog.loss_dev)
     prog.loss_dev.zero_()
     tot = ctx.all_reduce_sum([prog.loss_sum, prog.loss_n])
@@ -146,7 +146,7 @@ def end_epoch(job: Job, plan: JobPlan, prog: Progress, out_dir: Path, resume_dir
                            f"{steps} steps x global batch {g} = {steps * g} ({len(plan.train_ds)} samples, "
                            "wrapped to whole batches)")
     dev = evaluate(job, plan.dev_ds, plan.dev_targets)
-    row = {"epoch": prog.epoch + 1, "images": (prog.epoch + 1) * steps * g, "train_loss": tot[0] / max(tot[1], 1),
+    row = {"epoch": prog.epoch + 1, "images": sum(plan.steps_in(e) for e in range(prog.epoch + 1)) * g, "train_loss": tot[0] / max(tot[1], 1),
            "lr": float(job.opt.param_groups[0]["lr"]), "dev_top1": dev["top1"],
            "dev_balanced_accuracy": dev["balanced_accuracy"], "dev_macro_f1": dev["macro_f1"],
            "train_images_per_s": prog.images_run / prog.t_train if prog.t_train > 0 else float("nan"),

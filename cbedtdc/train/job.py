@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +63,15 @@ class JobPlan:
     lr: float
     fingerprint: str
     meta: dict
+    total_steps: int = 0  # optimizer steps of the whole job (0: epochs x steps per epoch)
+
+    def __post_init__(self):
+        if self.total_steps <= 0:
+            self.total_steps = self.epochs * self.batches.steps_per_epoch
+
+    def steps_in(self, epoch: int) -> int:
+        """Optimizer steps of ``epoch`` (0-based): whole epochs, the last one cut short under ``train.images``."""
+        return max(0, min(self.batches.steps_per_epoch, self.total_steps - epoch * self.batches.steps_per_epoch))
 
 
 @dataclass
@@ -141,7 +151,7 @@ def plan_job(cfg: dict, ctx, shard_root, classes, rest: bool, train_keys, dev_ke
     batches = EpochBatches(len(train_ds), batch_size=int(cfg["batch_size"]), world_size=ctx.world_size,
                            rank=ctx.rank, accum_steps=int(cfg["accum_steps"]), seed=seed)
     g = batches.global_batch
-    epochs = int(cfg["epochs"])
+    total_steps, epochs = budget_steps(cfg, batches)
     lr = scaled_lr(cfg, g)
     fp = fingerprint(cfg, classes, rest, train_ds.keys, g, epochs)
     mean, std = norm_stats(train_ds)
@@ -153,13 +163,29 @@ def plan_job(cfg: dict, ctx, shard_root, classes, rest: bool, train_keys, dev_ke
         "image_size": int(train_ds.image_size), "mean": mean, "std": std, "loss": cfg["loss"], "seed": seed,
         "train_counts": counts.tolist(), "config": dict(cfg), "epochs": epochs,
     }
-    log.info("job: %d outputs (%s), %d train / %d dev samples, %d excluded; %s, %s, %d epochs x %d steps, "
-             "global batch %d (%d x %d ranks x %d accum), lr %.3g, loss %s",
+    log.info("job: %d outputs (%s), %d train / %d dev samples, %d excluded; %s, %s, %d epochs x %d steps "
+             "(%d steps in all = %d images), global batch %d (%d x %d ranks x %d accum), lr %.3g, loss %s",
              n_out, " ".join(names), len(train_ds), len(dev_ds), n_excl_train, cfg["arch"], cfg["orientation"],
-             epochs, batches.steps_per_epoch, g, cfg["batch_size"], ctx.world_size, cfg["accum_steps"], lr,
-             cfg["loss"])
+             epochs, batches.steps_per_epoch, total_steps, total_steps * g, g, cfg["batch_size"], ctx.world_size,
+             cfg["accum_steps"], lr, cfg["loss"])
     return JobPlan(train_ds, train_targets, dev_ds, dev_targets, n_excl_train, n_excl_dev, counts, batches, epochs,
-                   lr, fp, meta)
+                   lr, fp, meta, total_steps=total_steps)
+
+
+def budget_steps(cfg: dict, batches: EpochBatches) -> tuple[int, int]:
+    """``(optimizer steps, epochs)`` of a job: ``train.epochs`` whole epochs, or with ``train.images`` > 0 that many
+    images rounded up to whole global batches, in as many epochs as they need (the last one cut short).
+
+    >>> b = EpochBatches(1000, batch_size=50, world_size=2, rank=0)  # 10 steps of 100 per epoch
+    >>> budget_steps({"epochs": 2, "images": 0}, b), budget_steps({"epochs": 2, "images": 2550}, b)
+    ((20, 2), (26, 3))
+    """
+    per_epoch = batches.steps_per_epoch
+    images = int(cfg.get("images") or 0)
+    if images <= 0:
+        return int(cfg["epochs"]) * per_epoch, int(cfg["epochs"])
+    steps = math.ceil(images / batches.global_batch)
+    return steps, math.ceil(steps / per_epoch)
 
 
 def build_job(cfg: dict, ctx, plan: JobPlan) -> Job:
@@ -187,8 +213,7 @@ def build_job(cfg: dict, ctx, plan: JobPlan) -> Job:
     no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg["weight_decay"]},
                              {"params": no_decay, "weight_decay": 0.0}], lr=plan.lr)
-    total_steps = plan.epochs * plan.batches.steps_per_epoch
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_schedule(cfg["schedule"], total_steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_schedule(cfg["schedule"], plan.total_steps))
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
     loss_fn = make_loss(cfg["loss"], plan.counts, label_smoothing=cfg["label_smoothing"], la_tau=cfg["la_tau"],
                         weight_cap=cfg["weight_cap"])

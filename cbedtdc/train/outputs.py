@@ -132,7 +132,8 @@ def write_outputs(job: Job, plan: JobPlan, prog: Progress, out_dir: Path, resume
         "config": dict(job.cfg), "classes": meta["classes"], "rest": meta["rest"], "output_names": meta["output_names"],
         "world_size": ctx.world_size, "launcher": ctx.launcher, "device": ctx.device, "backend": ctx.backend,
         "host": socket.gethostname(), "torch": torch.__version__, "epochs": plan.epochs,
-        "steps_per_epoch": plan.batches.steps_per_epoch, "global_batch": plan.batches.global_batch, "lr": plan.lr,
+        "steps_per_epoch": plan.batches.steps_per_epoch, "total_steps": plan.total_steps,
+        "global_batch": plan.batches.global_batch, "lr": plan.lr,
         "n_train": len(plan.train_ds), "n_excluded_train": plan.n_excl_train, "n_dev": n_dev,
         "n_excluded_dev": plan.n_excl_dev, "train_counts": plan.counts.tolist(),
         "best_epoch": prog.best["epoch"], "best_dev_balanced_accuracy": prog.best["score"] if n_dev else None,
@@ -163,10 +164,12 @@ def write_outputs(job: Job, plan: JobPlan, prog: Progress, out_dir: Path, resume
 
 
 def images_seen(train_json) -> int | None:
-    """Training images a job actually processed: epochs x steps per epoch x global batch (``train.json``)."""
+    """Training images a job actually processed: its optimizer steps (``total_steps``; in files written before
+    ``train.images`` existed, epochs x steps per epoch) x global batch (``train.json``)."""
     try:
         d = json.loads(Path(train_json).read_text())
-        return int(d["epochs"]) * int(d["steps_per_epoch"]) * int(d["global_batch"])
+        steps = int(d["total_steps"]) if "total_steps" in d else int(d["epochs"]) * int(d["steps_per_epoch"])
+        return steps * int(d["global_batch"])
     except (OSError, ValueError, KeyError, TypeError):
         log.warning("%s: cannot read epochs/steps_per_epoch/global_batch; images seen unknown", train_json)
         return None

@@ -283,6 +283,10 @@ def test_write_level_job_gives_the_budget_once_as_epochs(tmp_path):
     args = (tmp_path / "job" / "args.txt").read_text().split()
     assert args == ["--classes", "1", "--rest", "--epochs", str(job["epochs"])]
     assert job["epochs"] == round(plan.budgets[0] / 12)
+    # train.images > 0: the flat baseline's budget is that many images, whatever the training set's size
+    plan = cascade.write_plan(tmp_path / "train.csv", [1, 2, 3], tmp_path / "levels.json", level_sizes=[1, 2],
+                              epochs=4, images=30)
+    assert plan.flat_images == 30 and sum(plan.budgets) == 30
 
 
 def test_hard_reading_carries_what_earlier_levels_actually_saw():

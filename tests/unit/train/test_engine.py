@@ -86,6 +86,20 @@ def test_same_seed_same_weights_other_seed_differs(reference, tiny_shards, tmp_p
 
 
 @pytest.mark.slow
+def test_an_image_budget_cuts_the_last_epoch_short_and_equals_whole_epochs(reference, tiny_shards, tmp_path):
+    """train.images: 18 samples, global batch 4 (5 steps an epoch). 23 images -> 6 steps: epoch 1 whole, epoch 2
+    one step; 40 images -> the reference's 2 x 5 steps, the same weights bit for bit (same order, same schedule)."""
+    s = T.fit({**CFG, "images": 23}, shard_root=tiny_shards, out_dir=tmp_path / "short", classes=CLASSES)
+    assert s["epochs"] == 2 and s["total_steps"] == 6 and s["images_this_run"] == 24
+    assert T.images_seen(tmp_path / "short" / "train.json") == 24
+    rows = list(csv.DictReader(open(tmp_path / "short" / "metrics.csv")))
+    assert [int(r["images"]) for r in rows] == [20, 24]
+    T.fit({**CFG, "epochs": 1, "images": 40}, shard_root=tiny_shards, out_dir=tmp_path / "whole", classes=CLASSES)
+    assert T.images_seen(tmp_path / "whole" / "train.json") == T.images_seen(reference[0] / "train.json") == 40
+    assert_same(weights(reference[0] / "last.pt"), weights(tmp_path / "whole" / "last.pt"))
+
+
+@pytest.mark.slow
 def test_rest_output_and_excluded_count(tiny_shards, tmp_path):
     cfg = {**CFG, "epochs": 2, "orientation": "stack"}
     s = T.fit(cfg, shard_root=tiny_shards, out_dir=tmp_path / "rest", classes=[14], rest=True)
