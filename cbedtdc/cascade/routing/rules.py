@@ -16,6 +16,11 @@ rule names.
 ``posterior``
     Rest reading: the argmax of the hierarchical posterior (:func:`~cbedtdc.cascade.routing.core.posterior`),
     divided by the training prior when that wins on dev.
+``gate``
+    Rest reading: a learned gate, a multinomial logistic regression from every level's calibrated log-probabilities
+    to the level that owns the sample, fitted on dev; a class scores its level's gate probability times its
+    probability within the level. Its dev score is cross-fitted (each dev sample scored by a gate that did not see
+    it), so it is not flattered by fitting on dev.
 
 Adding a rule: a subclass here with ``name``, ``forwards`` (or ``_route``), ``_tuned`` and its parameters as
 dataclass fields, an entry in :data:`RULES`, and its name in the enum of ``tdc.routing`` (``config/schema.yaml``).
@@ -37,7 +42,7 @@ from cbedtdc.cascade.routing.core import Routing, calibrate, check_probs, fit_te
 from cbedtdc.errors import InputError
 from cbedtdc.io import atomic_write_text
 
-__all__ = ["RoutingRule", "ArgmaxRule", "ThresholdRule", "PosteriorRule", "RULES", "ROUTINGS", "DEFAULT",
+__all__ = ["RoutingRule", "ArgmaxRule", "ThresholdRule", "PosteriorRule", "GateRule", "RULES", "ROUTINGS", "DEFAULT",
            "rule_for", "reading_name", "load_rule", "tune_thresholds"]
 
 log = logging.getLogger(__name__)
@@ -265,8 +270,129 @@ class PosteriorRule(RoutingRule):
         return value
 
 
+@dataclass(frozen=True)
+class GateRule(RoutingRule):
+    """Rest reading: a learned gate. ``P(level k owns the sample)`` is a multinomial logistic regression on the
+    concatenated log-probabilities of every level (calibrated), fitted on dev with each sample weighted by one over
+    its class's dev count (the balanced-accuracy objective); class ``c`` of level ``k`` then scores
+    ``gate_k * p_k(c) / (1 - p_k(rest))`` and the argmax is the prediction (``joint`` holds those scores).
+
+    ``coef`` (one row per level) and ``intercept`` are the gate, ``C`` its inverse regularisation, chosen among
+    :attr:`CS` by the cross-fitted dev score. Tuning's dev score is cross-fitted over :attr:`FOLDS` folds of dev
+    (stratified by level), so the TDC is ranked among the variants by a score no sample helped to fit. A level
+    that owns no dev sample gets a gate of (about) zero.
+
+    >>> plan = LevelPlan([[1], [2]])
+    >>> gate = GateRule(coef=((0.0, 0.0, 0.0), (0.0, 0.0, 0.0)), intercept=(0.0, 1.0))  # level 2 favoured
+    >>> gate.route(plan, [np.array([[0.6, 0.4], [0.9, 0.1]]), np.ones((2, 1))]).pred.tolist()
+    [2, 2]
+    """
+
+    name: ClassVar[str] = "gate"
+    suffix: ClassVar[str] = "_gate"
+    CS: ClassVar[tuple] = (0.1, 1.0, 10.0)
+    FOLDS: ClassVar[int] = 5
+
+    coef: tuple = ()
+    intercept: tuple = ()
+    C: float = 1.0
+
+    @staticmethod
+    def inputs(probs) -> np.ndarray:
+        return np.log(np.clip(np.concatenate([np.asarray(p, dtype=float) for p in probs], axis=1), 1e-6, 1.0))
+
+    def _route(self, plan, probs):
+        x = self.inputs(probs)
+        z = x @ np.asarray(self.coef, dtype=float).T + np.asarray(self.intercept, dtype=float)[None, :]
+        z -= z.max(axis=1, keepdims=True)
+        gate = np.exp(z)
+        gate /= gate.sum(axis=1, keepdims=True)
+        cols = []
+        for k, (lv, p) in enumerate(zip(plan.levels, probs)):
+            own = p[:, : len(lv)]
+            own = own / np.clip(own.sum(axis=1, keepdims=True), 1e-12, None)
+            cols.append(gate[:, k : k + 1] * own)
+        joint = np.concatenate(cols, axis=1)
+        classes = np.array(plan.classes, dtype=np.int64)
+        level_of = np.concatenate([np.full(len(lv), k, dtype=np.int64) for k, lv in enumerate(plan.levels)])
+        best = np.argmax(joint, axis=1) if len(joint) else np.zeros(0, dtype=np.int64)
+        kept = level_of[best]
+        reached = kept[:, None] >= np.arange(plan.n_levels)[None, :]
+        return Routing(kept=kept, pred=classes[best], conf=joint[np.arange(len(joint)), best], reached=reached,
+                       joint=joint, scores=joint)
+
+    def check(self, plan, source="routing", redo="tune_routing"):
+        super().check(plan, source, redo)
+        n_in = sum(len(plan.outputs(k)) + plan.has_rest(k) for k in range(plan.n_levels))
+        coef = np.asarray(self.coef, dtype=float)
+        if coef.shape != (plan.n_levels, n_in) or len(self.intercept) != plan.n_levels:
+            raise InputError(f"{source}: a gate of shape {coef.shape} with {len(self.intercept)} intercepts for "
+                             f"{plan.n_levels} levels of {n_in} outputs in all (tuned on dev); rerun rule {redo}")
+        return self
+
+    def _fit(self, plan, x, labels, C):
+        from sklearn.linear_model import LogisticRegression
+
+        level_of = {int(c): k for k, lv in enumerate(plan.levels) for c in lv}
+        y = np.array([level_of[int(c)] for c in labels], dtype=np.int64)
+        _, inv, cnt = np.unique(labels, return_inverse=True, return_counts=True)
+        coef, icpt = np.zeros((plan.n_levels, x.shape[1])), np.full(plan.n_levels, -30.0)
+        present = np.unique(y)
+        if len(present) == 1:  # one level owns every sample: the gate always picks it
+            icpt[present[0]] = 0.0
+            return coef, icpt
+        lr = LogisticRegression(C=C, max_iter=2000).fit(x, y, sample_weight=1.0 / cnt[inv])
+        rows = lr.classes_
+        if len(rows) == 2:  # scikit-learn's binary form: one row for the second class
+            coef[rows[1]], icpt[rows[1]], icpt[rows[0]] = lr.coef_[0], lr.intercept_[0], 0.0
+        else:
+            coef[rows], icpt[rows] = lr.coef_, lr.intercept_
+        return coef, icpt
+
+    def _with(self, coef, icpt, C) -> "GateRule":
+        return replace(self, coef=tuple(tuple(float(v) for v in r) for r in coef),
+                       intercept=tuple(float(v) for v in icpt), C=float(C))
+
+    def _cross_fitted(self, plan, cal, labels, C) -> dict:
+        """Dev scores of gates that never saw the sample they score (stratified folds by level, seeded)."""
+        from sklearn.model_selection import StratifiedKFold
+
+        level_of = {int(c): k for k, lv in enumerate(plan.levels) for c in lv}
+        y = np.array([level_of[int(c)] for c in labels], dtype=np.int64)
+        folds = min(self.FOLDS, int(np.bincount(y).max()))
+        x = self.inputs(cal)
+        pred = np.zeros(len(labels), dtype=np.int64)
+        for tr, te in StratifiedKFold(n_splits=max(2, folds), shuffle=True, random_state=0).split(x, y):
+            gate = self._with(*self._fit(plan, x[tr], labels[tr], C), C)
+            pred[te] = gate._route(plan, [p[te] for p in cal]).pred
+        return {"balanced_accuracy": metrics.balanced_accuracy(labels, pred, plan.classes),
+                "top1": metrics.top1(labels, pred)}
+
+    def _tuned(self, plan, probs, labels):
+        import warnings
+
+        cal = calibrate(probs, self.temperatures)
+        x = self.inputs(cal)
+        with warnings.catch_warnings():  # few samples per fold: a stratified split may warn; the score is kept
+            warnings.simplefilter("ignore", UserWarning)
+            cv = {C: self._cross_fitted(plan, cal, labels, C) for C in self.CS}
+        best = max(self.CS, key=lambda C: (cv[C]["balanced_accuracy"], cv[C]["top1"]))
+        tuned = self._with(*self._fit(plan, x, labels, best), best)
+        in_sample = score_on(tuned, plan, probs, labels)
+        return tuned, {**cv[best], "in_sample": in_sample,
+                       "cross_fitted_by_C": {str(C): cv[C]["balanced_accuracy"] for C in self.CS}}
+
+    @classmethod
+    def _param(cls, key, value):
+        if key == "coef":
+            return tuple(tuple(float(v) for v in row) for row in value)
+        if key == "intercept":
+            return tuple(float(v) for v in value)
+        return float(value)
+
+
 #: The routing rules by name: the enum of ``tdc.routing`` in ``config/schema.yaml`` (a test checks).
-RULES: dict[str, type[RoutingRule]] = {r.name: r for r in (ArgmaxRule, ThresholdRule, PosteriorRule)}
+RULES: dict[str, type[RoutingRule]] = {r.name: r for r in (ArgmaxRule, ThresholdRule, PosteriorRule, GateRule)}
 ROUTINGS = tuple(RULES)
 #: The library's default rule, the schema's default of ``tdc.routing`` (a test checks).
 DEFAULT = "posterior"

@@ -34,7 +34,7 @@ def dev_case(mode="rest", n=300, seed=0):
 
 
 @pytest.mark.parametrize("name, mode", [("argmax", "rest"), ("threshold", "rest"), ("posterior", "rest"),
-                                        ("posterior", "hard")])
+                                        ("posterior", "hard"), ("gate", "rest")])
 def test_a_tuned_rule_round_trips_through_routing_json(tmp_path, name, mode):
     plan, probs, labels = dev_case(mode)
     rule = rule_for(name, mode).tune(plan, probs, labels)
@@ -51,7 +51,7 @@ def test_a_tuned_rule_round_trips_through_routing_json(tmp_path, name, mode):
 def test_the_hard_reading_always_thresholds_and_the_reading_names_follow():
     assert {rule_for(name, "hard").name for name in RULES} == {"threshold"}
     assert [rule_for(name).name for name in RULES] == list(RULES)
-    assert [reading_name("rest", n) for n in RULES] == ["rest", "rest_threshold", "rest"]
+    assert [reading_name("rest", n) for n in RULES] == ["rest", "rest_threshold", "rest", "rest_gate"]
     assert reading_name("hard", "threshold") == "hard"
     with pytest.raises(InputError, match=r"tdc.routing='softmax': must be one of argmax, threshold, posterior"):
         rule_for("softmax")
@@ -69,6 +69,39 @@ def test_tuning_chooses_on_dev():
         rule_for("argmax").tune(plan, [p[:0] for p in probs], labels[:0])
 
 
+def test_a_gate_learns_what_the_posterior_misreads_and_is_scored_cross_fitted():
+    """Level 1 misreads class 3: it gives class 1 about 0.95 on class-3 samples (0.8 on its own, 0.6 on class 2),
+    so no rule on level 1's output (posterior, prior or thresholds) keeps class 3 from class 1. Level 2 is sure on
+    its classes and undecided on class 1; a gate fitted on dev reads that, and its dev score comes from gates that
+    never saw the scored sample."""
+    rng = np.random.default_rng(1)
+    plan = LevelPlan([[1], [2, 3]], counts={1: 300, 2: 100, 3: 100})
+
+    def case(labels):
+        p1 = np.select([labels == 1, labels == 2], [0.8, 0.6], 0.95) + rng.normal(0, 0.02, labels.size)
+        p2 = np.select([labels == 1, labels == 2], [0.5, 0.85], 0.15) + rng.normal(0, 0.03, labels.size)
+        return [np.stack([p1, 1 - p1], axis=1), np.stack([p2, 1 - p2], axis=1)]
+
+    labels = rng.choice([1, 2, 3], size=400, p=[0.5, 0.25, 0.25])
+    probs = case(labels)
+    post = rule_for("posterior").tune(plan, probs, labels)
+    gate = rule_for("gate").tune(plan, probs, labels)
+    assert post.dev["balanced_accuracy"] < 0.7 < 0.95 < gate.dev["balanced_accuracy"]
+    assert gate.dev["balanced_accuracy"] == gate.dev["cross_fitted_by_C"][str(gate.C)]
+    assert set(gate.dev["cross_fitted_by_C"]) == {str(c) for c in type(gate).CS} and "in_sample" in gate.dev
+    # the cut is learned, not memorised: fresh samples of the same kind are routed as well
+    fresh = rng.choice([1, 2, 3], size=200)
+    assert (gate.route(plan, case(fresh)).pred == fresh).mean() > 0.95
+
+
+def test_a_gate_of_the_wrong_shape_names_the_rule_to_rerun(tmp_path):
+    plan, path, d = good_file(tmp_path, "gate")
+    d["coef"] = d["coef"][:1]
+    path.write_text(json.dumps(d))
+    with pytest.raises(InputError, match=r"a gate of shape \(1, 6\) with 2 intercepts for 2 levels of 6 outputs"):
+        load_rule(path, plan)
+
+
 def good_file(tmp_path, rule="threshold"):
     plan, probs, labels = dev_case()
     path = tmp_path / "routing.json"
@@ -80,7 +113,7 @@ def good_file(tmp_path, rule="threshold"):
     (lambda d: d.pop("thresholds"), r"key 'thresholds' of routing threshold missing; rerun rule tune_routing"),
     (lambda d: d.pop("dev"), r"key 'dev' missing .*; rerun rule tune_routing"),
     (lambda d: d.update(dev={"n": 3}), r"key 'dev' holds no balanced_accuracy .*; rerun rule tune_routing"),
-    (lambda d: d.update(routing="softmax"), r"routing 'softmax' is not a rule \(argmax, threshold, posterior\)"),
+    (lambda d: d.update(routing="softmax"), r"routing 'softmax' is not a rule \(argmax, threshold, posterior, gate\)"),
     (lambda d: d.update(levels=[[1], [2, 3, 4, 5]]), r"was tuned for mode rest levels \[\[1\], \[2, 3, 4, 5\]\]"),
     (lambda d: d.update(thresholds=[0.5, 0.5]), r"2 thresholds for 2 levels"),
     (lambda d: d.update(temperatures=[1.0]), r"1 temperatures for 2 levels"),
