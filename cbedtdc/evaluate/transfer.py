@@ -65,11 +65,12 @@ def _key(row) -> tuple[str, float]:
     return row["material"], round(float(row["energy_keV"]), 3)
 
 
-def pair_renderings(own: list[dict], others: dict, classes) -> tuple[list[dict], dict]:
+def pair_renderings(own: list[dict], others: dict, classes, what: str = "transfer") -> tuple[list[dict], dict]:
     """``(own rows, {mode: rows})`` of the (material, energy) samples that every rendering holds, in one order.
 
     Only the run's classes are kept. A sample whose space group differs between renderings is an error: the
-    files were rendered for another run (seed, classes or material counts).
+    files were rendered for another run (seed, classes or material counts). ``what`` names the reading in messages
+    (``transfer``, ``robustness``: its files under ``results/<what>``).
 
     >>> own = [{"material": "m0", "energy_keV": "100.0", "space_group": "14"},
     ...        {"material": "m1", "energy_keV": "100.0", "space_group": "225"},
@@ -88,17 +89,17 @@ def pair_renderings(own: list[dict], others: dict, classes) -> tuple[list[dict],
     for m, rows in by_mode.items():  # what a rendering lacks leaves the pairing: say which samples
         missing = sorted((set(rows) | set(own_by)) - common)
         if missing:
-            log.warning("transfer: %d sample(s) left out of the pairing with %s (not in every rendering), e.g. %s",
-                        len(missing), m, missing[0])
+            log.warning("%s: %d sample(s) left out of the pairing with %s (not in every rendering), e.g. %s",
+                        what, len(missing), m, missing[0])
     for m, rows in by_mode.items():
         for k in common:
             if int(rows[k]["space_group"]) != int(own_by[k]["space_group"]):
                 raise InputError(f"{m} rendering of {k[0]} is space group {rows[k]['space_group']}, the run's test "
-                                 f"split says {own_by[k]['space_group']}: the transfer files were rendered for another "
-                                 "run; delete results/transfer and rerun")
+                                 f"split says {own_by[k]['space_group']}: the {what} files were rendered for another "
+                                 f"run; delete results/{what} and rerun")
     if not common:
         raise InputError(f"no test material of the run's classes is in every rendering (run's own and "
-                         f"{', '.join(others)}): raise transfer.n_materials or check the transfer files' logs")
+                         f"{', '.join(others)}): raise {what}'s n_materials or check the {what} files' logs")
     order = sorted(common)
     return [own_by[k] for k in order], {m: [rows[k] for k in order] for m, rows in by_mode.items()}
 
