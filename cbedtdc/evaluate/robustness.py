@@ -24,12 +24,12 @@ import numpy as np
 
 from cbedtdc.classes import read_run_classes
 from cbedtdc.errors import InputError
-from cbedtdc.io import read_csv, read_json, write_csv
+from cbedtdc.io import index_file, read_csv, read_json, write_csv
 from cbedtdc.metrics import balanced_accuracy, bootstrap_materials, hierarchy_scores, top1
 
 __all__ = ["ROBUSTNESS_FIELDS", "MODELS", "RENDERED", "run_models", "held_out_rows", "choose_materials",
            "read_raw_stacks", "score_predictions", "load_models", "preprocessed", "robustness_table",
-           "rendered_settings", "own_strengths", "rendered_table", "run_robustness"]
+           "rendered_rows", "pair_renderings", "rendered_settings", "own_strengths", "rendered_table", "run_robustness"]
 
 log = logging.getLogger(__name__)
 
@@ -241,6 +241,62 @@ def robustness_table(raw, y, materials, runs: dict, variants: dict, perturbation
     return rows
 
 
+def rendered_rows(files) -> list[dict]:
+    """Every sample of the rendered transfer files (``file`` name, ``group``, ``space_group``, ``material``,
+    ``energy_keV``), checked like the run's raw files (:func:`cbedtdc.io.index_file`); a bad sample is logged and
+    left out (the pairing then leaves its material out of every rendering)."""
+    rows = []
+    for path in files:
+        idx = index_file(path, split="test")
+        for q in idx["quarantine"]:
+            log.warning("%s/%s: left out of the transfer scores: %s", q["file"], q["group"], q["reason"])
+        rows += idx["samples"]
+    return rows
+
+
+def _key(row) -> tuple[str, float]:
+    return row["material"], round(float(row["energy_keV"]), 3)
+
+
+def pair_renderings(own: list[dict], others: dict, classes, what: str = "transfer") -> tuple[list[dict], dict]:
+    """``(own rows, {mode: rows})`` of the (material, energy) samples that every rendering holds, in one order.
+
+    Only the run's classes are kept. A sample whose space group differs between renderings is an error: the
+    files were rendered for another run (seed, classes or material counts). ``what`` names the reading in messages
+    (``transfer``, ``robustness``: its files under ``results/<what>``).
+
+    >>> own = [{"material": "m0", "energy_keV": "100.0", "space_group": "14"},
+    ...        {"material": "m1", "energy_keV": "100.0", "space_group": "225"},
+    ...        {"material": "m1", "energy_keV": "110.0", "space_group": "225"}]
+    >>> ms = [{"material": "m1", "energy_keV": 100.0, "space_group": 225}]
+    >>> o, other = pair_renderings(own, {"multislice": ms}, [14, 225])
+    >>> [r["material"] for r in o], [r["material"] for r in other["multislice"]]
+    (['m1'], ['m1'])
+    """
+    keep = {int(c) for c in classes}
+    own_by = {_key(r): r for r in own if int(r["space_group"]) in keep}
+    by_mode = {m: {_key(r): r for r in rows if int(r["space_group"]) in keep} for m, rows in others.items()}
+    common = set(own_by)
+    for m, rows in by_mode.items():
+        common &= set(rows)
+    for m, rows in by_mode.items():  # what a rendering lacks leaves the pairing: say which samples
+        missing = sorted((set(rows) | set(own_by)) - common)
+        if missing:
+            log.warning("%s: %d sample(s) left out of the pairing with %s (not in every rendering), e.g. %s",
+                        what, len(missing), m, missing[0])
+    for m, rows in by_mode.items():
+        for k in common:
+            if int(rows[k]["space_group"]) != int(own_by[k]["space_group"]):
+                raise InputError(f"{m} rendering of {k[0]} is space group {rows[k]['space_group']}, the run's test "
+                                 f"split says {own_by[k]['space_group']}: the {what} files were rendered for another "
+                                 f"run; delete results/{what} and rerun")
+    if not common:
+        raise InputError(f"no test material of the run's classes is in every rendering (run's own and "
+                         f"{', '.join(others)}): raise {what}'s n_materials or check the {what} files' logs")
+    order = sorted(common)
+    return [own_by[k] for k in order], {m: [rows[k] for k in order] for m, rows in by_mode.items()}
+
+
 def rendered_settings(rendered: dict, own_mistilt: float) -> dict:
     """``{(perturbation, strength): generator setting}`` of every rendering of ``robustness.rendered``.
 
@@ -335,9 +391,7 @@ def rendered_table(own_raw, raws: dict, y, materials, runs: dict, variants: dict
 
 def _rendered_inputs(splits_path, classes, rendered: dict) -> tuple[list[dict], dict]:
     """The run's own test rows and ``{(perturbation, strength): rows}`` of the rendered files, paired by (material,
-    energy) (:func:`cbedtdc.evaluate.transfer.pair_renderings`)."""
-    from cbedtdc.evaluate.transfer import pair_renderings, rendered_rows
-
+    energy) (:func:`pair_renderings`)."""
     labels = {f"{p} {s:g}": (p, s) for p, s in rendered}
     others = {label: rendered_rows(rendered[key]) for label, key in labels.items()}
     own, paired = pair_renderings(held_out_rows(splits_path, classes), others, classes, what="robustness")
