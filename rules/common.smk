@@ -373,8 +373,12 @@ def get_rendering_materials(wildcards):
 
 def get_rendering_args(wildcards):
     """The run's generator flags with one rendering's mistilt or thickness range (shell-quoted)."""
-    setting = RENDERINGS[(wildcards.perturbation, wildcards.strength)]
-    return dag.synth_args(config, CLASSES, **setting)
+    key = (wildcards.perturbation, wildcards.strength)
+    if key not in RENDERINGS:
+        raise ValueError(
+            f"{key[0]} {key[1]} is not in robustness.rendered: add it there to render it"
+        )
+    return dag.synth_args(config, CLASSES, **RENDERINGS[key])
 
 
 def get_transfer_args(wildcards):

@@ -350,9 +350,9 @@ def rendered_table(own_raw, raws: dict, y, materials, runs: dict, variants: dict
                    seed: int = 0, n_boot: int = 1000, device: str = "cpu", batch_size: int = 64) -> list[dict]:
     """Rows of ``robustness.csv`` (:data:`ROBUSTNESS_FIELDS`) of the rendered perturbations: ``raws`` is
     ``{(perturbation, strength): raw stacks}``, rows aligned with ``own_raw`` (the run's own rendering of the same
-    samples), ``y`` and ``materials``. Each perturbation's curve starts with every model on ``own_raw`` at strength
-    ``own[perturbation]`` (:func:`own_strengths`; ratio 1), then one row per strength and model with
-    ``ratio_to_clean`` (over the own rendering's balanced accuracy) and the paired difference
+    samples), ``y`` and ``materials``. Each perturbation's curve, by increasing strength, holds every model on
+    ``own_raw`` at strength ``own[perturbation]`` (:func:`own_strengths`; ratio 1) and one row per strength and
+    model with ``ratio_to_clean`` (over the own rendering's balanced accuracy) and the paired difference
     (:func:`cbedtdc.metrics.paired_difference`)."""
     from cbedtdc.classify import predict_images
     from cbedtdc.metrics import paired_difference
@@ -373,8 +373,11 @@ def rendered_table(own_raw, raws: dict, y, materials, runs: dict, variants: dict
         points = [k for k in raws if k[0] == name]
         if not points:
             continue
-        rows += [row(name, own[name], m, scores[m]) for m in base]
-        for key in points:
+        for _, key in sorted([(float(own[name]), None)] + [(float(k[1]), k) for k in points],
+                                    key=lambda p: p[0]):  # along the curve, the own rendering in its place
+            if key is None:
+                rows += [row(name, own[name], m, scores[m]) for m in base]
+                continue
             if len(raws[key]) != len(y):
                 raise InputError(f"{key[0]} {key[1]}: {len(raws[key])} stacks for {len(y)} paired samples")
             preds = predict_images(runs, preprocessed(raws[key], size), device=device, batch_size=batch_size)

@@ -112,12 +112,12 @@ def test_rendered_rows_start_at_the_own_rendering_and_are_paired(tmp_path):
     materials = np.repeat(["m0", "m1", "m2", "m3"], 2)
     runs = {"flat": brightness_model("flat", 150), "tdc": brightness_model("tdc", 155)}
     variants = {"flat": "flat/ce/cnn", "tdc": "tdc/shared"}
-    raws = {("mistilt", 0.4): own * 0.2, ("thickness", 700.0): own.copy()}
+    raws = {("mistilt", 0.4): own * 0.2, ("thickness", 700.0): own.copy(), ("mistilt", 0.0): own.copy()}
     rows = rendered_table(own, raws, y, materials, runs, variants, CLASSES, own_strengths(0.1), n_boot=50)
+    # by increasing strength, the run's own rendering (mistilt 0.1, thickness to 500 A) in its place
     assert [(r["perturbation"], r["strength"], r["model"]) for r in rows] == [
-        ("mistilt", "0.1", "flat"), ("mistilt", "0.1", "tdc"), ("mistilt", "0.4", "flat"), ("mistilt", "0.4", "tdc"),
-        ("thickness", "500", "flat"), ("thickness", "500", "tdc"), ("thickness", "700", "flat"),
-        ("thickness", "700", "tdc")]
+        (p, s, m) for p, s in [("mistilt", "0"), ("mistilt", "0.1"), ("mistilt", "0.4"), ("thickness", "500"),
+                               ("thickness", "700")] for m in ("flat", "tdc")]
     by = {(r["perturbation"], r["strength"], r["model"]): r for r in rows}
     for model in runs:
         start, dim = by[("mistilt", "0.1", model)], by[("mistilt", "0.4", model)]
@@ -129,11 +129,11 @@ def test_rendered_rows_start_at_the_own_rendering_and_are_paired(tmp_path):
         assert by[("thickness", "700", model)]["difference"] == 0.0  # the same stacks: no change
         assert dim["n"] == 8 and dim["n_materials"] == 4
     write_csv(tmp_path / "r.csv", rows, ROBUSTNESS_FIELDS)  # the table's columns hold every key
-    assert read_csv(tmp_path / "r.csv")[0]["difference"] == ""
+    assert [r["difference"] == "" for r in read_csv(tmp_path / "r.csv")][:4] == [False, False, True, True]
     # the figure: a panel per rendered perturbation, its dotted reference at the own rendering, not the clean row
     from cbedtdc.plots_robustness import robustness_figure
 
-    clean = [{**r, "perturbation": "clean", "strength": "", "balanced_accuracy": 0.123} for r in rows[:2]]
+    clean = [{**r, "perturbation": "clean", "strength": "", "balanced_accuracy": 0.123} for r in rows[2:4]]
     write_csv(tmp_path / "all.csv", clean + rows, ROBUSTNESS_FIELDS)
     axes = robustness_figure(read_csv(tmp_path / "all.csv")).get_axes()
     assert [ax.get_title() for ax in axes] == ["mistilt", "thickness"]
