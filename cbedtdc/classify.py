@@ -249,13 +249,28 @@ def source_extractor(sources, folder: Path, device: str, cache: FeatureCache | N
     return features, size
 
 
+def _recorded_sources(info: dict, path: Path) -> list[dict]:
+    """The feature sources a head or the shared TDC's heads recorded (``sources``, written by every head since the
+    feature-source registry); a file without them is an error naming it.
+
+    >>> _recorded_sources({"backbone": "results/flat/ce/best.pt"}, Path("head.pt"))
+    Traceback (most recent call last):
+    ...
+    cbedtdc.errors.InputError: head.pt records no feature sources (written by an older version): retrain it (rerun its
+    rule, head or tdc_heads) before classifying with it
+    """
+    sources = info.get("sources")
+    if not sources:
+        raise InputError(f"{path} records no feature sources (written by an older version): retrain it (rerun its "
+                         "rule, head or tdc_heads) before classifying with it")
+    return sources
+
+
 def _flat_head(folder: Path, head_file: Path, device: str, cache=None) -> LoadedRun:
     from cbedtdc.heads import load_head
 
     head = load_head(head_file)
-    sources = head.info.get("sources") or [{"source": "cnn", "model": head.info["backbone"],
-                                            "model_sha256": head.info.get("backbone_sha256")}]
-    features, size = source_extractor(sources, folder, device, cache)
+    features, size = source_extractor(_recorded_sources(head.info, head_file), folder, device, cache)
     classes = [int(c) for c in head.info["classes"]]
     return LoadedRun("flat head", folder, LevelPlan([classes]), lambda x: [head.predict_proba(features(x))],
                      ArgmaxRule(), size)
@@ -268,9 +283,8 @@ def _shared_tdc(folder: Path, device: str, cache=None) -> LoadedRun:
     from cbedtdc.cascade.shared import tdc_head_probs
 
     cas = load_cascade(folder.parent / "tdc" / "levels.json", folder / "routing.json", heads_dir=folder / "heads")
-    m = cas.manifest
-    sources = m.get("sources") or [{"source": "cnn", "model": m["backbone"], "model_sha256": m.get("backbone_sha256")}]
-    features, size = source_extractor(sources, folder, device, cache)
+    features, size = source_extractor(_recorded_sources(cas.manifest, folder / "heads" / "heads.json"), folder, device,
+                                      cache)
     return LoadedRun("shared-backbone TDC", folder, cas.plan, lambda x: tdc_head_probs(cas.heads, features(x)),
                      cas.rule, size)
 

@@ -167,42 +167,54 @@ def selective_table(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+_SUMMARY_FIX = "give the summary.json of a run (results/metrics/summary.json, rule evaluate), or rerun rule evaluate"
+
+
 def read_summary(path) -> dict:
-    """One ``summary.json`` whose tables can be drawn; a file that is not JSON or lacks a key the tables need
-    raises :class:`InputError` naming the file and the key."""
+    """One ``summary.json`` as a dict; a file that is not JSON or not a JSON object raises :class:`InputError`
+    naming the file (a key the tables need is checked as they are drawn, :func:`summary_tables`)."""
     import json
 
-    from cbedtdc.metrics import results_table
-
-    what = "give the summary.json of a run (results/metrics/summary.json, rule evaluate), or rerun rule evaluate"
     try:
         summary = json.loads(Path(path).read_text())
     except ValueError as err:
-        raise InputError(f"{path}: not JSON ({err}); {what}") from err
+        raise InputError(f"{path}: not JSON ({err}); {_SUMMARY_FIX}") from err
     if not isinstance(summary, dict):
-        raise InputError(f"{path}: a JSON {type(summary).__name__}, not an object; {what}")
-    try:  # draw the tables once: a missing key is named with its file here, not as a bare KeyError later
-        results_table([summary])
-        if summary.get("variants"):
-            variants_table(summary, str(path))
-        hierarchy_table(summary)
-        selective_table(summary)
-    except KeyError as err:
-        raise InputError(f"{path}: no key {err} in the summary (or one of its entries); {what}") from err
+        raise InputError(f"{path}: a JSON {type(summary).__name__}, not an object; {_SUMMARY_FIX}")
     return summary
 
 
-def table(args) -> int:
+def _drawn(path, draw) -> str:
+    """``draw()``; a missing key raises :class:`InputError` naming the summary file and the key."""
+    try:
+        return draw()
+    except KeyError as err:
+        raise InputError(f"{path}: no key {err} in the summary (or one of its entries); {_SUMMARY_FIX}") from err
+
+
+def summary_tables(summaries, paths) -> str:
+    """The Markdown of ``cbedtdc table``: the results of every summary, then each one's variants, hierarchy and
+    selective prediction, each table drawn once; a key missing from a summary is named with its file."""
     from cbedtdc.metrics import results_table
 
     try:
-        summaries = [read_summary(p) for p in args.summaries]
+        text = results_table(summaries)
+    except KeyError:  # which file: each summary alone (only on this error path)
+        for s, p in zip(summaries, paths):
+            _drawn(p, lambda s=s: results_table([s]))
+        raise
+    text += "".join(_drawn(p, lambda s=s, p=p: variants_table(s, str(p)))
+                    for s, p in zip(summaries, paths) if s.get("variants"))
+    for draw in (hierarchy_table, selective_table):
+        text += "".join(_drawn(p, lambda s=s, draw=draw: draw(s)) for s, p in zip(summaries, paths))
+    return text
+
+
+def table(args) -> int:
+    try:
+        text = summary_tables([read_summary(p) for p in args.summaries], args.summaries)
     except known_errors() as err:
         return _one_line(err)
-    text = results_table(summaries)
-    text += "".join(variants_table(s, p) for s, p in zip(summaries, args.summaries) if s.get("variants"))
-    text += "".join(hierarchy_table(s) for s in summaries)
-    text += "".join(selective_table(s) for s in summaries)
     if args.out:
         from cbedtdc.io import atomic_write_text
 

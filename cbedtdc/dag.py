@@ -18,7 +18,7 @@ from cbedtdc.heads.options import XGBOOST_DEFAULTS
 
 __all__ = ["HEAD_OPTIONS", "head_spec", "head_feature_dirs", "feature_files", "features_folders", "features_job",
            "head_file", "heads_json", "shared_json", "tdc_sources", "tdc_variant", "train_keys",
-           "train_params", "replicate_seeds", "replicate_root", "synth_materials_args", "friedel_groups_arg", "data_kind"]
+           "train_params", "replicate_seeds", "replicate_root", "synth_materials_args", "synth_args", "friedel_groups_arg", "data_kind"]
 
 #: Options of a head that heads.variants entries and tdc.head may set (name, backbone, features are the rules').
 HEAD_OPTIONS = frozenset(HEAD_DEFAULTS) - {"xgboost"}
@@ -139,6 +139,44 @@ def synth_materials_args(config: dict) -> str:
     if isinstance(n, dict):
         return "--split-materials {train:d} {dev:d} {test:d}".format(**n)
     return f"--n-materials {int(n):d}"
+
+
+def synth_args(config: dict, classes, **override) -> str:
+    """The generator's flags for the run's settings (``workflow_scripts/synthesize.py``: all but ``--out``,
+    ``--first-material``, ``--file-materials``, ``--tail-min-train`` and ``--progress``), shell-quoted, for the rules
+    that render the run's own materials again (transfer, robustness); ``override`` sets a flag by its name
+    (``energies=1``, ``mode="multislice"``, ``thickness=(500, 700)``).
+
+    >>> synth_args({"seed": 0, "synth": {"n_materials": 60, "energies_per_material": 2, "image_size": 32,
+    ...             "frequency": "real", "floor": 1, "zone_axes": "lowindex", "noise": True, "holz": False,
+    ...             "mistilt": 0.1, "mode": "kinematic", "phonons": 4, "slice_thickness": 2.0, "device": "auto"}},
+    ...            [14, 225], mistilt=0.2, thickness=(500, 700.0))
+    '--n-materials 60 --classes 14,225 --energies 2 --image-size 32 --frequency real --floor 1 --zone-axes lowindex
+     --noise --no-holz --mistilt 0.2 --mode kinematic --phonons 4 --slice-thickness 2.0 --device auto --seed 0
+     --thickness 500 700.0'
+    """
+    import shlex
+
+    s = config["synth"]
+    flags = {"classes": ",".join(map(str, classes)), "energies": s["energies_per_material"],
+             "image_size": s["image_size"], "frequency": s["frequency"], "floor": s["floor"],
+             "zone_axes": s["zone_axes"], "noise": bool(s["noise"]), "holz": bool(s["holz"]), "mistilt": s["mistilt"],
+             "mode": s["mode"], "phonons": s["phonons"], "slice_thickness": s["slice_thickness"],
+             "device": s["device"], "seed": config["seed"]}
+    unknown = sorted(set(override) - set(flags) - {"thickness"})
+    if unknown:
+        raise ValueError(f"synth_args: no generator flag {', '.join(unknown)}")
+    flags.update(override)
+    out = [synth_materials_args(config)]
+    for key, value in flags.items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            out.append(flag if value else f"--no-{key}")
+        elif isinstance(value, (list, tuple)):
+            out.append(" ".join([flag, *(shlex.quote(str(v)) for v in value)]))
+        else:
+            out.append(f"{flag} {shlex.quote(str(value))}")
+    return " ".join(out)
 
 
 def friedel_groups_arg(config: dict, generate: bool) -> str:

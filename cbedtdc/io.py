@@ -433,8 +433,11 @@ def index_file(path, *, split: str | None = None, expected_side: int = 0, min_si
     -------
     dict
         ``{"file", "split", "seen", "samples": [record, ...], "quarantine": [{"file", "group",
-        "reason"}, ...]}``. ``seen`` = len(samples) + len(quarantine): one entry per sample
-        group, or one for a file that cannot be opened or listed (then ``group`` is empty).
+        "reason"}, ...], "skipped_materials": [line, ...]}``. ``seen`` = len(samples) + len(quarantine): one
+        entry per sample group, or one for a file that cannot be opened or listed (then ``group`` is empty).
+        ``skipped_materials``: the generator's record of the materials it could not simulate (the file's root
+        attribute, one line each: id, space group, reason; :func:`cbedtdc.synth.generate.write_file`), which have no
+        group and so are not samples.
     """
     from cbedtdc.layout import split_of
 
@@ -458,4 +461,17 @@ def index_file(path, *, split: str | None = None, expected_side: int = 0, min_si
         "seen": len(samples) + len(quarantine),
         "samples": samples,
         "quarantine": quarantine,
+        "skipped_materials": _skipped_materials(path),
     }
+
+
+def _skipped_materials(path) -> list[str]:
+    """The lines of a generated file's ``skipped_materials`` root attribute (none when absent or unreadable)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as fh:
+            text = to_text(fh.attrs.get("skipped_materials")) or ""
+    except Exception:  # an unreadable file is quarantined by the walk already
+        return []
+    return [line for line in text.splitlines() if line.strip()]

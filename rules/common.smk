@@ -332,6 +332,69 @@ def get_transfer_rendered(wildcards, input):
     return " ".join(shlex.quote(p) for p in pairs)
 
 
+def robustness_renderings():
+    """{(perturbation, strength as written in paths): generator setting} of robustness.rendered (the first test
+    materials rendered with more mistilt or thicker); none with raw_dir set (no generator) or robustness off.
+    """
+    if not (GENERATE and robustness_on()):
+        return {}
+    from cbedtdc.evaluate.robustness import rendered_settings
+    from cbedtdc.errors import InputError
+
+    try:
+        settings = rendered_settings(
+            config["robustness"]["rendered"], config["synth"]["mistilt"]
+        )
+    except InputError as err:
+        raise SystemExit(f"Error: {err}") from None
+    return {(p, str(s)): v for (p, s), v in settings.items()}
+
+
+RENDERINGS = robustness_renderings()
+
+
+def get_rendered_files():
+    """The rendered file of every robustness rendering."""
+    return [f"results/robustness/{p}/{s}/batch_test_0.h5" for p, s in RENDERINGS]
+
+
+def get_robustness_rendered(wildcards, input):
+    """--rendered PERTURBATION=STRENGTH=FILE of every rendering (shell-quoted), nothing when there is none."""
+    import shlex
+
+    pairs = [f"{p}={s}={f}" for (p, s), f in zip(RENDERINGS, get_rendered_files())]
+    return " ".join(["--rendered", *map(shlex.quote, pairs)]) if pairs else ""
+
+
+def get_rendering_materials(wildcards):
+    """Materials of a rendered file: the first robustness.rendered.n_materials test materials (at most the split's)."""
+    from cbedtdc.synth import SynthConfig
+
+    test = SynthConfig.from_config(config).split_counts["test"]
+    return min(config["robustness"]["rendered"]["n_materials"], test)
+
+
+def get_rendering_args(wildcards):
+    """The run's generator flags with one rendering's mistilt or thickness range (shell-quoted)."""
+    key = (wildcards.perturbation, wildcards.strength)
+    if key not in RENDERINGS:
+        raise ValueError(
+            f"{key[0]} {key[1]} is not in robustness.rendered: add it there to render it"
+        )
+    return dag.synth_args(config, CLASSES, **RENDERINGS[key])
+
+
+def get_transfer_args(wildcards):
+    """The run's generator flags in another mode, one energy (100 keV), transfer.phonons (shell-quoted)."""
+    return dag.synth_args(
+        config,
+        CLASSES,
+        energies=1,
+        mode=wildcards.mode,
+        phonons=config["transfer"]["phonons"],
+    )
+
+
 def get_run_models():
     """Every model robustness and transfer may score (the headline flat model is chosen on dev by evaluate)."""
     flat = expand("results/flat/{loss}/best.pt", loss=config["flat"]["losses"])

@@ -1,6 +1,7 @@
 # Robustness and transfer (docs/robustness.md): the run's headline flat model, TDC, descriptor-only head and flat
-# CNN on perturbed test stacks, and on the first test materials rendered by other intensity models (generated
-# data only: with raw_dir set there is no generator and rule transfer is not in the DAG).
+# CNN on perturbed test stacks and on the first test materials rendered again with more mistilt or thicker, and on
+# the first test materials rendered by other intensity models (renderings need generated data: with raw_dir set
+# there is no generator, and rules robustness_synthesize and transfer are not in the DAG).
 import json
 
 
@@ -11,6 +12,7 @@ rule robustness:
         splits="results/data/splits.csv",
         run_classes="results/data/run_classes.json",
         raw=[RAW[stem] for stem in STEMS],
+        rendered=get_rendered_files(),
     output:
         table="results/metrics/robustness.csv",
     log:
@@ -23,6 +25,8 @@ rule robustness:
     params:
         perturbations=json.dumps(config["robustness"]["perturbations"]),
         n_materials=config["robustness"]["n_materials"],
+        rendered=get_robustness_rendered,  # --rendered PERTURBATION=STRENGTH=FILE ..., shell-quoted
+        own_mistilt=config["synth"]["mistilt"],
         bootstrap=config["evaluate"]["bootstrap"],
         seed=config["seed"],
         batch=config["train"]["eval_batch_size"],
@@ -30,6 +34,7 @@ rule robustness:
         '"$CBEDTDC_PYTHON" workflow_scripts/robustness.py --summary {input.summary:q} --splits {input.splits:q}'
         " --run-classes {input.run_classes:q} --raw {input.raw:q} --out {output.table:q}"
         " --perturbations {params.perturbations:q} --n-materials {params.n_materials:q}"
+        " {params.rendered} --own-mistilt {params.own_mistilt:q}"
         " --bootstrap {params.bootstrap:q} --seed {params.seed:q} --batch-size {params.batch:q} --threads {threads}"
         " 2> {log:q}"
 
@@ -54,6 +59,35 @@ rule robustness_plot:
         " 2> {log:q}"
 
 
+# The first robustness.rendered.n_materials test materials, all their samples, rendered again with one setting
+# beyond the training's (more mistilt, or a thickness bin above 100-500 A): the generator command of rule
+# synthesize with the run's settings but that one, so the materials are the run's own.
+rule robustness_synthesize:
+    output:
+        raw="results/robustness/{perturbation}/{strength}/batch_test_0.h5",
+    log:
+        "logs/robustness_synthesize/{perturbation}/{strength}.log",
+    benchmark:
+        "benchmarks/robustness_synthesize/{perturbation}/{strength}.tsv"
+    wildcard_constraints:
+        perturbation="mistilt|thickness",
+        strength=r"[0-9.eE+-]+",
+    conda:
+        "../envs/cbedtdc.yaml"
+    resources:
+        mem_mb=1000,  # as rule synthesize
+        runtime=lambda wc, attempt: 30 * attempt,
+        gpu=get_synth_gpus(),  # the run's mode: 1 in multislice on device auto/gpu, as rule synthesize
+        gpu_launch="env",
+    params:
+        launch=get_synth_launch,
+        n_file=get_rendering_materials,
+        args=get_rendering_args,  # the run's generator flags, this rendering's --mistilt or --thickness
+    shell:
+        '{params.launch} "$CBEDTDC_PYTHON" workflow_scripts/synthesize.py --out {output.raw:q} --first-material 0'
+        " --file-materials {params.n_file:q} {params.args} --no-progress 2> {log:q}"
+
+
 # The first transfer.n_materials test materials, one sample (100 keV) each, rendered in another mode: the same
 # generator command as rule synthesize with the run's settings, so the materials are the run's own.
 rule transfer_synthesize:
@@ -74,26 +108,10 @@ rule transfer_synthesize:
     params:
         first=lambda wc: TRANSFER_PLAN[int(wc.part)][0],
         n_file=lambda wc: TRANSFER_PLAN[int(wc.part)][1],
-        materials=dag.synth_materials_args(config),  # the run's split sizes: the same class plan
-        classes=",".join(map(str, CLASSES)),
-        size=config["synth"]["image_size"],
-        frequency=config["synth"]["frequency"],
-        floor=config["synth"]["floor"],
-        zone_axes=config["synth"]["zone_axes"],
-        noise="--noise" if config["synth"]["noise"] else "--no-noise",
-        holz="--holz" if config["synth"]["holz"] else "--no-holz",
-        mistilt=config["synth"]["mistilt"],
-        phonons=config["transfer"]["phonons"],
-        slice_thickness=config["synth"]["slice_thickness"],
-        device=config["synth"]["device"],
-        seed=config["seed"],
+        args=get_transfer_args,  # the run's generator flags (its split sizes: the same class plan), another mode
     shell:
         '"$CBEDTDC_PYTHON" workflow_scripts/synthesize.py --out {output.raw:q} --first-material {params.first:q}'
-        " --file-materials {params.n_file:q} {params.materials} --classes {params.classes:q} --energies 1"
-        " --image-size {params.size:q} --frequency {params.frequency:q} --floor {params.floor:q}"
-        " --zone-axes {params.zone_axes:q} {params.noise} {params.holz} --mistilt {params.mistilt:q}"
-        " --mode {wildcards.mode:q} --phonons {params.phonons:q} --slice-thickness {params.slice_thickness:q}"
-        " --device {params.device:q} --seed {params.seed:q} --no-progress 2> {log:q}"
+        " --file-materials {params.n_file:q} {params.args} --no-progress 2> {log:q}"
 
 
 rule transfer:

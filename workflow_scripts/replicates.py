@@ -36,8 +36,7 @@ def run(args):
     from cbedtdc.evaluate.tables import jsonable
     from cbedtdc.io import write_csv, write_json
 
-    summaries = load_summaries(args.summary)
-    agg = aggregate(summaries)
+    agg = aggregate(load_summaries(args.summary), dict(args.summary))
     out = Path(args.out)
     write_json(out, jsonable(agg))
     write_csv(out.with_suffix(".csv"), csv_rows(agg), REPLICATE_FIELDS)

@@ -18,6 +18,7 @@ from cbedtdc.cliutil import classes_arg, run_cli  # noqa: E402
 
 def get_parser(add_help=True):
     from cbedtdc.config import schema_defaults
+    from cbedtdc.synth.generate import THICKNESS
 
     d, seed = schema_defaults("synth"), schema_defaults()["seed"]  # config/schema.yaml: the defaults' one source
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], add_help=add_help)
@@ -60,6 +61,9 @@ def get_parser(add_help=True):
                    help="extra training materials for every class below this many training samples (the tail "
                         "option; needed to write its files, numbered after the plain train files; "
                         f"default: {d['tail_min_train']}, off)")
+    p.add_argument("--thickness", type=float, nargs=2, metavar=("LOW", "HIGH"), default=None,
+                   help="specimen thickness range in A, drawn uniformly per sample (rule robustness_synthesize; "
+                        f"default: the generator's {THICKNESS[0]:g}-{THICKNESS[1]:g})")
     p.add_argument("--seed", type=int, default=seed, help=f"master seed (default: {seed})")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                    help="tqdm progress bar on stderr (default: on)")
@@ -75,7 +79,7 @@ def run(args):
                     floor=args.floor, zone_axes=args.zone_axes, noise=args.noise, holz=args.holz,
                     mistilt=args.mistilt, mode=args.mode, phonons=args.phonons,
                     slice_thickness=args.slice_thickness, device=args.device, tail_min_train=args.tail_min_train,
-                    seed=args.seed)
+                    thickness=tuple(args.thickness) if args.thickness else None, seed=args.seed)
 
 
 def main(argv=None) -> int:

@@ -22,14 +22,17 @@ def build_manifest(indexes, *, min_side: int = 0) -> tuple[list[dict], list[dict
     shrunk) are quarantined here, so the indexes do not depend on ``image_size``. Duplicate
     keys (the same ``file/group`` in two indexes) keep the first occurrence, accepted or
     quarantined, and quarantine the others as ``duplicate key``. Materials found in two splits,
-    materials with several space groups and per-file attribute warnings are reported.
+    materials with several space groups, per-file attribute warnings and the materials the generator
+    could not simulate (``materials_not_simulated``: the files' ``skipped_materials``; no samples) are reported.
     Counts add up: ``report["seen"] == len(manifest) + len(quarantine)``.
     """
     manifest, quarantine = [], []
     seen = 0
     first_source = {}
+    not_simulated = []  # the generator's record of materials it could not simulate: no samples, so not quarantined
     for item in indexes:
         idx = read_json(item) if isinstance(item, (str, os.PathLike)) else item
+        not_simulated += [f"{idx['file']}: {line}" for line in idx.get("skipped_materials", [])]
         source = str(item) if isinstance(item, (str, os.PathLike)) else idx["file"]
         seen += idx["seen"]
         for q in idx["quarantine"]:
@@ -79,6 +82,7 @@ def build_manifest(indexes, *, min_side: int = 0) -> tuple[list[dict], list[dict
         "materials_with_several_space_groups": multi_group,
         "samples_with_attribute_warnings": sum(bool(r["warnings"]) for r in manifest),
         "space_groups": len({r["space_group"] for r in manifest}),
+        "materials_not_simulated": not_simulated,
     }
     if seen != len(manifest) + len(quarantine):
         raise DataError(f"count mismatch: {seen} samples seen, {len(manifest)} accepted + "
@@ -171,6 +175,8 @@ def write_manifest(indexes, manifest_path, quarantine_path, report_path, *, max_
         log.warning("material %s occurs in several splits (leak between splits; set data.resplit)", m)
     for m in report["materials_with_several_space_groups"]:
         log.warning("material %s carries several space groups", m)
+    for m in report["materials_not_simulated"]:
+        log.warning("not simulated by the generator, so no samples: %s", m)
     if report["seen"] == 0:
         raise DataError("no samples found: every raw file is empty")
     write_csv(quarantine_path, quarantine, QUARANTINE_FIELDS)

@@ -40,10 +40,10 @@ def _spread(values) -> dict:
 
 
 def load_summaries(pairs) -> dict:
-    """``{seed: summary.json dict}`` from ``(seed, path)`` pairs; a repeated seed, an unreadable file, one without
-    the ``variants`` (each with ``name``, ``family``, ``balanced_accuracy``, ``top1``) or one that lacks a score the
-    other seeds have (:func:`check_complete`) stops with the file and seed."""
-    out, paths = {}, {}
+    """``{seed: summary.json dict}`` from ``(seed, path)`` pairs; a repeated seed, an unreadable file or one without
+    the ``variants`` (each with ``name``, ``family``, ``balanced_accuracy``, ``top1``) stops with the file and seed.
+    Whether every seed has every score is checked once, by :func:`aggregate` (give it the paths)."""
+    out = {}
     for seed, path in pairs:
         if seed in out:
             raise InputError(f"{path}: seed {seed} given twice")
@@ -53,8 +53,7 @@ def load_summaries(pairs) -> dict:
                 v["name"], v["family"], v["balanced_accuracy"], v["top1"]
         except (ValueError, KeyError, TypeError) as e:
             raise InputError(f"{path} (seed {seed}): not a run's summary.json ({type(e).__name__}: {e})") from None
-        out[seed], paths[seed] = summary, path
-    check_complete(out, paths)
+        out[seed] = summary
     return out
 
 
@@ -100,12 +99,13 @@ def _fmt(v) -> str:
     return "nan" if v is None else f"{v:.4f}"
 
 
-def aggregate(summaries: dict) -> dict:
+def aggregate(summaries: dict, paths: dict | None = None) -> dict:
     """``{"seeds", "variants": [...], "difference": {...}}`` from ``{training seed: summary.json dict}``.
 
     Every seed must hold every variant (the same name in every summary) and, if one does, the difference
-    (:func:`check_complete`); ``difference`` gives the dev-chosen best TDC minus best flat balanced accuracy per seed,
-    their mean, standard deviation and a 95 % t-interval over seeds. A score that is NaN (``null``) is written
+    (:func:`check_complete`, whose message names the file from ``paths``, ``{seed: path}``); ``difference`` gives
+    the dev-chosen best TDC minus best flat balanced accuracy per seed, their mean, standard deviation and a 95 %
+    t-interval over seeds. A score that is NaN (``null``) is written
     ``nan`` per seed and left out of the mean and spread (``n`` counts the seeds used).
 
     >>> s = lambda ba, d: {"variants": [{"name": "flat/ce/cnn", "family": "flat", "balanced_accuracy": ba,
@@ -114,7 +114,7 @@ def aggregate(summaries: dict) -> dict:
     >>> round(out["variants"][0]["balanced_accuracy"]["mean"], 3), round(out["difference"]["mean"], 3)
     (0.32, 0.02)
     """
-    check_complete(summaries)
+    check_complete(summaries, paths)
     seeds = sorted(summaries)
     names = []
     for s in seeds:

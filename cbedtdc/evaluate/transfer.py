@@ -18,9 +18,9 @@ import numpy as np
 
 from cbedtdc.classes import read_run_classes
 from cbedtdc.errors import InputError
-from cbedtdc.evaluate.robustness import (load_models, preprocessed, read_raw_stacks, run_models, score_predictions,
-                                         held_out_rows)
-from cbedtdc.io import index_file, read_json, write_csv
+from cbedtdc.evaluate.robustness import (held_out_rows, load_models, pair_renderings, preprocessed, read_raw_stacks,
+                                         rendered_rows, run_models, score_predictions)
+from cbedtdc.io import read_json, write_csv
 from cbedtdc.metrics import paired_difference
 
 __all__ = ["TRANSFER_FIELDS", "transfer_file_plan", "rendered_rows", "pair_renderings", "transfer_table",
@@ -46,61 +46,6 @@ def transfer_file_plan(n_materials: int, per_file: int, test_materials: int) -> 
                          "at least 1")
     n = min(int(n_materials), int(test_materials))
     return [(first, min(per_file, n - first)) for first in range(0, n, per_file)]
-
-
-def rendered_rows(files) -> list[dict]:
-    """Every sample of the rendered transfer files (``file`` name, ``group``, ``space_group``, ``material``,
-    ``energy_keV``), checked like the run's raw files (:func:`cbedtdc.io.index_file`); a bad sample is logged and
-    left out (the pairing then leaves its material out of every rendering)."""
-    rows = []
-    for path in files:
-        idx = index_file(path, split="test")
-        for q in idx["quarantine"]:
-            log.warning("%s/%s: left out of the transfer scores: %s", q["file"], q["group"], q["reason"])
-        rows += idx["samples"]
-    return rows
-
-
-def _key(row) -> tuple[str, float]:
-    return row["material"], round(float(row["energy_keV"]), 3)
-
-
-def pair_renderings(own: list[dict], others: dict, classes) -> tuple[list[dict], dict]:
-    """``(own rows, {mode: rows})`` of the (material, energy) samples that every rendering holds, in one order.
-
-    Only the run's classes are kept. A sample whose space group differs between renderings is an error: the
-    files were rendered for another run (seed, classes or material counts).
-
-    >>> own = [{"material": "m0", "energy_keV": "100.0", "space_group": "14"},
-    ...        {"material": "m1", "energy_keV": "100.0", "space_group": "225"},
-    ...        {"material": "m1", "energy_keV": "110.0", "space_group": "225"}]
-    >>> ms = [{"material": "m1", "energy_keV": 100.0, "space_group": 225}]
-    >>> o, other = pair_renderings(own, {"multislice": ms}, [14, 225])
-    >>> [r["material"] for r in o], [r["material"] for r in other["multislice"]]
-    (['m1'], ['m1'])
-    """
-    keep = {int(c) for c in classes}
-    own_by = {_key(r): r for r in own if int(r["space_group"]) in keep}
-    by_mode = {m: {_key(r): r for r in rows if int(r["space_group"]) in keep} for m, rows in others.items()}
-    common = set(own_by)
-    for m, rows in by_mode.items():
-        common &= set(rows)
-    for m, rows in by_mode.items():  # what a rendering lacks leaves the pairing: say which samples
-        missing = sorted((set(rows) | set(own_by)) - common)
-        if missing:
-            log.warning("transfer: %d sample(s) left out of the pairing with %s (not in every rendering), e.g. %s",
-                        len(missing), m, missing[0])
-    for m, rows in by_mode.items():
-        for k in common:
-            if int(rows[k]["space_group"]) != int(own_by[k]["space_group"]):
-                raise InputError(f"{m} rendering of {k[0]} is space group {rows[k]['space_group']}, the run's test "
-                                 f"split says {own_by[k]['space_group']}: the transfer files were rendered for another "
-                                 "run; delete results/transfer and rerun")
-    if not common:
-        raise InputError(f"no test material of the run's classes is in every rendering (run's own and "
-                         f"{', '.join(others)}): raise transfer.n_materials or check the transfer files' logs")
-    order = sorted(common)
-    return [own_by[k] for k in order], {m: [rows[k] for k in order] for m, rows in by_mode.items()}
 
 
 def transfer_table(own_raw, other_raws: dict, y, materials, runs: dict, variants: dict, own_mode: str, classes, *,

@@ -57,7 +57,10 @@ class SynthConfig:
     or the dynamical ``bloch``, see :func:`cbedtdc.synth.render.render_panel`, or ``multislice``,
     :func:`cbedtdc.synth.multislice.multislice_panel`, with ``phonons`` frozen-phonon configurations,
     slices of ``slice_thickness`` [A], on ``device`` auto, cpu or gpu). ``tail_min_train`` > 0 adds extra
-    training materials to every class with fewer training samples (:func:`tail_per_class`).
+    training materials to every class with fewer training samples (:func:`tail_per_class`). ``thickness``: the
+    ``(low, high)`` range [A] each sample's specimen thickness is drawn from, uniformly; ``None`` (not a config
+    key) is :data:`THICKNESS`. Only the robustness curves render with another range (rule ``robustness_synthesize``):
+    the same uniform draw, so a sample's thickness maps to the same place in the new range.
     """
 
     classes: tuple = ()
@@ -76,6 +79,7 @@ class SynthConfig:
     slice_thickness: float = _SYNTH["slice_thickness"]
     device: str = _SYNTH["device"]
     tail_min_train: int = _SYNTH["tail_min_train"]
+    thickness: tuple | None = None
     split_counts: dict = field(default=None, compare=False)
 
     def __post_init__(self):
@@ -99,6 +103,9 @@ class SynthConfig:
             raise InputError(f"synth.image_size={self.image_size}: must be at least 16")
         if self.tail_min_train < 0:
             raise InputError(f"synth.tail_min_train={self.tail_min_train}: must be >= 0 (0: no tail materials)")
+        t = self.thickness
+        if t is not None and not (len(t) == 2 and 0 < t[0] <= t[1]):
+            raise InputError(f"thickness={self.thickness}: must be (low, high) in A with 0 < low <= high")
         if self.split_counts is None:
             object.__setattr__(self, "split_counts", split_material_counts(self.n_materials))
 
@@ -215,6 +222,10 @@ def _material_rng(cfg: SynthConfig, split: str, index: int, stream: int) -> np.r
     return np.random.default_rng([cfg.seed, SPLITS.index(split), int(index), int(stream)])
 
 
+def _thickness(cfg: SynthConfig) -> tuple:
+    return THICKNESS if cfg.thickness is None else tuple(float(t) for t in cfg.thickness)
+
+
 def make_material(cfg: SynthConfig, split: str, index: int, space_group: int | None = None) -> Material:
     """Material ``index`` of ``split``: crystal of its planned group, optics and panel geometry."""
     if space_group is None:
@@ -226,7 +237,8 @@ def make_material(cfg: SynthConfig, split: str, index: int, space_group: int | N
     axes = zone_axes(crystal, cfg.zone_axes, optics.b_iso)
     angles = rng.uniform(0.0, 2 * np.pi, len(axes))
     panels = prepare_panels(crystal, axes, optics, angles, energies_kev=cfg.energies,
-                            min_thickness=THICKNESS[0], mode="kinematic" if cfg.mode == "multislice" else cfg.mode)
+                            min_thickness=min(_thickness(cfg)[0], THICKNESS[0]),  # the run's reflections, or more
+                            mode="kinematic" if cfg.mode == "multislice" else cfg.mode)
     return Material(split, int(index), crystal, optics, panels)
 
 
@@ -234,7 +246,7 @@ def render_sample(cfg: SynthConfig, material: Material, energy_index: int) -> tu
     """The (3, S, S) float32 stack and the attributes of one sample, typed like the real files."""
     energy = cfg.energies[energy_index]
     rng = _material_rng(cfg, material.split, material.index, 1 + energy_index)
-    thickness = rng.uniform(*THICKNESS)
+    thickness = rng.uniform(*_thickness(cfg))
     stack = np.empty((len(material.panels), cfg.image_size, cfg.image_size), dtype=np.float32)
     for p, panel in enumerate(material.panels):
         r100 = panel.semi_angle / LAMBDA_100

@@ -112,7 +112,9 @@ def test_synth_defaults():
 
     from cbedtdc.synth import SynthConfig
 
-    table = {f.name: f.default for f in fields(SynthConfig) if f.name not in ("classes", "split_counts", "seed")}
+    # thickness: the range of the robustness renderings only (robustness.rendered), not a synth key
+    table = {f.name: f.default for f in fields(SynthConfig)
+             if f.name not in ("classes", "split_counts", "seed", "thickness")}
     assert_matches_schema(table, "synth", "cbedtdc.synth.SynthConfig")
     cli = parser_defaults("synthesize.py", ["n_materials", "energies", "image_size", "frequency", "floor",
                                             "zone_axes", "noise", "holz", "mistilt", "mode", "phonons",

@@ -27,7 +27,7 @@ def run(tiny_run, tmp_path_factory):
     res = run_dag(workdir, "all")
     assert res.returncode == 0, res.stdout[-5000:] + res.stderr[-5000:]
     stats = job_stats(res.stdout + res.stderr)
-    assert {"robustness", "transfer", "transfer_synthesize"} <= set(stats), stats
+    assert {"robustness", "robustness_synthesize", "transfer", "transfer_synthesize"} <= set(stats), stats
     assert not {"synthesize", "index_raw", "shard", "train_flat"} & set(stats), stats  # the shared run's data and CNN
     return workdir
 
@@ -40,8 +40,14 @@ def read(path):
 def test_robustness_csv_has_a_row_per_model_perturbation_and_strength(run):
     rows = read(run / "results" / "metrics" / "robustness.csv")
     points = [("clean", ""), ("dose", "100"), ("dose", "1000000"), ("centre_offset", "0.05"), ("blank_panel", "1")]
+    # rendered again: each curve starts at the run's own rendering (synth.mistilt 0.1, thickness up to 500 A)
+    rendered = [("mistilt", "0.1"), ("mistilt", "0.3"), ("thickness", "500"), ("thickness", "800")]
     assert [(r["perturbation"], r["strength"], r["model"]) for r in rows] == [
-        (p, s, m) for p, s in points for m in MODELS]
+        (p, s, m) for p, s in points + rendered for m in MODELS]
+    for r in rows[len(points) * len(MODELS):]:
+        assert int(r["n_materials"]) == 2 and int(r["n"]) == 4  # the first 2 test materials x 2 energies
+        assert (r["difference"] == "") == (r["strength"] in ("0.1", "500"))
+    rows = rows[:len(points) * len(MODELS)]
     variants = {r["model"]: r["variant"] for r in rows}
     assert variants["descriptors"] == "flat/symmetry/sym_crt" and variants["cnn"] == "flat/ce/cnn"
     assert variants["tdc"].startswith("tdc/shared-ce+symmetry/")
@@ -81,4 +87,5 @@ def test_nothing_reruns_and_turning_them_off_drops_the_rules(run):
                   "transfer={activate: false}")
     stats = job_stats(off.stdout + off.stderr)
     assert off.returncode == 0 and "evaluate" in stats, off.stdout + off.stderr
-    assert not {"robustness", "robustness_plot", "transfer", "transfer_synthesize"} & set(stats)
+    rules = {"robustness", "robustness_plot", "robustness_synthesize", "transfer", "transfer_synthesize"}
+    assert not rules & set(stats)

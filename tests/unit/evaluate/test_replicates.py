@@ -50,7 +50,7 @@ def test_a_seed_without_a_variant_the_others_have_names_the_seed_and_file(tmp_pa
         paths[-1][1].write_text(json.dumps(s))
     with pytest.raises(InputError, match=r"seed_1\.json \(seed 1\): no variant tdc/rest/cnn, which seeds 0, 2 have; "
                                          r"rerun that seed's evaluation"):
-        load_summaries(paths)
+        aggregate(load_summaries(paths), dict(paths))  # load_summaries reads; aggregate checks, once
     with pytest.raises(InputError, match=r"the summary of seed 1: no variant tdc/rest/cnn, which seeds 0, 2 have"):
         aggregate({seed: json.loads(p.read_text()) for seed, p in paths})
 
