@@ -74,10 +74,11 @@ class Augment:
 
 
 def augment_from_json(text: str) -> Augment | None:
-    """The settings of a ``--augment`` JSON object; ``None`` when off (``{}`` or ``copies: 0``).
+    """The settings of a ``--augment`` JSON object, missing keys at their defaults; ``None`` when off (``{}``, the
+    CLI's default, or ``copies: 0``).
 
-    >>> augment_from_json("{}") is None, augment_from_json('{"copies": 2}').copies
-    (True, 2)
+    >>> augment_from_json("{}") is None, augment_from_json('{"copies": 3}').copies, augment_from_json('{"p": 1}').copies
+    (True, 3, 2)
     """
     try:
         d = json.loads(text or "{}")
@@ -85,6 +86,8 @@ def augment_from_json(text: str) -> Augment | None:
         raise InputError(f"--augment {text!r}: not a JSON object ({err})") from err
     if not isinstance(d, dict):
         raise InputError(f"--augment {text!r}: not a JSON object")
+    if not d:
+        return None
     unknown = set(d) - {f.name for f in dataclasses.fields(Augment)}
     if unknown:
         raise InputError(f"--augment: unknown key(s) {sorted(unknown)} (allowed: "

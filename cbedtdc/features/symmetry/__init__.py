@@ -88,13 +88,13 @@ from __future__ import annotations
 
 from cbedtdc.features.spec import descriptor_source, write_descriptors
 from cbedtdc.features.symmetry.centre import find_centres
-from cbedtdc.features.symmetry.descriptors import describe, mirror_spectrum
+from cbedtdc.features.symmetry.descriptors import describe, featureless, mirror_spectrum
 from cbedtdc.features.symmetry.params import (NAME, VERSION, SymmetryParams, descriptor_names, params_dict,
                                               params_sha256)
 from cbedtdc.features.symmetry.plan import polar_matrix
 
 __all__ = ["NAME", "SOURCE", "VERSION", "SymmetryParams", "params_dict", "params_sha256", "descriptor_names",
-           "describe", "find_centres", "mirror_spectrum", "polar_matrix", "extract_symmetry_to_file"]
+           "describe", "featureless", "find_centres", "mirror_spectrum", "polar_matrix", "extract_symmetry_to_file"]
 
 
 def extract_symmetry_to_file(shard_root, split: str, out_path, *, keys=None, batch_size: int = 256,
