@@ -152,9 +152,10 @@ def augment_arg(settings: dict, source, split: str) -> str:
     ``{}``.
 
     >>> from cbedtdc.features.registry import get_source
-    >>> augment_arg({"copies": 1}, get_source("symmetry"), "train"), augment_arg({"copies": 1}, get_source("cnn"), "train")
+    >>> sym, cnn = get_source("symmetry"), get_source("cnn")
+    >>> augment_arg({"copies": 1}, sym, "train"), augment_arg({"copies": 1}, cnn, "train")
     ('{"copies": 1}', '{}')
-    >>> augment_arg({"copies": 1}, get_source("symmetry"), "dev"), augment_arg({"copies": 0}, get_source("symmetry"), "train")
+    >>> augment_arg({"copies": 1}, sym, "dev"), augment_arg({"copies": 0}, sym, "train")
     ('{}', '{}')
     """
     on = source.augments and split == "train" and int(settings.get("copies", 0)) > 0

@@ -127,7 +127,8 @@ def _describe_chunk(x, plan: Plan):
     scalars = np.stack([a["r_bf"], a["bf_contrast"] / s_safe, (~a["found"]).astype(np.float32)], 1)
     feats = np.concatenate([a["radial"], bands, scalars], 1).astype(np.float32)
     bad = ~a["usable"]
-    feats[bad] = featureless(plan)
+    if bad.any():
+        feats[bad] = featureless(plan)
     feats = np.nan_to_num(feats, nan=0.0, posinf=0.0, neginf=0.0)
     return feats.reshape(B, -1), _reasons(a, B)
 
