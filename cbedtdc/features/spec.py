@@ -14,7 +14,9 @@ Its description owns:
 - its **batch extractor** for ``cbedtdc classify``, ``batch_features(record, run_folder, device) -> (f, image
   size or None)``, ``f`` mapping a ``(B, 3, S, S)`` uint8 torch batch to float32 ``(B, D)``; ``record`` is what
   a head recorded of the source (:meth:`cbedtdc.features.SourceSet.provenance`), checked against this code's
-  model or settings so that a head never reads numbers of another kind.
+  model or settings so that a head never reads numbers of another kind;
+- whether its train split takes **perturbed copies** of the training stacks (``augments``; config
+  ``features.augment``, :mod:`cbedtdc.features.augment`): the extraction then also takes ``augment=`` and ``seed=``.
 
 A source computed from the patterns alone (no trained model) is a *descriptor source*: :func:`descriptor_source`
 builds it from a ``describe(stacks) -> (features, reasons)`` function, the names of its columns and its settings
@@ -202,7 +204,7 @@ def write_descriptors(shard_root, split: str, out_path, *, name: str, describe, 
 
 
 def descriptor_source(name: str, summary: str, describe, names, settings: dict, *,
-                      folder: str | None = None) -> FeatureSource:
+                      folder: str | None = None, augments: bool = True) -> FeatureSource:
     """A feature source computed from the patterns alone (no trained model, one core, seed-free).
 
     Parameters
@@ -220,6 +222,9 @@ def descriptor_source(name: str, summary: str, describe, names, settings: dict, 
         JSON-able settings with a ``version``; a head fitted on other settings is refused at classify time.
     folder : str, optional
         Its folder under ``features/`` (default: the name).
+    augments : bool
+        Whether its train file takes the perturbed copies of config ``features.augment``
+        (:mod:`cbedtdc.features.augment`; default: True).
     """
     if "version" not in settings:
         raise InputError(f"feature source {name}: its settings need a 'version'")
@@ -247,4 +252,4 @@ def descriptor_source(name: str, summary: str, describe, names, settings: dict, 
         return features, int(size) if size else None
 
     return FeatureSource(name=name, summary=summary, folder=folder or name, extract=extract,
-                         batch_features=batch_features, augments=True)
+                         batch_features=batch_features, augments=augments)
