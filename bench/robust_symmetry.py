@@ -9,8 +9,8 @@ Reads a finished run (``--results``): the train shards, the run's classes and ev
 plus the perturbed copies of :mod:`cbedtdc.features.augment` (the settings of ``--augment``). Test is never read.
 Prints dev balanced accuracy, clean and perturbed, with the ratio to clean, and the CPU-seconds of the copies.
 
-    PYTHONPATH=. .venv/bin/python bench/robust_symmetry.py --results results
-    PYTHONPATH=. .venv/bin/python bench/robust_symmetry.py --results results --augment '{"copies": 1}'
+    .venv/bin/python bench/robust_symmetry.py --results results
+    .venv/bin/python bench/robust_symmetry.py --results results --augment '{"copies": 1}'
 """
 
 from __future__ import annotations
