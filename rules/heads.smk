@@ -2,6 +2,10 @@
 # cbedtdc.features.registry), flat heads re-trained on them, and the shared-backbone TDC (tdc.backbone: shared),
 # whose levels are heads on the same sources.
 # Changing a head, its feature set or the routing reruns only these jobs and evaluate, never a backbone.
+# features.augment adds perturbed copies of the training stacks to a descriptor source's train file (rule features).
+
+from cbedtdc.features.augment import augment_arg
+from cbedtdc.features.registry import get_source
 
 
 rule features:
@@ -22,10 +26,17 @@ rule features:
         model=features_model_args,  # --model CHECKPOINT (shell-quoted), or nothing
         shards=lambda wc, input: Path(input.split).parent,  # shard root
         batch=config["train"]["eval_batch_size"],
+        augment=lambda wc: augment_arg(  # perturbed training copies: a descriptor source's train split only
+            config["features"]["augment"],
+            get_source(dag.features_job(wc.folder)["source"]),
+            wc.split,
+        ),
+        seed=config["seed"],
     shell:
         '"$CBEDTDC_PYTHON" workflow_scripts/features.py --source {params.source:q} {params.model}'
         " --shards {params.shards:q} --split {wildcards.split:q} --out {output.features:q}"
-        " --batch-size {params.batch} --threads {threads} 2> {log:q}"
+        " --batch-size {params.batch} --augment {params.augment:q} --seed {params.seed}"
+        " --threads {threads} 2> {log:q}"
 
 
 rule head:

@@ -3,7 +3,8 @@
 --source names a source of cbedtdc.features.registry: cnn (the penultimate activations of the trained backbone
 --model), symmetry (the physics descriptors of every pattern, no model; docs/symmetry.md), ... The heads (rules
 head and tdc_heads) train on these. Batches are appended as they are computed (memory: one batch); the file
-appears under its final name only when complete, so an interrupted job is simply rerun.
+appears under its final name only when complete, so an interrupted job is simply rerun. --augment adds perturbed
+copies of the training stacks to a descriptor source's train split (config features.augment, docs/robustness.md).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cbedtdc.cliutil import inference_parser, run_cli  # noqa: E402
+from cbedtdc.errors import InputError  # noqa: E402
 
 
 def get_parser(add_help=True):
@@ -28,17 +30,27 @@ def get_parser(add_help=True):
     p.add_argument("--split", required=True, choices=["train", "dev", "test"], help="split to extract (required)")
     p.add_argument("--out", required=True, help="features .h5 file to write (required)")
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default: 0)")
+    p.add_argument("--augment", default="{}", help="perturbed copies of the training stacks as a JSON object, the "
+                   "keys of config features.augment (a descriptor source's train split only; default: {} = off)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the perturbed copies (default: 0)")
     p.add_argument("--progress", action="store_true", help="show a progress bar (default: off; the log line at "
                    "the end gives the rate)")
     return p
 
 
 def run(args):
+    from cbedtdc.features.augment import augment_from_json
     from cbedtdc.features.registry import get_source
 
-    get_source(args.source).extract(args.shards, args.split, args.out, model=args.model or None,
-                                    batch_size=args.batch_size, device=args.device, threads=args.threads,
-                                    workers=args.workers, progress=args.progress)
+    source, aug = get_source(args.source), augment_from_json(args.augment)
+    extra = {}
+    if aug is not None:
+        if not source.augments:
+            raise InputError(f"--augment: feature source {source.name} takes no perturbed copies (only the "
+                             "descriptor sources do); drop --augment")
+        extra = {"augment": aug, "seed": args.seed}
+    source.extract(args.shards, args.split, args.out, model=args.model or None, batch_size=args.batch_size,
+                   device=args.device, threads=args.threads, workers=args.workers, progress=args.progress, **extra)
 
 
 def main(argv=None) -> int:

@@ -5,20 +5,29 @@ A head names a *list* of sources (``[cnn]``, ``[symmetry]``, ``[cnn, symmetry]``
 :func:`load_split` reads one split of such folders, :func:`load_sources` any list of files; each keeps the run's
 classes, aligns every source to the first one's rows by key and concatenates the columns; the heads
 standardise every column (:class:`cbedtdc.heads.Head`), so sources of different scales mix.
+
+A descriptor source's train file may hold perturbed copies of the training stacks after its clean rows (config
+``features.augment``, keys ``"<key>@aug<copy>"``): a join keeps them only when every source has them (a head on
+``[symmetry]`` alone trains on them; on ``[cnn, symmetry]`` the CNN features have no copies, so the head reads the
+clean rows), and says how many it left out in the log.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from cbedtdc.features.augment import is_augmented
 from cbedtdc.features.spec import split_file
 from cbedtdc.features.store import FeaturesError, read_features
 from cbedtdc.errors import InputError
 
 __all__ = ["SourceSet", "load_sources", "load_split", "source_files", "align_rows"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -83,6 +92,15 @@ def load_sources(paths, split: str, classes=None, keys=None) -> SourceSet:
                                 f"(e.g. {sorted(missing)[0]}); the features come from other shards: delete the "
                                 "features file and rerun its features rule")
         keep &= np.array([k in wanted for k in first.keys])
+    aug = np.array([is_augmented(k) for k in first.keys], dtype=bool)
+    if aug.any() and len(sets) > 1:  # perturbed training copies (features.augment) only where every source has them
+        for fs, p in zip(sets[1:], paths[1:]):
+            have = set(fs.keys)
+            lacking = aug & keep & np.array([k not in have for k in first.keys])
+            if lacking.any():
+                log.info("%s: %d perturbed training copies of %s (features.augment) left out of the join: %s has no "
+                         "copies", split, int(lacking.sum()), paths[0], p)
+                keep &= ~lacking
     rows = np.flatnonzero(keep)
     out_keys = [first.keys[i] for i in rows]
     blocks, parts = [first.features[rows]], []

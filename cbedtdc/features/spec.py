@@ -14,7 +14,9 @@ Its description owns:
 - its **batch extractor** for ``cbedtdc classify``, ``batch_features(record, run_folder, device) -> (f, image
   size or None)``, ``f`` mapping a ``(B, 3, S, S)`` uint8 torch batch to float32 ``(B, D)``; ``record`` is what
   a head recorded of the source (:meth:`cbedtdc.features.SourceSet.provenance`), checked against this code's
-  model or settings so that a head never reads numbers of another kind.
+  model or settings so that a head never reads numbers of another kind;
+- whether its train split takes **perturbed copies** of the training stacks (``augments``; config
+  ``features.augment``, :mod:`cbedtdc.features.augment`): the extraction then also takes ``augment=`` and ``seed=``.
 
 A source computed from the patterns alone (no trained model) is a *descriptor source*: :func:`descriptor_source`
 builds it from a ``describe(stacks) -> (features, reasons)`` function, the names of its columns and its settings
@@ -64,6 +66,7 @@ class FeatureSource:
     threads: bool = False  # the extraction uses the rule's threads (torch); else one core
     folders: str = ""  # regular expression of every folder it writes (default: folder)
     checkpoint: Callable[[str, str], str] | None = None  # (folder, root) -> the checkpoint a folder is computed through
+    augments: bool = False  # its extraction takes augment= and seed= (config features.augment, train split only)
 
     def __post_init__(self):
         if not re.fullmatch(r"[a-z][a-z0-9_]*", self.name):
@@ -122,7 +125,7 @@ def settings_sha256(settings: dict) -> str:
 
 
 def write_descriptors(shard_root, split: str, out_path, *, name: str, describe, names, settings: dict, keys=None,
-                      batch_size: int = 256, progress: bool = True) -> dict:
+                      batch_size: int = 256, progress: bool = True, augment=None, seed: int = 0) -> dict:
     """Write ``describe``'s features of every stack of ``split`` to ``out_path`` (a features file).
 
     Streams batches of ``batch_size`` stacks through :class:`cbedtdc.data.ShardDataset` (memory: one batch);
@@ -132,51 +135,76 @@ def write_descriptors(shard_root, split: str, out_path, *, name: str, describe, 
     records ``model = "<name>/<version>"``, ``model_sha256`` = :func:`settings_sha256` and, in ``model_meta``,
     the settings, the column names and the image size.
 
+    ``augment`` (a :class:`cbedtdc.features.augment.Augment`, train split only) appends ``augment.copies``
+    perturbed copies of every stack after the clean rows, keys ``"<key>@aug<copy>"``, drawn from ``seed``; the
+    settings are recorded in ``model_meta["augment"]`` (``model_sha256`` stays that of the descriptors).
+
     Returns
     -------
     dict
-        ``n``, ``dim``, ``split``, ``seconds``, ``samples_per_s``, ``out``, ``fallback`` (count).
+        ``n``, ``dim``, ``split``, ``seconds``, ``samples_per_s``, ``out``, ``fallback`` (count), ``augmented``
+        (rows of perturbed copies).
     """
     from tqdm import tqdm
 
     from cbedtdc.data import ShardDataset
+    from cbedtdc.features.augment import augment_batch, augmented_keys
     from cbedtdc.features.store import FeatureWriter
 
     if int(batch_size) < 1:
         raise InputError(f"batch_size={batch_size}: must be >= 1")
+    if augment is not None and split != "train":
+        raise InputError(f"{out_path}: augmentation is for the train split only; the {split} features stay clean "
+                         "(drop --augment)")
+    copies = augment.copies if augment is not None else 0
     ds = ShardDataset(shard_root, split, keys=keys, orientation="stack")
-    names, dim, side, t0, flagged = list(names), len(names), ds.image_size, time.perf_counter(), []
-    writer = FeatureWriter(out_path, ds.keys, ds.labels, dim=dim, split=split, source=name,
-                           model=f"{name}/{settings['version']}", model_sha256=settings_sha256(settings),
-                           model_meta={**settings, "names": names, "image_size": side}, chunk_rows=int(batch_size))
+    names, dim, side, t0, flagged, aug_flagged = list(names), len(names), ds.image_size, time.perf_counter(), [], 0
+    meta = {**settings, "names": names, "image_size": side}
+    if copies:
+        meta["augment"] = {**augment.settings(), "seed": int(seed)}
+    writer = FeatureWriter(out_path, ds.keys + augmented_keys(ds.keys, copies), np.tile(ds.labels, copies + 1),
+                           dim=dim, split=split, source=name, model=f"{name}/{settings['version']}",
+                           model_sha256=settings_sha256(settings), model_meta=meta, chunk_rows=int(batch_size))
     with writer:
-        bar = tqdm(total=len(ds), desc=f"{name} {split}", unit="sample", mininterval=5.0, disable=not progress)
+        bar = tqdm(total=len(ds) * (copies + 1), desc=f"{name} {split}", unit="sample", mininterval=5.0,
+                   disable=not progress)
         with bar:
             buf = np.empty((int(batch_size), 3, side, side), dtype=np.uint8)
-            for start in range(0, len(ds), int(batch_size)):
-                stop = min(start + int(batch_size), len(ds))
-                for i in range(start, stop):
-                    buf[i - start] = ds.image(i)
-                feats, reasons = describe(buf[: stop - start])
-                writer.append(feats)
-                flagged += [(ds.keys[start + i], r) for i, r in enumerate(reasons) if r]
-                bar.update(stop - start)
+            for copy in range(-1, copies):  # -1: the clean stacks, then each perturbed copy
+                for start in range(0, len(ds), int(batch_size)):
+                    stop = min(start + int(batch_size), len(ds))
+                    for i in range(start, stop):
+                        buf[i - start] = ds.image(i)
+                    x = buf[: stop - start]
+                    if copy >= 0:
+                        x = augment_batch(x, start, copy, augment, seed)
+                    feats, reasons = describe(x)
+                    writer.append(feats)
+                    if copy < 0:
+                        flagged += [(ds.keys[start + i], r) for i, r in enumerate(reasons) if r]
+                    else:
+                        aug_flagged += sum(1 for r in reasons if r)
+                    bar.update(stop - start)
     secs, done = time.perf_counter() - t0, writer.done
     if flagged:
         log.warning("%d of %d %s samples have a fallback panel (features kept and flagged), e.g. %s",
-                    len(flagged), done, split, "; ".join(f"{k}: {r}" for k, r in flagged[:5]))
+                    len(flagged), len(ds), split, "; ".join(f"{k}: {r}" for k, r in flagged[:5]))
         for k, r in flagged:
             log.info("fallback %s: %s", k, r)
+    if copies:
+        log.info("%d perturbed copies of the %d %s stacks (seed %d): %d rows, %d with a fallback panel (blanked "
+                 "or noisy panels, features kept and flagged)", copies, len(ds), split, seed, copies * len(ds),
+                 aug_flagged)
     info = {"n": done, "dim": dim, "split": split, "seconds": round(secs, 3),
             "samples_per_s": round(done / secs, 2) if secs > 0 else None, "out": str(Path(out_path)),
-            "fallback": len(flagged)}
+            "fallback": len(flagged), "augmented": copies * len(ds)}
     log.info("%s descriptors of %d %s samples (%d-d) in %.1f s (%.0f samples/s) -> %s", name, done, split, dim,
              secs, info["samples_per_s"] or 0, out_path)
     return info
 
 
 def descriptor_source(name: str, summary: str, describe, names, settings: dict, *,
-                      folder: str | None = None) -> FeatureSource:
+                      folder: str | None = None, augments: bool = True) -> FeatureSource:
     """A feature source computed from the patterns alone (no trained model, one core, seed-free).
 
     Parameters
@@ -194,6 +222,9 @@ def descriptor_source(name: str, summary: str, describe, names, settings: dict, 
         JSON-able settings with a ``version``; a head fitted on other settings is refused at classify time.
     folder : str, optional
         Its folder under ``features/`` (default: the name).
+    augments : bool
+        Whether its train file takes the perturbed copies of config ``features.augment``
+        (:mod:`cbedtdc.features.augment`; default: True).
     """
     if "version" not in settings:
         raise InputError(f"feature source {name}: its settings need a 'version'")
@@ -201,12 +232,13 @@ def descriptor_source(name: str, summary: str, describe, names, settings: dict, 
     model, sha = f"{name}/{settings['version']}", settings_sha256(settings)
 
     def extract(shard_root, split, out_path, *, model=None, keys=None, batch_size=256, device="auto", threads=0,
-                workers=0, progress=True):
+                workers=0, progress=True, augment=None, seed=0):
         del device, threads, workers  # numpy on one core, in this process
         if model:
             raise InputError(f"feature source {name} reads no model; drop --model {model}")
         return write_descriptors(shard_root, split, out_path, name=name, describe=describe, names=names,
-                                 settings=settings, keys=keys, batch_size=batch_size, progress=progress)
+                                 settings=settings, keys=keys, batch_size=batch_size, progress=progress,
+                                 augment=augment, seed=seed)
 
     def batch_features(record, run_folder, device):
         if record.get("model") != model or record.get("model_sha256") != sha:
@@ -220,4 +252,4 @@ def descriptor_source(name: str, summary: str, describe, names, settings: dict, 
         return features, int(size) if size else None
 
     return FeatureSource(name=name, summary=summary, folder=folder or name, extract=extract,
-                         batch_features=batch_features)
+                         batch_features=batch_features, augments=augments)

@@ -9,7 +9,7 @@ from cbedtdc.errors import InputError
 from cbedtdc.features.symmetry.params import SymmetryParams
 from cbedtdc.features.symmetry.plan import Plan, parabola, plan_for
 
-__all__ = ["find_centres", "locate", "shift_to_centre"]
+__all__ = ["find_centres", "floor_dynamic_range", "locate", "shift_to_centre"]
 
 
 def locate(x: np.ndarray, plan: Plan, valid: np.ndarray):
@@ -71,15 +71,26 @@ def find_centres(panels, params: SymmetryParams | None = None):
     ``found`` is False where the geometric centre ``(S - 1) / 2`` was used (see the module docstring).
     """
     params = params or SymmetryParams()
-    x = np.asarray(panels, dtype=np.float32)
+    x = np.array(panels, dtype=np.float32)  # a copy: floored in place
     if x.ndim != 3 or x.shape[1] != x.shape[2]:
         raise InputError(f"panels of shape {x.shape}: expected (N, S, S)")
     finite = np.isfinite(x).all(axis=(1, 2))
     x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
     flat = x.reshape(len(x), -1)
-    valid = finite & (flat.max(1) > flat.min(1))
+    hi = flat.max(1)
+    valid = finite & (hi > flat.min(1))
+    floor_dynamic_range(x, hi, params)
     centres, _, found = locate(x, plan_for(x.shape[-1], params), valid)
     return centres, found
+
+
+def floor_dynamic_range(x: np.ndarray, hi: np.ndarray, params: SymmetryParams) -> None:
+    """Floor panels ``x`` (N, S, S) float32, in place, at ``hi - 10 ln(dynamic_range)`` grey levels (``hi``: each
+    panel's maximum): the shards' ``10 (log I + 17)`` of an intensity ``dynamic_range`` times below the brightest
+    pixel, one electron where that pixel holds ``dynamic_range`` (shot noise: at a low dose the dark pixels hold 0
+    or 1 electrons, and the log scale turns those into the panel's largest contrasts). 0: no floor."""
+    if params.dynamic_range > 0:
+        np.maximum(x, (hi - np.float32(10.0 * np.log(params.dynamic_range)))[:, None, None], out=x)
 
 
 def shift_to_centre(x, centres, plan: Plan):

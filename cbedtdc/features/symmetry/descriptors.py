@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 
 from cbedtdc.errors import InputError
-from cbedtdc.features.symmetry.centre import locate, shift_to_centre
+from cbedtdc.features.symmetry.centre import floor_dynamic_range, locate, shift_to_centre
 from cbedtdc.features.symmetry.params import SymmetryParams, panel_names
 from cbedtdc.features.symmetry.plan import Plan, parabola, plan_for
 
-__all__ = ["describe", "mirror_spectrum", "CHUNK"]
+__all__ = ["describe", "mirror_spectrum", "featureless", "CHUNK"]
 
 
 def _mirror_summary(mir, plan: Plan):
@@ -124,13 +124,28 @@ def _describe_chunk(x, plan: Plan):
                          np.broadcast_to(plan.all_band, (N, 1, R))], 1).astype(np.float32)
     bands = _band_features(a["H"], a["G"], wb, a["s_safe"], plan).reshape(N, -1)
     s_safe = a["s_safe"]
-    scalars = np.stack([a["r_bf"], a["bf_contrast"] / s_safe, a["rho"], (~a["found"]).astype(np.float32)], 1)
+    scalars = np.stack([a["r_bf"], a["bf_contrast"] / s_safe, (~a["found"]).astype(np.float32)], 1)
     feats = np.concatenate([a["radial"], bands, scalars], 1).astype(np.float32)
     bad = ~a["usable"]
-    feats[bad] = 0.0
-    feats[bad, -1] = 1.0
+    if bad.any():
+        feats[bad] = featureless(plan)
     feats = np.nan_to_num(feats, nan=0.0, posinf=0.0, neginf=0.0)
     return feats.reshape(B, -1), _reasons(a, B)
+
+
+def featureless(plan: Plan) -> np.ndarray:
+    """The descriptors of a panel without any structure (a blank, all-zero or non-finite panel): every band flat
+    (harmonic fractions at their floor, rotation and mirror scores 0), no radial profile, the bright-field radius at
+    the innermost fine radius, no contrast, ``centre.nocentre`` = 1: the values a uniform panel tends to, so that a
+    missing zone axis reads as "nothing recorded" rather than as the strongest harmonic content possible."""
+    p = plan.params
+    names = panel_names(p)
+    floor = 0.0 if p.harmonic_scale == "sqrt" else float(np.log10(p.log_floor))
+    out = np.zeros(len(names), dtype=np.float32)
+    out[[i for i, n in enumerate(names) if n.split(".")[-1].startswith("h") and n.split(".")[-1][1:].isdigit()]] = floor
+    out[names.index("bf.radius")] = plan.fine_r[0] / plan.k
+    out[names.index("centre.nocentre")] = 1.0
+    return out
 
 
 def _analyse(x, plan: Plan) -> dict:
@@ -139,13 +154,14 @@ def _analyse(x, plan: Plan) -> dict:
 
     N, S = len(x), plan.side
     integer = np.issubdtype(x.dtype, np.integer)  # shards: uint8, finite by construction
-    x = x.astype(np.float32, copy=False)
+    x = np.array(x, dtype=np.float32)  # a copy: ours to change below (the dynamic-range floor)
     finite = np.ones(N, dtype=bool) if integer else np.isfinite(x).all(axis=(1, 2))
     if not finite.all():
         x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
     flat = x.reshape(N, -1)
     lo, hi = flat.min(1), flat.max(1)
     valid = finite & (hi > lo)
+    floor_dynamic_range(x, hi, plan.params)
     centres, rho, found = locate(x, plan, valid)
     xc = shift_to_centre(x, centres, plan)
     T, R = plan.T, len(plan.radii)

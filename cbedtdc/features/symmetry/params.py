@@ -10,7 +10,7 @@ __all__ = ["NAME", "VERSION", "REF_SIDE", "SymmetryParams", "params_dict", "para
            "panel_names"]
 
 NAME = "symmetry"
-VERSION = "1"
+VERSION = "2"  # 2: no centre.rho column, the dynamic-range floor, featureless values for an unusable panel
 REF_SIDE = 64  # lengths in px below are at this side and scale with the image side
 
 
@@ -38,6 +38,7 @@ class SymmetryParams:
     flat_level: float = 0.05  # angular std / panel std below which a band counts as flat
     harmonic_scale: str = "log10"  # log10 | sqrt: the scale of the harmonic fractions
     log_floor: float = 1e-4  # harmonic fractions are floored here before log10
+    dynamic_range: float = 1000.0  # intensities below the panel's brightest / this are floored there (0: off)
 
     def scaled(self, side: int) -> float:
         return side / REF_SIDE
@@ -47,7 +48,7 @@ def params_dict(params: SymmetryParams | None = None) -> dict:
     """The settings as a plain JSON-able dict, with the version.
 
     >>> params_dict()["version"], params_dict()["n_angles"]
-    ('1', 128)
+    ('2', 128)
     """
     p = dataclasses.asdict(params or SymmetryParams())
     return {"version": VERSION, **{k: list(v) if isinstance(v, tuple) else v for k, v in p.items()}}
@@ -76,7 +77,7 @@ def panel_names(params: SymmetryParams) -> list[str]:
     names = [f"radial.r{k}" for k in range(params.n_radii)]
     for b in _band_names(params):
         names += [f"{b}.{f}" for f in _band_feature_names(params)]
-    return names + ["bf.radius", "bf.contrast", "centre.rho", "centre.nocentre"]
+    return names + ["bf.radius", "bf.contrast", "centre.nocentre"]
 
 
 def descriptor_names(params: SymmetryParams | None = None) -> list[str]:
@@ -84,7 +85,7 @@ def descriptor_names(params: SymmetryParams | None = None) -> list[str]:
 
     >>> names = descriptor_names()
     >>> len(names), names[0], names[-1]
-    (966, 'p0.radial.r0', 'p2.centre.nocentre')
+    (963, 'p0.radial.r0', 'p2.centre.nocentre')
     """
     params = params or SymmetryParams()
     return [f"p{p}.{n}" for p in range(3) for n in panel_names(params)]
