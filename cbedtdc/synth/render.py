@@ -109,14 +109,29 @@ class BlochBeams:
 
 
 def _enumerate(crystal: Crystal, g_lim: float):
+    """Every reflection g != 0 with |g| <= g_lim, in lexicographic (h, k, l) order: Miller indices, g, |g|^2.
+
+    Only the l range that can reach the sphere is listed for each (h, k) (the roots of |h a* + k b* + l c*| = g_lim,
+    widened by one), not the whole box of indices; the exact test |g|^2 <= g_lim^2 then decides."""
     recip = crystal.recip
     lim = np.floor(g_lim * np.linalg.norm(crystal.cell, axis=1)).astype(int)  # h_i = g . a_i
-    grids = np.meshgrid(*[np.arange(-m, m + 1) for m in lim], indexing="ij")
-    hkl = np.stack([g.ravel() for g in grids], axis=1)
-    hkl = hkl[np.any(hkl != 0, axis=1)]
+    hh, kk = np.meshgrid(np.arange(-lim[0], lim[0] + 1), np.arange(-lim[1], lim[1] + 1), indexing="ij")
+    hh, kk = hh.ravel(), kk.ravel()
+    u = np.outer(hh, recip[0]) + np.outer(kk, recip[1])  # (P, 3): h a* + k b*
+    cc = float(recip[2] @ recip[2])
+    b = u @ recip[2]
+    disc = b * b - cc * (np.einsum("ij,ij->i", u, u) - g_lim**2)
+    root = np.sqrt(np.maximum(disc, 0.0))
+    lo = np.maximum(np.floor((-b - root) / cc).astype(int) - 1, -lim[2])
+    hi = np.minimum(np.ceil((-b + root) / cc).astype(int) + 1, lim[2])
+    n = np.where(disc >= -1e-9 * cc * g_lim**2, np.maximum(hi - lo + 1, 0), 0)
+    start = np.repeat(lo - np.cumsum(n) + n, n)  # l = lo + position within the (h, k) run
+    hkl = np.stack([np.repeat(hh, n), np.repeat(kk, n), start + np.arange(int(n.sum()))], axis=1)
     g = hkl @ recip
     g2 = np.einsum("ij,ij->i", g, g)
     keep = g2 <= g_lim**2
+    origin = hh.size // 2  # the (h, k) = (0, 0) pair: its run holds l = 0 (|0| <= g_lim)
+    keep[int(n[:origin].sum()) - int(lo[origin])] = False
     return hkl[keep], g[keep], g2[keep]
 
 
@@ -165,7 +180,8 @@ def prepare_panels(crystal: Crystal, axes: list[ZoneAxis], optics: Optics, angle
     grow = LAMBDA_100 / wavelength(max(energies_kev))  # disk radius growth over 100 keV
     r_bound = 0.5 * grow  # generous bound on r for the enumeration
     half_diag = optics.q_max * np.sqrt(2.0)
-    hkl, g, g2 = _enumerate(crystal, half_diag + r_bound + 0.05)
+    g_lim = half_diag + r_bound + 0.05
+    hkl, g, g2 = _enumerate(crystal, g_lim)
     volume = crystal.volume
     panels = []
     for axis, angle in zip(axes, angles):
@@ -185,11 +201,20 @@ def prepare_panels(crystal: Crystal, axes: list[ZoneAxis], optics: Optics, angle
             d_hkl = 1.0 / g_min
         semi_angle = optics.overlap * g_min / 2.0 * LAMBDA_100
         r_max = semi_angle * k_hi
-        g_perp = np.sqrt(np.maximum(g2 - g_par**2, 0.0))
+        # every candidate lies in a slab about the zone plane (|g_perp| <= g_lim bounds its margin): the exact tests
+        # run only on the rows of that slab (or of the ZOLZ without HOLZ)
+        if optics.holz:
+            slab = (r_max * g_lim / k_lo + optics.s_cut / min_thickness + 1e-3) * (1 + 1e-9)
+            rows = np.nonzero((g_par > -g_lim**2 / (2 * k_lo) - slab) & (g_par < slab))[0]
+        else:
+            rows = np.nonzero(zolz)[0]
+        gp, gg = g_par[rows], g2[rows]
+        g_perp = np.sqrt(np.maximum(gg - gp**2, 0.0))
         margin = r_max * g_perp / k_lo + optics.s_cut / min_thickness + 1e-3
-        near = (g_par > -g2 / (2 * k_lo) - margin) & (g_par < -g2 / (2 * k_hi) + margin)
-        cand = zolz | (near if optics.holz else False)
-        cand &= g_perp - r_max < half_diag
+        near = (gp > -gg / (2 * k_lo) - margin) & (gp < -gg / (2 * k_hi) + margin)
+        keep = zolz[rows] | (near if optics.holz else False)
+        keep &= g_perp - r_max < half_diag
+        cand = rows[keep]
         e1, e2 = _frame(crystal, n, angle)
         gc = g[cand]
         f_abs = np.abs(structure_factors(hkl[cand], crystal.frac, crystal.species, crystal.symbols,
