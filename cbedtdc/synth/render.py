@@ -27,6 +27,7 @@ structure factors, frame) and a per-sample intensity function of the ``mode``: `
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -135,17 +136,21 @@ def _enumerate(crystal: Crystal, g_lim: float):
     return hkl[keep], g[keep], g2[keep]
 
 
+#: The 26 lattice vectors [uvw] with entries in -1..1, in the order :func:`_frame` tries them.
+_NEIGHBOURS = [uvw for uvw in np.array(np.meshgrid([-1, 0, 1], [-1, 0, 1], [-1, 0, 1])).reshape(3, -1).T if uvw.any()]
+
+
 def _frame(crystal: Crystal, n: np.ndarray, angle: float):
     """In-plane axes: e1 along the projection of the shortest lattice vector not parallel to n,
     then turned by ``angle`` about n."""
     best = None
-    for uvw in np.array(np.meshgrid([-1, 0, 1], [-1, 0, 1], [-1, 0, 1])).reshape(3, -1).T:
-        if not uvw.any():
-            continue
-        v = uvw @ crystal.cell
+    cell = crystal.cell
+    for uvw in _NEIGHBOURS:
+        v = uvw @ cell
         p = v - np.dot(v, n) * n
-        if np.linalg.norm(p) > 1e-3 * np.linalg.norm(v) and (best is None or np.linalg.norm(v) < best[0]):
-            best = (np.linalg.norm(v), p)
+        length = np.sqrt(v.dot(v))  # = np.linalg.norm(v), without its checks
+        if np.sqrt(p.dot(p)) > 1e-3 * length and (best is None or length < best[0]):
+            best = (length, p)
     e1 = best[1] / np.linalg.norm(best[1])
     e2 = np.cross(n, e1)
     c, s = np.cos(angle), np.sin(angle)
@@ -404,6 +409,16 @@ def _splat_bloch(beams: BlochBeams, k: float, gamma: float, thickness: float, r:
                        minlength=size * size)
 
 
+@lru_cache(maxsize=4)
+def _radius_px(size: int) -> np.ndarray:
+    """Distance [pixels] of every pixel from the optic axis (pixel (size - 1) / 2); read-only, shared."""
+    c = (size - 1) / 2.0
+    yy, xx = np.mgrid[:size, :size]
+    r = np.hypot(xx - c, yy - c)
+    r.flags.writeable = False
+    return r
+
+
 def detector(image: np.ndarray, rng: np.random.Generator, q_max: float) -> np.ndarray:
     """Diffuse background, detector blur and Poisson noise; float32 of the same shape.
 
@@ -417,9 +432,7 @@ def detector(image: np.ndarray, rng: np.random.Generator, q_max: float) -> np.nd
 
     size = image.shape[0]
     scale = size / 128.0
-    c = (size - 1) / 2.0
-    yy, xx = np.mgrid[:size, :size]
-    q = np.hypot(xx - c, yy - c) * (2.0 * q_max / size)
+    q = _radius_px(size) * (2.0 * q_max / size)
     level = 10.0 ** rng.uniform(-3.5, -2.0)
     q0 = rng.uniform(0.3, 1.0)
     img = image + level * np.exp(-q / q0)
