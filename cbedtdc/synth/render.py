@@ -157,6 +157,18 @@ def _frame(crystal: Crystal, n: np.ndarray, angle: float):
     return c * e1 + s * e2, -s * e1 + c * e2
 
 
+def _shortest_allowed(crystal: Crystal, hkl, g_len, b_iso: float, first: int = 48) -> float | None:
+    """The shortest |g| among reflections that are not systematically absent (None when all are): structure
+    factors of the ``first`` shortest, then of the rest only when those are all absent."""
+    order = np.argsort(g_len, kind="stable")
+    for part in (order[:first], order[first:]):
+        f = np.abs(structure_factors(hkl[part], crystal.frac, crystal.species, crystal.symbols, g_len[part], b_iso))
+        allowed = g_len[part][f > _EXTINCT]
+        if allowed.size:
+            return float(allowed.min())
+    return None
+
+
 def prepare_panels(crystal: Crystal, axes: list[ZoneAxis], optics: Optics, angles,
                    energies_kev=(100.0,), min_thickness: float = 100.0, mode: str = "kinematic",
                    max_beams: int = MAX_BEAMS) -> list[Panel]:
@@ -198,11 +210,9 @@ def prepare_panels(crystal: Crystal, axes: list[ZoneAxis], optics: Optics, angle
             g_min = 1.0 / axis.d_hkl
             d_hkl = axis.d_hkl
         else:
-            gz = np.sqrt(g2[zolz])
-            fz = np.abs(structure_factors(hkl[zolz], crystal.frac, crystal.species, crystal.symbols, gz,
-                                          optics.b_iso))
-            allowed = gz[fz > _EXTINCT]
-            g_min = float(allowed.min()) if allowed.size else float(np.sqrt(g2.min()))
+            g_min = _shortest_allowed(crystal, hkl[zolz], np.sqrt(g2[zolz]), optics.b_iso)
+            if g_min is None:
+                g_min = float(np.sqrt(g2.min()))
             d_hkl = 1.0 / g_min
         semi_angle = optics.overlap * g_min / 2.0 * LAMBDA_100
         r_max = semi_angle * k_hi
@@ -329,7 +339,9 @@ def render_panel(panel: Panel, energy_kev: float, thickness: float, size: int, t
         # beyond the beam cap stay kinematic
         keep &= ~(panel.zolz & (panel.g2 <= panel.bloch.g2.max() * (1 + 1e-9)))
 
-    half = int(np.ceil(r / dq)) + 2
+    # stencil: a pixel o pixels from the rounded centre lies >= (|o| - 1/2) dq from the disk's centre, and a pixel
+    # counts (w > 0) only within r + dq / 2: |o| < r / dq + 1; one more ring is margin
+    half = int(np.ceil(r / dq)) + 1
     oy, ox = np.mgrid[-half:half + 1, -half:half + 1]
     ox, oy = ox.ravel(), oy.ravel()
     image = np.zeros(size * size)
