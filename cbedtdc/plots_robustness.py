@@ -30,8 +30,10 @@ def robustness_figure(rows: list[dict]):
             pts = [r for r in rows if r["perturbation"] == name and r["model"] == model]
             x = np.array([float(r["strength"]) for r in pts])
             y, lo, hi = (np.array([float(r[k]) for r in pts]) for k in ("balanced_accuracy", "lo", "hi"))
-            ax.errorbar(x, y, yerr=np.nan_to_num([y - lo, hi - y]), marker="o", ms=3, capsize=2, color=f"C{i}",
-                        label=model)
+            # a percentile interval need not hold its point estimate (a skewed bootstrap at near-chance scores): that
+            # side's bar is then empty, not negative
+            yerr = np.clip(np.nan_to_num([y - lo, hi - y]), 0.0, None)
+            ax.errorbar(x, y, yerr=yerr, marker="o", ms=3, capsize=2, color=f"C{i}", label=model)
             ax.axhline(clean[model], color=f"C{i}", ls=":", lw=0.8)
         ax.set_xscale("log" if name == "dose" else "linear")
         if name == "blank_panel":
