@@ -23,11 +23,14 @@ $(STAMP): requirements.txt pyproject.toml
 # still works here (cbedtdc/runstate.py), then resume. One [progress] line per training epoch goes to the terminal.
 # The terminal shows Snakemake's step counter and the [progress] lines, not every job's block and shell command
 # (--quiet rules host reason; each job's full log is its logs/<rule>/... file), and ends with the headline table.
+# The same Snakemake invocation writes the HTML report when the workflow is done (--report-after-run): the run's
+# target already holds every file of the report, so `make report`'s two extra invocations (each parsing the
+# workflow and checking the DAG again) would find nothing to do but the report itself.
 run: $(STAMP)
 	$(BIN)/python -m cbedtdc.runstate unlock-if-stale
 	$(BIN)/python -m cbedtdc.runstate follow --pid $$$$ --interval 15 & \
-	$(BIN)/snakemake --profile local --cores $(CORES) --quiet rules host reason
-	@$(MAKE) --no-print-directory report
+	$(BIN)/snakemake --profile local --cores $(CORES) --quiet rules host reason \
+		--report results/report.html --report-after-run
 	@$(BIN)/cbedtdc table results/metrics/summary.json
 	@echo "Summary: results/metrics/summary.json; report: results/report.html"
 

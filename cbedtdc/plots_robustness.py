@@ -32,8 +32,10 @@ def robustness_figure(rows: list[dict]):
             pts = [r for r in rows if r["perturbation"] == name and r["model"] == model]
             x = np.array([float(r["strength"]) for r in pts])
             y, lo, hi = (np.array([float(r[k]) for r in pts]) for k in ("balanced_accuracy", "lo", "hi"))
-            ax.errorbar(x, y, yerr=np.nan_to_num([y - lo, hi - y]), marker="o", ms=3, capsize=2, color=f"C{i}",
-                        label=model)
+            # a percentile interval need not hold its point estimate (a skewed bootstrap at near-chance scores): that
+            # side's bar is then empty, not negative
+            yerr = np.clip(np.nan_to_num([y - lo, hi - y]), 0.0, None)
+            ax.errorbar(x, y, yerr=yerr, marker="o", ms=3, capsize=2, color=f"C{i}", label=model)
             # a rendered perturbation (rows with a paired difference) is scored on other samples: its curve holds the
             # run's own rendering of them (the row without a difference), the reference drawn dotted
             own = [float(r["balanced_accuracy"]) for r in pts if r.get("difference") in (None, "")]

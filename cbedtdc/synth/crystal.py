@@ -178,17 +178,16 @@ def _random_lattice(family: str, rng: np.random.Generator) -> tuple[np.ndarray, 
     return lengths, angles
 
 
+#: The 27 cell shifts of :func:`_min_distance` (index 13 is (0, 0, 0)).
+_SHIFTS = np.array(np.meshgrid([-1, 0, 1], [-1, 0, 1], [-1, 0, 1], indexing="ij")).reshape(3, -1).T
+
+
 def _min_distance(cell: np.ndarray, frac: np.ndarray) -> float:
     """Shortest interatomic distance [A] over the 27 neighbouring cells."""
-    shifts = np.array(np.meshgrid([-1, 0, 1], [-1, 0, 1], [-1, 0, 1], indexing="ij")).reshape(3, -1).T
     diff = (frac[:, None, :] - frac[None, :, :]) % 1.0  # (N, N, 3)
-    best = np.inf
-    for sh in shifts:
-        d = np.linalg.norm((diff + sh) @ cell, axis=-1)
-        if not sh.any():
-            d = d + np.diag(np.full(len(frac), np.inf))
-        best = min(best, float(d.min()))
-    return best
+    d = np.linalg.norm((diff + _SHIFTS[:, None, None, :]) @ cell, axis=-1)  # (27, N, N)
+    d[13][np.diag_indices(len(frac))] = np.inf  # shift (0, 0, 0): an atom and itself
+    return float(d.min())
 
 
 def identify(cell, frac, numbers, symprec: float) -> int:
@@ -252,9 +251,11 @@ def _try_structure(space_group: int, rng: np.random.Generator, force_general: bo
     if len(frac) > 1 and _min_distance(cell, frac) < _MIN_DIST:
         return None, "atoms closer than 1 A"
     crystal = Crystal(space_group, cell, frac, species, symbols)
-    found = [identify(cell, frac, crystal.numbers, p) for p in SYMPRECS]
-    if found != [space_group] * len(SYMPRECS):
-        return None, f"spglib found {found} at symprec {list(SYMPRECS)}"
+    numbers = crystal.numbers
+    for p in SYMPRECS:  # the first mismatch decides: no need to ask spglib at the other tolerance
+        found = identify(cell, frac, numbers, p)
+        if found != space_group:
+            return None, f"spglib found {found} at symprec {p}"
     return crystal, ""
 
 

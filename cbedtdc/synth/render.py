@@ -27,6 +27,7 @@ structure factors, frame) and a per-sample intensity function of the ``mode``: `
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -109,32 +110,63 @@ class BlochBeams:
 
 
 def _enumerate(crystal: Crystal, g_lim: float):
+    """Every reflection g != 0 with |g| <= g_lim, in lexicographic (h, k, l) order: Miller indices, g, |g|^2.
+
+    Only the l range that can reach the sphere is listed for each (h, k) (the roots of |h a* + k b* + l c*| = g_lim,
+    widened by one), not the whole box of indices; the exact test |g|^2 <= g_lim^2 then decides."""
     recip = crystal.recip
     lim = np.floor(g_lim * np.linalg.norm(crystal.cell, axis=1)).astype(int)  # h_i = g . a_i
-    grids = np.meshgrid(*[np.arange(-m, m + 1) for m in lim], indexing="ij")
-    hkl = np.stack([g.ravel() for g in grids], axis=1)
-    hkl = hkl[np.any(hkl != 0, axis=1)]
+    hh, kk = np.meshgrid(np.arange(-lim[0], lim[0] + 1), np.arange(-lim[1], lim[1] + 1), indexing="ij")
+    hh, kk = hh.ravel(), kk.ravel()
+    u = np.outer(hh, recip[0]) + np.outer(kk, recip[1])  # (P, 3): h a* + k b*
+    cc = float(recip[2] @ recip[2])
+    b = u @ recip[2]
+    disc = b * b - cc * (np.einsum("ij,ij->i", u, u) - g_lim**2)
+    root = np.sqrt(np.maximum(disc, 0.0))
+    lo = np.maximum(np.floor((-b - root) / cc).astype(int) - 1, -lim[2])
+    hi = np.minimum(np.ceil((-b + root) / cc).astype(int) + 1, lim[2])
+    n = np.where(disc >= -1e-9 * cc * g_lim**2, np.maximum(hi - lo + 1, 0), 0)
+    start = np.repeat(lo - np.cumsum(n) + n, n)  # l = lo + position within the (h, k) run
+    hkl = np.stack([np.repeat(hh, n), np.repeat(kk, n), start + np.arange(int(n.sum()))], axis=1)
     g = hkl @ recip
     g2 = np.einsum("ij,ij->i", g, g)
     keep = g2 <= g_lim**2
+    origin = hh.size // 2  # the (h, k) = (0, 0) pair: its run holds l = 0 (|0| <= g_lim)
+    keep[int(n[:origin].sum()) - int(lo[origin])] = False
     return hkl[keep], g[keep], g2[keep]
+
+
+#: The 26 lattice vectors [uvw] with entries in -1..1, in the order :func:`_frame` tries them.
+_NEIGHBOURS = [uvw for uvw in np.array(np.meshgrid([-1, 0, 1], [-1, 0, 1], [-1, 0, 1])).reshape(3, -1).T if uvw.any()]
 
 
 def _frame(crystal: Crystal, n: np.ndarray, angle: float):
     """In-plane axes: e1 along the projection of the shortest lattice vector not parallel to n,
     then turned by ``angle`` about n."""
     best = None
-    for uvw in np.array(np.meshgrid([-1, 0, 1], [-1, 0, 1], [-1, 0, 1])).reshape(3, -1).T:
-        if not uvw.any():
-            continue
-        v = uvw @ crystal.cell
+    cell = crystal.cell
+    for uvw in _NEIGHBOURS:
+        v = uvw @ cell
         p = v - np.dot(v, n) * n
-        if np.linalg.norm(p) > 1e-3 * np.linalg.norm(v) and (best is None or np.linalg.norm(v) < best[0]):
-            best = (np.linalg.norm(v), p)
+        length = np.sqrt(v.dot(v))  # = np.linalg.norm(v), without its checks
+        if np.sqrt(p.dot(p)) > 1e-3 * length and (best is None or length < best[0]):
+            best = (length, p)
     e1 = best[1] / np.linalg.norm(best[1])
     e2 = np.cross(n, e1)
     c, s = np.cos(angle), np.sin(angle)
     return c * e1 + s * e2, -s * e1 + c * e2
+
+
+def _shortest_allowed(crystal: Crystal, hkl, g_len, b_iso: float, first: int = 48) -> float | None:
+    """The shortest |g| among reflections that are not systematically absent (None when all are): structure
+    factors of the ``first`` shortest, then of the rest only when those are all absent."""
+    order = np.argsort(g_len, kind="stable")
+    for part in (order[:first], order[first:]):
+        f = np.abs(structure_factors(hkl[part], crystal.frac, crystal.species, crystal.symbols, g_len[part], b_iso))
+        allowed = g_len[part][f > _EXTINCT]
+        if allowed.size:
+            return float(allowed.min())
+    return None
 
 
 def prepare_panels(crystal: Crystal, axes: list[ZoneAxis], optics: Optics, angles,
@@ -165,7 +197,8 @@ def prepare_panels(crystal: Crystal, axes: list[ZoneAxis], optics: Optics, angle
     grow = LAMBDA_100 / wavelength(max(energies_kev))  # disk radius growth over 100 keV
     r_bound = 0.5 * grow  # generous bound on r for the enumeration
     half_diag = optics.q_max * np.sqrt(2.0)
-    hkl, g, g2 = _enumerate(crystal, half_diag + r_bound + 0.05)
+    g_lim = half_diag + r_bound + 0.05
+    hkl, g, g2 = _enumerate(crystal, g_lim)
     volume = crystal.volume
     panels = []
     for axis, angle in zip(axes, angles):
@@ -177,19 +210,26 @@ def prepare_panels(crystal: Crystal, axes: list[ZoneAxis], optics: Optics, angle
             g_min = 1.0 / axis.d_hkl
             d_hkl = axis.d_hkl
         else:
-            gz = np.sqrt(g2[zolz])
-            fz = np.abs(structure_factors(hkl[zolz], crystal.frac, crystal.species, crystal.symbols, gz,
-                                          optics.b_iso))
-            allowed = gz[fz > _EXTINCT]
-            g_min = float(allowed.min()) if allowed.size else float(np.sqrt(g2.min()))
+            g_min = _shortest_allowed(crystal, hkl[zolz], np.sqrt(g2[zolz]), optics.b_iso)
+            if g_min is None:
+                g_min = float(np.sqrt(g2.min()))
             d_hkl = 1.0 / g_min
         semi_angle = optics.overlap * g_min / 2.0 * LAMBDA_100
         r_max = semi_angle * k_hi
-        g_perp = np.sqrt(np.maximum(g2 - g_par**2, 0.0))
+        # every candidate lies in a slab about the zone plane (|g_perp| <= g_lim bounds its margin): the exact tests
+        # run only on the rows of that slab (or of the ZOLZ without HOLZ)
+        if optics.holz:
+            slab = (r_max * g_lim / k_lo + optics.s_cut / min_thickness + 1e-3) * (1 + 1e-9)
+            rows = np.nonzero((g_par > -g_lim**2 / (2 * k_lo) - slab) & (g_par < slab))[0]
+        else:
+            rows = np.nonzero(zolz)[0]
+        gp, gg = g_par[rows], g2[rows]
+        g_perp = np.sqrt(np.maximum(gg - gp**2, 0.0))
         margin = r_max * g_perp / k_lo + optics.s_cut / min_thickness + 1e-3
-        near = (g_par > -g2 / (2 * k_lo) - margin) & (g_par < -g2 / (2 * k_hi) + margin)
-        cand = zolz | (near if optics.holz else False)
-        cand &= g_perp - r_max < half_diag
+        near = (gp > -gg / (2 * k_lo) - margin) & (gp < -gg / (2 * k_hi) + margin)
+        keep = zolz[rows] | (near if optics.holz else False)
+        keep &= g_perp - r_max < half_diag
+        cand = rows[keep]
         e1, e2 = _frame(crystal, n, angle)
         gc = g[cand]
         f_abs = np.abs(structure_factors(hkl[cand], crystal.frac, crystal.species, crystal.symbols,
@@ -299,7 +339,9 @@ def render_panel(panel: Panel, energy_kev: float, thickness: float, size: int, t
         # beyond the beam cap stay kinematic
         keep &= ~(panel.zolz & (panel.g2 <= panel.bloch.g2.max() * (1 + 1e-9)))
 
-    half = int(np.ceil(r / dq)) + 2
+    # stencil: a pixel o pixels from the rounded centre lies >= (|o| - 1/2) dq from the disk's centre, and a pixel
+    # counts (w > 0) only within r + dq / 2: |o| < r / dq + 1; one more ring is margin
+    half = int(np.ceil(r / dq)) + 1
     oy, ox = np.mgrid[-half:half + 1, -half:half + 1]
     ox, oy = ox.ravel(), oy.ravel()
     image = np.zeros(size * size)
@@ -379,6 +421,16 @@ def _splat_bloch(beams: BlochBeams, k: float, gamma: float, thickness: float, r:
                        minlength=size * size)
 
 
+@lru_cache(maxsize=4)
+def _radius_px(size: int) -> np.ndarray:
+    """Distance [pixels] of every pixel from the optic axis (pixel (size - 1) / 2); read-only, shared."""
+    c = (size - 1) / 2.0
+    yy, xx = np.mgrid[:size, :size]
+    r = np.hypot(xx - c, yy - c)
+    r.flags.writeable = False
+    return r
+
+
 def detector(image: np.ndarray, rng: np.random.Generator, q_max: float) -> np.ndarray:
     """Diffuse background, detector blur and Poisson noise; float32 of the same shape.
 
@@ -392,9 +444,7 @@ def detector(image: np.ndarray, rng: np.random.Generator, q_max: float) -> np.nd
 
     size = image.shape[0]
     scale = size / 128.0
-    c = (size - 1) / 2.0
-    yy, xx = np.mgrid[:size, :size]
-    q = np.hypot(xx - c, yy - c) * (2.0 * q_max / size)
+    q = _radius_px(size) * (2.0 * q_max / size)
     level = 10.0 ** rng.uniform(-3.5, -2.0)
     q0 = rng.uniform(0.3, 1.0)
     img = image + level * np.exp(-q / q0)

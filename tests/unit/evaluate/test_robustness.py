@@ -192,6 +192,17 @@ def test_robustness_figure_from_the_csv(tmp_path, stacks):
         robustness_figure([r for r in rows if r["perturbation"] != "clean"])
 
 
+def test_robustness_figure_draws_a_point_outside_its_interval():
+    """A 1-epoch default run at seed 0 scored a blanked panel 0.0625 with the interval [0.0666, 0.1]: the figure
+    draws it (no bar below the point) instead of failing the run."""
+    from cbedtdc.plots_robustness import robustness_figure
+
+    row = dict(perturbation="blank_panel", strength="0", model="tdc", balanced_accuracy="0.0625", lo="0.0666", hi="0.1")
+    clean = dict(row, perturbation="clean", strength="", balanced_accuracy="0.6", lo="0.5", hi="0.7")
+    fig = robustness_figure([clean, row])
+    assert [ax.get_title() for ax in fig.get_axes()] == ["blank panel"]
+
+
 def test_cli_defaults_are_the_schema_defaults():
     from importlib import util
 
