@@ -162,16 +162,31 @@ def tiny_shards(tmp_path_factory):
 #: Files of the session's tiny run (fixture ``tiny_run``) alternate with files that do not need it, so the second
 #: worker has work of its own while the first builds it. Files not listed keep their order, after these.
 COSTLIEST_FIRST = [
-    "tests/workflow/test_pipeline_shared.py",
+    "tests/workflow/test_pipeline_shared.py",  # builds the tiny run
     "tests/workflow/test_slurm.py",
     "tests/workflow/test_pipeline.py",
     "tests/workflow/test_profiles.py",
+    "tests/unit/train/test_engine.py",
+    "tests/workflow/test_docs_commands.py",
+    "tests/unit/test_distributed.py",
     "tests/workflow/test_robustness_rules.py",
+    "tests/workflow/test_workflow.py",
     "tests/workflow/test_pipeline_class_order.py",
+    "tests/workflow/test_pipeline_dag.py",
     "tests/workflow/test_resume_after_kill.py",
-    "tests/workflow/test_no_venv_path.py",
+    "tests/workflow/test_mirror.py",
+    "tests/workflow/test_config_checks.py",
     "tests/workflow/test_report.py",
+    "tests/unit/test_synth.py",
+    "tests/unit/test_synth_tail.py",
     "tests/workflow/test_pipeline_physics.py",
+    "tests/workflow/test_no_venv_path.py",
+    "tests/workflow/test_data_stage.py",
+    "tests/workflow/test_train_rule.py",
+    "tests/unit/test_synth_multislice.py",
+    "tests/unit/evaluate/test_tune.py",
+    "tests/unit/features/test_cnn.py",
+    "tests/unit/train/test_checkpoint.py",
 ]
 
 
