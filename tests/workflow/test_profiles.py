@@ -57,6 +57,25 @@ def planned_jobs(text: str) -> dict[str, dict]:
     return jobs
 
 
+@pytest.fixture(scope="module")
+def dry_run(tmp_path_factory):
+    """``dry_run(profile, attempt=1)``: what `snakemake --profile PROFILE -n -p --attempt ATTEMPT --config TINY`
+    prints in a folder laid out like the repository, run once per module for each pair (the launcher, resource and
+    sbatch tests below read the same plans)."""
+    wd = workdir_like_repo(tmp_path_factory.mktemp("dry_runs"))
+    plans = {}
+
+    def run(profile: str, attempt: int = 1) -> str:
+        if (profile, attempt) not in plans:
+            res = snakemake(wd, "--profile", profile, "-n", "-p", "--attempt", str(attempt), "--config", *TINY,
+                            env_extra={"LSF_PROJECT": "X"})
+            assert res.returncode == 0, f"{profile}, attempt {attempt}:\n{res.stdout}{res.stderr}"
+            plans[profile, attempt] = res.stdout + res.stderr
+        return plans[profile, attempt]
+
+    return run
+
+
 class _Resources(dict):
     __getattr__ = dict.__getitem__
 
@@ -122,17 +141,14 @@ def test_summit_status_command_runs_without_python_on_path(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- launchers
-def test_training_launchers_per_profile(tmp_path):
-    wd = workdir_like_repo(tmp_path)
+def test_training_launchers_per_profile(dry_run):
     expected = {"summit": "jsrun -a 1 -c 7 -g 1 -r 6 --bind packed:7 -n 3",
                 "summit-batch": "jsrun -a 1 -c 7 -g 1 -r 6 --bind packed:7 -n 3",
                 "slurm": "srun --mpi=pmi2 --gpu-bind=none -n 3",
                 "slurm-cpu": "srun --mpi=pmi2 -n 3",
                 "local": "mpiexec -n 3"}
     for profile, launcher in expected.items():
-        res = snakemake(wd, "--profile", profile, "-n", "-p", "--config", *TINY, env_extra={"LSF_PROJECT": "X"})
-        out = res.stdout + res.stderr
-        assert res.returncode == 0, out
+        out = dry_run(profile)
         for rule, model in (("train_flat", "flat/ce"), ("train_level", "tdc/level_1")):
             assert re.search(rf"{re.escape(launcher)} {PY} workflow_scripts/train\.py --shards results/shards "
                              rf"--model results/{model}/best\.pt", out), \
@@ -141,17 +157,11 @@ def test_training_launchers_per_profile(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- resources
 @pytest.mark.parametrize("profile", ["slurm", "slurm-cpu", "summit"])
-def test_every_cluster_job_gets_more_runtime_and_memory_on_retry(tmp_path, profile):
+def test_every_cluster_job_gets_more_runtime_and_memory_on_retry(dry_run, profile):
     """retries: 1 must mean more: every rule's runtime and mem_mb double at attempt 2, and the profile's
     set-resources leave the rule's own attempt scaling (train_level: 120 x attempt) in place."""
-    wd = workdir_like_repo(tmp_path)
     assert yaml.safe_load((REPO / profile / "config.yaml").read_text())["retries"] >= 1
-    plans = {}
-    for attempt in (1, 2):
-        res = snakemake(wd, "--profile", profile, "-n", "--attempt", str(attempt), "--config", *TINY,
-                        env_extra={"LSF_PROJECT": "X"})
-        assert res.returncode == 0, res.stdout + res.stderr
-        plans[attempt] = planned_jobs(res.stdout + res.stderr)
+    plans = {attempt: planned_jobs(dry_run(profile, attempt)) for attempt in (1, 2)}
     rules = set(plans[1]) - {"all"}
     assert {"synthesize", "index_raw", "shard", "manifest", "train_flat", "train_level", "evaluate"} <= rules
     for rule in sorted(rules):
@@ -165,11 +175,9 @@ def test_every_cluster_job_gets_more_runtime_and_memory_on_retry(tmp_path, profi
     assert plans[1]["index_raw"]["mem_mb"] == 1000 and plans[1]["train_flat"]["runtime"] == 120
 
 
-def test_slurm_gpu_profile_asks_one_gpu_per_rank_and_cpu_rules_no_gpu(tmp_path):
+def test_slurm_gpu_profile_asks_one_gpu_per_rank_and_cpu_rules_no_gpu(dry_run, tmp_path):
     wd = workdir_like_repo(tmp_path)
-    res = snakemake(wd, "--profile", "slurm", "-n", "--config", *TINY)
-    assert res.returncode == 0, res.stdout + res.stderr
-    jobs = planned_jobs(res.stdout + res.stderr)
+    jobs = planned_jobs(dry_run("slurm"))
     # a rank's CPUs, both training rules: from the config (threads_per_rank 1 + workers 1)
     for rule, cpus in (("train_flat", 2), ("train_level", 2)):
         line = sbatch_line(jobs[rule], threads=3)
@@ -184,9 +192,7 @@ def test_slurm_gpu_profile_asks_one_gpu_per_rank_and_cpu_rules_no_gpu(tmp_path):
         assert "gpu" not in line, f"{rule}: {line}"
         assert "--ntasks=1 --cpus-per-task=" in line, f"{rule}: {line}"
     # the CPU variant: the same ranks, no GPU anywhere
-    res = snakemake(wd, "--profile", "slurm-cpu", "-n", "--config", *TINY)
-    assert res.returncode == 0, res.stdout + res.stderr
-    jobs = planned_jobs(res.stdout + res.stderr)
+    jobs = planned_jobs(dry_run("slurm-cpu"))
     line = sbatch_line(jobs["train_flat"], threads=3)
     assert "--mem-per-cpu 2000 " in line and "--ntasks=3 --cpus-per-task=2" in line and "gpu" not in line, line
     # every other rule of the DAG (test_slurm.py runs the jobs up to the training on a real SLURM): one task, no GPU
