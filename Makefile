@@ -48,8 +48,9 @@ report: $(STAMP)
 
 # Two pytest workers (pytest-xdist), one test file each at a time (--dist loadfile keeps a file's module fixtures in
 # one worker): most tests wait on one single-threaded subprocess (Snakemake, an MPI launch), so the 2 cores of a CI
-# machine were half idle with one worker. TEST_WORKERS=0 runs everything in one process. The 15 slowest tests are
-# listed at the end, so the suite's cost stays visible.
+# machine were half idle with one worker. The costliest files go out first (tests/conftest.py, COSTLIEST_FIRST).
+# TEST_WORKERS=0 runs everything in one process. The 15 slowest tests are listed at the end, so the suite's cost
+# stays visible.
 TEST_WORKERS ?= 2
 test: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q --durations=15 $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)

@@ -154,3 +154,55 @@ def tiny_shards(tmp_path_factory):
     32 px raw stacks shrunk to 16 px shards. Built once per session; treat it as read-only."""
     return build_tiny_shards(tmp_path_factory.mktemp("tiny_shards"), classes=(14, 225, 1), per_class=6, side=32,
                              image_size=16, seed=0)
+
+
+#: Test files by cost, the costliest first (their tests' seconds summed, from ``--durations``). pytest-xdist's
+#: ``--dist loadfile`` hands each worker one file at a time in collection order, so the long files start first and
+#: the many short ones fill the gaps at the end, instead of one long file starting last while the other worker idles.
+#: Files of the session's tiny run (fixture ``tiny_run``) alternate with files that do not need it, so the second
+#: worker has work of its own while the first builds it. Files not listed keep their order, after these.
+COSTLIEST_FIRST = [
+    "tests/workflow/test_pipeline_shared.py",  # builds the tiny run
+    "tests/workflow/test_slurm.py",
+    "tests/workflow/test_pipeline.py",
+    "tests/workflow/test_profiles.py",
+    "tests/unit/train/test_engine.py",
+    "tests/workflow/test_docs_commands.py",
+    "tests/unit/test_distributed.py",
+    "tests/workflow/test_robustness_rules.py",
+    "tests/workflow/test_workflow.py",
+    "tests/workflow/test_pipeline_class_order.py",
+    "tests/workflow/test_pipeline_dag.py",
+    "tests/workflow/test_resume_after_kill.py",
+    "tests/workflow/test_mirror.py",
+    "tests/workflow/test_config_checks.py",
+    "tests/workflow/test_report.py",
+    "tests/unit/test_synth.py",
+    "tests/unit/test_synth_tail.py",
+    "tests/workflow/test_pipeline_physics.py",
+    "tests/workflow/test_no_venv_path.py",
+    "tests/workflow/test_data_stage.py",
+    "tests/workflow/test_train_rule.py",
+    "tests/unit/test_synth_multislice.py",
+    "tests/unit/evaluate/test_tune.py",
+    "tests/unit/features/test_cnn.py",
+    "tests/unit/train/test_checkpoint.py",
+]
+
+
+def pytest_configure(config):
+    # xdist's default for --dist loadfile orders the files by their number of tests, not by their cost
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(COSTLIEST_FIRST)}
+    root = Path(str(config.rootpath))
+
+    def key(item):
+        path = Path(str(item.path))
+        rel = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+        return rank.get(rel, len(rank))
+
+    items.sort(key=key)  # stable: within a file, and among the files not listed, the collection order stays

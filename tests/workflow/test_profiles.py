@@ -8,6 +8,7 @@ dry runs and through the slurm plugin's own sbatch builder (tests/workflow/test_
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -54,6 +55,25 @@ def planned_jobs(text: str) -> dict[str, dict]:
                 res[key] = int(value) if value.isdigit() else value
             jobs[rule] = res
     return jobs
+
+
+@pytest.fixture(scope="module")
+def dry_run(tmp_path_factory):
+    """``dry_run(profile, attempt=1)``: what `snakemake --profile PROFILE -n -p --attempt ATTEMPT --config TINY`
+    prints in a folder laid out like the repository, run once per module for each pair (the launcher, resource and
+    sbatch tests below read the same plans)."""
+    wd = workdir_like_repo(tmp_path_factory.mktemp("dry_runs"))
+    plans = {}
+
+    def run(profile: str, attempt: int = 1) -> str:
+        if (profile, attempt) not in plans:
+            res = snakemake(wd, "--profile", profile, "-n", "-p", "--attempt", str(attempt), "--config", *TINY,
+                            env_extra={"LSF_PROJECT": "X"})
+            assert res.returncode == 0, f"{profile}, attempt {attempt}:\n{res.stdout}{res.stderr}"
+            plans[profile, attempt] = res.stdout + res.stderr
+        return plans[profile, attempt]
+
+    return run
 
 
 class _Resources(dict):
@@ -121,17 +141,14 @@ def test_summit_status_command_runs_without_python_on_path(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- launchers
-def test_training_launchers_per_profile(tmp_path):
-    wd = workdir_like_repo(tmp_path)
+def test_training_launchers_per_profile(dry_run):
     expected = {"summit": "jsrun -a 1 -c 7 -g 1 -r 6 --bind packed:7 -n 3",
                 "summit-batch": "jsrun -a 1 -c 7 -g 1 -r 6 --bind packed:7 -n 3",
                 "slurm": "srun --mpi=pmi2 --gpu-bind=none -n 3",
                 "slurm-cpu": "srun --mpi=pmi2 -n 3",
                 "local": "mpiexec -n 3"}
     for profile, launcher in expected.items():
-        res = snakemake(wd, "--profile", profile, "-n", "-p", "--config", *TINY, env_extra={"LSF_PROJECT": "X"})
-        out = res.stdout + res.stderr
-        assert res.returncode == 0, out
+        out = dry_run(profile)
         for rule, model in (("train_flat", "flat/ce"), ("train_level", "tdc/level_1")):
             assert re.search(rf"{re.escape(launcher)} {PY} workflow_scripts/train\.py --shards results/shards "
                              rf"--model results/{model}/best\.pt", out), \
@@ -140,17 +157,11 @@ def test_training_launchers_per_profile(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- resources
 @pytest.mark.parametrize("profile", ["slurm", "slurm-cpu", "summit"])
-def test_every_cluster_job_gets_more_runtime_and_memory_on_retry(tmp_path, profile):
+def test_every_cluster_job_gets_more_runtime_and_memory_on_retry(dry_run, profile):
     """retries: 1 must mean more: every rule's runtime and mem_mb double at attempt 2, and the profile's
     set-resources leave the rule's own attempt scaling (train_level: 120 x attempt) in place."""
-    wd = workdir_like_repo(tmp_path)
     assert yaml.safe_load((REPO / profile / "config.yaml").read_text())["retries"] >= 1
-    plans = {}
-    for attempt in (1, 2):
-        res = snakemake(wd, "--profile", profile, "-n", "--attempt", str(attempt), "--config", *TINY,
-                        env_extra={"LSF_PROJECT": "X"})
-        assert res.returncode == 0, res.stdout + res.stderr
-        plans[attempt] = planned_jobs(res.stdout + res.stderr)
+    plans = {attempt: planned_jobs(dry_run(profile, attempt)) for attempt in (1, 2)}
     rules = set(plans[1]) - {"all"}
     assert {"synthesize", "index_raw", "shard", "manifest", "train_flat", "train_level", "evaluate"} <= rules
     for rule in sorted(rules):
@@ -164,11 +175,9 @@ def test_every_cluster_job_gets_more_runtime_and_memory_on_retry(tmp_path, profi
     assert plans[1]["index_raw"]["mem_mb"] == 1000 and plans[1]["train_flat"]["runtime"] == 120
 
 
-def test_slurm_gpu_profile_asks_one_gpu_per_rank_and_cpu_rules_no_gpu(tmp_path):
+def test_slurm_gpu_profile_asks_one_gpu_per_rank_and_cpu_rules_no_gpu(dry_run, tmp_path):
     wd = workdir_like_repo(tmp_path)
-    res = snakemake(wd, "--profile", "slurm", "-n", "--config", *TINY)
-    assert res.returncode == 0, res.stdout + res.stderr
-    jobs = planned_jobs(res.stdout + res.stderr)
+    jobs = planned_jobs(dry_run("slurm"))
     # a rank's CPUs, both training rules: from the config (threads_per_rank 1 + workers 1)
     for rule, cpus in (("train_flat", 2), ("train_level", 2)):
         line = sbatch_line(jobs[rule], threads=3)
@@ -183,11 +192,13 @@ def test_slurm_gpu_profile_asks_one_gpu_per_rank_and_cpu_rules_no_gpu(tmp_path):
         assert "gpu" not in line, f"{rule}: {line}"
         assert "--ntasks=1 --cpus-per-task=" in line, f"{rule}: {line}"
     # the CPU variant: the same ranks, no GPU anywhere
-    res = snakemake(wd, "--profile", "slurm-cpu", "-n", "--config", *TINY)
-    assert res.returncode == 0, res.stdout + res.stderr
-    jobs = planned_jobs(res.stdout + res.stderr)
+    jobs = planned_jobs(dry_run("slurm-cpu"))
     line = sbatch_line(jobs["train_flat"], threads=3)
     assert "--mem-per-cpu 2000 " in line and "--ntasks=3 --cpus-per-task=2" in line and "gpu" not in line, line
+    # every other rule of the DAG (test_slurm.py runs the jobs up to the training on a real SLURM): one task, no GPU
+    for rule in sorted(set(jobs) - {"all", "train_flat", "train_level"}):
+        line = sbatch_line(jobs[rule])
+        assert "gpu" not in line and "--ntasks=1 --cpus-per-task=" in line, f"slurm-cpu {rule}: {line}"
 
 
 # ---------------------------------------------------------------------------------------------- summit-batch
@@ -199,13 +210,17 @@ BATCH_CONFIG = {
 }
 
 
-def run_batch_job(tmp_path, nodes: int, ranks: int, timeout=600):
-    """`bsub -P MAT123 -nnodes N summit-batch/submit.lsf` through the fake LSF; returns (state dir, workdir)."""
-    wd = workdir_like_repo(tmp_path, "Snakefile", "rules", "report", "envs")
+def batch_workdir(tmp_path) -> Path:
+    return workdir_like_repo(tmp_path, "Snakefile", "rules", "report", "envs")
+
+
+def run_batch_job(wd: Path, nodes: int, ranks: int, timeout=600):
+    """`bsub -P MAT123 -nnodes N summit-batch/submit.lsf` through the fake LSF in ``wd``; returns (workdir, the job's
+    output, the jsrun launches)."""
     cfg = json.loads(json.dumps(BATCH_CONFIG))
     cfg["train"]["ranks"] = ranks
     (wd / "tiny.yaml").write_text(yaml.safe_dump(cfg))
-    state = tmp_path / "lsf"
+    state = wd / "lsf"
     env = dict(os.environ, PATH=f"{SHIMS}{os.pathsep}{BIN}{os.pathsep}{os.environ['PATH']}",
                FAKELSF_STATE=str(state), CBEDTDC_SNAKEMAKE=str(BIN / "snakemake"),
                CBEDTDC_TARGETS="results/flat/ce/best.pt", CBEDTDC_CONFIGFILES="tiny.yaml")
@@ -216,7 +231,7 @@ def run_batch_job(tmp_path, nodes: int, ranks: int, timeout=600):
     rc = state / f"{jobid}.rc"
     deadline = time.time() + timeout
     while not (rc.exists() and rc.read_text().strip()) and time.time() < deadline:
-        time.sleep(1)
+        time.sleep(0.2)
     out = (state / f"{jobid}.out").read_text()
     assert rc.exists() and rc.read_text().strip() == "0", out[-5000:]
     options = json.loads((state / f"{jobid}.options.json").read_text())
@@ -226,6 +241,12 @@ def run_batch_job(tmp_path, nodes: int, ranks: int, timeout=600):
     assert f"{nodes} compute node(s), at most {6 * nodes} training ranks at a time" in out, out[-3000:]
     launches = [json.loads(ln) for ln in (state / "jsrun.jsonl").read_text().splitlines()]
     return wd, out, launches
+
+
+@pytest.fixture(scope="module")
+def one_node_job(tmp_path_factory):
+    """The one-node batch job (2 ranks) from nothing: data stage and the flat CNN."""
+    return run_batch_job(batch_workdir(tmp_path_factory.mktemp("batch")), nodes=1, ranks=2)
 
 
 def check_jsrun_geometry(launch: dict, ranks: int, hosts: list[str]) -> None:
@@ -239,8 +260,8 @@ def check_jsrun_geometry(launch: dict, ranks: int, hosts: list[str]) -> None:
 
 
 @pytest.mark.slow
-def test_summit_batch_one_node_runs_light_rules_locally_and_training_through_jsrun(tmp_path):
-    wd, out, launches = run_batch_job(tmp_path, nodes=1, ranks=2)
+def test_summit_batch_one_node_runs_light_rules_locally_and_training_through_jsrun(one_node_job):
+    wd, out, launches = one_node_job
     assert len(launches) == 1, launches  # only the training rule went through jsrun
     check_jsrun_geometry(launches[0], 2, ["f01n01", "f01n01"])
     info = json.loads((wd / "results/flat/ce/train.json").read_text())
@@ -250,19 +271,23 @@ def test_summit_batch_one_node_runs_light_rules_locally_and_training_through_jsr
 
 
 @pytest.mark.slow
-def test_summit_batch_two_nodes_fill_the_first_node_six_ranks_then_the_second(tmp_path):
-    # 8 ranks, not the 12 two nodes could hold: 6 + 2 shows the packing as well, and each rank is a process that
-    # imports torch on the test machine's 2 cores
-    wd, out, launches = run_batch_job(tmp_path, nodes=2, ranks=8)
+def test_summit_batch_two_nodes_fill_the_first_node_six_ranks_then_the_second(one_node_job, tmp_path):
+    # 7 ranks, not the 12 two nodes could hold: 6 + 1 shows the packing as well, and each rank is a process that
+    # imports torch on the test machine's 2 cores. A copy of the one-node job's folder (its data stage done, its
+    # fake LSF state and its flat CNN dropped): the training alone runs again.
+    wd = shutil.copytree(one_node_job[0], tmp_path / "run", symlinks=True, ignore=shutil.ignore_patterns("lsf"))
+    shutil.rmtree(wd / "results" / "flat")
+    wd, out, launches = run_batch_job(wd, nodes=2, ranks=7)
     assert len(launches) == 1, launches
-    check_jsrun_geometry(launches[0], 8, ["f01n01"] * 6 + ["f01n02"] * 2)
+    check_jsrun_geometry(launches[0], 7, ["f01n01"] * 6 + ["f01n02"])
     info = json.loads((wd / "results/flat/ce/train.json").read_text())
-    assert info["world_size"] == 8 and len(set(info["param_sha256_by_rank"])) == 1
+    assert info["world_size"] == 7 and len(set(info["param_sha256_by_rank"])) == 1
+    assert "rule train_flat:" in out and "rule synthesize:" not in out, out[-3000:]
 
 
 def test_summit_batch_refuses_more_ranks_than_the_allocation_has_gpus(tmp_path):
     """Snakemake would shrink the job's tasks to --resources tasks=6 and train 6 ranks instead of 12: refuse."""
-    wd = workdir_like_repo(tmp_path, "Snakefile", "rules", "report", "envs")
+    wd = batch_workdir(tmp_path)
     cfg = json.loads(json.dumps(BATCH_CONFIG))
     cfg["train"]["ranks"] = 12
     (wd / "tiny.yaml").write_text(yaml.safe_dump(cfg))

@@ -8,6 +8,9 @@ checkpoint instead of starting over.
 Second test: the kill takes Snakemake alone (a login node's Snakemake dies); its MPI ranks live on and finish the
 training. The rerun finds the job marked incomplete, so Snakemake deletes its outputs and runs it again; the job
 puts them back from its finished record in seconds (no epoch retrained, the same bytes).
+
+Both start from a copy of the session's tiny run (fixture ``tiny_run``) with more epochs (and, in the second, 2 ranks):
+the changed training command reruns the flat CNN's job alone, on the run's data (no data stage of their own).
 """
 
 from __future__ import annotations
@@ -23,16 +26,20 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import BIN, REPO, SNAKEFILE, link_workdir, snakemake
+from conftest import BIN, SNAKEFILE, TINY_RUN_CONFIG, copy_run, job_stats, snakemake
 
 from cbedtdc.runstate import live_processes
 
 pytestmark = pytest.mark.slow
 
 EPOCHS = 4  # the kill lands at the first checkpoint (step 2 of ~12 a epoch); the rerun trains the rest
-ARGS = ["-s", SNAKEFILE, "--profile", "local", "results/flat/ce/best.pt", "--configfile", "config/config.yaml",
-        str(REPO / "tests" / "pipeline_config.yaml"), "--config",
-        f"train={{epochs: {EPOCHS}, checkpoint_every: 2}}"]
+ARGS = ["-s", SNAKEFILE, "--profile", "local", "results/flat/ce/best.pt", "--configfile", *TINY_RUN_CONFIG,
+        "--config", f"train={{epochs: {EPOCHS}, checkpoint_every: 2}}"]
+
+
+def tiny_run_copy(tiny_run, tmp_path) -> Path:
+    """A copy of the session's tiny run: for ``ARGS`` and ``TINY_ARGS`` the flat CNN's training is the only job."""
+    return copy_run(tiny_run, tmp_path / "run")
 
 
 def session_members(sid: int) -> list[int]:
@@ -56,9 +63,8 @@ def test_session_members_lists_a_new_session_until_it_ends():
     assert session_members(child.pid) == []
 
 
-def test_sigkill_mid_training_then_the_documented_rerun_resumes(tmp_path):
-    wd = link_workdir(tmp_path)
-    (wd / "local").symlink_to(REPO / "profiles" / "local")  # `--profile local` as from the repo root
+def test_sigkill_mid_training_then_the_documented_rerun_resumes(tiny_run, tmp_path):
+    wd = tiny_run_copy(tiny_run, tmp_path)
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     first = subprocess.Popen([str(BIN / "snakemake"), *ARGS], cwd=wd, env=env, start_new_session=True,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -82,6 +88,7 @@ def test_sigkill_mid_training_then_the_documented_rerun_resumes(tmp_path):
     assert "removed the stale lock" in unlock.stderr
     again = snakemake(*ARGS, cwd=wd, timeout=900)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert job_stats(again.stdout + again.stderr) == {"train_flat": 1}, again.stdout[-3000:]  # the data stand
     log = (wd / "logs" / "train_flat" / "ce.log").read_text()
     assert "resuming from" in log, log[-2000:]
     with open(wd / "results" / "flat" / "ce" / "metrics.csv", newline="") as fh:
@@ -89,26 +96,17 @@ def test_sigkill_mid_training_then_the_documented_rerun_resumes(tmp_path):
     assert not (wd / "results" / "flat" / "ce" / "resume").exists()
 
 
-# small enough that the data stage takes seconds; 3 epochs of 2-rank training after the kill at the first checkpoint
-TINY = """image_size: 16
-classes: [14, 225, 1]
-tdc: {level_sizes: [1, 2]}
-synth: {n_materials: 30, materials_per_file: 30, energies_per_material: 1, image_size: 32, frequency: balanced,
-        floor: 1, gallery: false}
-train: {arch: resnet18, epochs: 3, batch_size: 4, ranks: 2, workers: 0, checkpoint_every: 1, eval_batch_size: 16}
-"""
-TINY_ARGS = ["-s", SNAKEFILE, "--profile", "local", "results/flat/ce/best.pt", "--configfile", "config/config.yaml",
-             "tiny.yaml"]
+# 3 epochs of 2-rank training after the kill at the first checkpoint
+TINY_ARGS = ["-s", SNAKEFILE, "--profile", "local", "results/flat/ce/best.pt", "--configfile", *TINY_RUN_CONFIG,
+             "--config", "train={epochs: 3, ranks: 2, checkpoint_every: 1}"]
 
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_snakemake_killed_alone_its_ranks_finish_and_the_rerun_restores_without_training(tmp_path):
-    wd = link_workdir(tmp_path)
-    (wd / "local").symlink_to(REPO / "profiles" / "local")
-    (wd / "tiny.yaml").write_text(TINY)
+def test_snakemake_killed_alone_its_ranks_finish_and_the_rerun_restores_without_training(tiny_run, tmp_path):
+    wd = tiny_run_copy(tiny_run, tmp_path)
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     job = wd / "results" / "flat" / "ce"
     first = subprocess.Popen([str(BIN / "snakemake"), *TINY_ARGS], cwd=wd, env=env, start_new_session=True,
@@ -141,6 +139,7 @@ def test_snakemake_killed_alone_its_ranks_finish_and_the_rerun_restores_without_
     out = again.stdout + again.stderr
     assert again.returncode == 0, out[-3000:]
     assert "rule train_flat:" in out, "Snakemake did not rerun the job it had marked incomplete: " + out[-2000:]
+    assert job_stats(out) == {"train_flat": 1}, out[-3000:]
     text = log.read_text()  # the rerun's log (the redirect truncated the orphans' one)
     assert "restored finished training from" in text and "no epoch retrained" in text, text[-2000:]
     assert "train loss" not in text and "resuming from" not in text, text[-2000:]  # no epoch trained again

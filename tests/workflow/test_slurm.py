@@ -1,5 +1,8 @@
-"""The slurm-cpu profile on a real (single-node) SLURM: the whole tiny DAG, data stage included, through sbatch, the
-2-rank training job's ranks via srun; and the submission check that refuses, before any sbatch, a job no node holds.
+"""The slurm-cpu profile on a real (single-node) SLURM: the tiny data stage and the flat CNN through sbatch (the
+generator, the index_raw + shard group jobs, the light rules between them), the 2-rank training job's ranks via srun,
+every job followed with squeue; and the submission check that refuses, before any sbatch, a job no node holds.
+The jobs after the training (features, heads, evaluation, plots) are sbatch jobs of the same kind as the light ones
+here; their sbatch lines (no GPU, one task) are checked in the dry runs of tests/workflow/test_profiles.py.
 
 .ci/run starts the cluster (.ci/start_slurm.sh); where no controller answers, the test skips with the reason.
 This machine has no GPU, so the GPU profile (profiles/slurm) is checked in dry runs and through the plugin's own
@@ -65,17 +68,19 @@ def submitted(workdir: Path) -> list[str]:
     return [line for line in out.splitlines() if f"WorkDir={workdir} " in line + " "]
 
 
-def test_slurm_cpu_profile_runs_the_whole_tiny_dag_through_sbatch_and_srun(tmp_path):
+def test_slurm_cpu_profile_runs_the_data_stage_and_the_training_through_sbatch_and_srun(tmp_path):
     """The shipped profile plus the one option the submission check names on a 2-core node (--cores 2: a group job
-    runs at most 2 index_raw/shard jobs side by side); training CPUs follow the config (workers: 0 -> 1 a rank)."""
+    runs at most 2 index_raw/shard jobs side by side); training CPUs follow the config (workers: 0 -> 1 a rank).
+    Target: the flat CNN, i.e. every job up to and including the MPI training rule (test time: the rest of the DAG
+    would add a chain of sbatch jobs of the kind already run here)."""
     wd = workdir(tmp_path)
     # first status check 2 s after a submission instead of the profile's 5 (the plugin then waits 10 s more per
     # check that sees nothing finish): the DAG is a chain of 5-10 s jobs here (test time only)
     res = snakemake(wd, "--profile", "slurm-cpu", "--cores", "2", "--slurm-init-seconds-before-status-checks", "2",
-                    "--config", *TINY, timeout=900)
+                    "--config", *TINY, "--", "results/flat/ce/best.pt", timeout=900)
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-5000:]
-    assert (wd / "results/metrics/summary.json").is_file()
+    assert (wd / "results/flat/ce/best.pt").stat().st_size > 0
     assert re.search(r'srun --mpi=pmi2 -n 2 "\$CBEDTDC_PYTHON" workflow_scripts/train\.py', out), out[-3000:]
     info = json.loads((wd / "results/flat/ce/train.json").read_text())
     assert info["world_size"] == 2 and info["launcher"] == "mpi" and info["backend"] == "gloo"
