@@ -99,6 +99,9 @@ wildcard_constraints:
 
 # Threads of every job that runs torch or XGBoost: what one training job uses (ranks x threads per rank).
 THREADS = config["train"]["ranks"] * config["train"]["threads_per_rank"]
+# Scheduling priority of the critical path, data stage -> flat training: on a few cores a side job that is ready
+# early (the transfer's multislice renderings, the descriptors) must not hold the cores that training waits for.
+CRITICAL = 10
 
 
 def get_raw(wildcards):

@@ -15,6 +15,7 @@ rule index_raw:
         "logs/index_raw/{stem}.log",
     benchmark:
         "benchmarks/index_raw/{stem}.tsv"
+    priority: CRITICAL
     group:
         "rawfile"
     conda:
@@ -66,6 +67,7 @@ rule manifest:
         quarantine="logs/manifest/quarantine.csv",  # kept when the threshold stops the run
     benchmark:
         "benchmarks/manifest/manifest.tsv"
+    priority: CRITICAL
     conda:
         "../envs/cbedtdc.yaml"
     resources:
@@ -91,6 +93,7 @@ rule split:
         "logs/split/split.log",
     benchmark:
         "benchmarks/split/split.tsv"
+    priority: CRITICAL
     conda:
         "../envs/cbedtdc.yaml"
     params:
@@ -112,6 +115,7 @@ rule check_classes:
         "logs/check_classes/check_classes.log",
     benchmark:
         "benchmarks/check_classes/check_classes.tsv"
+    priority: CRITICAL
     conda:
         "../envs/cbedtdc.yaml"
     params:
@@ -133,6 +137,7 @@ rule shard:
         "logs/shard/{stem}.log",
     benchmark:
         "benchmarks/shard/{stem}.tsv"
+    priority: CRITICAL
     group:
         "rawfile"
     conda:
@@ -186,6 +191,7 @@ rule shard_index:
         "logs/shard_index/shard_index.log",
     benchmark:
         "benchmarks/shard_index/shard_index.tsv"
+    priority: CRITICAL
     conda:
         "../envs/cbedtdc.yaml"
     params:

@@ -21,7 +21,7 @@ rule robustness:
         "benchmarks/robustness/robustness.tsv"
     conda:
         "../envs/cbedtdc.yaml"
-    threads: THREADS
+    threads: 1  # numpy scoring and small CNN batches: beside rule transfer, not after it
     params:
         perturbations=json.dumps(config["robustness"]["perturbations"]),
         n_materials=config["robustness"]["n_materials"],

@@ -11,6 +11,7 @@ rule synthesize:
         "logs/synthesize/{stem}.log",
     benchmark:
         "benchmarks/synthesize/{stem}.tsv"
+    priority: CRITICAL
     conda:
         "../envs/cbedtdc.yaml"
     resources:

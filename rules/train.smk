@@ -16,6 +16,7 @@ rule train_flat:
         "logs/train_flat/{loss}.log",
     benchmark:
         "benchmarks/train_flat/{loss}.tsv"
+    priority: CRITICAL
     conda:
         "../envs/cbedtdc.yaml"
     threads: THREADS
