@@ -35,7 +35,7 @@ rule features:
     shell:
         '"$CBEDTDC_PYTHON" workflow_scripts/features.py --source {params.source:q} {params.model}'
         " --shards {params.shards:q} --split {wildcards.split:q} --out {output.features:q}"
-        " --batch-size {params.batch} --augment {params.augment:q} --seed {params.seed}"
+        " --batch-size {params.batch:q} --augment {params.augment:q} --seed {params.seed:q}"
         " --threads {threads} 2> {log:q}"
 
 
